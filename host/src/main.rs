@@ -1,0 +1,204 @@
+//! The `agentmerge` command line: run, check and draw pipelines, and list plugins.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use agentmerge::{exec, pipeline::Override, plugins, report, store::Store};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agentmerge",
+    version,
+    about = "Compose, run and cache pipelines of plugins that collect agent traces, fine-tune, merge and evaluate LLM checkpoints.",
+    after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set seed=3 --force merge\n  agentmerge check pipelines/quickstart.yaml\n  agentmerge graph pipelines/quickstart.yaml > quickstart.mmd\n  agentmerge plugins models/random_llama\n\nLogs: RUST_LOG=agentmerge=debug, or -v / -q."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Extra plugin directories, searched before the defaults (also: AGENTMERGE_PLUGIN_PATH).
+    #[arg(long = "plugin-path", global = true, value_name = "DIR")]
+    plugin_path: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline; nodes whose inputs and config are unchanged come from the store.
+    #[command(
+        after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set hidden=128 --jobs 1\n  agentmerge run pipelines/quickstart.yaml --force summary --no-cache"
+    )]
+    Run {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Re-run this node even when cached (repeatable; a node id, or an instance id like `merge[lambda=0.5]`).
+        #[arg(long, value_name = "NODE")]
+        force: Vec<String>,
+        /// Ignore the cache for every node (results are still stored).
+        #[arg(long)]
+        no_cache: bool,
+        /// Most nodes running at once (default: the pipeline's `jobs:`, else the number of cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// The artifact store (default: the pipeline's `store:`, else .agentmerge/ beside it).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Validate a pipeline (plugins, ports, types, cycles, configs) without running anything.
+    #[command(
+        after_help = "Example:\n  agentmerge check pipelines/quickstart.yaml --set hidden=96"
+    )]
+    Check {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Print the expanded pipeline graph as Mermaid (default) or Graphviz DOT.
+    #[command(
+        after_help = "Examples:\n  agentmerge graph pipelines/quickstart.yaml\n  agentmerge graph pipelines/quickstart.yaml --dot | dot -Tsvg > graph.svg"
+    )]
+    Graph {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Graphviz DOT instead of Mermaid.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// List plugin libraries with their node kinds, ports and config fields.
+    #[command(
+        after_help = "Examples:\n  agentmerge plugins\n  agentmerge plugins merge\n  agentmerge plugins models/random_llama\n  agentmerge plugins --json"
+    )]
+    Plugins {
+        /// Only this plugin or `plugin/kind`.
+        filter: Option<String>,
+        /// The raw manifests as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    /// The pipeline YAML file.
+    pipeline: PathBuf,
+    /// Override a variable (`--set lr=1e-5`) or a node's config field (`--set merge.lambda=0.5`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<Override>,
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn,agentmerge=info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<agentmerge::diag::Diagnostics>() {
+                Some(d) => eprintln!("{d}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins { filter, json } => {
+            let reg = plugins::Registry::discover(&plugins::search_path(&cli.plugin_path));
+            if json {
+                let manifests: Vec<_> = reg.plugins.iter().map(|p| serde_json::json!({"path": p.path, "digest": p.digest, "manifest": p.manifest})).collect();
+                println!("{}", serde_json::to_string_pretty(&manifests)?);
+            } else {
+                print!("{}", report::plugins(&reg, filter.as_deref()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { p } => {
+            let (_, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
+            println!(
+                "{}: ok ({} nodes, {} instances after sweeps)",
+                p.pipeline.display(),
+                plan.spec.nodes.len(),
+                plan.instances.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { p, dot } => {
+            let (_, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
+            print!("{}", report::graph(&plan, dot));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            p,
+            force,
+            no_cache,
+            jobs,
+            store,
+        } => {
+            let (reg, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
+            for f in &force {
+                if !plan.spec.nodes.iter().any(|n| &n.id == f)
+                    && !plan.instances.iter().any(|i| &i.id == f)
+                {
+                    anyhow::bail!(
+                        "--force {f}: no node or instance `{f}` in {}",
+                        p.pipeline.display()
+                    );
+                }
+            }
+            let store = Store::open(&agentmerge::store_dir(&plan, store.as_deref()))?;
+            ctrlc_handler();
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let opts = exec::RunOptions {
+                jobs: jobs.or(plan.spec.jobs).unwrap_or(cores),
+                force,
+                no_cache,
+                progress: std::io::stderr().is_terminal() && !cli.quiet,
+            };
+            let rep = exec::run(&plan, &reg, &store, &opts);
+            let path = store.write_report(&plan.spec.name, &rep.to_json(&store))?;
+            println!("{}", report::table(&rep, &store.root));
+            println!("report: {}", path.display());
+            if rep.failed().is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprint!("{}", report::failures(&rep));
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+/// First Ctrl-C asks nodes to stop (they see `ctx.is_cancelled()`); the second exits at once.
+/// Either way no half-written artifact is trusted later: unfinished nodes live in store/tmp.
+fn ctrlc_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if exec::CANCELLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: asking running nodes to stop (Ctrl-C again to exit now)");
+    });
+}

@@ -1,0 +1,159 @@
+//! The `debug` plugin: tiny node kinds for trying out pipelines and testing the host —
+//! constants, sums, a node that fails, one that panics, and a slow one that honours
+//! cancellation.
+
+use std::time::{Duration, Instant};
+
+use agentmerge_sdk::prelude::*;
+
+/// Emits a constant scalar.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Constant {
+    /// The value to emit.
+    pub value: f64,
+}
+
+impl NodeKind for Constant {
+    const NAME: &'static str = "constant";
+    const DOC: &'static str = "Emits `value` as a scalar.";
+    fn ports() -> Ports {
+        Ports::new().output("value", PortType::Scalar, "the constant")
+    }
+    fn run(&self, _ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        tracing::info!(value = self.value, "emitting constant");
+        Ok(Outputs::new().with("value", self.value))
+    }
+}
+
+/// Sums scalars, times a factor.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sum {
+    /// Multiplies the sum.
+    #[serde(default = "one")]
+    pub scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl NodeKind for Sum {
+    const NAME: &'static str = "sum";
+    const DOC: &'static str = "Adds the scalars on `values` and multiplies by `scale`; also writes the result to sum.txt.";
+    fn ports() -> Ports {
+        Ports::new()
+            .list_input("values", PortType::Scalar, "numbers to add")
+            .output("sum", PortType::Scalar, "scale × Σ values")
+            .output("report", PortType::Metrics, "the inputs and the result")
+    }
+    fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
+        let values: Vec<f64> = inputs
+            .get("values")
+            .iter()
+            .map(|v| match v {
+                Value::Scalar(x) => Ok(*x),
+                v => Err(anyhow!("expected scalars, got {}", v.port_type())),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let sum = self.scale * values.iter().sum::<f64>();
+        std::fs::write(ctx.out_path("sum.txt")?, format!("{sum}\n"))?;
+        let mut report = serde_json::Map::new();
+        report.insert("inputs".into(), serde_json::json!(values));
+        report.insert("sum".into(), serde_json::json!(sum));
+        Ok(Outputs::new().with("sum", sum).with("report", report))
+    }
+}
+
+/// Always fails with an error.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fail {
+    /// The error message.
+    #[serde(default = "default_fail")]
+    pub message: String,
+}
+
+fn default_fail() -> String {
+    "this node always fails".into()
+}
+
+impl NodeKind for Fail {
+    const NAME: &'static str = "fail";
+    const DOC: &'static str = "Fails with `message` (for testing failure handling).";
+    fn ports() -> Ports {
+        Ports::new()
+            .optional_input(
+                "after",
+                PortType::Json,
+                "anything, to order it after another node",
+            )
+            .output("value", PortType::Scalar, "never produced")
+    }
+    fn run(&self, _ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        bail!("{}", self.message)
+    }
+}
+
+/// Panics.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Panic {
+    /// The panic message.
+    #[serde(default = "default_panic")]
+    pub message: String,
+}
+
+fn default_panic() -> String {
+    "deliberate panic".into()
+}
+
+impl NodeKind for Panic {
+    const NAME: &'static str = "panic";
+    const DOC: &'static str =
+        "Panics with `message` (for testing that a plugin panic becomes a node error).";
+    fn ports() -> Ports {
+        Ports::new().output("value", PortType::Scalar, "never produced")
+    }
+    fn run(&self, _ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        panic!("{}", self.message)
+    }
+}
+
+/// Works slowly, writing a file as it goes.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slow {
+    /// How long to work, in milliseconds.
+    pub millis: u64,
+    /// A value to pass through.
+    #[serde(default)]
+    pub value: f64,
+}
+
+impl NodeKind for Slow {
+    const NAME: &'static str = "slow";
+    const DOC: &'static str =
+        "Spends `millis` ms writing progress.txt (checking for cancellation), then emits `value`.";
+    fn ports() -> Ports {
+        Ports::new().output("value", PortType::Scalar, "`value`, once done")
+    }
+    fn run(&self, ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(ctx.out_path("progress.txt")?)?;
+        let start = Instant::now();
+        let total = self.millis.max(1);
+        while start.elapsed() < Duration::from_millis(self.millis) {
+            ctx.check()?;
+            let done = start.elapsed().as_millis() as u64;
+            writeln!(f, "{done}")?;
+            f.flush()?;
+            ctx.progress(done.min(total), total, "working");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Outputs::new().with("value", self.value))
+    }
+}
+
+export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow] }

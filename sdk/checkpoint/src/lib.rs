@@ -1,0 +1,1 @@
+//! agentmerge-checkpoint (in progress)

@@ -1,0 +1,1 @@
+//! agentmerge-merge (in progress)

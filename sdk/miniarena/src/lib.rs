@@ -1,0 +1,1 @@
+//! agentmerge-miniarena (in progress)
