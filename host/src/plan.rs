@@ -278,7 +278,19 @@ fn topo_order(spec: &PipelineSpec, errs: &mut Vec<Diagnostic>) -> Option<Vec<usi
         }
     }
     match petgraph::algo::toposort(&g, None) {
-        Ok(order) => Some(order.into_iter().map(|ni| g[ni]).collect()),
+        // Stable order: among the nodes that are ready, the one written first runs first.
+        Ok(_) => {
+            let mut placed = vec![false; spec.nodes.len()];
+            let mut order = Vec::new();
+            while order.len() < spec.nodes.len() {
+                let next = (0..spec.nodes.len())
+                    .find(|&i| !placed[i] && g.neighbors_directed(idx[i], petgraph::Direction::Incoming).all(|p| placed[g[p]]))
+                    .expect("acyclic");
+                placed[next] = true;
+                order.push(next);
+            }
+            Some(order)
+        }
         Err(_) => {
             for scc in tarjan_scc(&g) {
                 let cyclic = scc.len() > 1 || g.find_edge(scc[0], scc[0]).is_some();
@@ -407,7 +419,9 @@ fn expand(
             for point in &grid {
                 let mut labels = labels.clone();
                 let mut with = n.with.clone();
+                let mut swept = Vec::new();
                 for &(a, v) in point {
+                    swept.push((n.sweep[a].field.clone(), n.sweep[a].values[v].pos));
                     let axis = &n.sweep[a];
                     labels.insert(
                         (n.id.clone(), axis.field.clone()),
@@ -437,7 +451,7 @@ fn expand(
                     }
                     inputs.insert(inp.port.clone(), srcs);
                 }
-                let config = validate_config(n, &with, reg, errs);
+                let config = validate_config(n, &with, &swept, reg, errs);
                 mine.push(instances.len());
                 instances.push(Instance {
                     id,
@@ -454,7 +468,8 @@ fn expand(
     instances
 }
 
-fn validate_config(n: &NodeSpec, with: &Node, reg: &Registry, errs: &mut Vec<Diagnostic>) -> Json {
+/// Validates one instance's config; `swept` gives, per swept field, where its value was written.
+fn validate_config(n: &NodeSpec, with: &Node, swept: &[(String, Pos)], reg: &Registry, errs: &mut Vec<Diagnostic>) -> Json {
     let Some((plugin, _)) = reg.kind(&n.uses) else {
         return Json::Null;
     };
@@ -463,12 +478,8 @@ fn validate_config(n: &NodeSpec, with: &Node, reg: &Registry, errs: &mut Vec<Dia
         Ok(c) => c,
         Err(e) => {
             let top = e.field.split(['.', '[']).next().unwrap_or("");
-            let pos = match n
-                .sweep
-                .iter()
-                .find(|a| a.field == e.field || (!top.is_empty() && a.field == top))
-            {
-                Some(axis) => axis.pos,
+            let pos = match swept.iter().find(|(f, _)| *f == e.field || (!top.is_empty() && *f == top)) {
+                Some((_, pos)) => *pos,
                 None if e.field.is_empty() => n.with.pos,
                 None => n.with.locate(&e.field).pos,
             };

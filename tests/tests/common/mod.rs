@@ -1,0 +1,78 @@
+//! Shared helpers for the end-to-end tests: where the built host and plugins are, and how to
+//! run the real `agentmerge` binary.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The build directory holding `agentmerge` and the plugin libraries (target/debug or
+/// target/release, whichever this test binary was built into).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf() // .../target/debug/deps/x → .../target/debug
+}
+
+/// The `agentmerge` binary built from this workspace.
+pub fn agentmerge_path() -> PathBuf {
+    let p = build_dir().join(format!("agentmerge{}", std::env::consts::EXE_SUFFIX));
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)", p.display());
+    p
+}
+
+pub fn agentmerge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(agentmerge_path())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("AGENTMERGE_PLUGIN_PATH")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and asserts success, returning stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = agentmerge(dir, args);
+    assert!(o.status.success(), "agentmerge {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// The latest run report of the store in `dir/.agentmerge`.
+pub fn latest_report(store: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(store.join("runs/latest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// node id → status from a run report.
+pub fn statuses(report: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap().to_string(), n["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Writes `text` as `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
