@@ -76,3 +76,37 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// Builds a plugin crate outside the workspace's build, the way a user builds their own plugin:
+/// `crate_dir` must hold a Cargo.toml and src/. The build shares `target/external` across
+/// tests so dependencies compile once. Returns the built library's path.
+pub fn build_external_plugin(crate_dir: &Path, lib_name: &str) -> PathBuf {
+    let target = workspace().join("target/external");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--offline", "--quiet", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "building {} failed:\n{}", crate_dir.display(), String::from_utf8_lossy(&out.stderr));
+    let file = format!("{}{lib_name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let built = target.join("debug").join(&file);
+    assert!(built.exists(), "{} was not built", built.display());
+    built
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
