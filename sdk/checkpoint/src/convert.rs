@@ -1,0 +1,145 @@
+//! Converting tensor bytes to and from f32/f64 (bf16 and f16 round to nearest even).
+
+use half::{bf16, f16};
+
+use crate::DType;
+
+/// Decodes `bytes` of `dtype` into `out` (exactly `out.len()` elements).
+pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        _ => {
+            let mut tmp = vec![0f64; out.len()];
+            to_f64_into(dtype, bytes, &mut tmp);
+            for (o, v) in out.iter_mut().zip(tmp) {
+                *o = v as f32;
+            }
+        }
+    }
+}
+
+/// Decodes `bytes` of `dtype` into `out` as f64.
+pub fn to_f64_into(dtype: DType, bytes: &[u8], out: &mut [f64]) {
+    match dtype {
+        DType::F64 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                *o = f64::from_le_bytes(c.try_into().unwrap());
+            }
+        }
+        DType::I64 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                *o = i64::from_le_bytes(c.try_into().unwrap()) as f64;
+            }
+        }
+        DType::I32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = i32::from_le_bytes(c.try_into().unwrap()) as f64;
+            }
+        }
+        DType::U8 | DType::Bool => {
+            for (o, b) in out.iter_mut().zip(bytes) {
+                *o = *b as f64;
+            }
+        }
+        DType::F32 | DType::BF16 | DType::F16 => {
+            let mut tmp = vec![0f32; out.len()];
+            to_f32_into(dtype, bytes, &mut tmp);
+            for (o, v) in out.iter_mut().zip(tmp) {
+                *o = v as f64;
+            }
+        }
+    }
+}
+
+/// Encodes f32 values as `dtype` into `out` (`values.len() * dtype.size()` bytes).
+pub fn cast_f32_into(values: &[f32], dtype: DType, out: &mut [u8]) {
+    match dtype {
+        DType::F32 => out.copy_from_slice(bytemuck::cast_slice(values)),
+        DType::BF16 => {
+            for (c, v) in out.chunks_exact_mut(2).zip(values) {
+                c.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for (c, v) in out.chunks_exact_mut(2).zip(values) {
+                c.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        DType::F64 => {
+            for (c, v) in out.chunks_exact_mut(8).zip(values) {
+                c.copy_from_slice(&(*v as f64).to_le_bytes());
+            }
+        }
+        DType::I64 => {
+            for (c, v) in out.chunks_exact_mut(8).zip(values) {
+                c.copy_from_slice(&(v.round() as i64).to_le_bytes());
+            }
+        }
+        DType::I32 => {
+            for (c, v) in out.chunks_exact_mut(4).zip(values) {
+                c.copy_from_slice(&(v.round() as i32).to_le_bytes());
+            }
+        }
+        DType::U8 | DType::Bool => {
+            for (c, v) in out.iter_mut().zip(values) {
+                *c = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+/// f32 values encoded as `dtype`.
+pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
+    let mut out = vec![0u8; values.len() * dtype.size()];
+    cast_f32_into(values, dtype, &mut out);
+    out
+}
+
+/// f64 values encoded as `dtype` (F64 exactly; other dtypes through f32).
+pub fn f64_to_bytes(values: &[f64], dtype: DType) -> Vec<u8> {
+    if dtype == DType::F64 {
+        return values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    }
+    let f: Vec<f32> = values.iter().map(|v| *v as f32).collect();
+    f32_to_bytes(&f, dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let vals = [1.0f32, -2.5, 0.1, 3.0e-3, 65504.0];
+        for d in [DType::F32, DType::BF16, DType::F16, DType::F64] {
+            let b = f32_to_bytes(&vals, d);
+            let mut back = vec![0f32; vals.len()];
+            to_f32_into(d, &b, &mut back);
+            let tol = match d {
+                DType::BF16 => 1e-2,
+                DType::F16 => 1e-3,
+                _ => 0.0,
+            };
+            for (a, b) in vals.iter().zip(&back) {
+                assert!((a - b).abs() <= tol * a.abs(), "{d}: {a} vs {b}");
+            }
+        }
+        // bf16 rounds to nearest even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 → 1.
+        let b = f32_to_bytes(&[1.0 + 1.0 / 256.0], DType::BF16);
+        assert_eq!(u16::from_le_bytes([b[0], b[1]]), 0x3f80);
+    }
+}
