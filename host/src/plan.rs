@@ -284,7 +284,11 @@ fn topo_order(spec: &PipelineSpec, errs: &mut Vec<Diagnostic>) -> Option<Vec<usi
             let mut order = Vec::new();
             while order.len() < spec.nodes.len() {
                 let next = (0..spec.nodes.len())
-                    .find(|&i| !placed[i] && g.neighbors_directed(idx[i], petgraph::Direction::Incoming).all(|p| placed[g[p]]))
+                    .find(|&i| {
+                        !placed[i]
+                            && g.neighbors_directed(idx[i], petgraph::Direction::Incoming)
+                                .all(|p| placed[g[p]])
+                    })
                     .expect("acyclic");
                 placed[next] = true;
                 order.push(next);
@@ -469,7 +473,13 @@ fn expand(
 }
 
 /// Validates one instance's config; `swept` gives, per swept field, where its value was written.
-fn validate_config(n: &NodeSpec, with: &Node, swept: &[(String, Pos)], reg: &Registry, errs: &mut Vec<Diagnostic>) -> Json {
+fn validate_config(
+    n: &NodeSpec,
+    with: &Node,
+    swept: &[(String, Pos)],
+    reg: &Registry,
+    errs: &mut Vec<Diagnostic>,
+) -> Json {
     let Some((plugin, _)) = reg.kind(&n.uses) else {
         return Json::Null;
     };
@@ -478,7 +488,10 @@ fn validate_config(n: &NodeSpec, with: &Node, swept: &[(String, Pos)], reg: &Reg
         Ok(c) => c,
         Err(e) => {
             let top = e.field.split(['.', '[']).next().unwrap_or("");
-            let pos = match swept.iter().find(|(f, _)| *f == e.field || (!top.is_empty() && *f == top)) {
+            let pos = match swept
+                .iter()
+                .find(|(f, _)| *f == e.field || (!top.is_empty() && *f == top))
+            {
                 Some((_, pos)) => *pos,
                 None if e.field.is_empty() => n.with.pos,
                 None => n.with.locate(&e.field).pos,

@@ -156,4 +156,65 @@ impl NodeKind for Slow {
     }
 }
 
-export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow] }
+/// Emits a tensor of counting numbers.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    /// The tensor's shape.
+    pub shape: Vec<u64>,
+    /// First value; each next element adds `step`.
+    #[serde(default)]
+    pub start: f32,
+    #[serde(default = "one_f32")]
+    pub step: f32,
+}
+
+fn one_f32() -> f32 {
+    1.0
+}
+
+impl NodeKind for Range {
+    const NAME: &'static str = "range";
+    const DOC: &'static str =
+        "Emits an f32 tensor of `shape` holding start, start+step, ... (row-major).";
+    fn ports() -> Ports {
+        Ports::new().output("tensor", PortType::Tensor, "the tensor")
+    }
+    fn run(&self, _ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        let n: u64 = self.shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| self.start + self.step * i as f32).collect();
+        Ok(Outputs::new().with("tensor", Tensor::from_vec(self.shape.clone(), values)?))
+    }
+}
+
+/// Statistics of a tensor.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TensorStats {}
+
+impl NodeKind for TensorStats {
+    const NAME: &'static str = "tensor_stats";
+    const DOC: &'static str = "Reports a tensor's dtype, shape, element count, sum and mean.";
+    fn ports() -> Ports {
+        Ports::new()
+            .input("tensor", PortType::Tensor, "any tensor")
+            .output("stats", PortType::Metrics, "dtype, shape, numel, sum, mean")
+    }
+    fn run(&self, _ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
+        let t = inputs.tensor("tensor")?;
+        let v = t.to_f64_vec();
+        let sum: f64 = v.iter().sum();
+        let mut m = serde_json::Map::new();
+        m.insert("dtype".into(), serde_json::json!(t.dtype()));
+        m.insert("shape".into(), serde_json::json!(t.shape()));
+        m.insert("numel".into(), serde_json::json!(t.numel()));
+        m.insert("sum".into(), serde_json::json!(sum));
+        m.insert(
+            "mean".into(),
+            serde_json::json!(sum / v.len().max(1) as f64),
+        );
+        Ok(Outputs::new().with("stats", m))
+    }
+}
+
+export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow, Range, TensorStats] }

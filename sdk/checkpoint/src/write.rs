@@ -42,7 +42,11 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> WriteOptions {
-        WriteOptions { max_shard_bytes: 5_000_000_000, metadata: BTreeMap::new(), overwrite: false }
+        WriteOptions {
+            max_shard_bytes: 5_000_000_000,
+            metadata: BTreeMap::new(),
+            overwrite: false,
+        }
     }
 }
 
@@ -69,17 +73,34 @@ pub struct CheckpointWriter {
 
 impl CheckpointWriter {
     /// Plans the shards for `tensors` (laid out in name order) and writes their headers.
-    pub fn plan(out_dir: &Path, mut tensors: Vec<TensorSpec>, opts: WriteOptions) -> Result<CheckpointWriter> {
+    pub fn plan(
+        out_dir: &Path,
+        mut tensors: Vec<TensorSpec>,
+        opts: WriteOptions,
+    ) -> Result<CheckpointWriter> {
         if out_dir.exists() && !opts.overwrite {
-            return Err(CheckpointError::Invalid { path: out_dir.to_path_buf(), message: "already exists; choose another output directory or remove it".into() });
+            return Err(CheckpointError::Invalid {
+                path: out_dir.to_path_buf(),
+                message: "already exists; choose another output directory or remove it".into(),
+            });
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
-            return Err(CheckpointError::Tensor { path: out_dir.to_path_buf(), tensor: w[0].name.clone(), message: "planned twice".into() });
+            return Err(CheckpointError::Tensor {
+                path: out_dir.to_path_buf(),
+                tensor: w[0].name.clone(),
+                message: "planned twice".into(),
+            });
         }
-        let parent = out_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = out_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| CheckpointError::io(parent, e))?;
-        let name = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
+        let name = out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkpoint".into());
         let tmp_dir = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir).map_err(|e| CheckpointError::io(&tmp_dir, e))?;
@@ -101,7 +122,9 @@ impl CheckpointWriter {
         let shard_names: Vec<String> = if n == 1 {
             vec!["model.safetensors".into()]
         } else {
-            (1..=n).map(|i| format!("model-{i:05}-of-{n:05}.safetensors")).collect()
+            (1..=n)
+                .map(|i| format!("model-{i:05}-of-{n:05}.safetensors"))
+                .collect()
         };
         let mut w = CheckpointWriter {
             out_dir: out_dir.to_path_buf(),
@@ -136,11 +159,21 @@ impl CheckpointWriter {
             let path = w.tmp_dir.join(&w.shard_names[shard]);
             let file = File::create(&path).map_err(|e| CheckpointError::io(&path, e))?;
             let data_start = 8 + text.len() as u64;
-            file.set_len(data_start + offset).map_err(|e| CheckpointError::io(&path, e))?;
-            file.write_all_at(&(text.len() as u64).to_le_bytes(), 0).map_err(|e| CheckpointError::io(&path, e))?;
-            file.write_all_at(&text, 8).map_err(|e| CheckpointError::io(&path, e))?;
+            file.set_len(data_start + offset)
+                .map_err(|e| CheckpointError::io(&path, e))?;
+            file.write_all_at(&(text.len() as u64).to_le_bytes(), 0)
+                .map_err(|e| CheckpointError::io(&path, e))?;
+            file.write_all_at(&text, 8)
+                .map_err(|e| CheckpointError::io(&path, e))?;
             for (off, t) in placed {
-                w.slots.insert(t.name.clone(), Slot { shard, offset: data_start + off, spec: t });
+                w.slots.insert(
+                    t.name.clone(),
+                    Slot {
+                        shard,
+                        offset: data_start + off,
+                        spec: t,
+                    },
+                );
             }
             w.total_size += offset;
             w.files.push(file);
@@ -158,7 +191,11 @@ impl CheckpointWriter {
         let idx = self.slots.keys().position(|k| k == name);
         match (idx, self.slots.get(name)) {
             (Some(i), Some(s)) => Ok((i, s)),
-            _ => Err(CheckpointError::Tensor { path: self.out_dir.clone(), tensor: name.to_string(), message: "was not planned for this checkpoint".into() }),
+            _ => Err(CheckpointError::Tensor {
+                path: self.out_dir.clone(),
+                tensor: name.to_string(),
+                message: "was not planned for this checkpoint".into(),
+            }),
         }
     }
 
@@ -169,11 +206,19 @@ impl CheckpointWriter {
             return Err(CheckpointError::Tensor {
                 path: self.out_dir.clone(),
                 tensor: name.to_string(),
-                message: format!("got {} bytes, planned {} ({} {:?})", bytes.len(), slot.spec.nbytes(), slot.spec.dtype, slot.spec.shape),
+                message: format!(
+                    "got {} bytes, planned {} ({} {:?})",
+                    bytes.len(),
+                    slot.spec.nbytes(),
+                    slot.spec.dtype,
+                    slot.spec.shape
+                ),
             });
         }
         let path = self.tmp_dir.join(&self.shard_names[slot.shard]);
-        self.files[slot.shard].write_all_at(bytes, slot.offset).map_err(|e| CheckpointError::io(&path, e))?;
+        self.files[slot.shard]
+            .write_all_at(bytes, slot.offset)
+            .map_err(|e| CheckpointError::io(&path, e))?;
         self.written.lock().unwrap()[i] = true;
         Ok(())
     }
@@ -184,10 +229,16 @@ impl CheckpointWriter {
         let (_, slot) = self.slot(name)?;
         let start = first as u64 * slot.spec.dtype.size() as u64;
         if start + bytes.len() as u64 > slot.spec.nbytes() {
-            return Err(CheckpointError::Tensor { path: self.out_dir.clone(), tensor: name.to_string(), message: "part runs past the end of the tensor".into() });
+            return Err(CheckpointError::Tensor {
+                path: self.out_dir.clone(),
+                tensor: name.to_string(),
+                message: "part runs past the end of the tensor".into(),
+            });
         }
         let path = self.tmp_dir.join(&self.shard_names[slot.shard]);
-        self.files[slot.shard].write_all_at(bytes, slot.offset + start).map_err(|e| CheckpointError::io(&path, e))
+        self.files[slot.shard]
+            .write_all_at(bytes, slot.offset + start)
+            .map_err(|e| CheckpointError::io(&path, e))
     }
 
     /// Marks a tensor written in parts as complete.
@@ -231,7 +282,8 @@ impl CheckpointWriter {
         for f in FILES {
             let src = dir.join(f);
             if src.exists() {
-                std::fs::copy(&src, self.tmp_dir.join(f)).map_err(|e| CheckpointError::io(&src, e))?;
+                std::fs::copy(&src, self.tmp_dir.join(f))
+                    .map_err(|e| CheckpointError::io(&src, e))?;
                 copied.push(f.to_string());
             }
         }
@@ -249,37 +301,65 @@ impl CheckpointWriter {
     pub fn finish(mut self) -> Result<PathBuf> {
         let missing: Vec<&String> = {
             let written = self.written.lock().unwrap();
-            self.slots.keys().zip(written.iter()).filter(|(_, w)| !**w).map(|(k, _)| k).collect()
+            self.slots
+                .keys()
+                .zip(written.iter())
+                .filter(|(_, w)| !**w)
+                .map(|(k, _)| k)
+                .collect()
         };
         if let Some(first) = missing.first() {
-            return Err(CheckpointError::Tensor { path: self.out_dir.clone(), tensor: first.to_string(), message: format!("was never written ({} tensors missing); the checkpoint was not created", missing.len()) });
+            return Err(CheckpointError::Tensor {
+                path: self.out_dir.clone(),
+                tensor: first.to_string(),
+                message: format!(
+                    "was never written ({} tensors missing); the checkpoint was not created",
+                    missing.len()
+                ),
+            });
         }
         for (f, name) in self.files.iter().zip(&self.shard_names) {
-            f.sync_all().map_err(|e| CheckpointError::io(self.tmp_dir.join(name), e))?;
+            f.sync_all()
+                .map_err(|e| CheckpointError::io(self.tmp_dir.join(name), e))?;
         }
         if let Some(mut cfg) = self.config.take() {
             if let (Some(d), Some(obj)) = (self.dtype_for_config, cfg.as_object_mut()) {
                 obj.insert("torch_dtype".into(), json!(torch_dtype_name(d)));
             }
-            self.write_extra_file("config.json", serde_json::to_string_pretty(&cfg).unwrap().as_bytes())?;
+            self.write_extra_file(
+                "config.json",
+                serde_json::to_string_pretty(&cfg).unwrap().as_bytes(),
+            )?;
         }
         if self.shard_names.len() > 1 {
-            let weight_map: BTreeMap<&str, &str> = self.slots.iter().map(|(k, s)| (k.as_str(), self.shard_names[s.shard].as_str())).collect();
+            let weight_map: BTreeMap<&str, &str> = self
+                .slots
+                .iter()
+                .map(|(k, s)| (k.as_str(), self.shard_names[s.shard].as_str()))
+                .collect();
             let mut meta = serde_json::Map::new();
             meta.insert("total_size".into(), json!(self.total_size));
             for (k, v) in &self.opts.metadata {
                 meta.insert(k.clone(), json!(v));
             }
             let index = json!({"metadata": meta, "weight_map": weight_map});
-            self.write_extra_file("model.safetensors.index.json", serde_json::to_string_pretty(&index).unwrap().as_bytes())?;
+            self.write_extra_file(
+                "model.safetensors.index.json",
+                serde_json::to_string_pretty(&index).unwrap().as_bytes(),
+            )?;
         }
         if self.out_dir.exists() {
             if !self.opts.overwrite {
-                return Err(CheckpointError::Invalid { path: self.out_dir.clone(), message: "appeared while writing; not replaced".into() });
+                return Err(CheckpointError::Invalid {
+                    path: self.out_dir.clone(),
+                    message: "appeared while writing; not replaced".into(),
+                });
             }
-            std::fs::remove_dir_all(&self.out_dir).map_err(|e| CheckpointError::io(&self.out_dir, e))?;
+            std::fs::remove_dir_all(&self.out_dir)
+                .map_err(|e| CheckpointError::io(&self.out_dir, e))?;
         }
-        std::fs::rename(&self.tmp_dir, &self.out_dir).map_err(|e| CheckpointError::io(&self.out_dir, e))?;
+        std::fs::rename(&self.tmp_dir, &self.out_dir)
+            .map_err(|e| CheckpointError::io(&self.out_dir, e))?;
         self.finished = true;
         Ok(self.out_dir.clone())
     }

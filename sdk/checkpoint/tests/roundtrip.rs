@@ -3,14 +3,32 @@
 
 use std::path::Path;
 
-use agentmerge_checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, DType, TensorSpec, WriteOptions};
+use agentmerge_checkpoint::{
+    Checkpoint, CheckpointError, CheckpointWriter, DType, TensorSpec, WriteOptions,
+};
 
 fn specs() -> Vec<TensorSpec> {
     vec![
-        TensorSpec { name: "model.embed_tokens.weight".into(), dtype: DType::F32, shape: vec![16, 8] },
-        TensorSpec { name: "model.layers.0.mlp.up_proj.weight".into(), dtype: DType::BF16, shape: vec![12, 8] },
-        TensorSpec { name: "model.layers.1.mlp.up_proj.weight".into(), dtype: DType::F16, shape: vec![12, 8] },
-        TensorSpec { name: "model.norm.weight".into(), dtype: DType::F64, shape: vec![8] },
+        TensorSpec {
+            name: "model.embed_tokens.weight".into(),
+            dtype: DType::F32,
+            shape: vec![16, 8],
+        },
+        TensorSpec {
+            name: "model.layers.0.mlp.up_proj.weight".into(),
+            dtype: DType::BF16,
+            shape: vec![12, 8],
+        },
+        TensorSpec {
+            name: "model.layers.1.mlp.up_proj.weight".into(),
+            dtype: DType::F16,
+            shape: vec![12, 8],
+        },
+        TensorSpec {
+            name: "model.norm.weight".into(),
+            dtype: DType::F64,
+            shape: vec![8],
+        },
     ]
 }
 
@@ -26,22 +44,32 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn write(dir: &Path, max_shard_bytes: u64) -> Vec<Vec<f32>> {
-    let mut opts = WriteOptions { max_shard_bytes, ..Default::default() };
+    let mut opts = WriteOptions {
+        max_shard_bytes,
+        ..Default::default()
+    };
     opts.metadata.insert("format".into(), "pt".into());
     let mut w = CheckpointWriter::plan(dir, specs(), opts).unwrap();
     let mut all = Vec::new();
     // Write in reverse order from threads: the layout must not care.
-    let data: Vec<(TensorSpec, Vec<f32>)> = specs().into_iter().enumerate().map(|(i, s)| {
-        let n = s.shape.iter().product::<u64>() as usize;
-        (s, values(n, i as u32))
-    }).collect();
+    let data: Vec<(TensorSpec, Vec<f32>)> = specs()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n = s.shape.iter().product::<u64>() as usize;
+            (s, values(n, i as u32))
+        })
+        .collect();
     std::thread::scope(|sc| {
         for (s, v) in data.iter().rev() {
             let w = &w;
             sc.spawn(move || w.write_f32(&s.name, v).unwrap());
         }
     });
-    w.set_config(serde_json::json!({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}), Some(DType::BF16));
+    w.set_config(
+        serde_json::json!({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}),
+        Some(DType::BF16),
+    );
     for (_, v) in data {
         all.push(v);
     }
@@ -64,7 +92,11 @@ fn single_and_sharded_round_trip() {
             let v = ck.view(&spec.name).unwrap();
             assert_eq!(v.dtype, spec.dtype);
             let got = v.to_f32_vec();
-            let tol = match spec.dtype { DType::BF16 => 8e-3, DType::F16 => 1e-3, _ => 1e-7 };
+            let tol = match spec.dtype {
+                DType::BF16 => 8e-3,
+                DType::F16 => 1e-3,
+                _ => 1e-7,
+            };
             for (a, b) in want.iter().zip(&got) {
                 assert!((a - b).abs() <= tol, "{}: {a} vs {b}", spec.name);
             }
@@ -75,7 +107,10 @@ fn single_and_sharded_round_trip() {
         }
         if max == 400 {
             assert!(dir.join("model.safetensors.index.json").exists());
-            assert!(dir.join("model-00001-of-00003.safetensors").exists() || dir.join("model-00001-of-00004.safetensors").exists());
+            assert!(
+                dir.join("model-00001-of-00003.safetensors").exists()
+                    || dir.join("model-00001-of-00004.safetensors").exists()
+            );
         } else {
             assert!(dir.join("model.safetensors").exists());
         }
@@ -87,10 +122,16 @@ fn reads_the_python_written_fixture() {
     // tools/checkpoint_fixture.py wrote this with the `safetensors` Python package.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/python_tiny");
     let ck = Checkpoint::open(&dir).unwrap();
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     for (name, vals) in expected.as_object().unwrap() {
         let got = ck.view(name).unwrap().to_f64_vec();
-        let want: Vec<f64> = vals.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let want: Vec<f64> = vals
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert_eq!(got, want, "{name}");
     }
 }
@@ -106,7 +147,10 @@ fn corrupt_files_are_errors_not_panics() {
     // Truncated data: offsets out of range.
     std::fs::write(&file, &good[..good.len() - 10]).unwrap();
     let e = Checkpoint::open(&dir).err().unwrap();
-    assert!(matches!(e, CheckpointError::Tensor { .. }) && e.to_string().contains("out of range"), "{e}");
+    assert!(
+        matches!(e, CheckpointError::Tensor { .. }) && e.to_string().contains("out of range"),
+        "{e}"
+    );
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 
     // Header length bigger than the file.
@@ -117,15 +161,27 @@ fn corrupt_files_are_errors_not_panics() {
     assert!(e.to_string().contains("100 MB limit"), "{e}");
     bad[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
     std::fs::write(&file, &bad).unwrap();
-    assert!(Checkpoint::open(&dir).err().unwrap().to_string().contains("runs past the end"));
+    assert!(Checkpoint::open(&dir)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("runs past the end"));
 
     // Too short, and garbage JSON.
     std::fs::write(&file, b"abc").unwrap();
-    assert!(Checkpoint::open(&dir).err().unwrap().to_string().contains("shorter than"));
+    assert!(Checkpoint::open(&dir)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("shorter than"));
     let mut junk = 5u64.to_le_bytes().to_vec();
     junk.extend_from_slice(b"{{{{{");
     std::fs::write(&file, &junk).unwrap();
-    assert!(Checkpoint::open(&dir).err().unwrap().to_string().contains("not a JSON object"));
+    assert!(Checkpoint::open(&dir)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not a JSON object"));
 
     // Not a checkpoint at all.
     let e = Checkpoint::open(t.path()).err().unwrap();
@@ -142,7 +198,11 @@ fn unfinished_writes_leave_nothing() {
         // dropped without finish
     }
     assert!(!dir.exists());
-    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "temporary directory left behind");
+    assert_eq!(
+        std::fs::read_dir(t.path()).unwrap().count(),
+        0,
+        "temporary directory left behind"
+    );
 
     // finish() refuses when a tensor is missing, and leaves nothing.
     let w = CheckpointWriter::plan(&dir, specs(), WriteOptions::default()).unwrap();
