@@ -251,3 +251,44 @@ fn sweeps_expand_to_the_right_nodes_and_labels() {
     let graph = ok(&dir, &["graph", "grid.yaml", "--dot"]);
     assert_eq!(graph.matches("->").count(), 6);
 }
+
+#[test]
+fn plugin_logs_reach_the_host_with_the_node_id() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", "nodes:\n  - id: seven\n    uses: debug/constant\n    with: {value: 7}\n");
+    let out = std::process::Command::new(agentmerge_path()).args(["run", "p.yaml"]).current_dir(dir.path()).env("RUST_LOG", "info").output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let line = err.lines().find(|l| l.contains("emitting constant")).unwrap_or_else(|| panic!("plugin log missing:\n{err}"));
+    assert!(line.contains("node=\"seven\"") && line.contains("value=7"), "{line}");
+    // -q silences it.
+    let quiet = agentmerge(dir.path(), &["run", "p.yaml", "-q", "--no-cache"]);
+    assert!(!stderr(&quiet).contains("emitting constant"));
+}
+
+#[test]
+fn ctrl_c_cancels_running_nodes_and_stores_nothing_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", "nodes:\n  - id: slow\n    uses: debug/slow\n    with: {millis: 20000}\n");
+    let store = dir.path().join(".agentmerge");
+    let child = std::process::Command::new(agentmerge_path())
+        .args(["run", "p.yaml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if std::fs::read_dir(store.join("tmp")).ok().into_iter().flatten().flatten().any(|e| e.path().join("progress.txt").exists()) {
+            break;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("node `slow` (debug/slow) failed: cancelled"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(store.join("nodes")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0, "the cancelled node's temporary directory was not removed");
+}
