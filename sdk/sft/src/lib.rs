@@ -1,0 +1,16 @@
+//! Supervised fine-tuning data: what turns agent traces into token ids a trainer reads.
+//!
+//! - [`tokenizer`]: load a model's `tokenizer.json`, or train a byte-level BPE from a corpus;
+//! - [`template`]: chat templates from `tokenizer_config.json`, rendered with minijinja;
+//! - [`prompt`]: an agent step's prompt (goal, AXTree, history, last error) fitted to a token
+//!   budget by cutting AXTree lines, dropping samples whose target element was cut;
+//! - [`dataset`]: the memory-mappable token file with per-token loss masks, and its encoder.
+
+pub mod dataset;
+pub mod prompt;
+pub mod template;
+pub mod tokenizer;
+
+pub use dataset::{encode_example, Example, SftReader, SftWriter};
+pub use prompt::{fit_prompt, Fitted, PromptOptions, StepPrompt};
+pub use template::{ChatTemplate, Message};
