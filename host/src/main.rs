@@ -67,6 +67,19 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// Merge checkpoints with a mergekit YAML config, unchanged (a one-node pipeline running
+    /// the `merge/mergekit` node kind).
+    #[command(after_help = "Examples:\n  agentmerge merge ties.yml -o merged/\n  agentmerge merge agentmerge.yml -o out/ --overwrite\n\nModel paths in the config are relative to the current directory, as with mergekit.")]
+    Merge {
+        /// The mergekit config (merge_method, base_model, models, parameters, dtype, ...).
+        config: PathBuf,
+        /// The output checkpoint directory.
+        #[arg(short = 'o', long = "out", value_name = "OUT_DIR")]
+        out: PathBuf,
+        /// Replace OUT_DIR if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// List plugin libraries with their node kinds, ports and config fields.
     #[command(
         after_help = "Examples:\n  agentmerge plugins\n  agentmerge plugins merge\n  agentmerge plugins models/random_llama\n  agentmerge plugins --json"
@@ -133,6 +146,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Merge { config, out, overwrite } => merge(&config, &out, overwrite, &cli.plugin_path, cli.quiet),
         Command::Check { p } => {
             let (_, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
             println!(
@@ -189,6 +203,68 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `agentmerge merge`: runs the `merge/mergekit` kind in a throwaway store, then moves the
+/// merged checkpoint to `out` (which appears whole or not at all).
+fn merge(config: &std::path::Path, out: &std::path::Path, overwrite: bool, plugin_path: &[PathBuf], quiet: bool) -> anyhow::Result<ExitCode> {
+    if out.exists() && !overwrite {
+        anyhow::bail!("{} already exists; pass --overwrite to replace it", out.display());
+    }
+    let config = config.canonicalize().map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
+    let work = std::env::temp_dir().join(format!("agentmerge-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let pipeline = work.join("merge.yaml");
+    let text = format!("name: merge\nnodes:\n  - id: merge\n    uses: merge/mergekit\n    with:\n      recipe_file: {}\n", serde_json::to_string(&config.to_string_lossy())?);
+    std::fs::write(&pipeline, text)?;
+    let result = (|| -> anyhow::Result<ExitCode> {
+        // Report config errors against the user's file, not the one-node pipeline made here.
+        let (reg, plan) = agentmerge::load(&pipeline, &[], plugin_path).map_err(|e| match e.downcast::<agentmerge::diag::Diagnostics>() {
+            Ok(d) => anyhow::anyhow!("{}", d.items.iter().map(|i| format!("{}{}", i.message, i.hint.as_ref().map(|h| format!("\n  = hint: {h}")).unwrap_or_default())).collect::<Vec<_>>().join("\n")),
+            Err(e) => e,
+        })?;
+        let store = Store::open(&work.join("store"))?;
+        ctrlc_handler();
+        let opts = exec::RunOptions { jobs: 1, force: Vec::new(), no_cache: true, progress: std::io::stderr().is_terminal() && !quiet };
+        let rep = exec::run(&plan, &reg, &store, &opts);
+        if !rep.failed().is_empty() {
+            eprint!("{}", report::failures(&rep));
+            return Ok(ExitCode::from(1));
+        }
+        let model = rep.results[0].outputs.as_ref().and_then(|o| o.ports.get("model")).and_then(|r| r.first()).and_then(|r| match r {
+            agentmerge::store::Record::Model { path, .. } => Some(store.root.join(path)),
+            _ => None,
+        });
+        let model = model.ok_or_else(|| anyhow::anyhow!("merge/mergekit returned no model"))?;
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let staged = parent.join(format!(".{}.tmp-{}", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+        // Same filesystem: a rename; otherwise copy into a staging directory first.
+        if std::fs::rename(&model, &staged).is_err() {
+            copy_dir(&model, &staged)?;
+        }
+        if out.exists() {
+            std::fs::remove_dir_all(out)?;
+        }
+        std::fs::rename(&staged, out)?;
+        println!("merged {} in {:.2}s → {}", config.display(), rep.wall.as_secs_f64(), out.display());
+        Ok(ExitCode::SUCCESS)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// First Ctrl-C asks nodes to stop (they see `ctx.is_cancelled()`); the second exits at once.
