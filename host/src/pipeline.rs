@@ -688,7 +688,7 @@ mod tests {
         );
         assert!(text.contains("did you mean `with`?"), "{text}");
         assert!(
-            text.contains("p.yaml:5:5: error: duplicate node id `a`"),
+            text.contains("p.yaml:5:7: error: duplicate node id `a`"),
             "{text}"
         );
         assert!(
@@ -699,7 +699,7 @@ mod tests {
 
     #[test]
     fn refs_and_sweeps() {
-        let src = "nodes:\n  - id: s\n    uses: m/k\n    inputs: {models: [a.model, t[*].model], one: b.x}\n    sweep: {lr: [1, 2]}\n";
+        let src = "nodes:\n  - id: s\n    uses: m/k\n    inputs: {models: [a.model, \"t[*].model\"], one: b.x}\n    sweep: {lr: [1, 2]}\n";
         let p = parse_str(src, &[]).unwrap();
         let n = &p.nodes[0];
         assert!(n.inputs[0].is_list && n.inputs[0].refs[1].gather);
