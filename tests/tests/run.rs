@@ -144,6 +144,18 @@ fn reruns_are_cached_and_changes_rerun_exactly_what_depends_on_them() {
         .all(|s| s == "ran"));
 }
 
+/// Waits until a `debug/slow` node is visibly mid-way: its progress file exists in tmp/.
+fn wait_until_slow_node_is_running(store: &std::path::Path) {
+    for _ in 0..1000 {
+        let tmp = std::fs::read_dir(store.join("tmp")).ok().into_iter().flatten().flatten();
+        if tmp.into_iter().any(|e| e.path().join("progress.txt").exists()) {
+            return;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    panic!("the slow node never started");
+}
+
 #[test]
 fn a_run_killed_mid_node_leaves_nothing_trusted() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,23 +168,8 @@ fn a_run_killed_mid_node_leaves_nothing_trusted() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the node is visibly mid-way: its progress file exists in the store's tmp/.
+    wait_until_slow_node_is_running(&store);
     let tmp = store.join("tmp");
-    let mut seen = false;
-    for _ in 0..500 {
-        let partial = std::fs::read_dir(&tmp)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.path().join("progress.txt").exists());
-        if partial {
-            seen = true;
-            break;
-        }
-        sleep(Duration::from_millis(10));
-    }
-    assert!(seen, "the slow node never started");
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let finished: Vec<_> = std::fs::read_dir(store.join("nodes"))
@@ -278,12 +275,7 @@ fn ctrl_c_cancels_running_nodes_and_stores_nothing_for_them() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..500 {
-        if std::fs::read_dir(store.join("tmp")).ok().into_iter().flatten().flatten().any(|e| e.path().join("progress.txt").exists()) {
-            break;
-        }
-        sleep(Duration::from_millis(10));
-    }
+    wait_until_slow_node_is_running(&store);
     let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
