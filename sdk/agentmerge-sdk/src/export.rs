@@ -50,7 +50,8 @@ impl KindEntry {
                 }
             },
             validate: |cfg| {
-                let parsed: T = parse_config(cfg)?;
+                let mut parsed: T = parse_config(cfg)?;
+                parsed.resolve()?;
                 serde_json::to_value(&parsed).map_err(|e| ConfigError::new("", e.to_string()))
             },
             run: |cfg, ctx, inputs| {

@@ -37,6 +37,13 @@ pub trait NodeKind: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 's
         Ok(())
     }
 
+    /// Fills in config values that depend on the environment (say, a fingerprint of files the
+    /// config names), after [`NodeKind::check`] passed when the pipeline is validated. The
+    /// resolved config is part of the node's cache key and is what `run` receives.
+    fn resolve(&mut self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
     /// Does the work. Files go under [`Ctx::out_dir`]; returned paths must lie inside it.
     fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs>;
 }

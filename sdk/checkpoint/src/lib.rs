@@ -13,7 +13,7 @@ mod write;
 
 pub use agentmerge_sdk::DType;
 pub use convert::{cast_f32_into, f32_to_bytes, f64_to_bytes, to_f32_into, to_f64_into};
-pub use read::{layer_index, Checkpoint, TensorInfo, TensorView};
+pub use read::{layer_index, num_layers, Checkpoint, TensorInfo, TensorView};
 pub use write::{CheckpointWriter, TensorSpec, WriteOptions};
 
 use std::path::PathBuf;
@@ -51,7 +51,39 @@ impl CheckpointError {
 
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
-/// The conventional safetensors dtype names used in `config.json`'s `torch_dtype`.
+/// Names for [`DType`] beyond its safetensors name: the PyTorch names used in `config.json`'s
+/// `torch_dtype`, and whether it is a floating-point type.
+pub trait DTypeExt: Sized {
+    /// `"F32"`, `"BF16"`, ... as in a safetensors header.
+    fn as_safetensors_str(self) -> &'static str;
+    /// `"float32"`, `"bfloat16"`, ... as in `config.json`'s `torch_dtype`.
+    fn torch_name(self) -> &'static str;
+    /// Parses a PyTorch name (`"bfloat16"`, also `"torch.bfloat16"`).
+    fn from_torch_name(name: &str) -> Option<Self>;
+    /// F32, F16, BF16 or F64.
+    fn is_float(self) -> bool;
+}
+
+impl DTypeExt for DType {
+    fn as_safetensors_str(self) -> &'static str {
+        self.name()
+    }
+
+    fn torch_name(self) -> &'static str {
+        torch_dtype_name(self)
+    }
+
+    fn from_torch_name(name: &str) -> Option<DType> {
+        let name = name.strip_prefix("torch.").unwrap_or(name);
+        DType::ALL.into_iter().find(|d| torch_dtype_name(*d) == name)
+    }
+
+    fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+    }
+}
+
+/// The PyTorch dtype names used in `config.json`'s `torch_dtype`.
 pub fn torch_dtype_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "float32",

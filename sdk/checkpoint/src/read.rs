@@ -53,6 +53,8 @@ pub struct Checkpoint {
 #[derive(Clone, Copy)]
 pub struct TensorView<'a> {
     pub name: &'a str,
+    /// The shard file the bytes come from (for error messages).
+    pub file: &'a Path,
     pub dtype: DType,
     pub shape: &'a [u64],
     pub bytes: &'a [u8],
@@ -75,10 +77,49 @@ impl TensorView<'_> {
         out
     }
 
-    /// Decodes elements `range` into `out` (`out.len() == range.len()`), for streaming.
-    pub fn read_f32_into(&self, range: Range<usize>, out: &mut [f32]) {
+    /// The bytes of elements `range`.
+    pub fn bytes_of(&self, range: Range<usize>) -> Result<&[u8]> {
         let s = self.dtype.size();
-        convert::to_f32_into(self.dtype, &self.bytes[range.start * s..range.end * s], out);
+        if range.start > range.end || range.end > self.numel() {
+            return Err(CheckpointError::Tensor {
+                path: self.file.to_path_buf(),
+                tensor: self.name.to_string(),
+                message: format!(
+                    "element range {range:?} is outside the tensor's {} elements",
+                    self.numel()
+                ),
+            });
+        }
+        Ok(&self.bytes[range.start * s..range.end * s])
+    }
+
+    /// Decodes elements `range` into `out` (`out.len() == range.len()`), for streaming big
+    /// tensors a chunk at a time.
+    pub fn read_f32_into(&self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
+        self.check_out_len(&range, out.len())?;
+        convert::to_f32_into(self.dtype, self.bytes_of(range)?, out);
+        Ok(())
+    }
+
+    /// Decodes elements `range` into `out` as f64.
+    pub fn read_f64_into(&self, range: Range<usize>, out: &mut [f64]) -> Result<()> {
+        self.check_out_len(&range, out.len())?;
+        convert::to_f64_into(self.dtype, self.bytes_of(range)?, out);
+        Ok(())
+    }
+
+    fn check_out_len(&self, range: &Range<usize>, len: usize) -> Result<()> {
+        if range.len() != len {
+            return Err(CheckpointError::Tensor {
+                path: self.file.to_path_buf(),
+                tensor: self.name.to_string(),
+                message: format!(
+                    "asked to decode {} elements into a buffer of {len}",
+                    range.len()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -369,10 +410,33 @@ impl Checkpoint {
         let map = &shard.map;
         Ok(TensorView {
             name: key,
+            file: &shard.path,
             dtype: info.dtype,
             shape: &info.shape,
             bytes: &map[shard.data_start + info.start..shard.data_start + info.end],
         })
+    }
+
+    /// Tells the kernel the process is done with these elements of a tensor for now, so the
+    /// pages leave this process's resident set (they stay in the page cache and are read
+    /// again transparently if touched). Used by streaming merges to keep RSS bounded.
+    pub fn release(&self, name: &str, range: Range<usize>) {
+        let Some(info) = self.tensors.get(name) else { return };
+        let shard = &self.shards[info.shard];
+        let s = info.dtype.size();
+        let start = shard.data_start + info.start + range.start.min(info.numel()) * s;
+        let end = shard.data_start + info.start + range.end.min(info.numel()) * s;
+        let page = 4096;
+        let (start, end) = (start.div_ceil(page) * page, end / page * page);
+        if end > start {
+            // SAFETY: the map is read-only and file-backed, so dropping its pages only means
+            // they are faulted in again from the file if read later; no data can be lost.
+            let _ = unsafe {
+                shard
+                    .map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
     }
 
     /// Total number of elements over all tensors.
@@ -407,6 +471,11 @@ impl Checkpoint {
     pub fn architecture(&self) -> Option<&str> {
         self.config.as_ref()?.get("architectures")?.get(0)?.as_str()
     }
+}
+
+/// The number of transformer layers of a checkpoint (see [`Checkpoint::num_layers`]).
+pub fn num_layers(ck: &Checkpoint) -> usize {
+    ck.num_layers()
 }
 
 /// The layer index in a tensor name: `model.layers.12.mlp.up_proj.weight` → 12. Also

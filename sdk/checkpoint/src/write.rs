@@ -51,6 +51,7 @@ impl Default for WriteOptions {
 }
 
 struct Slot {
+    index: usize,
     shard: usize,
     offset: u64, // absolute file offset of the tensor's data
     spec: TensorSpec,
@@ -169,6 +170,7 @@ impl CheckpointWriter {
                 w.slots.insert(
                     t.name.clone(),
                     Slot {
+                        index: 0,
                         shard,
                         offset: data_start + off,
                         spec: t,
@@ -177,6 +179,9 @@ impl CheckpointWriter {
             }
             w.total_size += offset;
             w.files.push(file);
+        }
+        for (i, slot) in w.slots.values_mut().enumerate() {
+            slot.index = i;
         }
         *w.written.get_mut().unwrap() = vec![false; w.slots.len()];
         Ok(w)
@@ -188,10 +193,9 @@ impl CheckpointWriter {
     }
 
     fn slot(&self, name: &str) -> Result<(usize, &Slot)> {
-        let idx = self.slots.keys().position(|k| k == name);
-        match (idx, self.slots.get(name)) {
-            (Some(i), Some(s)) => Ok((i, s)),
-            _ => Err(CheckpointError::Tensor {
+        match self.slots.get(name) {
+            Some(s) => Ok((s.index, s)),
+            None => Err(CheckpointError::Tensor {
                 path: self.out_dir.clone(),
                 tensor: name.to_string(),
                 message: "was not planned for this checkpoint".into(),

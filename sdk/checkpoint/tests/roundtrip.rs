@@ -102,7 +102,8 @@ fn single_and_sharded_round_trip() {
             }
             // chunked reads agree
             let mut part = vec![0f32; 3];
-            v.read_f32_into(2..5, &mut part);
+            v.read_f32_into(2..5, &mut part).unwrap();
+            assert!(v.read_f32_into(2..500, &mut part).is_err());
             assert_eq!(&part[..], &got[2..5]);
         }
         if max == 400 {
@@ -213,4 +214,54 @@ fn unfinished_writes_leave_nothing() {
     // A wrong size is refused.
     let w = CheckpointWriter::plan(&dir, specs(), WriteOptions::default()).unwrap();
     assert!(w.write_f32("model.norm.weight", &values(7, 1)).is_err());
+}
+
+#[test]
+fn index_and_overlap_errors_name_the_tensor() {
+    use agentmerge_checkpoint::DTypeExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ck");
+    write(&dir, 400);
+    // A tensor listed in the index but absent from its shard.
+    let index_path = dir.join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    let first_shard = index["weight_map"]["model.norm.weight"].clone();
+    index["weight_map"]["model.ghost.weight"] = first_shard;
+    std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
+    let e = Checkpoint::open(&dir).err().unwrap().to_string();
+    assert!(e.contains("model.ghost.weight") && e.contains("missing"), "{e}");
+
+    // Overlapping data offsets in a single file.
+    let t2 = tempfile::tempdir().unwrap();
+    let file = t2.path().join("model.safetensors");
+    let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 12]);
+    std::fs::write(&file, &bytes).unwrap();
+    let e = Checkpoint::open(t2.path()).err().unwrap().to_string();
+    assert!(e.contains("overlaps"), "{e}");
+
+    assert_eq!(DType::BF16.torch_name(), "bfloat16");
+    assert_eq!(DType::BF16.as_safetensors_str(), "BF16");
+    assert_eq!(DType::from_torch_name("torch.float16"), Some(DType::F16));
+    assert_eq!(agentmerge_checkpoint::parse_dtype("bf16"), Some(DType::BF16));
+}
+
+#[test]
+fn release_keeps_data_readable() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ck");
+    write(&dir, u64::MAX);
+    let ck = Checkpoint::open(&dir).unwrap();
+    let name = "model.embed_tokens.weight";
+    let before = ck.view(name).unwrap().to_f32_vec();
+    ck.release(name, 0..before.len());
+    assert_eq!(ck.view(name).unwrap().to_f32_vec(), before);
+    assert_eq!(agentmerge_checkpoint::num_layers(&ck), 2);
+    assert_eq!(
+        agentmerge_checkpoint::layer_index("model.layers.12.mlp.up_proj.weight"),
+        Some(12)
+    );
 }

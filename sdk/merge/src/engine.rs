@@ -1,0 +1,583 @@
+//! The streaming merge engine: checks that the models match, resolves every tensor's
+//! parameters before reading any data, then merges tensors (element-wise strategies in
+//! chunks) in parallel with rayon, writing each result straight into the output shards.
+//!
+//! Memory: each worker holds one unit in flight — the decoded inputs of one tensor, or of
+//! one chunk of [`CHUNK_ELEMENTS`] for element-wise strategies — and the pages of the
+//! memory-mapped inputs are released after each unit, so the resident set stays a few
+//! tensors (or chunks) per input, never the model size.
+
+use std::{
+    collections::BTreeSet,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::Instant,
+};
+
+use agentmerge_checkpoint::{
+    f32_to_bytes, f64_to_bytes, layer_index, Checkpoint, CheckpointWriter, DType, DTypeExt,
+    TensorSpec, TensorView, WriteOptions,
+};
+use rayon::prelude::*;
+
+use crate::{
+    params::{ParamDef, Params, Settings},
+    Float, Input, MergeError, MergePlan, ParamsView, Strategy, TensorJob, TokenizerSource,
+};
+
+/// Element-wise strategies process big tensors in chunks of this many elements.
+pub const CHUNK_ELEMENTS: usize = 1 << 20;
+
+/// What a finished merge did.
+#[derive(Clone, Debug)]
+pub struct MergeReport {
+    pub out_dir: PathBuf,
+    pub method: String,
+    pub tensors: usize,
+    /// Elements written.
+    pub params: u64,
+    /// Bytes of tensor data read from the inputs.
+    pub bytes_read: u64,
+    /// Bytes of tensor data written.
+    pub bytes_written: u64,
+    pub seconds: f64,
+    /// Parameters no strategy reads, and other things worth knowing.
+    pub warnings: Vec<String>,
+}
+
+/// One opened input.
+struct Model {
+    label: String,
+    ck: Checkpoint,
+    is_base: bool,
+}
+
+/// One tensor's plan.
+struct TensorPlan {
+    name: String,
+    shape: Vec<u64>,
+    layer: Option<usize>,
+    t: f64,
+    params: Params,
+    model_params: Vec<Params>,
+    out_dtype: DType,
+    float: bool,
+    wide: bool,
+    chunks: AtomicUsize,
+}
+
+/// A tensor, or a chunk of one.
+struct Unit {
+    tensor: usize,
+    range: Range<usize>,
+    whole: bool,
+}
+
+/// Runs `plan` with `strategy`, writing a new checkpoint at `out_dir` (which must not
+/// exist). `progress(done, total)` counts elements; `cancelled()` is polled between tensors.
+pub fn run_merge(
+    plan: &MergePlan,
+    strategy: &dyn Strategy,
+    out_dir: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<MergeReport, MergeError> {
+    let started = Instant::now();
+    let method = strategy.name().to_string();
+    if strategy.needs_base() && plan.base.is_none() {
+        return Err(MergeError::Plan(format!(
+            "merge method `{method}` needs `base_model`; add it to the recipe"
+        )));
+    }
+    if plan.models.is_empty() {
+        return Err(MergeError::Plan("the recipe lists no models under `models:`".into()));
+    }
+    let base = match &plan.base {
+        Some(p) => Some(Model {
+            label: p.display().to_string(),
+            ck: Checkpoint::open(p)?,
+            is_base: true,
+        }),
+        None => None,
+    };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    };
+    let models = plan
+        .models
+        .iter()
+        .map(|m| {
+            Ok(Model {
+                label: m.path.display().to_string(),
+                ck: Checkpoint::open(&m.path)?,
+                is_base: plan.base.as_deref().is_some_and(|b| same(b, &m.path)),
+            })
+        })
+        .collect::<Result<Vec<_>, MergeError>>()?;
+    let reference = base.as_ref().unwrap_or(&models[0]);
+    let all: Vec<&Model> = base.iter().chain(&models).collect();
+    check_models_match(reference, &all)?;
+
+    let mut warnings = unknown_parameters(plan, &strategy.parameters());
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let tensors = plan_tensors(plan, strategy, reference, &models)?;
+
+    // Lay out the output.
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dtype: t.out_dtype,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let recipe = plan.recipe.clone().unwrap_or_else(|| plan.to_yaml(&method));
+    let mut opts = WriteOptions {
+        max_shard_bytes: plan.max_shard_bytes,
+        ..Default::default()
+    };
+    opts.metadata.insert("format".into(), "pt".into());
+    opts.metadata.insert("merge_method".into(), method.clone());
+    opts.metadata.insert("merge_recipe".into(), recipe.clone());
+    let mut writer = CheckpointWriter::plan(out_dir, specs, opts)?;
+
+    let mut units = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        let numel = t.shape.iter().product::<u64>() as usize;
+        if t.float && strategy.elementwise() && numel > CHUNK_ELEMENTS {
+            let starts: Vec<usize> = (0..numel).step_by(CHUNK_ELEMENTS).collect();
+            t.chunks.store(starts.len(), Ordering::Relaxed);
+            for s in starts {
+                units.push(Unit {
+                    tensor: i,
+                    range: s..(s + CHUNK_ELEMENTS).min(numel),
+                    whole: false,
+                });
+            }
+        } else {
+            units.push(Unit {
+                tensor: i,
+                range: 0..numel,
+                whole: true,
+            });
+        }
+    }
+    let total: u64 = tensors.iter().map(|t| t.shape.iter().product::<u64>()).sum();
+    let done = AtomicU64::new(0);
+    let read = AtomicU64::new(0);
+    let written = AtomicU64::new(0);
+    let ctx = Context {
+        plan,
+        strategy,
+        base: base.as_ref(),
+        models: &models,
+        reference,
+        writer: &writer,
+    };
+    units.par_iter().try_for_each(|u| {
+        if cancelled() {
+            return Err(MergeError::Cancelled(out_dir.to_path_buf()));
+        }
+        let t = &tensors[u.tensor];
+        let (r, w) = if !t.float {
+            ctx.copy(t)?
+        } else if t.wide {
+            ctx.merge_unit::<f64>(t, u)?
+        } else {
+            ctx.merge_unit::<f32>(t, u)?
+        };
+        for m in &all {
+            m.ck.release(&t.name, u.range.clone());
+        }
+        read.fetch_add(r, Ordering::Relaxed);
+        written.fetch_add(w, Ordering::Relaxed);
+        let d = done.fetch_add(u.range.len() as u64, Ordering::Relaxed) + u.range.len() as u64;
+        progress(d, total);
+        Ok(())
+    })?;
+
+    // Config, tokenizer and recipe.
+    if let Some(cfg) = reference.ck.config() {
+        writer.set_config(cfg.clone(), plan.out_dtype.or(plan.dtype));
+    }
+    let tokenizer_dir = match &plan.tokenizer_source {
+        Some(TokenizerSource::Base) => match &plan.base {
+            Some(b) => b.clone(),
+            None => {
+                return Err(MergeError::Plan(
+                    "`tokenizer_source: base` but the recipe has no `base_model`".into(),
+                ))
+            }
+        },
+        Some(TokenizerSource::Model(p)) => p.clone(),
+        None => reference.ck.dir().to_path_buf(),
+    };
+    let copied = writer.copy_tokenizer_from(&tokenizer_dir)?;
+    if copied.is_empty() {
+        warnings.push(format!("no tokenizer files in {}", tokenizer_dir.display()));
+    }
+    writer.write_extra_file("mergekit_config.yml", recipe.as_bytes())?;
+    let out = writer.finish()?;
+    Ok(MergeReport {
+        out_dir: out,
+        method,
+        tensors: tensors.len(),
+        params: total,
+        bytes_read: read.into_inner(),
+        bytes_written: written.into_inner(),
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+/// Same architecture, same tensor names, same shapes.
+fn check_models_match(reference: &Model, all: &[&Model]) -> Result<(), MergeError> {
+    let arch = |m: &Model| {
+        m.ck.config()
+            .and_then(|c| c.get("architectures"))
+            .map(|a| a.to_string())
+    };
+    let names: BTreeSet<&str> = reference.ck.names().collect();
+    for m in all {
+        if let (Some(a), Some(b)) = (arch(reference), arch(m)) {
+            if a != b {
+                return Err(MergeError::Plan(format!(
+                    "{} has architectures {b} but {} has {a}; only models of one architecture can be merged",
+                    m.label, reference.label
+                )));
+            }
+        }
+        let theirs: BTreeSet<&str> = m.ck.names().collect();
+        if let Some(missing) = names.difference(&theirs).next() {
+            return Err(MergeError::Tensor {
+                tensor: missing.to_string(),
+                models: format!("{} and {}", reference.label, m.label),
+                message: format!(
+                    "present in {} but missing from {}; the models must have the same tensors (same architecture and size)",
+                    reference.label, m.label
+                ),
+            });
+        }
+        if let Some(extra) = theirs.difference(&names).next() {
+            return Err(MergeError::Tensor {
+                tensor: extra.to_string(),
+                models: format!("{} and {}", reference.label, m.label),
+                message: format!(
+                    "present in {} but missing from {}; the models must have the same tensors (same architecture and size)",
+                    m.label, reference.label
+                ),
+            });
+        }
+        for name in &names {
+            let (a, b) = (reference.ck.info(name), m.ck.info(name));
+            if let (Some(a), Some(b)) = (a, b) {
+                if a.shape != b.shape {
+                    return Err(MergeError::Tensor {
+                        tensor: name.to_string(),
+                        models: format!("{} and {}", reference.label, m.label),
+                        message: format!(
+                            "shape {:?} in {} but {:?} in {}; the models must have the same sizes",
+                            a.shape, reference.label, b.shape, m.label
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parameters in the recipe that the strategy does not declare.
+fn unknown_parameters(plan: &MergePlan, defs: &[ParamDef]) -> Vec<String> {
+    let known: BTreeSet<&str> = defs.iter().map(|d| d.name).collect();
+    let mut out = Vec::new();
+    let mut check = |settings: &Settings, where_: &str| {
+        for k in settings.keys() {
+            if !known.contains(k.as_str()) {
+                out.push(format!(
+                    "parameter `{k}` ({where_}) is not used by this merge method (it uses: {})",
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    };
+    check(&plan.params, "global");
+    for m in &plan.models {
+        check(&m.params, &m.path.display().to_string());
+    }
+    out
+}
+
+/// Resolves every tensor's parameters and checks them, before any data is read.
+fn plan_tensors(
+    plan: &MergePlan,
+    strategy: &dyn Strategy,
+    reference: &Model,
+    models: &[Model],
+) -> Result<Vec<TensorPlan>, MergeError> {
+    let defs = strategy.parameters();
+    let num_layers = reference.ck.num_layers();
+    let mut out = Vec::new();
+    for name in reference.ck.names() {
+        let info = reference.ck.info(name).expect("listed tensor has info");
+        let layer = layer_index(name);
+        let t = match layer {
+            Some(l) if num_layers > 1 => (l as f64 / (num_layers - 1) as f64).min(1.0),
+            _ => 0.0,
+        };
+        let tensor_err = |message: String| MergeError::Tensor {
+            tensor: name.to_string(),
+            models: models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", "),
+            message,
+        };
+        let mut params = Params::default();
+        for (k, s) in &plan.params {
+            if let Some(v) = s.evaluate(name, t) {
+                params.set(k, v);
+            }
+        }
+        for d in defs.iter().filter(|d| !d.per_model) {
+            if params.get(d.name).is_none() {
+                match &d.default {
+                    Some(v) => params.set(d.name, v.clone()),
+                    None => {
+                        return Err(tensor_err(format!(
+                            "required parameter `{}` is not set; add it under `parameters:`",
+                            d.name
+                        )))
+                    }
+                }
+            }
+        }
+        let mut model_params = Vec::new();
+        for (entry, m) in plan.models.iter().zip(models) {
+            let mut p = Params::default();
+            for (k, s) in &entry.params {
+                if let Some(v) = s.evaluate(name, t) {
+                    p.set(k, v);
+                }
+            }
+            for d in defs.iter().filter(|d| d.per_model) {
+                if p.get(d.name).is_some() {
+                    continue;
+                }
+                if let Some(v) = plan.params.get(d.name).and_then(|s| s.evaluate(name, t)) {
+                    p.set(d.name, v);
+                } else if let Some(v) = &d.default {
+                    p.set(d.name, v.clone());
+                } else if !m.is_base {
+                    return Err(tensor_err(format!(
+                        "required parameter `{}` is not set for model {}; add it under that model's `parameters:` or the global `parameters:`",
+                        d.name, m.label
+                    )));
+                }
+            }
+            model_params.push(p);
+        }
+        let numel = info.numel();
+        let view_models: Vec<(&str, &Params, bool)> = models
+            .iter()
+            .zip(&model_params)
+            .map(|(m, p)| (m.label.as_str(), p, m.is_base))
+            .collect();
+        strategy
+            .check(&ParamsView {
+                tensor: name,
+                numel,
+                has_base: plan.base.is_some(),
+                params: &params,
+                models: &view_models,
+            })
+            .map_err(|e| tensor_err(format!("{e:#}")))?;
+        let float = info.dtype.is_float();
+        let wide = plan.dtype == Some(DType::F64)
+            || reference.ck.info(name).is_some_and(|i| i.dtype == DType::F64)
+            || models
+                .iter()
+                .any(|m| m.ck.info(name).is_some_and(|i| i.dtype == DType::F64));
+        let out_dtype = if float {
+            plan.out_dtype.or(plan.dtype).unwrap_or(info.dtype)
+        } else {
+            info.dtype
+        };
+        out.push(TensorPlan {
+            name: name.to_string(),
+            shape: info.shape.clone(),
+            layer,
+            t,
+            params,
+            model_params,
+            out_dtype,
+            float,
+            wide,
+            chunks: AtomicUsize::new(1),
+        });
+    }
+    Ok(out)
+}
+
+/// Decoding and encoding for the two compute types.
+trait Elem: Float {
+    fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [Self]) -> Result<(), MergeError>;
+    fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, Self>) -> anyhow::Result<Vec<Self>>;
+    fn encode(values: &[Self], dtype: DType) -> Vec<u8>;
+}
+
+impl Elem for f32 {
+    fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [f32]) -> Result<(), MergeError> {
+        Ok(view.read_f32_into(range, out)?)
+    }
+    fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
+        strategy.merge(job)
+    }
+    fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
+        f32_to_bytes(values, dtype)
+    }
+}
+
+impl Elem for f64 {
+    fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [f64]) -> Result<(), MergeError> {
+        Ok(view.read_f64_into(range, out)?)
+    }
+    fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
+        strategy.merge_f64(job)
+    }
+    fn encode(values: &[f64], dtype: DType) -> Vec<u8> {
+        f64_to_bytes(values, dtype)
+    }
+}
+
+struct Context<'a> {
+    plan: &'a MergePlan,
+    strategy: &'a dyn Strategy,
+    base: Option<&'a Model>,
+    models: &'a [Model],
+    reference: &'a Model,
+    writer: &'a CheckpointWriter,
+}
+
+impl Context<'_> {
+    /// Copies a non-float tensor (integer buffers) from the reference model.
+    fn copy(&self, t: &TensorPlan) -> Result<(u64, u64), MergeError> {
+        let v = self.reference.ck.view(&t.name)?;
+        self.writer.write_tensor(&t.name, v.bytes)?;
+        Ok((v.bytes.len() as u64, v.bytes.len() as u64))
+    }
+
+    fn load<T: Elem>(&self, m: &Model, name: &str, range: Range<usize>) -> Result<(Vec<T>, u64), MergeError> {
+        let view = m.ck.view(name)?;
+        let mut buf = vec![T::zero(); range.len()];
+        T::decode(&view, range.clone(), &mut buf)?;
+        if let Some(i) = buf.iter().position(|x| !x.is_finite()) {
+            return Err(MergeError::Tensor {
+                tensor: name.to_string(),
+                models: m.label.clone(),
+                message: format!(
+                    "element {} is {:?} in {} ({}); fix or re-export that checkpoint",
+                    range.start + i,
+                    buf[i],
+                    m.label,
+                    view.file.display()
+                ),
+            });
+        }
+        Ok((buf, (range.len() * view.dtype.size()) as u64))
+    }
+
+    fn merge_unit<T: Elem>(&self, t: &TensorPlan, u: &Unit) -> Result<(u64, u64), MergeError> {
+        let mut read = 0;
+        let base = match self.base {
+            Some(b) => {
+                let (v, n) = self.load::<T>(b, &t.name, u.range.clone())?;
+                read += n;
+                Some(v)
+            }
+            None => None,
+        };
+        let mut values = Vec::with_capacity(self.models.len());
+        for m in self.models {
+            let (v, n) = self.load::<T>(m, &t.name, u.range.clone())?;
+            read += n;
+            values.push(v);
+        }
+        let inputs: Vec<Input<'_, T>> = self
+            .models
+            .iter()
+            .zip(&values)
+            .zip(&t.model_params)
+            .map(|((m, v), p)| Input {
+                model: &m.label,
+                values: v,
+                params: p,
+                is_base: m.is_base,
+            })
+            .collect();
+        let job = TensorJob {
+            name: &t.name,
+            shape: &t.shape,
+            layer: t.layer,
+            t: t.t,
+            base: base.as_deref(),
+            inputs: &inputs,
+            params: &t.params,
+            seed: self.plan.seed ^ fnv1a(&t.name),
+            range: u.range.clone(),
+        };
+        let models = || {
+            self.models
+                .iter()
+                .map(|m| m.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let out = T::merge(self.strategy, &job).map_err(|e| MergeError::Tensor {
+            tensor: t.name.clone(),
+            models: models(),
+            message: format!("{e:#}"),
+        })?;
+        if out.len() != u.range.len() {
+            return Err(MergeError::Tensor {
+                tensor: t.name.clone(),
+                models: models(),
+                message: format!(
+                    "merge method `{}` returned {} values for {} elements (a bug in the strategy)",
+                    self.strategy.name(),
+                    out.len(),
+                    u.range.len()
+                ),
+            });
+        }
+        if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+            return Err(MergeError::Tensor {
+                tensor: t.name.clone(),
+                models: models(),
+                message: format!(
+                    "the merge produced {:?} at element {}; check the parameters (weights summing to zero, extreme lambda)",
+                    out[i],
+                    u.range.start + i
+                ),
+            });
+        }
+        let bytes = T::encode(&out, t.out_dtype);
+        if u.whole {
+            self.writer.write_tensor(&t.name, &bytes)?;
+        } else {
+            self.writer.write_tensor_part(&t.name, u.range.start, &bytes)?;
+            if t.chunks.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.writer.mark_written(&t.name)?;
+            }
+        }
+        Ok((read, bytes.len() as u64))
+    }
+}
+
+/// FNV-1a: a stable hash of tensor names for per-tensor seeds.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

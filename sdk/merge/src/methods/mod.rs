@@ -1,0 +1,77 @@
+//! The built-in merge methods, one file each, and the registry that finds them by name.
+
+mod linear;
+mod model_stock;
+mod nuslerp;
+mod passthrough;
+mod slerp;
+pub mod sparsify;
+mod task_arithmetic;
+
+pub use linear::Linear;
+pub use model_stock::ModelStock;
+pub use nuslerp::NuSlerp;
+pub use passthrough::Passthrough;
+pub use slerp::Slerp;
+pub use task_arithmetic::{Consensus, Sparsification, TaskArithmetic};
+
+use crate::Strategy;
+
+/// The names [`builtin`] knows, as written in `merge_method:`.
+pub const METHODS: &[&str] = &[
+    "linear",
+    "task_arithmetic",
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
+    "slerp",
+    "nuslerp",
+    "model_stock",
+    "passthrough",
+    "agentmerge",
+];
+
+/// The built-in strategy called `name`.
+pub fn builtin(name: &str) -> Option<Box<dyn Strategy>> {
+    Some(match name {
+        "linear" => Box::new(Linear),
+        "slerp" => Box::new(Slerp),
+        "nuslerp" => Box::new(NuSlerp),
+        "model_stock" => Box::new(ModelStock),
+        "passthrough" => Box::new(Passthrough),
+        other => Box::new(TaskArithmetic::named(other)?),
+    })
+}
+
+/// Implements [`Strategy::merge`] and [`Strategy::merge_f64`] with one generic `run` method.
+macro_rules! float_impls {
+    () => {
+        fn merge(&self, job: &$crate::TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
+            self.run(job)
+        }
+        fn merge_f64(&self, job: &$crate::TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
+            self.run(job)
+        }
+    };
+}
+pub(crate) use float_impls;
+
+/// Errors unless `x` is within `lo..=hi` (or `lo < x` when `open_low`).
+pub(crate) fn check_range(
+    name: &str,
+    x: f64,
+    lo: f64,
+    hi: f64,
+    open_low: bool,
+) -> anyhow::Result<()> {
+    let ok = x.is_finite() && (if open_low { x > lo } else { x >= lo }) && x <= hi;
+    if !ok {
+        let low = if open_low { "(" } else { "[" };
+        anyhow::bail!("parameter `{name}` = {x} is outside {low}{lo}, {hi}]");
+    }
+    Ok(())
+}

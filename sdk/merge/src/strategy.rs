@@ -1,0 +1,192 @@
+//! The [`Strategy`] trait: a merge method is one function from the input tensors (and their
+//! resolved parameters) to the merged tensor. The engine does everything else.
+
+use std::ops::{AddAssign, Range};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::params::{ParamDef, Params};
+
+/// The element types merges are computed in: f32, or f64 when an input is f64.
+pub trait Float:
+    num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static
+{
+    fn of(x: f64) -> Self;
+}
+
+impl Float for f32 {
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+}
+
+impl Float for f64 {
+    fn of(x: f64) -> f64 {
+        x
+    }
+}
+
+/// One input model's values for the tensor being merged.
+pub struct Input<'a, T = f32> {
+    /// The model's path, for messages.
+    pub model: &'a str,
+    pub values: &'a [T],
+    /// This model's resolved per-model parameters (`weight`, `density`, ...).
+    pub params: &'a Params,
+    /// This entry of `models:` is the base model itself (mergekit lets the base be listed).
+    pub is_base: bool,
+}
+
+/// Everything a strategy sees for one tensor (or one chunk of it, for element-wise
+/// strategies).
+pub struct TensorJob<'a, T = f32> {
+    pub name: &'a str,
+    pub shape: &'a [u64],
+    /// The layer index in the tensor name, if any.
+    pub layer: Option<usize>,
+    /// The layer fraction gradients were evaluated at: `layer / (num_layers - 1)`, else 0.
+    pub t: f64,
+    /// The base model's values (when the recipe names a `base_model`).
+    pub base: Option<&'a [T]>,
+    /// The `models:` entries, in recipe order (the base among them if it is listed).
+    pub inputs: &'a [Input<'a, T>],
+    /// Resolved global parameters.
+    pub params: &'a Params,
+    /// Deterministic per-tensor seed: the recipe's seed mixed with a hash of the name.
+    pub seed: u64,
+    /// The elements of the tensor these values cover (`0..numel` unless the strategy is
+    /// element-wise and the tensor was cut into chunks).
+    pub range: Range<usize>,
+}
+
+impl<'a, T> TensorJob<'a, T> {
+    /// Number of elements in this job.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+
+    /// The inputs that are not the base model.
+    pub fn others(&self) -> impl Iterator<Item = &Input<'a, T>> {
+        self.inputs.iter().filter(|i| !i.is_base)
+    }
+
+    /// The base values, or an error saying the method needs `base_model`.
+    pub fn base(&self, method: &str) -> anyhow::Result<&'a [T]> {
+        self.base.ok_or_else(|| {
+            anyhow::anyhow!("merge method `{method}` needs `base_model` in the recipe")
+        })
+    }
+
+    /// A deterministic random generator for stream `stream` (e.g. the input index).
+    pub fn rng(&self, stream: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(stream);
+        rng
+    }
+}
+
+/// A resolved view of the parameters of one tensor, for [`Strategy::check`].
+pub struct ParamsView<'a> {
+    pub tensor: &'a str,
+    pub numel: usize,
+    pub has_base: bool,
+    pub params: &'a Params,
+    /// Per `models:` entry: (model path, resolved parameters, is the base).
+    pub models: &'a [(&'a str, &'a Params, bool)],
+}
+
+/// A merge method. Implement [`Strategy::merge`]; everything else has a default.
+///
+/// ```
+/// use agentmerge_merge::{Strategy, TensorJob};
+///
+/// /// Element-wise median of the models.
+/// struct Median;
+///
+/// impl Strategy for Median {
+///     fn name(&self) -> &str { "median" }
+///     fn elementwise(&self) -> bool { true }
+///     fn merge(&self, job: &TensorJob<'_>) -> anyhow::Result<Vec<f32>> {
+///         let mut column = Vec::with_capacity(job.inputs.len());
+///         Ok((0..job.len())
+///             .map(|i| {
+///                 column.clear();
+///                 column.extend(job.inputs.iter().map(|m| m.values[i]));
+///                 column.sort_by(f32::total_cmp);
+///                 let n = column.len();
+///                 if n % 2 == 1 { column[n / 2] } else { (column[n / 2 - 1] + column[n / 2]) / 2.0 }
+///             })
+///             .collect())
+///     }
+/// }
+/// ```
+pub trait Strategy: Send + Sync {
+    /// The method's name (`merge_method:` in a recipe).
+    fn name(&self) -> &str;
+
+    /// Whether the recipe must name a `base_model`.
+    fn needs_base(&self) -> bool {
+        false
+    }
+
+    /// The parameters it reads, with defaults; the engine resolves them for every tensor
+    /// before any data is read, and warns about parameters no strategy reads.
+    fn parameters(&self) -> Vec<ParamDef> {
+        Vec::new()
+    }
+
+    /// True when output element `i` depends only on input elements `i`: the engine then
+    /// streams big tensors in chunks (see [`TensorJob::range`]).
+    fn elementwise(&self) -> bool {
+        false
+    }
+
+    /// Checks the resolved parameters of one tensor (ranges, the number of models); called
+    /// for every tensor before any data is read, so a bad recipe fails at once.
+    fn check(&self, _params: &ParamsView<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Merges one tensor in f32; returns `job.len()` values.
+    fn merge(&self, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>>;
+
+    /// Merges one tensor in f64 (when an input is f64). The default rounds the inputs to
+    /// f32 and calls [`Strategy::merge`]; the built-in methods compute in f64.
+    fn merge_f64(&self, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
+        let narrow = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
+        let base = job.base.map(narrow);
+        let values: Vec<Vec<f32>> = job.inputs.iter().map(|i| narrow(i.values)).collect();
+        let inputs: Vec<Input<'_, f32>> = job
+            .inputs
+            .iter()
+            .zip(&values)
+            .map(|(i, v)| Input {
+                model: i.model,
+                values: v,
+                params: i.params,
+                is_base: i.is_base,
+            })
+            .collect();
+        let narrow_job = TensorJob {
+            name: job.name,
+            shape: job.shape,
+            layer: job.layer,
+            t: job.t,
+            base: base.as_deref(),
+            inputs: &inputs,
+            params: job.params,
+            seed: job.seed,
+            range: job.range.clone(),
+        };
+        Ok(self
+            .merge(&narrow_job)?
+            .into_iter()
+            .map(f64::from)
+            .collect())
+    }
+}
