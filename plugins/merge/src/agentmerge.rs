@@ -1,10 +1,12 @@
 //! AgentMerge in one node: θ = θ_instruct + λ·w·(θ_agent − θ_base), where θ_base is the model
 //! the agent was fine-tuned from. Sweep `lambda` to trace the paper's curves.
 
-use agentmerge_merge::{MergePlan, ModelEntry, Setting, Settings};
+use agentmerge_merge::{
+    builtin,
+    node::{check_dtype, execute, merge_outputs, OutputOptions},
+    MergePlan, ModelEntry, Setting, Settings,
+};
 use agentmerge_sdk::prelude::*;
-
-use crate::run::{check_dtype, execute, ports_out, Output};
 
 /// Adds the agentic vector (agent − base) to an instruction-tuned model.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -30,7 +32,7 @@ impl NodeKind for AgentMerge {
     const DOC: &'static str = "AgentMerge: instruct + λ·(agent − base), the agentic vector of a model fine-tuned on agent traces added to an instruction-tuned model.";
 
     fn ports() -> Ports {
-        ports_out(
+        merge_outputs(
             Ports::new()
                 .input("instruct", PortType::Model, "the instruction-tuned model that receives the agentic vector")
                 .input("agent", PortType::Model, "the model fine-tuned on agent traces (behaviour cloning)")
@@ -54,6 +56,7 @@ impl NodeKind for AgentMerge {
         );
         plan.params.insert("lambda".into(), Setting::num(self.lambda));
         plan.tokenizer_source = Some(agentmerge_merge::TokenizerSource::Model(inputs.model("instruct")?));
-        execute(ctx, "agentmerge", plan, &Output { dtype: self.dtype.clone(), seed: None, max_shard_bytes: self.max_shard_bytes })
+        let strategy = builtin("agentmerge").expect("agentmerge is built in");
+        execute(ctx, strategy.as_ref(), plan, &OutputOptions { dtype: self.dtype.clone(), seed: None, max_shard_bytes: self.max_shard_bytes })
     }
 }

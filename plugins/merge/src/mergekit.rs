@@ -5,10 +5,12 @@
 
 use std::{path::Path, time::UNIX_EPOCH};
 
-use agentmerge_merge::{builtin, parse_mergekit_yaml, MergePlan};
+use agentmerge_merge::{
+    builtin,
+    node::{execute, merge_outputs, OutputOptions},
+    parse_mergekit_yaml, MergePlan,
+};
 use agentmerge_sdk::prelude::*;
-
-use crate::run::{execute, ports_out, Output};
 
 /// Runs a mergekit recipe.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -64,7 +66,7 @@ impl NodeKind for Mergekit {
     const DOC: &'static str = "Runs a mergekit YAML recipe unchanged (methods: linear, task_arithmetic, ties, dare_*, breadcrumbs*, della*, slerp, nuslerp, model_stock, passthrough, agentmerge).";
 
     fn ports() -> Ports {
-        ports_out(Ports::new())
+        merge_outputs(Ports::new())
     }
 
     fn resolve(&mut self) -> Result<(), ConfigError> {
@@ -88,7 +90,8 @@ impl NodeKind for Mergekit {
         if let Some(f) = &self.models_fingerprint {
             anyhow::ensure!(*f == fingerprint(&plan), "the models named by the recipe changed after the pipeline was checked; run again");
         }
-        execute(ctx, &method, plan, &Output::default())
+        let strategy = builtin(&method).ok_or_else(|| anyhow!("unknown merge_method `{method}`"))?;
+        execute(ctx, strategy.as_ref(), plan, &OutputOptions::default())
     }
 }
 

@@ -7,10 +7,12 @@
 //!   recipe.
 //! * A [`Strategy`] is one function per tensor; [`builtin`] finds mergekit's by name.
 //! * [`run_merge`] runs a plan with a strategy into a new checkpoint directory.
+//! * [`node::StrategyNode`] makes any strategy a pipeline node kind.
 //!
 //! See docs/merging.md for every method's formula, parameters and defaults.
 
 mod engine;
+pub mod node;
 pub mod methods;
 mod params;
 mod plan;

@@ -14,37 +14,52 @@ use rand_chacha::ChaCha8Rng;
 use crate::Float;
 
 /// Marks the elements whose rank is in `keep`, ranking by |x| (largest first when
-/// `largest_first`, else smallest first) with ties broken by position.
+/// `largest_first`, else smallest first) with ties broken by position. O(n) time, one copy
+/// of the magnitudes: two `select_nth_unstable_by` calls find the magnitudes at both ends of
+/// the range, then one pass in index order resolves ties at those two values.
 pub fn rank_mask<T: Float>(x: &[T], keep: Range<usize>, largest_first: bool) -> Vec<bool> {
     let n = x.len();
-    let mut mask = vec![false; n];
     let keep = keep.start.min(n)..keep.end.min(n);
     if keep.is_empty() {
-        return mask;
+        return vec![false; n];
     }
-    let mut pairs: Vec<(T, usize)> = x.iter().enumerate().map(|(i, v)| (v.abs(), i)).collect();
-    let cmp = |a: &(T, usize), b: &(T, usize)| {
-        let by_size = if largest_first {
-            b.0.partial_cmp(&a.0)
-        } else {
-            a.0.partial_cmp(&b.0)
-        };
-        by_size.unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
-    };
-    let mut rest = &mut pairs[..];
-    if keep.start > 0 {
-        rest.select_nth_unstable_by(keep.start, cmp);
-        rest = &mut rest[keep.start..];
+    if keep.len() == n {
+        return vec![true; n];
     }
-    let len = keep.len();
-    if len < rest.len() {
-        rest.select_nth_unstable_by(len, cmp);
-        rest = &mut rest[..len];
+    // Sorting keys ascending gives the wanted order.
+    let key = |v: T| if largest_first { -v.abs() } else { v.abs() };
+    let cmp = |a: &T, b: &T| a.partial_cmp(b).unwrap_or(Ordering::Equal);
+    let mut keys: Vec<T> = x.iter().map(|v| key(*v)).collect();
+    let lo = *keys.select_nth_unstable_by(keep.start, cmp).1;
+    let hi = *keys.select_nth_unstable_by(keep.end - 1, cmp).1;
+    let (mut before_lo, mut before_hi) = (0, 0);
+    for k in &keys {
+        before_lo += (*k < lo) as usize;
+        before_hi += (*k < hi) as usize;
     }
-    for (_, i) in rest.iter() {
-        mask[*i] = true;
-    }
-    mask
+    drop(keys);
+    let (mut seen_lo, mut seen_hi) = (0, 0);
+    x.iter()
+        .map(|v| {
+            let k = key(*v);
+            if k < lo || k > hi {
+                false
+            } else if k > lo && k < hi {
+                true
+            } else {
+                // k equals lo or hi: its rank is the count before it plus the equal ones
+                // already seen in index order.
+                let rank = if k == lo {
+                    seen_lo += 1;
+                    before_lo + seen_lo - 1
+                } else {
+                    seen_hi += 1;
+                    before_hi + seen_hi - 1
+                };
+                keep.contains(&rank)
+            }
+        })
+        .collect()
 }
 
 fn apply<T: Float>(x: &mut [T], mask: &[bool]) {
@@ -201,6 +216,33 @@ mod tests {
         assert_eq!(rank_mask(&x, 0..2, true), [false, true, true, false, false]);
         assert_eq!(rank_mask(&x, 0..1, true), [false, true, false, false, false]);
         assert_eq!(rank_mask(&x, 1..4, false), [true, true, false, false, true]);
+    }
+
+    #[test]
+    fn rank_mask_matches_a_full_sort() {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for n in [1usize, 2, 7, 50, 301] {
+            // Few distinct magnitudes, both signs: many ties.
+            let x: Vec<f32> = (0..n).map(|_| (rng.random_range(0..6) as f32 - 2.5).round()).collect();
+            for largest_first in [true, false] {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&i, &j| {
+                    let (a, b) = (x[i].abs(), x[j].abs());
+                    let o = if largest_first { b.total_cmp(&a) } else { a.total_cmp(&b) };
+                    o.then(i.cmp(&j))
+                });
+                for lo in 0..=n.min(9) {
+                    for hi in lo..=n {
+                        let mut want = vec![false; n];
+                        for &i in &order[lo..hi] {
+                            want[i] = true;
+                        }
+                        assert_eq!(rank_mask(&x, lo..hi, largest_first), want, "{x:?} {lo}..{hi}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! Merge strategies as pipeline nodes: [`StrategyNode<K>`] turns any [`StrategyKind`] into a
+//! node kind (a list of models and an optional base in, the merged checkpoint and a report
+//! out), so a strategy plugin is the strategy itself plus one `export_plugin!` line.
+//!
+//! ```ignore
+//! pub struct Median;
+//! impl Strategy for Median { /* name, elementwise, merge */ }
+//! impl StrategyKind for Median {
+//!     const NAME: &'static str = "median";
+//!     const DOC: &'static str = "Element-wise median of the models.";
+//!     fn strategy() -> Box<dyn Strategy> { Box::new(Median) }
+//! }
+//! agentmerge_sdk::export_plugin! { name: "median", kinds: [StrategyNode<Median>] }
+//! ```
+
+use std::{borrow::Cow, marker::PhantomData, path::PathBuf};
+
+use agentmerge_checkpoint::parse_dtype;
+use agentmerge_sdk::prelude::*;
+use serde_json::{json, Map, Value as Json};
+
+use crate::{run_merge, MergePlan, ModelEntry, Setting, Settings, Strategy, TokenizerSource};
+
+/// A strategy that can be a node kind: its kind name, doc line and constructor.
+pub trait StrategyKind: 'static {
+    /// The kind's name (`uses: PLUGIN/NAME`).
+    const NAME: &'static str;
+    /// One line shown by `agentmerge plugins`.
+    const DOC: &'static str;
+    fn strategy() -> Box<dyn Strategy>;
+}
+
+/// The config every strategy node takes, written as in mergekit: `parameters` for global
+/// ones, `models: [{...}, ...]` for per-model ones in the order of the `models` input.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyConfig {
+    /// Per-model parameters (e.g. `weight`, `density`), one mapping per model on the
+    /// `models` input, in order; fewer entries than models leave the rest at defaults.
+    #[serde(default)]
+    pub models: Vec<Map<String, Json>>,
+    /// Global parameters: a number, a list interpolated over layers (gradient), or
+    /// `[{filter: name-substring, value: v}, {value: default}]`.
+    #[serde(default)]
+    pub parameters: Map<String, Json>,
+    /// Take the tokenizer from the base model (`base`, the default when connected) or
+    /// from model number N of the `models` input (`model:N`, from 0).
+    #[serde(default)]
+    pub tokenizer_source: Option<String>,
+    /// Output dtype (float32, bfloat16, float16, float64); default: the inputs' dtype.
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// Seed for the random methods (DARE, DELLA); default: the node's seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Largest output shard in bytes (default 5 GB, as Hugging Face).
+    #[serde(default)]
+    pub max_shard_bytes: Option<u64>,
+}
+
+impl StrategyConfig {
+    pub fn output(&self) -> OutputOptions {
+        OutputOptions { dtype: self.dtype.clone(), seed: self.seed, max_shard_bytes: self.max_shard_bytes }
+    }
+}
+
+/// Output dtype and engine options common to every merge node (see [`StrategyConfig`]).
+#[derive(Clone, Debug, Default)]
+pub struct OutputOptions {
+    pub dtype: Option<String>,
+    pub seed: Option<u64>,
+    pub max_shard_bytes: Option<u64>,
+}
+
+/// The node kind of strategy `K`; its config is a [`StrategyConfig`].
+pub struct StrategyNode<K> {
+    pub config: StrategyConfig,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Serialize for StrategyNode<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.config.serialize(s)
+    }
+}
+
+impl<'de, K> Deserialize<'de> for StrategyNode<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        StrategyConfig::deserialize(d).map(|config| StrategyNode { config, kind: PhantomData })
+    }
+}
+
+impl<K> JsonSchema for StrategyNode<K> {
+    fn schema_name() -> Cow<'static, str> {
+        StrategyConfig::schema_name()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        StrategyConfig::json_schema(g)
+    }
+}
+
+impl<K: StrategyKind> NodeKind for StrategyNode<K> {
+    const NAME: &'static str = K::NAME;
+    const DOC: &'static str = K::DOC;
+
+    fn ports() -> Ports {
+        merge_outputs(
+            Ports::new()
+                .list_input("models", PortType::Model, "the checkpoints to merge")
+                .optional_input("base", PortType::Model, "the base model task vectors are taken against"),
+        )
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let s = K::strategy();
+        let c = &self.config;
+        check_settings(s.as_ref(), "parameters", &c.parameters, false)?;
+        for (i, m) in c.models.iter().enumerate() {
+            check_settings(s.as_ref(), &format!("models[{i}]"), m, true)?;
+        }
+        match c.tokenizer_source.as_deref() {
+            None | Some("base") => {}
+            Some(t) if t.strip_prefix("model:").is_some_and(|n| n.parse::<usize>().is_ok()) => {}
+            Some(t) => return Err(ConfigError::new("tokenizer_source", format!("`{t}`: use `base` or `model:N`"))),
+        }
+        check_dtype("dtype", &c.dtype)
+    }
+
+    fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
+        let s = K::strategy();
+        let plan = self.plan(s.as_ref(), &inputs)?;
+        execute(ctx, s.as_ref(), plan, &self.config.output())
+    }
+}
+
+impl<K: StrategyKind> StrategyNode<K> {
+    fn plan(&self, s: &dyn Strategy, inputs: &Inputs) -> anyhow::Result<MergePlan> {
+        let c = &self.config;
+        let models = inputs.models("models")?;
+        anyhow::ensure!(
+            c.models.len() <= models.len(),
+            "`models` config has {} entries but only {} models are connected to the `models` input",
+            c.models.len(),
+            models.len()
+        );
+        let base: Option<PathBuf> = if inputs.is_connected("base") { Some(inputs.model("base")?) } else { None };
+        let entries = models
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let params = match c.models.get(i) {
+                    Some(m) => check_settings(s, &format!("models[{i}]"), m, true).map_err(|e| anyhow!("{e}"))?,
+                    None => Settings::default(),
+                };
+                Ok(ModelEntry { path: p.clone(), params })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut plan = MergePlan::new(base, entries);
+        plan.params = check_settings(s, "parameters", &c.parameters, false).map_err(|e| anyhow!("{e}"))?;
+        if let Some(n) = c.tokenizer_source.as_deref().and_then(|t| t.strip_prefix("model:")) {
+            let n: usize = n.parse()?;
+            let m = models.get(n).ok_or_else(|| anyhow!("tokenizer_source `model:{n}`: only {} models are connected", models.len()))?;
+            plan.tokenizer_source = Some(TokenizerSource::Model(m.clone()));
+        }
+        Ok(plan)
+    }
+}
+
+/// Parses parameters (`field` says where they came from) and checks that the strategy reads
+/// every one of them (`per_model`: as a per-model parameter).
+pub fn check_settings(s: &dyn Strategy, field: &str, v: &Map<String, Json>, per_model: bool) -> Result<Settings, ConfigError> {
+    let defs = s.parameters();
+    for name in v.keys() {
+        if !defs.iter().any(|d| d.name == name && (!per_model || d.per_model)) {
+            let valid: Vec<&str> = defs.iter().filter(|d| !per_model || d.per_model).map(|d| d.name).collect();
+            return Err(ConfigError::new(
+                format!("{field}.{name}"),
+                format!(
+                    "`{}` has no {}parameter `{name}`; it reads: {}",
+                    s.name(),
+                    if per_model { "per-model " } else { "" },
+                    if valid.is_empty() { "none".into() } else { valid.join(", ") }
+                ),
+            ));
+        }
+    }
+    v.iter()
+        .map(|(k, v)| Setting::from_json(v).map(|s| (k.clone(), s)).map_err(|e| ConfigError::new(format!("{field}.{k}"), e)))
+        .collect()
+}
+
+/// Checks an output dtype name.
+pub fn check_dtype(field: &str, d: &Option<String>) -> Result<(), ConfigError> {
+    match d {
+        Some(s) if parse_dtype(s).is_none() => Err(ConfigError::new(field, format!("unknown dtype `{s}`: use float32, bfloat16, float16 or float64"))),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `plan` with strategy `s` into `OUT_DIR/model`, reporting progress to the host, and
+/// returns the `model` and `report` outputs.
+pub fn execute(ctx: &Ctx, s: &dyn Strategy, mut plan: MergePlan, out: &OutputOptions) -> anyhow::Result<Outputs> {
+    if let Some(d) = &out.dtype {
+        plan.out_dtype = Some(parse_dtype(d).ok_or_else(|| anyhow!("unknown dtype `{d}`"))?);
+    }
+    plan.seed = out.seed.unwrap_or(ctx.seed());
+    if let Some(m) = out.max_shard_bytes {
+        plan.max_shard_bytes = m;
+    }
+    let dir = ctx.out_dir().join("model");
+    let report = run_merge(&plan, s, &dir, &|done, total| ctx.progress(done, total, "tensors"), &|| ctx.is_cancelled())?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!("{} merged {} tensors ({} parameters) in {:.2}s", s.name(), report.tensors, report.params, report.seconds);
+    let mut m = Map::new();
+    m.insert("method".into(), json!(report.method));
+    m.insert("tensors".into(), json!(report.tensors));
+    m.insert("params".into(), json!(report.params));
+    m.insert("bytes_read".into(), json!(report.bytes_read));
+    m.insert("bytes_written".into(), json!(report.bytes_written));
+    m.insert("seconds".into(), json!(report.seconds));
+    m.insert("read_gb_per_s".into(), json!(report.bytes_read as f64 / report.seconds.max(1e-9) / 1e9));
+    m.insert("warnings".into(), json!(report.warnings));
+    Ok(Outputs::new().with("model", Value::Model(report.out_dir)).with("report", m))
+}
+
+/// Adds the `model` and `report` outputs every merge node has.
+pub fn merge_outputs(p: Ports) -> Ports {
+    p.output("model", PortType::Model, "the merged checkpoint (Hugging Face format)")
+        .output("report", PortType::Metrics, "tensors, parameters, bytes read and written, time, warnings")
+}
