@@ -382,6 +382,13 @@ fn bad_input_is_an_error_naming_what_is_wrong() {
     let plan = MergePlan::new(Some(s.base.clone()), vec![entry(&nan, &w1)]);
     expect_err(&plan, "task_arithmetic", &out, &["model.embed_tokens.weight", "NaN", "nan"]);
 
+    // Inf in the base model.
+    let mut inf = base_t.clone();
+    inf[2].2[0] = f32::NEG_INFINITY;
+    let inf = write(&s.root.join("inf"), &inf, DType::F32, "LlamaForCausalLM");
+    let plan = MergePlan::new(Some(inf), vec![entry(&s.a, &w1)]);
+    expect_err(&plan, "ties", &out, &[shapes()[2].0, "inf"]);
+
     // Parameters out of range, and missing.
     for density in [0.0, 1.5, f64::NAN] {
         let plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &[("weight", num(1.0)), ("density", num(density))])]);
