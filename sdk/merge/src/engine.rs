@@ -23,7 +23,8 @@ use rayon::prelude::*;
 
 use crate::{
     params::{ParamDef, Params, Settings},
-    Float, Input, MergeError, MergePlan, ParamsView, Strategy, TensorJob, TokenizerSource,
+    Chunk, Float, Input, MergeError, MergePlan, ParamsView, Strategy, StreamInput, TensorJob,
+    TensorStream, TokenizerSource,
 };
 
 /// Element-wise strategies process big tensors in chunks of this many elements.
@@ -72,6 +73,8 @@ struct Unit {
     tensor: usize,
     range: Range<usize>,
     whole: bool,
+    /// Merged in passes over chunks by [`Strategy::merge_stream`].
+    streamed: bool,
 }
 
 /// Runs `plan` with `strategy`, writing a new checkpoint at `out_dir` (which must not
@@ -148,7 +151,14 @@ pub fn run_merge(
     let mut units = Vec::new();
     for (i, t) in tensors.iter().enumerate() {
         let numel = t.shape.iter().product::<u64>() as usize;
-        if t.float && strategy.elementwise() && numel > CHUNK_ELEMENTS {
+        if t.float && strategy.streams(&t.shape) {
+            units.push(Unit {
+                tensor: i,
+                range: 0..numel,
+                whole: true,
+                streamed: true,
+            });
+        } else if t.float && strategy.elementwise() && numel > CHUNK_ELEMENTS {
             let starts: Vec<usize> = (0..numel).step_by(CHUNK_ELEMENTS).collect();
             t.chunks.store(starts.len(), Ordering::Relaxed);
             for s in starts {
@@ -156,6 +166,7 @@ pub fn run_merge(
                     tensor: i,
                     range: s..(s + CHUNK_ELEMENTS).min(numel),
                     whole: false,
+                    streamed: false,
                 });
             }
         } else {
@@ -163,6 +174,7 @@ pub fn run_merge(
                 tensor: i,
                 range: 0..numel,
                 whole: true,
+                streamed: false,
             });
         }
     }
@@ -185,6 +197,10 @@ pub fn run_merge(
         let t = &tensors[u.tensor];
         let (r, w) = if !t.float {
             ctx.copy(t)?
+        } else if u.streamed && t.wide {
+            ctx.stream_tensor::<f64>(t)?
+        } else if u.streamed {
+            ctx.stream_tensor::<f32>(t)?
         } else if t.wide {
             ctx.merge_unit::<f64>(t, u)?
         } else {
@@ -424,6 +440,7 @@ fn plan_tensors(
 trait Elem: Float {
     fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [Self]) -> Result<(), MergeError>;
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, Self>) -> anyhow::Result<Vec<Self>>;
+    fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, Self>) -> anyhow::Result<()>;
     fn encode(values: &[Self], dtype: DType) -> Vec<u8>;
 }
 
@@ -433,6 +450,9 @@ impl Elem for f32 {
     }
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
         strategy.merge(job)
+    }
+    fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, f32>) -> anyhow::Result<()> {
+        strategy.merge_stream(s)
     }
     fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
         f32_to_bytes(values, dtype)
@@ -445,6 +465,9 @@ impl Elem for f64 {
     }
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
         strategy.merge_f64(job)
+    }
+    fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, f64>) -> anyhow::Result<()> {
+        strategy.merge_stream_f64(s)
     }
     fn encode(values: &[f64], dtype: DType) -> Vec<u8> {
         f64_to_bytes(values, dtype)
@@ -486,6 +509,96 @@ impl Context<'_> {
             });
         }
         Ok((buf, (range.len() * view.dtype.size()) as u64))
+    }
+
+    /// Merges one tensor through [`Strategy::merge_stream`]: the strategy reads chunks of
+    /// the inputs as often as it needs (pages are released after each read) and writes the
+    /// output chunk by chunk. Returns (input bytes, output bytes), counting each input once.
+    fn stream_tensor<T: Elem>(&self, t: &TensorPlan) -> Result<(u64, u64), MergeError> {
+        let numel = t.shape.iter().product::<u64>() as usize;
+        let all: Vec<&Model> = self.base.into_iter().chain(self.models).collect();
+        let read_bytes: u64 = all
+            .iter()
+            .filter_map(|m| m.ck.info(&t.name))
+            .map(|i| i.numel() as u64 * i.dtype.size() as u64)
+            .sum();
+        let error = std::sync::Mutex::new(None::<MergeError>);
+        let keep = |e: MergeError| {
+            let msg = e.to_string();
+            error.lock().unwrap().get_or_insert(e);
+            anyhow::anyhow!(msg)
+        };
+        let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
+            c.base = match self.base {
+                Some(b) => Some(self.load::<T>(b, &t.name, r.clone()).map_err(keep)?.0),
+                None => None,
+            };
+            c.values.clear();
+            for m in self.models {
+                c.values.push(self.load::<T>(m, &t.name, r.clone()).map_err(keep)?.0);
+            }
+            for m in &all {
+                m.ck.release(&t.name, r.clone());
+            }
+            c.range = r;
+            Ok(())
+        };
+        let written = AtomicU64::new(0);
+        let write = |start: usize, v: &[T]| -> anyhow::Result<()> {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                anyhow::bail!(
+                    "the merge produced {:?} at element {}; check the parameters (weights summing to zero, extreme lambda)",
+                    v[i],
+                    start + i
+                );
+            }
+            let bytes = T::encode(v, t.out_dtype);
+            self.writer.write_tensor_part(&t.name, start, &bytes).map_err(|e| keep(e.into()))?;
+            written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(())
+        };
+        let inputs: Vec<StreamInput<'_>> = self
+            .models
+            .iter()
+            .zip(&t.model_params)
+            .map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base })
+            .collect();
+        let stream = TensorStream::new(
+            &t.name,
+            &t.shape,
+            t.layer,
+            t.t,
+            &t.params,
+            &inputs,
+            self.base.is_some(),
+            self.plan.seed ^ fnv1a(&t.name),
+            CHUNK_ELEMENTS,
+            &read,
+            &write,
+        );
+        if let Err(e) = T::merge_stream(self.strategy, &stream) {
+            // An input or output error keeps its own message; a strategy error names the
+            // tensor and the models.
+            return Err(error.lock().unwrap().take().unwrap_or_else(|| MergeError::Tensor {
+                tensor: t.name.clone(),
+                models: self.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", "),
+                message: format!("{e:#}"),
+            }));
+        }
+        let w = written.into_inner();
+        let want = numel as u64 * t.out_dtype.size() as u64;
+        if w != want {
+            return Err(MergeError::Tensor {
+                tensor: t.name.clone(),
+                models: self.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", "),
+                message: format!(
+                    "merge method `{}` wrote {w} of {want} bytes (a bug in the strategy)",
+                    self.strategy.name()
+                ),
+            });
+        }
+        self.writer.mark_written(&t.name)?;
+        Ok((read_bytes, w))
     }
 
     fn merge_unit<T: Elem>(&self, t: &TensorPlan, u: &Unit) -> Result<(u64, u64), MergeError> {

@@ -12,18 +12,34 @@ use crate::params::{ParamDef, Params};
 pub trait Float:
     num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static
 {
+    /// Width of [`Float::magnitude_bits`].
+    const KEY_BITS: u32;
+    /// The largest [`Float::magnitude_bits`] value.
+    const KEY_MAX: u64;
     fn of(x: f64) -> Self;
+    /// The bits of a non-negative value: their order is the values' order.
+    fn magnitude_bits(self) -> u64;
 }
 
 impl Float for f32 {
+    const KEY_BITS: u32 = 32;
+    const KEY_MAX: u64 = u32::MAX as u64;
     fn of(x: f64) -> f32 {
         x as f32
+    }
+    fn magnitude_bits(self) -> u64 {
+        self.to_bits() as u64
     }
 }
 
 impl Float for f64 {
+    const KEY_BITS: u32 = 64;
+    const KEY_MAX: u64 = u64::MAX;
     fn of(x: f64) -> f64 {
         x
+    }
+    fn magnitude_bits(self) -> u64 {
+        self.to_bits()
     }
 }
 
@@ -90,6 +106,124 @@ impl<'a, T> TensorJob<'a, T> {
     }
 }
 
+/// One input of a [`TensorStream`]: who it is and its resolved parameters (the values are read
+/// chunk by chunk with [`TensorStream::read`]).
+pub struct StreamInput<'a> {
+    pub model: &'a str,
+    pub params: &'a Params,
+    pub is_base: bool,
+}
+
+/// One chunk of every input: `values[i]` is model `i`'s (in `models:` order).
+#[derive(Default)]
+pub struct Chunk<T> {
+    pub range: Range<usize>,
+    pub base: Option<Vec<T>>,
+    pub values: Vec<Vec<T>>,
+}
+
+/// Reads a range of every input into a chunk.
+pub type ReadFn<'a, T> = dyn Fn(Range<usize>, &mut Chunk<T>) -> anyhow::Result<()> + Sync + 'a;
+/// Writes merged values starting at an element offset.
+pub type WriteFn<'a, T> = dyn Fn(usize, &[T]) -> anyhow::Result<()> + Sync + 'a;
+
+/// A tensor a strategy merges in several passes over chunks, for methods that need
+/// whole-tensor statistics (top-k thresholds, norms) but not the whole tensor in memory. Each
+/// pass re-reads the inputs from the memory-mapped files; only a chunk per input is resident.
+pub struct TensorStream<'a, T = f32> {
+    pub name: &'a str,
+    pub shape: &'a [u64],
+    pub layer: Option<usize>,
+    pub t: f64,
+    pub params: &'a Params,
+    pub inputs: &'a [StreamInput<'a>],
+    pub has_base: bool,
+    /// Deterministic per-tensor seed, as [`TensorJob::seed`].
+    pub seed: u64,
+    pub numel: usize,
+    /// The elements to merge: `0..numel`, unless the engine cut an element-wise tensor.
+    pub range: Range<usize>,
+    /// The engine's preferred chunk size, in elements.
+    pub chunk_elements: usize,
+    read: &'a ReadFn<'a, T>,
+    write: &'a WriteFn<'a, T>,
+}
+
+impl<'a, T: Float> TensorStream<'a, T> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &'a str,
+        shape: &'a [u64],
+        layer: Option<usize>,
+        t: f64,
+        params: &'a Params,
+        inputs: &'a [StreamInput<'a>],
+        has_base: bool,
+        seed: u64,
+        chunk_elements: usize,
+        read: &'a ReadFn<'a, T>,
+        write: &'a WriteFn<'a, T>,
+    ) -> TensorStream<'a, T> {
+        let numel = shape.iter().product::<u64>() as usize;
+        TensorStream { name, shape, layer, t, params, inputs, has_base, seed, numel, range: 0..numel, chunk_elements, read, write }
+    }
+
+    /// The chunks of one pass, in order; each a multiple of `align` elements (the last may be
+    /// shorter).
+    pub fn chunks(&self, align: usize) -> Vec<Range<usize>> {
+        let align = align.max(1);
+        let size = (self.chunk_elements / align).max(1) * align;
+        let end = self.range.end;
+        self.range.clone().step_by(size).map(|s| s..(s + size).min(end)).collect()
+    }
+
+    /// Reads `range` of the base (if any) and of every input into `chunk`.
+    pub fn read(&self, range: Range<usize>, chunk: &mut Chunk<T>) -> anyhow::Result<()> {
+        (self.read)(range, chunk)
+    }
+
+    /// Writes merged values for the elements from `start` on; every element must be written
+    /// exactly once.
+    pub fn write(&self, start: usize, values: &[T]) -> anyhow::Result<()> {
+        (self.write)(start, values)
+    }
+
+    /// A deterministic random generator for stream `stream`, the same as [`TensorJob::rng`].
+    pub fn rng(&self, stream: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(stream);
+        rng
+    }
+}
+
+impl<'a, T: Float> TensorJob<'a, T> {
+    /// Runs a streaming merge on this in-memory job (one chunk) and returns its output; lets
+    /// a strategy implement [`Strategy::merge`] with its [`Strategy::merge_stream`].
+    pub fn run_stream(&self, f: impl FnOnce(&TensorStream<'_, T>) -> anyhow::Result<()>) -> anyhow::Result<Vec<T>> {
+        let offset = self.range.start;
+        let inputs: Vec<StreamInput<'_>> =
+            self.inputs.iter().map(|i| StreamInput { model: i.model, params: i.params, is_base: i.is_base }).collect();
+        let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
+            let local = r.start - offset..r.end - offset;
+            c.base = self.base.map(|b| b[local.clone()].to_vec());
+            c.values = self.inputs.iter().map(|i| i.values[local.clone()].to_vec()).collect();
+            c.range = r;
+            Ok(())
+        };
+        let out = std::sync::Mutex::new(vec![T::zero(); self.len()]);
+        let write = |start: usize, v: &[T]| -> anyhow::Result<()> {
+            let s = start - offset;
+            out.lock().unwrap()[s..s + v.len()].copy_from_slice(v);
+            Ok(())
+        };
+        let mut stream = TensorStream::new(self.name, self.shape, self.layer, self.t, self.params, &inputs, self.base.is_some(), self.seed, usize::MAX, &read, &write);
+        stream.range = self.range.clone();
+        stream.chunk_elements = self.len().max(1);
+        f(&stream)?;
+        Ok(out.into_inner().unwrap())
+    }
+}
+
 /// A resolved view of the parameters of one tensor, for [`Strategy::check`].
 pub struct ParamsView<'a> {
     pub tensor: &'a str,
@@ -150,6 +284,23 @@ pub trait Strategy: Send + Sync {
     /// for every tensor before any data is read, so a bad recipe fails at once.
     fn check(&self, _params: &ParamsView<'_>) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// Whether tensors of this shape go through [`Strategy::merge_stream`] (in chunks, over
+    /// several passes) rather than [`Strategy::merge`] (whole). Default: no.
+    fn streams(&self, _shape: &[u64]) -> bool {
+        false
+    }
+
+    /// Merges one tensor chunk by chunk (see [`TensorStream`]); called for the tensors
+    /// [`Strategy::streams`] accepts.
+    fn merge_stream(&self, s: &TensorStream<'_, f32>) -> anyhow::Result<()> {
+        anyhow::bail!("merge method `{}` cannot stream tensor `{}`", self.name(), s.name)
+    }
+
+    /// [`Strategy::merge_stream`] for f64 inputs.
+    fn merge_stream_f64(&self, s: &TensorStream<'_, f64>) -> anyhow::Result<()> {
+        anyhow::bail!("merge method `{}` cannot stream tensor `{}`", self.name(), s.name)
     }
 
     /// Merges one tensor in f32; returns `job.len()` values.

@@ -5,6 +5,7 @@ mod model_stock;
 mod nuslerp;
 mod passthrough;
 mod slerp;
+mod select;
 pub mod sparsify;
 mod task_arithmetic;
 

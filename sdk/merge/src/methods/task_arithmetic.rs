@@ -13,8 +13,16 @@
 //! `agentmerge` adds the task vectors to the model marked `add_to: true` instead of the
 //! base: θ = θ_instruct + λ·Σᵢ wᵢ(θ_agentᵢ − θ_base).
 
-use super::{check_range, float_impls, sparsify};
-use crate::{Float, ParamDef, ParamsView, Strategy, TensorJob};
+use std::ops::Range;
+
+use rand_chacha::ChaCha8Rng;
+
+use super::{
+    check_range,
+    select::{self, Order, RadixSelect, RankMask},
+    sparsify,
+};
+use crate::{Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
 
 /// How task vectors are sparsified before they are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,99 +97,293 @@ impl TaskArithmetic {
         }
     }
 
-    fn run<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
-        let base = job.base(self.name)?;
-        let n = job.len();
-        let rescale = job.params.flag("rescale")?;
-        let target = if self.add_to_model {
-            let mut targets = job.inputs.iter().filter(|i| i.params.flag("add_to").unwrap_or(false));
-            match (targets.next(), targets.next()) {
-                (Some(t), None) => t.values,
-                _ => anyhow::bail!("agentmerge needs exactly one model with `add_to: true`"),
-            }
-        } else {
-            base
-        };
-        let mut weighted: Vec<Vec<T>> = Vec::new();
-        let mut weights: Vec<T> = Vec::new();
-        for (stream, input) in job.inputs.iter().enumerate() {
-            if input.is_base || (self.add_to_model && input.params.flag("add_to")?) {
+    /// Merges a tensor in passes over its chunks (one chunk for tensors merged whole):
+    /// statistics first (L1 norms for `rescale`, radix passes for rank selection), then, when
+    /// rescaling, the norms of what is kept, then the output.
+    fn run<T: Float>(&self, s: &TensorStream<'_, T>) -> anyhow::Result<()> {
+        if !s.has_base {
+            anyhow::bail!("merge method `{}` needs `base_model` in the recipe", self.name);
+        }
+        let rescale = s.params.flag("rescale")?;
+        let lambda = T::of(s.params.num("lambda")?);
+        let normalize = s.params.flag("normalize")?;
+        let consensus = self.consensus(s.params)?;
+        let n = s.numel;
+        let mut target = None;
+        let mut deltas: Vec<Delta<T>> = Vec::new();
+        for (stream, input) in s.inputs.iter().enumerate() {
+            if self.add_to_model && input.params.flag("add_to")? {
+                target = Some(stream);
                 continue;
             }
-            let mut delta: Vec<T> = input.values.iter().zip(base).map(|(x, b)| *x - *b).collect();
-            let density = input.params.num_or("density", 1.0)?;
-            let mut rng = job.rng(stream as u64);
-            match self.sparsification {
-                None => {}
-                Some(Sparsification::Magnitude) => sparsify::magnitude(&mut delta, density, rescale)?,
-                Some(Sparsification::Random) => sparsify::bernoulli(&mut delta, density, rescale, &mut rng),
+            if input.is_base {
+                continue;
+            }
+            let p = input.params;
+            let density = p.num_or("density", 1.0)?;
+            let sparse = match self.sparsification {
+                _ if density >= 1.0 => Sparse::None,
+                None => Sparse::None,
+                Some(Sparsification::Magnitude) => {
+                    let k = (density * n as f64) as usize;
+                    if k == 0 {
+                        anyhow::bail!("density {density} keeps no element of a tensor of {n} elements; raise `density` for this tensor (a `filter` entry can set it per tensor)");
+                    }
+                    Sparse::Rank(Order::Descending, 0..k)
+                }
                 Some(Sparsification::MagnitudeOutliers) => {
-                    let gamma = input.params.num("gamma")?;
-                    sparsify::magnitude_outliers(&mut delta, density, gamma, rescale)?
+                    // Drop the gamma·n largest and enough of the smallest to keep density·n
+                    // (fewer outliers when both do not fit).
+                    let gamma = p.num("gamma")?;
+                    let (n_, target) = (n as i64, (density * n as f64) as i64);
+                    let mut top = (gamma * n as f64) as i64;
+                    let mut bottom = n_ - target - top;
+                    if bottom < 0 {
+                        top += bottom;
+                        bottom = 0;
+                    }
+                    Sparse::Rank(Order::Ascending, bottom as usize..(n_ - top) as usize)
                 }
-                Some(Sparsification::Della) => {
-                    let epsilon = input.params.num("epsilon")?;
-                    sparsify::della(&mut delta, job.shape, density, epsilon, rescale, &mut rng)?
+                Some(Sparsification::Random) => Sparse::Random(density),
+                Some(Sparsification::Della) => Sparse::Della(density, p.num("epsilon")?),
+            };
+            deltas.push(Delta { stream, weight: T::of(p.num("weight")?), sparse, select: None, mask: None, scale: None });
+        }
+        if self.add_to_model && target.is_none() {
+            anyhow::bail!("agentmerge needs exactly one model with `add_to: true`");
+        }
+        let align = if deltas.iter().any(|d| matches!(d.sparse, Sparse::Della(..))) { sparsify::della_group(s.shape) } else { 1 };
+        let chunks = s.chunks(align);
+        let mut chunk = Chunk::default();
+        let mut work: Vec<Vec<T>> = vec![Vec::new(); deltas.len()];
+
+        // Statistics: L1 norms before sparsifying, and the radix passes of rank selections.
+        let rescaling = rescale && deltas.iter().any(|d| !matches!(d.sparse, Sparse::None));
+        let mut l1_before = vec![0.0f64; deltas.len()];
+        for d in &mut deltas {
+            if let Sparse::Rank(_, keep) = &d.sparse {
+                d.select = (!keep.is_empty()).then(|| RadixSelect::new(T::KEY_BITS, &[keep.start, keep.end - 1]));
+            }
+        }
+        let radix_passes = deltas.iter().filter_map(|d| d.select.as_ref()).map(|r| r.passes()).max().unwrap_or(0);
+        for pass in 0..radix_passes.max(rescaling as u32) {
+            for r in &chunks {
+                s.read(r.clone(), &mut chunk)?;
+                let base = chunk.base.as_deref().expect("base present");
+                for (i, d) in deltas.iter_mut().enumerate() {
+                    let x = &chunk.values[d.stream];
+                    if pass == 0 && rescaling {
+                        for (v, b) in x.iter().zip(base) {
+                            l1_before[i] += (*v - *b).abs().to_f64().unwrap_or(0.0);
+                        }
+                    }
+                    if let (Some(sel), Sparse::Rank(order, _)) = (&mut d.select, &d.sparse) {
+                        if pass < sel.passes() {
+                            for (v, b) in x.iter().zip(base) {
+                                sel.observe(select::key(*v - *b, *order));
+                            }
+                        }
+                    }
                 }
+            }
+            for d in &mut deltas {
+                if let Some(sel) = &mut d.select {
+                    if pass < sel.passes() {
+                        sel.end_pass();
+                    }
+                }
+            }
+        }
+        for d in &mut deltas {
+            if let (Some(sel), Sparse::Rank(_, keep)) = (&d.select, &d.sparse) {
+                let r = sel.result();
+                d.mask = Some(RankMask::new(keep.clone(), r[0], r[1]));
+            }
+        }
+
+        // Rescaling: the L1 norm of what is kept (the same draws as the output pass).
+        if rescaling {
+            let mut l1_after = vec![0.0f64; deltas.len()];
+            let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
+            let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
+            for r in &chunks {
+                s.read(r.clone(), &mut chunk)?;
+                for (i, d) in deltas.iter().enumerate() {
+                    d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
+                    for v in &work[i] {
+                        l1_after[i] += v.abs().to_f64().unwrap_or(0.0);
+                    }
+                }
+            }
+            for (i, d) in deltas.iter_mut().enumerate() {
+                if !matches!(d.sparse, Sparse::None) && l1_before[i] >= 1e-7 && l1_after[i] >= 1e-7 {
+                    d.scale = Some(T::of(l1_before[i] / l1_after[i]));
+                }
+            }
+        }
+
+        // The output.
+        let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
+        let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
+        let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
+        let mut out = Vec::new();
+        for r in &chunks {
+            s.read(r.clone(), &mut chunk)?;
+            for (i, d) in deltas.iter().enumerate() {
+                d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
+                let (scale, w) = (d.scale, d.weight);
+                for v in &mut work[i] {
+                    if let Some(c) = scale {
+                        *v = *v * c;
+                    }
+                    *v = *v * w;
+                }
+            }
+            let onto = match target {
+                Some(t) => &chunk.values[t],
+                None => chunk.base.as_ref().expect("base present"),
+            };
+            combine(&work, &weights, consensus, normalize, lambda, onto, &mut out);
+            s.write(r.start, &out)?;
+        }
+        Ok(())
+    }
+}
+
+impl TaskArithmetic {
+    /// Plain task arithmetic (no sparsification, no sign election) on a chunk in memory:
+    /// the same sums in the same order as [`TaskArithmetic::run`], without its copies.
+    fn dense<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
+        let base = job.base(self.name)?;
+        let mut onto = base;
+        let mut mixed = vec![T::zero(); job.len()];
+        let mut divisor = T::zero();
+        for input in job.inputs {
+            if self.add_to_model && input.params.flag("add_to")? {
+                onto = input.values;
+                continue;
+            }
+            if input.is_base {
+                continue;
             }
             let w = T::of(input.params.num("weight")?);
-            for d in &mut delta {
-                *d = *d * w;
+            divisor += w;
+            for ((m, x), b) in mixed.iter_mut().zip(input.values).zip(base) {
+                *m += (*x - *b) * w;
             }
-            weighted.push(delta);
-            weights.push(w);
         }
         let lambda = T::of(job.params.num("lambda")?);
-        let normalize = job.params.flag("normalize")?;
-        let consensus = self.consensus(job.params)?;
-        let sign = |x: T| {
-            if x > T::zero() {
-                T::one()
-            } else if x < T::zero() {
-                -T::one()
-            } else {
-                T::zero()
+        if job.params.flag("normalize")? {
+            if divisor.abs() < T::of(1e-8) {
+                divisor = T::one();
             }
-        };
-        let mut out = Vec::with_capacity(n);
-        for e in 0..n {
-            let (mut mixed, mut divisor) = (T::zero(), T::zero());
-            match consensus {
-                None => {
-                    for (d, w) in weighted.iter().zip(&weights) {
+            for m in &mut mixed {
+                *m = *m / divisor;
+            }
+        }
+        for (m, o) in mixed.iter_mut().zip(onto) {
+            *m = *o + *m * lambda;
+        }
+        Ok(mixed)
+    }
+}
+
+/// How one task vector is sparsified.
+enum Sparse {
+    None,
+    /// Keep the elements of these ranks in this order of magnitude.
+    Rank(Order, Range<usize>),
+    /// DARE, with this density.
+    Random(f64),
+    /// DELLA: density, epsilon.
+    Della(f64, f64),
+}
+
+/// One model's task vector while it streams.
+struct Delta<T> {
+    /// Its index among the inputs (and its random stream).
+    stream: usize,
+    weight: T,
+    sparse: Sparse,
+    select: Option<RadixSelect>,
+    mask: Option<RankMask>,
+    scale: Option<T>,
+}
+
+impl<T: Float> Delta<T> {
+    /// This chunk of the task vector, sparsified, into `out`.
+    fn sparsified(&self, chunk: &Chunk<T>, shape: &[u64], rng: &mut ChaCha8Rng, mask: &mut Option<RankMask>, out: &mut Vec<T>) {
+        let base = chunk.base.as_deref().expect("base present");
+        out.clear();
+        out.extend(chunk.values[self.stream].iter().zip(base).map(|(x, b)| *x - *b));
+        match &self.sparse {
+            Sparse::None => {}
+            Sparse::Rank(order, keep) => match mask {
+                Some(m) => {
+                    for v in out.iter_mut() {
+                        if !m.keep(select::key(*v, *order)) {
+                            *v = T::zero();
+                        }
+                    }
+                }
+                None if keep.is_empty() => out.fill(T::zero()),
+                None => {}
+            },
+            Sparse::Random(density) => sparsify::bernoulli(out, *density, rng),
+            Sparse::Della(density, epsilon) => sparsify::della(out, shape, *density, *epsilon, rng),
+        }
+    }
+}
+
+/// Combines weighted (and sparsified) task vectors element by element and adds them, scaled
+/// by λ, onto `onto`.
+fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
+    let sign = |x: T| {
+        if x > T::zero() {
+            T::one()
+        } else if x < T::zero() {
+            -T::one()
+        } else {
+            T::zero()
+        }
+    };
+    out.clear();
+    for (e, o) in onto.iter().enumerate() {
+        let (mut mixed, mut divisor) = (T::zero(), T::zero());
+        match consensus {
+            None => {
+                for (d, w) in weighted.iter().zip(weights) {
+                    mixed += d[e];
+                    divisor += *w;
+                }
+                if divisor.abs() < T::of(1e-8) {
+                    divisor = T::one();
+                }
+            }
+            Some(c) => {
+                let mut vote = T::zero();
+                for d in weighted {
+                    vote += match c {
+                        Consensus::Sum => d[e],
+                        Consensus::Count => sign(d[e]),
+                    };
+                }
+                let elected = if vote >= T::zero() { T::one() } else { -T::one() };
+                for (d, w) in weighted.iter().zip(weights) {
+                    if sign(d[e]) == elected {
                         mixed += d[e];
                         divisor += *w;
                     }
-                    if divisor.abs() < T::of(1e-8) {
-                        divisor = T::one();
-                    }
                 }
-                Some(c) => {
-                    let mut vote = T::zero();
-                    for d in &weighted {
-                        vote += match c {
-                            Consensus::Sum => d[e],
-                            Consensus::Count => sign(d[e]),
-                        };
-                    }
-                    let elected = if vote >= T::zero() { T::one() } else { -T::one() };
-                    for (d, w) in weighted.iter().zip(&weights) {
-                        if sign(d[e]) == elected {
-                            mixed += d[e];
-                            divisor += *w;
-                        }
-                    }
-                    if divisor == T::zero() {
-                        divisor = T::one();
-                    }
+                if divisor == T::zero() {
+                    divisor = T::one();
                 }
             }
-            if normalize {
-                mixed = mixed / divisor;
-            }
-            out.push(target[e] + mixed * lambda);
         }
-        Ok(out)
+        if normalize {
+            mixed = mixed / divisor;
+        }
+        out.push(*o + mixed * lambda);
     }
 }
 
@@ -221,6 +423,32 @@ impl Strategy for TaskArithmetic {
 
     fn elementwise(&self) -> bool {
         self.sparsification.is_none()
+    }
+
+    fn streams(&self, _shape: &[u64]) -> bool {
+        self.sparsification.is_some()
+    }
+
+    fn merge_stream(&self, s: &TensorStream<'_, f32>) -> anyhow::Result<()> {
+        self.run(s)
+    }
+
+    fn merge_stream_f64(&self, s: &TensorStream<'_, f64>) -> anyhow::Result<()> {
+        self.run(s)
+    }
+
+    fn merge(&self, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
+        match self.sparsification {
+            None if self.consensus.is_none() => self.dense(job),
+            _ => job.run_stream(|s| self.run(s)),
+        }
+    }
+
+    fn merge_f64(&self, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
+        match self.sparsification {
+            None if self.consensus.is_none() => self.dense(job),
+            _ => job.run_stream(|s| self.run(s)),
+        }
     }
 
     fn check(&self, p: &ParamsView<'_>) -> anyhow::Result<()> {
@@ -271,6 +499,67 @@ impl Strategy for TaskArithmetic {
         }
         Ok(())
     }
+}
 
-    float_impls!();
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::{Input, Params, StreamInput, Value};
+
+    /// Streaming in small chunks (several passes, pages of a few hundred elements) gives
+    /// exactly the result of merging the tensor whole.
+    #[test]
+    fn chunked_streams_equal_whole_tensors() {
+        let mut g = ChaCha8Rng::seed_from_u64(2);
+        let shape = [24u64, 40];
+        let n = 24 * 40;
+        let draw = |g: &mut ChaCha8Rng| (0..n).map(|_| g.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
+        let base = draw(&mut g);
+        // Quantised deltas: many ties in magnitude.
+        let models: Vec<Vec<f32>> = (0..3).map(|_| base.iter().map(|b| b + (g.random_range(-8i32..=8) as f32) * 0.01).collect()).collect();
+        for (name, extra) in [("ties", vec![]), ("dare_ties", vec![]), ("breadcrumbs_ties", vec![("gamma", 0.05)]), ("della", vec![("epsilon", 0.1)]), ("dare_linear", vec![])] {
+            let m = TaskArithmetic::named(name).unwrap();
+            let params: Vec<Params> = (0..3)
+                .map(|i| {
+                    let mut p = Params::default();
+                    p.set("weight", Value::Num(0.5 + i as f64 * 0.3));
+                    p.set("density", Value::Num(0.3 + i as f64 * 0.2));
+                    for (k, v) in &extra {
+                        p.set(k, Value::Num(*v));
+                    }
+                    p
+                })
+                .collect();
+            let mut global = Params::default();
+            for d in m.parameters().iter().filter(|d| !d.per_model) {
+                if let Some(v) = &d.default {
+                    global.set(d.name, v.clone());
+                }
+            }
+            global.set("rescale", Value::Bool(true));
+            let inputs: Vec<Input<'_>> = models.iter().zip(&params).map(|(v, p)| Input { model: "m", values: v, params: p, is_base: false }).collect();
+            let job = TensorJob { name: "w", shape: &shape, layer: None, t: 0.0, base: Some(&base), inputs: &inputs, params: &global, seed: 11, range: 0..n };
+            let whole = m.merge(&job).unwrap();
+
+            let stream_inputs: Vec<StreamInput<'_>> = params.iter().map(|p| StreamInput { model: "m", params: p, is_base: false }).collect();
+            let read = |r: Range<usize>, c: &mut Chunk<f32>| -> anyhow::Result<()> {
+                c.base = Some(base[r.clone()].to_vec());
+                c.values = models.iter().map(|v| v[r.clone()].to_vec()).collect();
+                c.range = r;
+                Ok(())
+            };
+            let out = std::sync::Mutex::new(vec![f32::NAN; n]);
+            let write = |start: usize, v: &[f32]| -> anyhow::Result<()> {
+                out.lock().unwrap()[start..start + v.len()].copy_from_slice(v);
+                Ok(())
+            };
+            let s = TensorStream::new("w", &shape, None, 0.0, &global, &stream_inputs, true, 11, 100, &read, &write);
+            m.merge_stream(&s).unwrap();
+            assert_eq!(out.into_inner().unwrap(), whole, "{name}");
+            let changed = whole.iter().zip(&base).filter(|(a, b)| a != b).count();
+            assert!(changed > n / 10 && changed < n, "{name}: {changed} of {n} changed");
+        }
+    }
 }
