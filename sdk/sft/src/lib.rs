@@ -4,13 +4,16 @@
 //! - [`template`]: chat templates from `tokenizer_config.json`, rendered with minijinja;
 //! - [`prompt`]: an agent step's prompt (goal, AXTree, history, last error) fitted to a token
 //!   budget by cutting AXTree lines, dropping samples whose target element was cut;
-//! - [`dataset`]: the memory-mappable token file with per-token loss masks, and its encoder.
+//! - [`dataset`]: the memory-mappable token file with per-token loss masks, and its encoder;
+//! - [`build`]: episodes to that file: one example per action step, with drops counted by reason.
 
+pub mod build;
 pub mod dataset;
 pub mod prompt;
 pub mod template;
 pub mod tokenizer;
 
+pub use build::{build_sft, BuildConfig, BuildReport};
 pub use dataset::{encode_example, Example, SftReader, SftWriter};
 pub use prompt::{fit_prompt, Fitted, PromptOptions, StepPrompt};
 pub use template::{ChatTemplate, Message};
