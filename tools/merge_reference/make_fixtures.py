@@ -105,11 +105,13 @@ def write_models(models, dtype):
 
 
 def layer_t(name):
+    # mergekit's plan.py: t = layer / (layers - 1) inside the layers (1 for a single layer),
+    # 0 for the weights before them (embeddings), 1 for the weights after (norm, lm_head).
     parts = name.split(".")
     for i, p in enumerate(parts[:-1]):
         if p == "layers":
-            return int(parts[i + 1]) / (LAYERS - 1)
-    return 0.0
+            return int(parts[i + 1]) / (LAYERS - 1) if LAYERS > 1 else 1.0
+    return 0.0 if "embed" in name else 1.0
 
 
 def evaluate(setting, name, t):

@@ -91,7 +91,9 @@ impl NodeKind for Mergekit {
             anyhow::ensure!(*f == fingerprint(&plan), "the models named by the recipe changed after the pipeline was checked; run again");
         }
         let strategy = builtin(&method).ok_or_else(|| anyhow!("unknown merge_method `{method}`"))?;
-        execute(ctx, strategy.as_ref(), plan, &OutputOptions::default())
+        // A recipe's own `seed:` wins over the node's.
+        let seed = (plan.seed != 0).then_some(plan.seed);
+        execute(ctx, strategy.as_ref(), plan, &OutputOptions { seed, ..Default::default() })
     }
 }
 

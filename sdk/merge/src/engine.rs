@@ -96,6 +96,9 @@ pub fn run_merge(
     if plan.models.is_empty() {
         return Err(MergeError::Plan("the recipe lists no models under `models:`".into()));
     }
+    if matches!(plan.tokenizer_source, Some(TokenizerSource::Base)) && plan.base.is_none() {
+        return Err(MergeError::Plan("`tokenizer_source: base` but the recipe has no `base_model`; name one or take the tokenizer from a model".into()));
+    }
     let base = match &plan.base {
         Some(p) => Some(Model {
             label: p.display().to_string(),
@@ -325,6 +328,13 @@ fn unknown_parameters(plan: &MergePlan, defs: &[ParamDef]) -> Vec<String> {
     for m in &plan.models {
         check(&m.params, &m.path.display().to_string());
     }
+    for m in &plan.models {
+        for k in m.params.keys() {
+            if defs.iter().any(|d| d.name == k && !d.per_model) {
+                out.push(format!("parameter `{k}` of {} is global: it is read only under the recipe's top-level `parameters:`, so this one is ignored", m.path.display()));
+            }
+        }
+    }
     out
 }
 
@@ -341,10 +351,7 @@ fn plan_tensors(
     for name in reference.ck.names() {
         let info = reference.ck.info(name).expect("listed tensor has info");
         let layer = layer_index(name);
-        let t = match layer {
-            Some(l) if num_layers > 1 => (l as f64 / (num_layers - 1) as f64).min(1.0),
-            _ => 0.0,
-        };
+        let t = layer_t(name, layer, num_layers);
         let tensor_err = |message: String| MergeError::Tensor {
             tensor: name.to_string(),
             models: models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", "),
@@ -434,6 +441,18 @@ fn plan_tensors(
         });
     }
     Ok(out)
+}
+
+/// Where a tensor sits for layer gradients, as mergekit plans it: `layer / (layers − 1)` in
+/// the layers (1 when there is one), 0 before them (embeddings: names with `embed`, `wte`,
+/// `wpe`), 1 after them (final norm, `lm_head`).
+fn layer_t(name: &str, layer: Option<usize>, num_layers: usize) -> f64 {
+    match layer {
+        Some(l) if num_layers > 1 => (l as f64 / (num_layers - 1) as f64).min(1.0),
+        Some(_) => 1.0,
+        None if ["embed", "wte", "wpe"].iter().any(|p| name.contains(p)) => 0.0,
+        None => 1.0,
+    }
 }
 
 /// Decoding and encoding for the two compute types.

@@ -15,7 +15,7 @@
 
 use std::{borrow::Cow, marker::PhantomData, path::PathBuf};
 
-use agentmerge_checkpoint::parse_dtype;
+use agentmerge_checkpoint::{parse_dtype, DTypeExt};
 use agentmerge_sdk::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
@@ -192,7 +192,9 @@ pub fn check_settings(s: &dyn Strategy, field: &str, v: &Map<String, Json>, per_
 /// Checks an output dtype name.
 pub fn check_dtype(field: &str, d: &Option<String>) -> Result<(), ConfigError> {
     match d {
-        Some(s) if parse_dtype(s).is_none() => Err(ConfigError::new(field, format!("unknown dtype `{s}`: use float32, bfloat16, float16 or float64"))),
+        Some(s) if !parse_dtype(s).is_some_and(|d| d.is_float()) => {
+            Err(ConfigError::new(field, format!("`{s}` is not an output dtype for merged weights: use float32, bfloat16, float16 or float64")))
+        }
         _ => Ok(()),
     }
 }

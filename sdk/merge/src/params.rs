@@ -2,7 +2,8 @@
 //! `{filter, value}` entries matched against the tensor name; and their resolved values.
 //!
 //! Resolution follows mergekit: a list of numbers is a gradient, interpolated linearly at
-//! `t = layer / (num_layers - 1)` (tensors outside the layers get `t = 0`); a list of
+//! `t = layer / (num_layers - 1)` (1 for a single layer; tensors before the layers, the
+//! embeddings, get `t = 0`, tensors after them, the final norm and `lm_head`, `t = 1`); a list of
 //! `{filter, value}` entries takes the first entry whose `filter` is a substring of the tensor
 //! name, an entry without a filter (or with `filter: "*"`) matching every tensor — so put the
 //! default last.
@@ -121,7 +122,7 @@ impl Setting {
         }
     }
 
-    /// The value for tensor `tensor` at layer fraction `t` (0 outside the layers), or `None`
+    /// The value for tensor `tensor` at layer fraction `t`, or `None`
     /// when no filter matches.
     pub fn evaluate(&self, tensor: &str, t: f64) -> Option<Value> {
         match self {

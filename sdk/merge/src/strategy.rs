@@ -61,7 +61,8 @@ pub struct TensorJob<'a, T = f32> {
     pub shape: &'a [u64],
     /// The layer index in the tensor name, if any.
     pub layer: Option<usize>,
-    /// The layer fraction gradients were evaluated at: `layer / (num_layers - 1)`, else 0.
+    /// The layer fraction gradients were evaluated at: `layer / (num_layers - 1)` in the
+    /// layers, 0 before them (embeddings), 1 after them (final norm, `lm_head`).
     pub t: f64,
     /// The base model's values (when the recipe names a `base_model`).
     pub base: Option<&'a [T]>,

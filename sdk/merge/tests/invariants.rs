@@ -445,4 +445,13 @@ fn unknown_parameters_are_reported() {
     let report = merge(&plan, "ties", &s.root.join("out")).unwrap();
     assert!(report.warnings.iter().any(|w| w.contains("`densty`")), "{:?}", report.warnings);
     assert!(report.warnings.iter().any(|w| w.contains("`lamda`")), "{:?}", report.warnings);
+    // A global parameter written under one model is not read there.
+    let plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &[("weight", num(1.0)), ("lambda", num(0.5))])]);
+    let report = merge(&plan, "task_arithmetic", &s.root.join("out2")).unwrap();
+    assert!(report.warnings.iter().any(|w| w.contains("`lambda`") && w.contains("global")), "{:?}", report.warnings);
+    // The base's tokenizer without a base model fails before any tensor is merged.
+    let mut plan = MergePlan::new(None, vec![entry(&s.a, &[("weight", num(1.0))])]);
+    plan.tokenizer_source = Some(agentmerge_merge::TokenizerSource::Base);
+    let e = merge(&plan, "linear", &s.root.join("out3")).unwrap_err().to_string();
+    assert!(e.contains("tokenizer_source: base"), "{e}");
 }
