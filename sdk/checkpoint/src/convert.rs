@@ -1,22 +1,36 @@
 //! Converting tensor bytes to and from f32/f64 (bf16 and f16 round to nearest even).
 
-use half::{bf16, f16};
+use half::f16;
+#[cfg(test)]
+use half::bf16;
 
 use crate::DType;
 
 /// Decodes `bytes` of `dtype` into `out` (exactly `out.len()` elements).
 pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) {
     match dtype {
-        DType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        // Aligned little-endian data (the usual case) is reinterpreted in place, so the loops
+        // vectorize; unaligned data goes byte by byte.
+        DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            Ok(v) if cfg!(target_endian = "little") => out.copy_from_slice(&v[..out.len()]),
+            _ => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
             }
-        }
-        DType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+        },
+        DType::BF16 => match bytemuck::try_cast_slice::<u8, u16>(bytes) {
+            Ok(v) if cfg!(target_endian = "little") => {
+                for (o, b) in out.iter_mut().zip(v) {
+                    *o = f32::from_bits((*b as u32) << 16);
+                }
             }
-        }
+            _ => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+                }
+            }
+        },
         DType::F16 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
                 *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
@@ -65,15 +79,35 @@ pub fn to_f64_into(dtype: DType, bytes: &[u8], out: &mut [f64]) {
     }
 }
 
+/// f32 → bf16 bits, rounding to nearest even (NaN stays a quiet NaN), without branches so
+/// the loops around it vectorize; equal to `half::bf16::from_f32`.
+#[inline]
+fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    if v.is_nan() {
+        ((b >> 16) as u16) | 0x0040
+    } else {
+        rounded
+    }
+}
+
 /// Encodes f32 values as `dtype` into `out` (`values.len() * dtype.size()` bytes).
 pub fn cast_f32_into(values: &[f32], dtype: DType, out: &mut [u8]) {
     match dtype {
         DType::F32 => out.copy_from_slice(bytemuck::cast_slice(values)),
-        DType::BF16 => {
-            for (c, v) in out.chunks_exact_mut(2).zip(values) {
-                c.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
+        DType::BF16 => match bytemuck::try_cast_slice_mut::<u8, u16>(out) {
+            Ok(o) if cfg!(target_endian = "little") => {
+                for (o, v) in o.iter_mut().zip(values) {
+                    *o = bf16_bits(*v);
+                }
             }
-        }
+            _ => {
+                for (c, v) in out.chunks_exact_mut(2).zip(values) {
+                    c.copy_from_slice(&bf16_bits(*v).to_le_bytes());
+                }
+            }
+        },
         DType::F16 => {
             for (c, v) in out.chunks_exact_mut(2).zip(values) {
                 c.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
@@ -121,6 +155,33 @@ pub fn f64_to_bytes(values: &[f64], dtype: DType) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_rounding_equals_half() {
+        let mut x = 0x1234_5678u32;
+        let specials = [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN_POSITIVE, 1.0 + f32::EPSILON, 3.0e38];
+        for i in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = if (i as usize) < specials.len() { specials[i as usize] } else { f32::from_bits(x) };
+            if v.is_nan() {
+                assert!(f32::from_bits((bf16_bits(v) as u32) << 16).is_nan());
+            } else {
+                assert_eq!(bf16_bits(v), bf16::from_f32(v).to_bits(), "{v:e} ({:#x})", v.to_bits());
+            }
+        }
+        // Unaligned buffers take the byte-wise path to the same values.
+        let vals: Vec<f32> = (0..37).map(|i| i as f32 * 0.37 - 5.0).collect();
+        let mut buf = vec![0u8; vals.len() * 2 + 1];
+        cast_f32_into(&vals, DType::BF16, &mut buf[1..]);
+        let mut back = vec![0f32; vals.len()];
+        to_f32_into(DType::BF16, &buf[1..], &mut back);
+        assert_eq!(f32_to_bytes(&vals, DType::BF16), buf[1..]);
+        let mut back2 = vec![0f32; vals.len()];
+        to_f32_into(DType::BF16, &f32_to_bytes(&vals, DType::BF16), &mut back2);
+        assert_eq!(back, back2);
+    }
 
     #[test]
     fn round_trips() {

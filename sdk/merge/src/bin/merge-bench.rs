@@ -161,7 +161,9 @@ fn memcpy_gbs() -> f64 {
 }
 
 fn child_merge(dir: &Path, method: &str, models: usize) -> Result<()> {
-    let base = Some(dir.join("model0"));
+    let strategy = builtin(method).with_context(|| format!("unknown method {method}"))?;
+    // The base is read only by the methods that use it (not by the soup).
+    let base = strategy.needs_base().then(|| dir.join("model0"));
     let entries = (1..=models)
         .map(|m| {
             let mut params = agentmerge_merge::Settings::new();
@@ -174,7 +176,6 @@ fn child_merge(dir: &Path, method: &str, models: usize) -> Result<()> {
         })
         .collect();
     let plan = MergePlan::new(base, entries);
-    let strategy = builtin(method).with_context(|| format!("unknown method {method}"))?;
     let out = dir.join(format!("out-{method}"));
     let started = Instant::now();
     let compute_done = Mutex::new(0.0f64);

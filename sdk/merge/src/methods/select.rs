@@ -37,7 +37,8 @@ struct Target {
     prefix: u64,
     /// How many keys are below every key with this prefix.
     below: usize,
-    hist: Vec<u64>,
+    /// Counts per digit (u32: tensors of up to 4 Gi elements).
+    hist: Vec<u32>,
 }
 
 /// Radix selection of the keys at several ranks over passes of the same key stream.
@@ -50,7 +51,7 @@ pub struct RadixSelect {
 impl RadixSelect {
     /// `bits`: key width (32 or 64); `ranks`: the ranks wanted (each < the number of keys).
     pub fn new(bits: u32, ranks: &[usize]) -> RadixSelect {
-        let targets = ranks.iter().map(|&rank| Target { rank, prefix: 0, below: 0, hist: vec![0; BUCKETS] }).collect();
+        let targets = ranks.iter().map(|&rank| Target { rank, prefix: 0, below: 0, hist: vec![0u32; BUCKETS] }).collect();
         RadixSelect { bits, pass: 0, targets }
     }
 

@@ -109,6 +109,9 @@ impl TaskArithmetic {
         let normalize = s.params.flag("normalize")?;
         let consensus = self.consensus(s.params)?;
         let n = s.numel;
+        if n > u32::MAX as usize && self.sparsification.is_some() {
+            anyhow::bail!("{} cannot sparsify a tensor of more than 4 Gi elements ({n})", self.name);
+        }
         let mut target = None;
         let mut deltas: Vec<Delta<T>> = Vec::new();
         for (stream, input) in s.inputs.iter().enumerate() {
@@ -162,7 +165,9 @@ impl TaskArithmetic {
         let mut l1_before = vec![0.0f64; deltas.len()];
         for d in &mut deltas {
             if let Sparse::Rank(_, keep) = &d.sparse {
-                d.select = (!keep.is_empty()).then(|| RadixSelect::new(T::KEY_BITS, &[keep.start, keep.end - 1]));
+                // Rank 0 needs no search: key 0 with nothing below works as its boundary.
+                let ranks: Vec<usize> = if keep.start == 0 { vec![keep.end - 1] } else { vec![keep.start, keep.end - 1] };
+                d.select = (!keep.is_empty()).then(|| RadixSelect::new(T::KEY_BITS, &ranks));
             }
         }
         let radix_passes = deltas.iter().filter_map(|d| d.select.as_ref()).map(|r| r.passes()).max().unwrap_or(0);
@@ -197,7 +202,8 @@ impl TaskArithmetic {
         for d in &mut deltas {
             if let (Some(sel), Sparse::Rank(_, keep)) = (&d.select, &d.sparse) {
                 let r = sel.result();
-                d.mask = Some(RankMask::new(keep.clone(), r[0], r[1]));
+                let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
+                d.mask = Some(RankMask::new(keep.clone(), lo, hi));
             }
         }
 
