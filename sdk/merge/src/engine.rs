@@ -30,6 +30,9 @@ use crate::{
 /// Element-wise strategies process big tensors in chunks of this many elements.
 pub const CHUNK_ELEMENTS: usize = 1 << 20;
 
+/// Streamed tensors are read in chunks of this many elements per pass (cache-sized).
+const STREAM_CHUNK_ELEMENTS: usize = 1 << 16;
+
 /// Element-wise units are computed in blocks of this many elements, so the decoded inputs
 /// and the output of a block stay in the core's cache.
 const BLOCK_ELEMENTS: usize = 1 << 14;
@@ -553,6 +556,7 @@ impl Context<'_> {
             error.lock().unwrap().get_or_insert(e);
             anyhow::anyhow!(msg)
         };
+        let released = std::sync::Mutex::new(0usize);
         let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
             c.base = match self.base {
                 Some(b) => Some(self.load::<T>(b, &t.name, r.clone()).map_err(keep)?.0),
@@ -562,8 +566,17 @@ impl Context<'_> {
             for m in self.models {
                 c.values.push(self.load::<T>(m, &t.name, r.clone()).map_err(keep)?.0);
             }
-            for m in &all {
-                m.ck.release(&t.name, r.clone());
+            // Drop the pages read so far every CHUNK_ELEMENTS (not every chunk: each release
+            // costs TLB shootdowns); passes start again at 0.
+            let mut from = released.lock().unwrap();
+            if r.start == 0 {
+                *from = 0;
+            }
+            if r.end - *from >= CHUNK_ELEMENTS || r.end == numel {
+                for m in &all {
+                    m.ck.release(&t.name, *from..r.end);
+                }
+                *from = r.end;
             }
             c.range = r;
             Ok(())
@@ -597,7 +610,7 @@ impl Context<'_> {
             &inputs,
             self.base.is_some(),
             self.plan.seed ^ fnv1a(&t.name),
-            CHUNK_ELEMENTS,
+            STREAM_CHUNK_ELEMENTS,
             &read,
             &write,
         );

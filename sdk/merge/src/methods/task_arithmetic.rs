@@ -342,55 +342,62 @@ impl<T: Float> Delta<T> {
 }
 
 /// Combines weighted (and sparsified) task vectors element by element and adds them, scaled
-/// by λ, onto `onto`.
+/// by λ, onto `onto`. Written as whole-array passes (one per model) so the loops vectorize;
+/// each element still sums the models in order, as a per-element loop would.
 fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
-    let sign = |x: T| {
-        if x > T::zero() {
-            T::one()
-        } else if x < T::zero() {
-            -T::one()
-        } else {
-            T::zero()
-        }
-    };
-    out.clear();
-    for (e, o) in onto.iter().enumerate() {
-        let (mut mixed, mut divisor) = (T::zero(), T::zero());
-        match consensus {
-            None => {
-                for (d, w) in weighted.iter().zip(weights) {
-                    mixed += d[e];
-                    divisor += *w;
+    let n = onto.len();
+    let (zero, one) = (T::zero(), T::one());
+    let sign = |x: T| if x > zero { one } else if x < zero { -one } else { zero };
+    let mut mixed = vec![zero; n];
+    let mut divisor = vec![zero; n];
+    match consensus {
+        None => {
+            let mut total = zero;
+            for (d, w) in weighted.iter().zip(weights) {
+                for (m, x) in mixed.iter_mut().zip(d) {
+                    *m += *x;
                 }
-                if divisor.abs() < T::of(1e-8) {
-                    divisor = T::one();
-                }
+                total += *w;
             }
-            Some(c) => {
-                let mut vote = T::zero();
-                for d in weighted {
-                    vote += match c {
-                        Consensus::Sum => d[e],
-                        Consensus::Count => sign(d[e]),
+            if total.abs() < T::of(1e-8) {
+                total = one;
+            }
+            divisor.fill(total);
+        }
+        Some(c) => {
+            // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
+            let mut elected = vec![zero; n];
+            for d in weighted {
+                for (v, x) in elected.iter_mut().zip(d) {
+                    *v += match c {
+                        Consensus::Sum => *x,
+                        Consensus::Count => sign(*x),
                     };
                 }
-                let elected = if vote >= T::zero() { T::one() } else { -T::one() };
-                for (d, w) in weighted.iter().zip(weights) {
-                    if sign(d[e]) == elected {
-                        mixed += d[e];
-                        divisor += *w;
-                    }
+            }
+            for v in &mut elected {
+                *v = if *v >= zero { one } else { -one };
+            }
+            for (d, w) in weighted.iter().zip(weights) {
+                for (((m, q), x), e) in mixed.iter_mut().zip(&mut divisor).zip(d).zip(&elected) {
+                    // sign(x) = e (= ±1), without branches.
+                    let agrees = *x * *e > zero;
+                    *m += if agrees { *x } else { zero };
+                    *q += if agrees { *w } else { zero };
                 }
-                if divisor == T::zero() {
-                    divisor = T::one();
+            }
+            for q in &mut divisor {
+                if *q == zero {
+                    *q = one;
                 }
             }
         }
-        if normalize {
-            mixed = mixed / divisor;
-        }
-        out.push(*o + mixed * lambda);
     }
+    out.clear();
+    out.extend(mixed.iter().zip(&divisor).zip(onto).map(|((m, q), o)| {
+        let m = if normalize { *m / *q } else { *m };
+        *o + m * lambda
+    }));
 }
 
 impl Strategy for TaskArithmetic {
