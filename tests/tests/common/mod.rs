@@ -10,10 +10,7 @@ use std::{
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The build directory holding `agentmerge` and the plugin libraries (target/debug or
@@ -52,13 +49,7 @@ pub fn stderr(o: &Output) -> String {
 /// Runs and asserts success, returning stdout.
 pub fn ok(dir: &Path, args: &[&str]) -> String {
     let o = agentmerge(dir, args);
-    assert!(
-        o.status.success(),
-        "agentmerge {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
+    assert!(o.status.success(), "agentmerge {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, stdout(&o), stderr(&o));
     stdout(&o)
 }
 
@@ -70,17 +61,7 @@ pub fn latest_report(store: &Path) -> serde_json::Value {
 
 /// node id → status from a run report.
 pub fn statuses(report: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
-    report["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["id"].as_str().unwrap().to_string(),
-                n["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    report["nodes"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap().to_string(), n["status"].as_str().unwrap().to_string())).collect()
 }
 
 /// Writes `text` as `name` in `dir` and returns its path.
@@ -104,17 +85,8 @@ pub fn build_external_plugin(crate_dir: &Path, lib_name: &str) -> PathBuf {
         .env_remove("RUSTFLAGS")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "building {} failed:\n{}",
-        crate_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file = format!(
-        "{}{lib_name}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
+    assert!(out.status.success(), "building {} failed:\n{}", crate_dir.display(), String::from_utf8_lossy(&out.stderr));
+    let file = format!("{}{lib_name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let built = target.join("debug").join(&file);
     assert!(built.exists(), "{} was not built", built.display());
     built
