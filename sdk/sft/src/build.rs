@@ -9,6 +9,7 @@ use std::{
 };
 
 use agentmerge_traces::{action::parse_action, Episode, Step};
+use rayon::prelude::*;
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -170,46 +171,49 @@ pub fn build_examples(
         bail!("SFT build: max_len must be at least 1");
     }
     let count = |s: &str| -> anyhow::Result<usize> { Ok(encode(tok, s)?.len()) };
-    let mut kept = Vec::new();
-    let mut dropped = Vec::new();
-    for e in episodes {
-        for (i, s) in e.steps.iter().enumerate() {
-            let Some(action) = &s.action else { continue };
+    // Every action step is independent: build them in parallel, keep them in order.
+    let steps: Vec<(&Episode, usize)> =
+        episodes.iter().flat_map(|e| e.steps.iter().enumerate().filter(|(_, s)| s.action.is_some()).map(move |(i, _)| (e, i))).collect();
+    let built = steps
+        .par_iter()
+        .map(|&(e, i)| -> anyhow::Result<Result<BuiltExample, DroppedSample>> {
+            let s = &e.steps[i];
+            let action = s.action.as_deref().expect("action steps only");
             let id = SampleId { task_name: e.task_name.clone(), seed: e.seed, step: s.step };
-            let drop = |reason, deleted_lines, detail: String| DroppedSample { id: id.clone(), reason, deleted_lines, detail };
+            let drop = |reason, deleted_lines, detail: String| Err(DroppedSample { id: id.clone(), reason, deleted_lines, detail });
             let target = match parse_action(action) {
                 Ok(a) => a.target_bid().map(str::to_string),
-                Err(err) => {
-                    dropped.push(drop(SampleDrop::UnparsableAction, 0, err.to_string()));
-                    continue;
-                }
+                Err(err) => return Ok(drop(SampleDrop::UnparsableAction, 0, err.to_string())),
             };
             let think = step_think(s).filter(|_| cfg.prompt.use_thinking);
             let response = response_text(think, action);
             let response_tokens = count(&format!("{response}{}", template.eos_token))?;
             if response_tokens >= cfg.max_len {
-                dropped.push(drop(SampleDrop::TooLong, 0, format!("the response alone is {response_tokens} tokens")));
-                continue;
+                return Ok(drop(SampleDrop::TooLong, 0, format!("the response alone is {response_tokens} tokens")));
             }
             let opts = PromptOptions { use_thinking: think.is_some(), ..cfg.prompt.clone() };
             let prompt = step_prompt(e, i);
             let fitted = fit_prompt(&prompt, &opts, template, cfg.max_len - response_tokens, target.as_deref(), &count)
                 .with_context(|| format!("building the prompt of {} seed {} step {}", e.task_name, e.seed, s.step))?;
             match fitted.dropped {
-                Some(DropReason::MissingBid) => {
-                    dropped.push(drop(SampleDrop::MissingBid, fitted.deleted_lines, String::new()));
-                    continue;
-                }
+                Some(DropReason::MissingBid) => return Ok(drop(SampleDrop::MissingBid, fitted.deleted_lines, String::new())),
                 Some(DropReason::TooLong) => {
-                    dropped.push(drop(SampleDrop::TooLong, fitted.deleted_lines, format!("the prompt is {} tokens without AXTree", fitted.tokens)));
-                    continue;
+                    return Ok(drop(SampleDrop::TooLong, fitted.deleted_lines, format!("the prompt is {} tokens without AXTree", fitted.tokens)))
                 }
                 None => {}
             }
-            match encode_example(tok, template, &fitted.messages, &response, cfg.max_len)? {
-                Some(example) => kept.push(BuiltExample { id, example, response, deleted_lines: fitted.deleted_lines }),
-                None => dropped.push(drop(SampleDrop::TooLong, fitted.deleted_lines, "longer than max_len once encoded".into())),
-            }
+            Ok(match encode_example(tok, template, &fitted.messages, &response, cfg.max_len)? {
+                Some(example) => Ok(BuiltExample { id, example, response, deleted_lines: fitted.deleted_lines }),
+                None => drop(SampleDrop::TooLong, fitted.deleted_lines, "longer than max_len once encoded".into()),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for b in built {
+        match b {
+            Ok(k) => kept.push(k),
+            Err(d) => dropped.push(d),
         }
     }
     Ok((kept, dropped))

@@ -1,0 +1,100 @@
+//! `collect`: templates × seeds × experts → a traces dataset, played in parallel and written
+//! in a fixed order, so the same config gives byte-identical traces.
+
+use agentmerge_miniarena::{rollout, summarize, Expert};
+use agentmerge_sdk::prelude::*;
+use agentmerge_traces::TraceWriter;
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::config::{all, fifteen, templates, ExpertSpec, Seeds};
+
+/// Collects expert traces in MiniArena.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Collect {
+    /// Templates: names (`miniarena.form.create_incident`), categories (`form`) or `all`.
+    #[serde(default = "all")]
+    pub templates: Vec<String>,
+    /// The task instances: seeds `start .. start+count`.
+    pub seeds: Seeds,
+    /// The expert pools ("expert model × agent config"): each a preset with overrides.
+    pub experts: Vec<ExpertSpec>,
+    /// Step limit per episode (BrowserGym's `max_steps`).
+    #[serde(default = "fifteen")]
+    pub max_steps: usize,
+}
+
+impl NodeKind for Collect {
+    const NAME: &'static str = "collect";
+    const DOC: &'static str = "Plays MiniArena templates × seeds with expert policies of chosen skill and writes their traces.";
+
+    fn ports() -> Ports {
+        Ports::new()
+            .output("traces", PortType::Dataset(Some("traces".into())), "one episode per template × seed × expert")
+            .output("report", PortType::Metrics, "episodes, steps and success rates per expert, category and task")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        templates(&self.templates, "templates")?;
+        self.seeds.check("seeds")?;
+        if self.experts.is_empty() {
+            return Err(ConfigError::new("experts", "list at least one expert, e.g. `[{preset: strong}]`"));
+        }
+        for (i, e) in self.experts.iter().enumerate() {
+            e.check(&format!("experts[{i}]"))?;
+        }
+        if self.max_steps == 0 {
+            return Err(ConfigError::new("max_steps", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        let tasks = templates(&self.templates, "templates").map_err(|e| anyhow!("{e}"))?;
+        let experts = self.experts.iter().map(ExpertSpec::resolve).collect::<anyhow::Result<Vec<_>>>()?;
+        let seeds = self.seeds.list();
+        let mut jobs: Vec<(usize, &str, u64)> = Vec::new();
+        for e in 0..experts.len() {
+            for t in &tasks {
+                jobs.extend(seeds.iter().map(|s| (e, t.name, *s)));
+            }
+        }
+        let total = jobs.len() as u64;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let episodes = jobs
+            .par_iter()
+            .map(|(e, task, seed)| {
+                ctx.check()?;
+                let mut expert = Expert::new(experts[*e].clone())?;
+                let ep = rollout(task, *seed, &mut expert, self.max_steps)?;
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if d % 64 == 0 || d == total {
+                    ctx.progress(d, total, "episodes");
+                }
+                Ok(ep)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let path = ctx.out_path("traces.jsonl.zst")?;
+        let mut w = TraceWriter::create(&path)?;
+        for ep in &episodes {
+            w.push(ep)?;
+        }
+        w.finish()?;
+
+        let mut report = serde_json::Map::new();
+        report.insert("episodes".into(), json!(episodes.len()));
+        report.insert("steps".into(), json!(episodes.iter().map(|e| e.n_steps).sum::<usize>()));
+        report.insert("success_rate".into(), json!(episodes.iter().filter(|e| e.success).count() as f64 / episodes.len().max(1) as f64));
+        let per_expert: Vec<serde_json::Value> = experts
+            .iter()
+            .map(|c| {
+                let mine: Vec<_> = episodes.iter().filter(|e| e.agent.model_name == c.model_name && e.agent.agent_name == c.name).cloned().collect();
+                json!(summarize(&mine))
+            })
+            .collect();
+        report.insert("experts".into(), json!(per_expert));
+        tracing::info!("collected {} episodes ({} templates × {} seeds × {} experts)", episodes.len(), tasks.len(), self.seeds.count, experts.len());
+        Ok(Outputs::new().with("traces", Value::Dataset { schema: "traces".into(), path }).with("report", report))
+    }
+}

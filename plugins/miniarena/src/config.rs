@@ -1,0 +1,103 @@
+//! Config pieces shared by the kinds: which templates, which seeds, which expert.
+
+use agentmerge_miniarena::{select_templates, ExpertConfig, TemplateInfo};
+use agentmerge_sdk::prelude::*;
+
+/// Seeds `start, start+1, …, start+count−1`: one task instance per seed and template.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Seeds {
+    /// The first seed.
+    #[serde(default)]
+    pub start: u64,
+    /// How many seeds.
+    pub count: u64,
+}
+
+impl Seeds {
+    pub fn list(&self) -> Vec<u64> {
+        (self.start..self.start + self.count).collect()
+    }
+
+    pub fn check(&self, field: &str) -> Result<(), ConfigError> {
+        if self.count == 0 {
+            return Err(ConfigError::new(format!("{field}.count"), "must be at least 1"));
+        }
+        if self.start.checked_add(self.count).is_none() {
+            return Err(ConfigError::new(format!("{field}.start"), "start + count overflows"));
+        }
+        Ok(())
+    }
+}
+
+/// An expert: a preset (`perfect`, `strong`, `medium`, `weak`), with any field overridden.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertSpec {
+    /// The preset to start from (default `perfect`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// The agent configuration's name recorded in traces (AgentLab's `agent_name`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The emulated model's name recorded in traces (`chat_model_args.model_name`).
+    #[serde(default)]
+    pub model_name: Option<String>,
+    /// Per-step probability of a plausible mistake (typo, wrong option, malformed action).
+    #[serde(default)]
+    pub mistake_rate: Option<f64>,
+    /// Per-step probability of acting on a wrong element.
+    #[serde(default)]
+    pub wrong_element_rate: Option<f64>,
+    /// Per-step probability of giving up.
+    #[serde(default)]
+    pub give_up_rate: Option<f64>,
+    /// Write a chain of thought for every step (default true; `false` also drops the `-cot`
+    /// from the agent name).
+    #[serde(default)]
+    pub think: Option<bool>,
+}
+
+impl ExpertSpec {
+    pub fn resolve(&self) -> anyhow::Result<ExpertConfig> {
+        let mut c = ExpertConfig::preset(self.preset.as_deref().unwrap_or("perfect"))?;
+        if self.think == Some(false) {
+            c = c.without_think();
+        }
+        if let Some(n) = &self.name {
+            c.name = n.clone();
+        }
+        if let Some(m) = &self.model_name {
+            c.model_name = m.clone();
+        }
+        if let Some(r) = self.mistake_rate {
+            c.mistake_rate = r;
+        }
+        if let Some(r) = self.wrong_element_rate {
+            c.wrong_element_rate = r;
+        }
+        if let Some(r) = self.give_up_rate {
+            c.give_up_rate = r;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn check(&self, field: &str) -> Result<(), ConfigError> {
+        self.resolve().map(|_| ()).map_err(|e| ConfigError::new(field, format!("{e:#}")))
+    }
+}
+
+/// Templates by name (`miniarena.form.create_incident`), category (`form`) or `all`.
+pub fn templates(selectors: &[String], field: &str) -> Result<Vec<&'static TemplateInfo>, ConfigError> {
+    let s: Vec<&str> = selectors.iter().map(String::as_str).collect();
+    select_templates(&s).map_err(|e| ConfigError::new(field, format!("{e:#}")))
+}
+
+pub fn all() -> Vec<String> {
+    vec!["all".into()]
+}
+
+pub fn fifteen() -> usize {
+    agentmerge_miniarena::DEFAULT_MAX_STEPS
+}

@@ -1,0 +1,82 @@
+//! `evaluate`: plays an agent through MiniArena templates and seeds and reports its success
+//! rate per task, per category and overall, with standard errors. The agents available today
+//! are the experts; the trainer plugs fine-tuned models in through the SDK's `Policy` trait.
+
+use agentmerge_miniarena::{rollout, summarize, Expert};
+use agentmerge_sdk::prelude::*;
+use agentmerge_traces::TraceWriter;
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::config::{all, fifteen, templates, ExpertSpec, Seeds};
+
+/// Evaluates an agent in MiniArena.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluate {
+    /// Templates: names, categories or `all`.
+    #[serde(default = "all")]
+    pub templates: Vec<String>,
+    /// The task instances: seeds `start .. start+count` (use seeds not seen in training).
+    pub seeds: Seeds,
+    /// The agent: an expert preset with overrides.
+    pub agent: ExpertSpec,
+    /// Step limit per episode.
+    #[serde(default = "fifteen")]
+    pub max_steps: usize,
+}
+
+impl NodeKind for Evaluate {
+    const NAME: &'static str = "evaluate";
+    const DOC: &'static str = "Plays an agent through MiniArena templates and seeds; reports success rates per task, category and overall with standard errors.";
+
+    fn ports() -> Ports {
+        Ports::new()
+            .output("metrics", PortType::Metrics, "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors")
+            .output("traces", PortType::Dataset(Some("traces".into())), "the evaluation episodes")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        templates(&self.templates, "templates")?;
+        self.seeds.check("seeds")?;
+        self.agent.check("agent")?;
+        if self.max_steps == 0 {
+            return Err(ConfigError::new("max_steps", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        let tasks = templates(&self.templates, "templates").map_err(|e| anyhow!("{e}"))?;
+        let agent = self.agent.resolve()?;
+        let seeds = self.seeds.list();
+        let jobs: Vec<(&str, u64)> = tasks.iter().flat_map(|t| seeds.iter().map(move |s| (t.name, *s))).collect();
+        let episodes = jobs
+            .par_iter()
+            .map(|(task, seed)| {
+                ctx.check()?;
+                rollout(task, *seed, &mut Expert::new(agent.clone())?, self.max_steps)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let path = ctx.out_path("traces.jsonl.zst")?;
+        let mut w = TraceWriter::create(&path)?;
+        for ep in &episodes {
+            w.push(ep)?;
+        }
+        w.finish()?;
+        let report = summarize(&episodes);
+        tracing::info!(
+            "{} / {}: success rate {:.3} ± {:.3} over {} episodes",
+            report.agent.model_name,
+            report.agent.agent_name,
+            report.overall.success_rate,
+            report.overall.std_err,
+            report.overall.n
+        );
+        let metrics = match json!(report) {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("an EvalReport serializes to an object"),
+        };
+        Ok(Outputs::new().with("metrics", metrics).with("traces", Value::Dataset { schema: "traces".into(), path }))
+    }
+}

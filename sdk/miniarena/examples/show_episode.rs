@@ -1,0 +1,44 @@
+//! Prints one expert episode step by step: goal, page, think, action, error.
+//!
+//! Usage: `cargo run -p agentmerge-miniarena --example show_episode -- TASK [SEED] [PRESET]`,
+//! e.g. `... -- miniarena.form.create_incident 3 medium`.
+
+use agentmerge_miniarena::{rollout, templates, Expert, DEFAULT_MAX_STEPS};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(task) = args.next() else {
+        println!("usage: show_episode TASK [SEED] [PRESET]; tasks:");
+        for t in templates() {
+            println!("  {:<50} {}", t.name, t.description);
+        }
+        return Ok(());
+    };
+    let seed: u64 = args.next().map_or(Ok(0), |s| s.parse())?;
+    let preset = args.next().unwrap_or_else(|| "perfect".to_string());
+    let mut expert = Expert::preset(&preset)?;
+    let ep = rollout(&task, seed, &mut expert, DEFAULT_MAX_STEPS)?;
+    println!("GOAL: {}\n", ep.goal);
+    for s in &ep.steps {
+        // As in AgentLab, a step's reward and end flags are those returned with its observation.
+        println!(
+            "===== step {} | {} | reward {} terminated {} truncated {}",
+            s.step, s.obs.url, s.reward, s.terminated, s.truncated
+        );
+        println!("{}", s.obs.axtree_txt);
+        if !s.obs.last_action_error.is_empty() {
+            println!("LAST ERROR: {}", s.obs.last_action_error);
+        }
+        if let Some(t) = &s.think {
+            println!("THINK: {t}");
+        }
+        if let Some(a) = &s.action {
+            println!("ACTION: {a}");
+        }
+    }
+    println!(
+        "\nsuccess={} n_steps={} cum_reward={}",
+        ep.success, ep.n_steps, ep.cum_reward
+    );
+    Ok(())
+}
