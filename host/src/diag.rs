@@ -15,11 +15,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(pos: Pos, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            pos,
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { pos, message: message.into(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Diagnostic {
@@ -42,26 +38,12 @@ impl fmt::Display for Diagnostics {
             if i > 0 {
                 writeln!(f)?;
             }
-            writeln!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file.display(),
-                d.pos.line,
-                d.pos.col,
-                d.message
-            )?;
+            writeln!(f, "{}:{}:{}: error: {}", self.file.display(), d.pos.line, d.pos.col, d.message)?;
             if let Some(line) = self.source.lines().nth(d.pos.line.saturating_sub(1)) {
                 let n = d.pos.line.to_string();
                 writeln!(f, "{:w$} |", "", w = n.len())?;
                 writeln!(f, "{n} | {line}")?;
-                writeln!(
-                    f,
-                    "{:w$} | {:c$}^",
-                    "",
-                    "",
-                    w = n.len(),
-                    c = d.pos.col.saturating_sub(1)
-                )?;
+                writeln!(f, "{:w$} | {:c$}^", "", "", w = n.len(), c = d.pos.col.saturating_sub(1))?;
             }
             if let Some(h) = &d.hint {
                 writeln!(f, "  = hint: {h}")?;
@@ -77,10 +59,7 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// "did you mean `x`?" for the candidate closest to `wanted`, if any is close.
-pub fn did_you_mean<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(wanted, c), c))

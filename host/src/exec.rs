@@ -68,10 +68,7 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn failed(&self) -> Vec<&NodeResult> {
-        self.results
-            .iter()
-            .filter(|r| matches!(r.status, Status::Failed(_) | Status::Skipped(_)))
-            .collect()
+        self.results.iter().filter(|r| matches!(r.status, Status::Failed(_) | Status::Skipped(_))).collect()
     }
 
     pub fn to_json(&self, store: &Store) -> Json {
@@ -116,14 +113,7 @@ fn outputs_json(o: &Stored, store: &Store) -> Json {
                 Record::Json { value, .. } => value.clone(),
             })
             .collect();
-        m.insert(
-            port.clone(),
-            if vals.len() == 1 {
-                vals.into_iter().next().unwrap()
-            } else {
-                Json::Array(vals)
-            },
-        );
+        m.insert(port.clone(), if vals.len() == 1 { vals.into_iter().next().unwrap() } else { Json::Array(vals) });
     }
     Json::Object(m)
 }
@@ -183,11 +173,7 @@ pub fn run(plan: &Plan, reg: &Registry, store: &Store, opts: &RunOptions) -> Run
     let n = plan.instances.len();
     let deps: Vec<BTreeSet<usize>> = plan.instances.iter().map(Instance::deps).collect();
     let mut results: Vec<Option<NodeResult>> = vec![None; n];
-    let multi = MultiProgress::with_draw_target(if opts.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
+    let multi = MultiProgress::with_draw_target(if opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     let jobs = opts.jobs.max(1);
 
     std::thread::scope(|scope| {
@@ -200,11 +186,7 @@ pub fn run(plan: &Plan, reg: &Registry, store: &Store, opts: &RunOptions) -> Run
                 if started_set[i] {
                     continue;
                 }
-                if let Some(bad) = deps[i].iter().find(|&&d| {
-                    results[d]
-                        .as_ref()
-                        .is_some_and(|r| matches!(r.status, Status::Failed(_) | Status::Skipped(_)))
-                }) {
+                if let Some(bad) = deps[i].iter().find(|&&d| results[d].as_ref().is_some_and(|r| matches!(r.status, Status::Failed(_) | Status::Skipped(_)))) {
                     let up = &plan.instances[*bad].id;
                     started_set[i] = true;
                     results[i] = Some(NodeResult {
@@ -221,18 +203,8 @@ pub fn run(plan: &Plan, reg: &Registry, store: &Store, opts: &RunOptions) -> Run
                 if ready && running < jobs {
                     started_set[i] = true;
                     running += 1;
-                    let upstream: BTreeMap<usize, Stored> = deps[i]
-                        .iter()
-                        .map(|&d| {
-                            (
-                                d,
-                                results[d]
-                                    .as_ref()
-                                    .and_then(|r| r.outputs.clone())
-                                    .expect("upstream succeeded"),
-                            )
-                        })
-                        .collect();
+                    let upstream: BTreeMap<usize, Stored> =
+                        deps[i].iter().map(|&d| (d, results[d].as_ref().and_then(|r| r.outputs.clone()).expect("upstream succeeded"))).collect();
                     let tx = tx.clone();
                     let multi = multi.clone();
                     scope.spawn(move || {
@@ -266,49 +238,24 @@ pub fn run(plan: &Plan, reg: &Registry, store: &Store, opts: &RunOptions) -> Run
         }
     });
     let _ = multi.clear();
-    RunReport {
-        pipeline: plan.spec.name.clone(),
-        results: results.into_iter().map(|r| r.expect("settled")).collect(),
-        wall: started.elapsed(),
-    }
+    RunReport { pipeline: plan.spec.name.clone(), results: results.into_iter().map(|r| r.expect("settled")).collect(), wall: started.elapsed() }
 }
 
-fn run_one(
-    plan: &Plan,
-    i: usize,
-    upstream: &BTreeMap<usize, Stored>,
-    reg: &Registry,
-    store: &Store,
-    opts: &RunOptions,
-    multi: &MultiProgress,
-) -> NodeResult {
+fn run_one(plan: &Plan, i: usize, upstream: &BTreeMap<usize, Stored>, reg: &Registry, store: &Store, opts: &RunOptions, multi: &MultiProgress) -> NodeResult {
     let inst = &plan.instances[i];
     let t0 = Instant::now();
     let mut key = None;
     let outcome = (|| -> anyhow::Result<(Status, Stored)> {
-        let (plugin, _) = reg
-            .kind(&inst.uses)
-            .ok_or_else(|| anyhow!("plugin kind {} disappeared", inst.uses))?;
+        let (plugin, _) = reg.kind(&inst.uses).ok_or_else(|| anyhow!("plugin kind {} disappeared", inst.uses))?;
         // Inputs and their digests.
         let mut inputs: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         let mut input_digests: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (port, srcs) in &inst.inputs {
             for (src, src_port) in srcs {
-                let records = upstream[src].ports.get(src_port).ok_or_else(|| {
-                    anyhow!(
-                        "`{}` produced no output `{src_port}`",
-                        plan.instances[*src].id
-                    )
-                })?;
+                let records = upstream[src].ports.get(src_port).ok_or_else(|| anyhow!("`{}` produced no output `{src_port}`", plan.instances[*src].id))?;
                 for r in records {
-                    inputs
-                        .entry(port.clone())
-                        .or_default()
-                        .push(store.value(r)?);
-                    input_digests
-                        .entry(port.clone())
-                        .or_default()
-                        .push(r.digest().to_string());
+                    inputs.entry(port.clone()).or_default().push(store.value(r)?);
+                    input_digests.entry(port.clone()).or_default().push(r.digest().to_string());
                 }
             }
         }
@@ -337,10 +284,8 @@ fn run_one(
         let bar = opts.progress.then(|| {
             let b = multi.add(ProgressBar::new(0));
             b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {prefix:.bold} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_prefix(inst.id.clone());
             b.enable_steady_tick(Duration::from_millis(200));
@@ -373,76 +318,40 @@ fn run_one(
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        let stored = store
-            .commit(&tmp, &k, &inst.id, &inst.uses, outputs)
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(&tmp);
-            })?;
+        let stored = store.commit(&tmp, &k, &inst.id, &inst.uses, outputs).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })?;
         Ok((Status::Ran, stored))
     })();
     let wall = t0.elapsed();
     match outcome {
-        Ok((status, stored)) => NodeResult {
-            id: inst.id.clone(),
-            uses: inst.uses.clone(),
-            status,
-            wall,
-            key,
-            outputs: Some(stored),
-        },
+        Ok((status, stored)) => NodeResult { id: inst.id.clone(), uses: inst.uses.clone(), status, wall, key, outputs: Some(stored) },
         Err(e) => {
             tracing::error!(node = inst.id, "failed: {e:#}");
-            NodeResult {
-                id: inst.id.clone(),
-                uses: inst.uses.clone(),
-                status: Status::Failed(format!("{e:#}")),
-                wall,
-                key,
-                outputs: None,
-            }
+            NodeResult { id: inst.id.clone(), uses: inst.uses.clone(), status: Status::Failed(format!("{e:#}")), wall, key, outputs: None }
         }
     }
 }
 
 /// A plugin must produce exactly its declared outputs, with the declared types.
-fn check_outputs(
-    reg: &Registry,
-    inst: &Instance,
-    outputs: &BTreeMap<String, Vec<Value>>,
-) -> anyhow::Result<()> {
+fn check_outputs(reg: &Registry, inst: &Instance, outputs: &BTreeMap<String, Vec<Value>>) -> anyhow::Result<()> {
     let (_, kind) = reg.kind(&inst.uses).expect("checked");
     for (port, values) in outputs {
         let Some(spec) = kind.output(port) else {
-            bail!(
-                "plugin bug: `{}` returned output `{port}`, which its manifest does not declare",
-                inst.uses
-            );
+            bail!("plugin bug: `{}` returned output `{port}`, which its manifest does not declare", inst.uses);
         };
         if !spec.list && values.len() != 1 {
-            bail!(
-                "plugin bug: `{}` returned {} values on single output `{port}`",
-                inst.uses,
-                values.len()
-            );
+            bail!("plugin bug: `{}` returned {} values on single output `{port}`", inst.uses, values.len());
         }
         for v in values {
             if !v.port_type().feeds(&spec.ty) && v.port_type() != spec.ty {
-                bail!(
-                    "plugin bug: `{}` returned a {} on output `{port}`, declared {}",
-                    inst.uses,
-                    v.port_type(),
-                    spec.ty
-                );
+                bail!("plugin bug: `{}` returned a {} on output `{port}`, declared {}", inst.uses, v.port_type(), spec.ty);
             }
         }
     }
     for spec in &kind.outputs {
         if !outputs.contains_key(&spec.name) {
-            bail!(
-                "plugin bug: `{}` did not return its output `{}`",
-                inst.uses,
-                spec.name
-            );
+            bail!("plugin bug: `{}` did not return its output `{}`", inst.uses, spec.name);
         }
     }
     Ok(())

@@ -20,11 +20,7 @@ pub mod yaml;
 use std::path::{Path, PathBuf};
 
 /// Parses a pipeline, discovers its plugins and builds the plan.
-pub fn load(
-    file: &Path,
-    overrides: &[pipeline::Override],
-    extra_plugin_dirs: &[PathBuf],
-) -> anyhow::Result<(plugins::Registry, plan::Plan)> {
+pub fn load(file: &Path, overrides: &[pipeline::Override], extra_plugin_dirs: &[PathBuf]) -> anyhow::Result<(plugins::Registry, plan::Plan)> {
     let spec = pipeline::load(file, overrides)?;
     let mut dirs = extra_plugin_dirs.to_vec();
     dirs.extend(spec.plugin_path.iter().cloned());
@@ -39,13 +35,5 @@ pub fn load(
 /// The store directory for a plan: `--store`, else the pipeline's `store:`, else
 /// `.agentmerge/` beside the pipeline file.
 pub fn store_dir(plan: &plan::Plan, cli: Option<&Path>) -> PathBuf {
-    cli.map(Path::to_path_buf)
-        .or_else(|| plan.spec.store.clone())
-        .unwrap_or_else(|| {
-            plan.spec
-                .file
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(".agentmerge")
-        })
+    cli.map(Path::to_path_buf).or_else(|| plan.spec.store.clone()).unwrap_or_else(|| plan.spec.file.parent().unwrap_or(Path::new(".")).join(".agentmerge"))
 }

@@ -49,9 +49,7 @@ enum Command {
         store: Option<PathBuf>,
     },
     /// Validate a pipeline (plugins, ports, types, cycles, configs) without running anything.
-    #[command(
-        after_help = "Example:\n  agentmerge check pipelines/quickstart.yaml --set hidden=96"
-    )]
+    #[command(after_help = "Example:\n  agentmerge check pipelines/quickstart.yaml --set hidden=96")]
     Check {
         #[command(flatten)]
         p: PipelineArgs,
@@ -69,7 +67,9 @@ enum Command {
     },
     /// Merge checkpoints with a mergekit YAML config, unchanged (a one-node pipeline running
     /// the `merge/mergekit` node kind).
-    #[command(after_help = "Examples:\n  agentmerge merge ties.yml -o merged/\n  agentmerge merge agentmerge.yml -o out/ --overwrite\n\nModel paths in the config are relative to the current directory, as with mergekit.")]
+    #[command(
+        after_help = "Examples:\n  agentmerge merge ties.yml -o merged/\n  agentmerge merge agentmerge.yml -o out/ --overwrite\n\nModel paths in the config are relative to the current directory, as with mergekit."
+    )]
     Merge {
         /// The mergekit config (merge_method, base_model, models, parameters, dtype, ...).
         config: PathBuf,
@@ -111,12 +111,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
 }
 
 fn main() -> ExitCode {
@@ -149,12 +144,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Merge { config, out, overwrite } => merge(&config, &out, overwrite, &cli.plugin_path, cli.quiet),
         Command::Check { p } => {
             let (_, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
-            println!(
-                "{}: ok ({} nodes, {} instances after sweeps)",
-                p.pipeline.display(),
-                plan.spec.nodes.len(),
-                plan.instances.len()
-            );
+            println!("{}: ok ({} nodes, {} instances after sweeps)", p.pipeline.display(), plan.spec.nodes.len(), plan.instances.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { p, dot } => {
@@ -162,35 +152,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", report::graph(&plan, dot));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            p,
-            force,
-            no_cache,
-            jobs,
-            store,
-        } => {
+        Command::Run { p, force, no_cache, jobs, store } => {
             let (reg, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
             for f in &force {
-                if !plan.spec.nodes.iter().any(|n| &n.id == f)
-                    && !plan.instances.iter().any(|i| &i.id == f)
-                {
-                    anyhow::bail!(
-                        "--force {f}: no node or instance `{f}` in {}",
-                        p.pipeline.display()
-                    );
+                if !plan.spec.nodes.iter().any(|n| &n.id == f) && !plan.instances.iter().any(|i| &i.id == f) {
+                    anyhow::bail!("--force {f}: no node or instance `{f}` in {}", p.pipeline.display());
                 }
             }
             let store = Store::open(&agentmerge::store_dir(&plan, store.as_deref()))?;
             ctrlc_handler();
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            let opts = exec::RunOptions {
-                jobs: jobs.or(plan.spec.jobs).unwrap_or(cores),
-                force,
-                no_cache,
-                progress: std::io::stderr().is_terminal() && !cli.quiet,
-            };
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let opts =
+                exec::RunOptions { jobs: jobs.or(plan.spec.jobs).unwrap_or(cores), force, no_cache, progress: std::io::stderr().is_terminal() && !cli.quiet };
             let rep = exec::run(&plan, &reg, &store, &opts);
             let path = store.write_report(&plan.spec.name, &rep.to_json(&store))?;
             println!("{}", report::table(&rep, &store.root));
@@ -215,12 +188,22 @@ fn merge(config: &std::path::Path, out: &std::path::Path, overwrite: bool, plugi
     let work = std::env::temp_dir().join(format!("agentmerge-merge-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let pipeline = work.join("merge.yaml");
-    let text = format!("name: merge\nnodes:\n  - id: merge\n    uses: merge/mergekit\n    with:\n      recipe_file: {}\n", serde_json::to_string(&config.to_string_lossy())?);
+    let text = format!(
+        "name: merge\nnodes:\n  - id: merge\n    uses: merge/mergekit\n    with:\n      recipe_file: {}\n",
+        serde_json::to_string(&config.to_string_lossy())?
+    );
     std::fs::write(&pipeline, text)?;
     let result = (|| -> anyhow::Result<ExitCode> {
         // Report config errors against the user's file, not the one-node pipeline made here.
         let (reg, plan) = agentmerge::load(&pipeline, &[], plugin_path).map_err(|e| match e.downcast::<agentmerge::diag::Diagnostics>() {
-            Ok(d) => anyhow::anyhow!("{}", d.items.iter().map(|i| format!("{}{}", i.message, i.hint.as_ref().map(|h| format!("\n  = hint: {h}")).unwrap_or_default())).collect::<Vec<_>>().join("\n")),
+            Ok(d) => anyhow::anyhow!(
+                "{}",
+                d.items
+                    .iter()
+                    .map(|i| format!("{}{}", i.message, i.hint.as_ref().map(|h| format!("\n  = hint: {h}")).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
             Err(e) => e,
         })?;
         let store = Store::open(&work.join("store"))?;

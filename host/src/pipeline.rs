@@ -80,16 +80,7 @@ pub struct SweepAxis {
     pub values: Vec<Node>,
 }
 
-const TOP_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "seed",
-    "vars",
-    "plugin_path",
-    "store",
-    "jobs",
-    "nodes",
-];
+const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "plugin_path", "store", "jobs", "nodes"];
 const NODE_KEYS: &[&str] = &["id", "uses", "with", "inputs", "sweep", "description"];
 
 /// A `--set key=value` override: a variable, or `node_id.field.path` for a node's config.
@@ -102,64 +93,39 @@ pub struct Override {
 impl std::str::FromStr for Override {
     type Err = String;
     fn from_str(s: &str) -> Result<Override, String> {
-        let (k, v) = s
-            .split_once('=')
-            .ok_or_else(|| format!("`{s}`: expected KEY=VALUE, e.g. --set lr=1e-5"))?;
+        let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUE, e.g. --set lr=1e-5"))?;
         if k.trim().is_empty() {
             return Err(format!("`{s}`: the key before `=` is empty"));
         }
-        Ok(Override {
-            key: k.trim().to_string(),
-            value: v.to_string(),
-        })
+        Ok(Override { key: k.trim().to_string(), value: v.to_string() })
     }
 }
 
 /// Reads and parses a pipeline file. Errors are [`Diagnostics`] (or an I/O error).
 pub fn load(file: &Path, overrides: &[Override]) -> anyhow::Result<PipelineSpec> {
-    let source = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read pipeline {}: {e}", file.display()))?;
+    let source = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read pipeline {}: {e}", file.display()))?;
     parse(file, source, overrides).map_err(anyhow::Error::new)
 }
 
-pub fn parse(
-    file: &Path,
-    source: String,
-    overrides: &[Override],
-) -> Result<PipelineSpec, Diagnostics> {
+pub fn parse(file: &Path, source: String, overrides: &[Override]) -> Result<PipelineSpec, Diagnostics> {
     let mut errs = Vec::new();
     let spec = parse_inner(file, &source, overrides, &mut errs);
     match spec {
         Some(s) if errs.is_empty() => Ok(s),
-        _ => Err(Diagnostics {
-            file: file.to_path_buf(),
-            source,
-            items: errs,
-        }),
+        _ => Err(Diagnostics { file: file.to_path_buf(), source, items: errs }),
     }
 }
 
-fn parse_inner(
-    file: &Path,
-    source: &str,
-    overrides: &[Override],
-    errs: &mut Vec<Diagnostic>,
-) -> Option<PipelineSpec> {
+fn parse_inner(file: &Path, source: &str, overrides: &[Override], errs: &mut Vec<Diagnostic>) -> Option<PipelineSpec> {
     let doc = match yaml::parse(source) {
         Ok(d) => d,
         Err(e) => {
-            errs.push(
-                Diagnostic::new(e.pos, format!("YAML syntax error: {}", e.message))
-                    .hint("check indentation and brackets around this point"),
-            );
+            errs.push(Diagnostic::new(e.pos, format!("YAML syntax error: {}", e.message)).hint("check indentation and brackets around this point"));
             return None;
         }
     };
     if !matches!(doc.kind, Kind::Map(_)) {
-        errs.push(
-            Diagnostic::new(doc.pos, "a pipeline must be a mapping with a `nodes:` list")
-                .hint("see pipelines/quickstart.yaml for the shape"),
-        );
+        errs.push(Diagnostic::new(doc.pos, "a pipeline must be a mapping with a `nodes:` list").hint("see pipelines/quickstart.yaml for the shape"));
         return None;
     }
     check_keys(&doc, TOP_KEYS, "top-level key", errs);
@@ -175,10 +141,7 @@ fn parse_inner(
                 }
             }
             Kind::Null => {}
-            _ => errs.push(Diagnostic::new(
-                v.pos,
-                format!("`vars` must be a mapping, found {}", v.type_name()),
-            )),
+            _ => errs.push(Diagnostic::new(v.pos, format!("`vars` must be a mapping, found {}", v.type_name()))),
         }
     }
     let mut node_overrides = Vec::new();
@@ -189,10 +152,7 @@ fn parse_inner(
             node_overrides.push(o.clone());
         } else {
             let names: Vec<&str> = vars.keys().map(String::as_str).collect();
-            let mut d = Diagnostic::new(
-                doc.pos,
-                format!("--set {}: no variable `{}` in this pipeline", o.key, o.key),
-            );
+            let mut d = Diagnostic::new(doc.pos, format!("--set {}: no variable `{}` in this pipeline", o.key, o.key));
             d = d.hint(match did_you_mean(&o.key, names.iter().copied()) {
                 Some(m) => m,
                 None if names.is_empty() => "this pipeline declares no `vars:`; to set a node's config use --set NODE.FIELD=VALUE".into(),
@@ -202,23 +162,13 @@ fn parse_inner(
         }
     }
 
-    let name = doc.get("name").map(|n| n.scalar_text()).unwrap_or_else(|| {
-        file.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
+    let name = doc.get("name").map(|n| n.scalar_text()).unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let seed = match doc.get("seed").map(|n| (n, substitute(n, &vars, errs))) {
         None => 0,
         Some((_, n)) => match n.kind {
             Kind::Int(i) if i >= 0 => i as u64,
             _ => {
-                errs.push(Diagnostic::new(
-                    n.pos,
-                    format!(
-                        "`seed` must be a non-negative integer, found {}",
-                        n.type_name()
-                    ),
-                ));
+                errs.push(Diagnostic::new(n.pos, format!("`seed` must be a non-negative integer, found {}", n.type_name())));
                 0
             }
         },
@@ -249,19 +199,13 @@ fn parse_inner(
                 .filter_map(|i| match i.as_str() {
                     Some(s) => Some(dir.join(s)),
                     None => {
-                        errs.push(Diagnostic::new(
-                            i.pos,
-                            "`plugin_path` entries must be paths",
-                        ));
+                        errs.push(Diagnostic::new(i.pos, "`plugin_path` entries must be paths"));
                         None
                     }
                 })
                 .collect(),
             _ => {
-                errs.push(Diagnostic::new(
-                    n.pos,
-                    "`plugin_path` must be a path or a list of paths",
-                ));
+                errs.push(Diagnostic::new(n.pos, "`plugin_path` must be a path or a list of paths"));
                 Vec::new()
             }
         },
@@ -269,10 +213,9 @@ fn parse_inner(
 
     let mut nodes = Vec::new();
     match doc.get("nodes") {
-        None => errs.push(
-            Diagnostic::new(doc.pos, "the pipeline has no `nodes:` list")
-                .hint("add `nodes:` with at least one `- id: ... uses: plugin/kind` entry"),
-        ),
+        None => {
+            errs.push(Diagnostic::new(doc.pos, "the pipeline has no `nodes:` list").hint("add `nodes:` with at least one `- id: ... uses: plugin/kind` entry"))
+        }
         Some(n) => match &n.kind {
             Kind::Seq(items) => {
                 for item in items {
@@ -281,10 +224,7 @@ fn parse_inner(
                     }
                 }
             }
-            _ => errs.push(Diagnostic::new(
-                n.pos,
-                format!("`nodes` must be a list, found {}", n.type_name()),
-            )),
+            _ => errs.push(Diagnostic::new(n.pos, format!("`nodes` must be a list, found {}", n.type_name()))),
         },
     }
 
@@ -292,10 +232,7 @@ fn parse_inner(
     for (i, n) in nodes.iter().enumerate() {
         if let Some(first) = nodes[..i].iter().find(|m| m.id == n.id) {
             errs.push(
-                Diagnostic::new(n.pos, format!("duplicate node id `{}`", n.id)).hint(format!(
-                    "first defined at line {}; ids must be unique",
-                    first.pos.line
-                )),
+                Diagnostic::new(n.pos, format!("duplicate node id `{}`", n.id)).hint(format!("first defined at line {}; ids must be unique", first.pos.line)),
             );
         }
     }
@@ -307,10 +244,7 @@ fn parse_inner(
             Some(n) => set_path(&mut n.with, field, yaml::parse_scalar(&o.value)),
             None => {
                 let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-                let d = Diagnostic::new(
-                    doc.pos,
-                    format!("--set {}: no variable or node `{id}`", o.key),
-                );
+                let d = Diagnostic::new(doc.pos, format!("--set {}: no variable or node `{id}`", o.key));
                 errs.push(match did_you_mean(id, ids.iter().copied()) {
                     Some(m) => d.hint(m),
                     None => d.hint(format!("node ids: {}", ids.join(", "))),
@@ -319,16 +253,7 @@ fn parse_inner(
         }
     }
 
-    Some(PipelineSpec {
-        file: file.to_path_buf(),
-        source: source.to_string(),
-        name,
-        seed,
-        store,
-        plugin_path,
-        jobs,
-        nodes,
-    })
+    Some(PipelineSpec { file: file.to_path_buf(), source: source.to_string(), name, seed, store, plugin_path, jobs, nodes })
 }
 
 fn check_keys(map: &Node, valid: &[&str], what: &str, errs: &mut Vec<Diagnostic>) {
@@ -344,19 +269,9 @@ fn check_keys(map: &Node, valid: &[&str], what: &str, errs: &mut Vec<Diagnostic>
     }
 }
 
-fn parse_node(
-    item: &Node,
-    vars: &BTreeMap<String, Node>,
-    errs: &mut Vec<Diagnostic>,
-) -> Option<NodeSpec> {
+fn parse_node(item: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
     if !matches!(item.kind, Kind::Map(_)) {
-        errs.push(Diagnostic::new(
-            item.pos,
-            format!(
-                "a node must be a mapping with `id` and `uses`, found {}",
-                item.type_name()
-            ),
-        ));
+        errs.push(Diagnostic::new(item.pos, format!("a node must be a mapping with `id` and `uses`, found {}", item.type_name())));
         return None;
     }
     check_keys(item, NODE_KEYS, "node key", errs);
@@ -372,58 +287,33 @@ fn parse_node(
             }
         },
         None => {
-            errs.push(
-                Diagnostic::new(item.pos, "node without an `id`").hint("add `id: some_name`"),
-            );
+            errs.push(Diagnostic::new(item.pos, "node without an `id`").hint("add `id: some_name`"));
             return None;
         }
     };
     let (uses, uses_pos) = match item.get("uses") {
         Some(n) => match n.as_str() {
-            Some(s)
-                if s.split_once('/')
-                    .is_some_and(|(p, k)| !p.is_empty() && !k.is_empty()) =>
-            {
-                (s.to_string(), n.pos)
-            }
+            Some(s) if s.split_once('/').is_some_and(|(p, k)| !p.is_empty() && !k.is_empty()) => (s.to_string(), n.pos),
             _ => {
                 errs.push(
-                    Diagnostic::new(
-                        n.pos,
-                        format!("`uses: {}` is not of the form PLUGIN/KIND", n.scalar_text()),
-                    )
-                    .hint("e.g. `uses: models/random_llama`; `agentmerge plugins` lists them"),
+                    Diagnostic::new(n.pos, format!("`uses: {}` is not of the form PLUGIN/KIND", n.scalar_text()))
+                        .hint("e.g. `uses: models/random_llama`; `agentmerge plugins` lists them"),
                 );
                 return None;
             }
         },
         None => {
-            errs.push(
-                Diagnostic::new(item.pos, format!("node `{id}` has no `uses:`"))
-                    .hint("add `uses: PLUGIN/KIND`; `agentmerge plugins` lists them"),
-            );
+            errs.push(Diagnostic::new(item.pos, format!("node `{id}` has no `uses:`")).hint("add `uses: PLUGIN/KIND`; `agentmerge plugins` lists them"));
             return None;
         }
     };
     let with = match item.get("with") {
-        None => Node {
-            pos: item.pos,
-            kind: Kind::Map(Vec::new()),
-        },
+        None => Node { pos: item.pos, kind: Kind::Map(Vec::new()) },
         Some(w) => match &w.kind {
             Kind::Map(_) => substitute(w, vars, errs),
-            Kind::Null => Node {
-                pos: w.pos,
-                kind: Kind::Map(Vec::new()),
-            },
+            Kind::Null => Node { pos: w.pos, kind: Kind::Map(Vec::new()) },
             _ => {
-                errs.push(Diagnostic::new(
-                    w.pos,
-                    format!(
-                        "`with` must be a mapping of config fields, found {}",
-                        w.type_name()
-                    ),
-                ));
+                errs.push(Diagnostic::new(w.pos, format!("`with` must be a mapping of config fields, found {}", w.type_name())));
                 return None;
             }
         },
@@ -435,25 +325,14 @@ fn parse_node(
                 for (k, v) in entries {
                     let v = substitute(v, vars, errs);
                     let (is_list, refs) = match &v.kind {
-                        Kind::Seq(items) => (
-                            true,
-                            items.iter().filter_map(|r| parse_ref(r, errs)).collect(),
-                        ),
+                        Kind::Seq(items) => (true, items.iter().filter_map(|r| parse_ref(r, errs)).collect()),
                         _ => (false, parse_ref(&v, errs).into_iter().collect()),
                     };
-                    inputs.push(InputSpec {
-                        port: k.scalar_text(),
-                        pos: k.pos,
-                        is_list,
-                        refs,
-                    });
+                    inputs.push(InputSpec { port: k.scalar_text(), pos: k.pos, is_list, refs });
                 }
             }
             Kind::Null => {}
-            _ => errs.push(Diagnostic::new(
-                inp.pos,
-                "`inputs` must map each port to `node.port` or a list of them",
-            )),
+            _ => errs.push(Diagnostic::new(inp.pos, "`inputs` must map each port to `node.port` or a list of them")),
         }
     }
     let mut sweep = Vec::new();
@@ -463,50 +342,30 @@ fn parse_node(
                 for (k, v) in entries {
                     let v = substitute(v, vars, errs);
                     match v.kind {
-                        Kind::Seq(values) if !values.is_empty() => sweep.push(SweepAxis {
-                            field: k.scalar_text(),
-                            pos: k.pos,
-                            values,
-                        }),
+                        Kind::Seq(values) if !values.is_empty() => sweep.push(SweepAxis { field: k.scalar_text(), pos: k.pos, values }),
                         _ => errs.push(
-                            Diagnostic::new(
-                                v.pos,
-                                format!(
-                                    "sweep `{}` needs a non-empty list of values",
-                                    k.scalar_text()
-                                ),
-                            )
-                            .hint("e.g. `sweep: { lambda: [0.5, 1.0] }`"),
+                            Diagnostic::new(v.pos, format!("sweep `{}` needs a non-empty list of values", k.scalar_text()))
+                                .hint("e.g. `sweep: { lambda: [0.5, 1.0] }`"),
                         ),
                     }
                 }
             }
-            _ => errs.push(Diagnostic::new(
-                sw.pos,
-                "`sweep` must map config fields to lists of values",
-            )),
+            _ => errs.push(Diagnostic::new(sw.pos, "`sweep` must map config fields to lists of values")),
         }
     }
-    Some(NodeSpec {
-        id,
-        pos: item.pos,
-        uses,
-        uses_pos,
-        with,
-        inputs,
-        sweep,
-    })
+    Some(NodeSpec { id, pos: item.pos, uses, uses_pos, with, inputs, sweep })
 }
 
 fn valid_id(s: &str) -> bool {
-    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn parse_ref(n: &Node, errs: &mut Vec<Diagnostic>) -> Option<PortRef> {
     let bad = |errs: &mut Vec<Diagnostic>| {
-        errs.push(Diagnostic::new(n.pos, format!("`{}` is not a port reference", n.scalar_text())).hint("write NODE.PORT (e.g. `base.model`), or NODE[*].PORT to gather every sweep variant of NODE"));
+        errs.push(
+            Diagnostic::new(n.pos, format!("`{}` is not a port reference", n.scalar_text()))
+                .hint("write NODE.PORT (e.g. `base.model`), or NODE[*].PORT to gather every sweep variant of NODE"),
+        );
         None
     };
     let Some(s) = n.as_str() else {
@@ -522,12 +381,7 @@ fn parse_ref(n: &Node, errs: &mut Vec<Diagnostic>) -> Option<PortRef> {
     if !valid_id(node) || port.is_empty() {
         return bad(errs);
     }
-    Some(PortRef {
-        node: node.to_string(),
-        port: port.to_string(),
-        gather,
-        pos: n.pos,
-    })
+    Some(PortRef { node: node.to_string(), port: port.to_string(), gather, pos: n.pos })
 }
 
 /// Replaces `${var}` in strings: a string that is exactly `${var}` takes the variable's value
@@ -535,16 +389,9 @@ fn parse_ref(n: &Node, errs: &mut Vec<Diagnostic>) -> Option<PortRef> {
 fn substitute(n: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic>) -> Node {
     match &n.kind {
         Kind::Str(s) if s.contains("${") => {
-            if let Some(name) = s
-                .strip_prefix("${")
-                .and_then(|r| r.strip_suffix('}'))
-                .filter(|v| !v.contains("${"))
-            {
+            if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).filter(|v| !v.contains("${")) {
                 return match vars.get(name) {
-                    Some(v) => Node {
-                        pos: n.pos,
-                        kind: v.kind.clone(),
-                    },
+                    Some(v) => Node { pos: n.pos, kind: v.kind.clone() },
                     None => {
                         unknown_var(n.pos, name, vars, errs);
                         n.clone()
@@ -556,10 +403,7 @@ fn substitute(n: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic
             while let Some(start) = rest.find("${") {
                 out.push_str(&rest[..start]);
                 let Some(end) = rest[start..].find('}') else {
-                    errs.push(
-                        Diagnostic::new(n.pos, format!("unclosed `${{` in `{s}`"))
-                            .hint("write ${name}"),
-                    );
+                    errs.push(Diagnostic::new(n.pos, format!("unclosed `${{` in `{s}`")).hint("write ${name}"));
                     return n.clone();
                 };
                 let name = &rest[start + 2..start + end];
@@ -570,24 +414,10 @@ fn substitute(n: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic
                 rest = &rest[start + end + 1..];
             }
             out.push_str(rest);
-            Node {
-                pos: n.pos,
-                kind: Kind::Str(out),
-            }
+            Node { pos: n.pos, kind: Kind::Str(out) }
         }
-        Kind::Seq(items) => Node {
-            pos: n.pos,
-            kind: Kind::Seq(items.iter().map(|i| substitute(i, vars, errs)).collect()),
-        },
-        Kind::Map(entries) => Node {
-            pos: n.pos,
-            kind: Kind::Map(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), substitute(v, vars, errs)))
-                    .collect(),
-            ),
-        },
+        Kind::Seq(items) => Node { pos: n.pos, kind: Kind::Seq(items.iter().map(|i| substitute(i, vars, errs)).collect()) },
+        Kind::Map(entries) => Node { pos: n.pos, kind: Kind::Map(entries.iter().map(|(k, v)| (k.clone(), substitute(v, vars, errs))).collect()) },
         _ => n.clone(),
     }
 }
@@ -597,14 +427,7 @@ fn unknown_var(pos: Pos, name: &str, vars: &BTreeMap<String, Node>, errs: &mut V
     let d = Diagnostic::new(pos, format!("unknown variable `${{{name}}}`"));
     errs.push(match did_you_mean(name, names.iter().copied()) {
         Some(m) => d.hint(m),
-        None => d.hint(format!(
-            "declare it under `vars:` (declared: {})",
-            if names.is_empty() {
-                "none".into()
-            } else {
-                names.join(", ")
-            }
-        )),
+        None => d.hint(format!("declare it under `vars:` (declared: {})", if names.is_empty() { "none".into() } else { names.join(", ") })),
     });
 }
 
@@ -616,35 +439,17 @@ pub fn set_path(root: &mut Node, path: &str, value: Node) {
         if !matches!(node.kind, Kind::Map(_)) {
             node.kind = Kind::Map(Vec::new());
         }
-        let Kind::Map(entries) = &mut node.kind else {
-            unreachable!()
-        };
+        let Kind::Map(entries) = &mut node.kind else { unreachable!() };
         let idx = match entries.iter().position(|(k, _)| k.scalar_text() == *part) {
             Some(i) => i,
             None => {
-                let key = Node {
-                    pos: value.pos,
-                    kind: Kind::Str(part.to_string()),
-                };
-                entries.push((
-                    key,
-                    Node {
-                        pos: value.pos,
-                        kind: Kind::Null,
-                    },
-                ));
+                let key = Node { pos: value.pos, kind: Kind::Str(part.to_string()) };
+                entries.push((key, Node { pos: value.pos, kind: Kind::Null }));
                 entries.len() - 1
             }
         };
         if i + 1 == parts.len() {
-            entries[idx].1 = Node {
-                pos: if value.pos == Pos::default() {
-                    entries[idx].1.pos
-                } else {
-                    value.pos
-                },
-                kind: value.kind.clone(),
-            };
+            entries[idx].1 = Node { pos: if value.pos == Pos::default() { entries[idx].1.pos } else { value.pos }, kind: value.kind.clone() };
             return;
         }
         node = &mut entries[idx].1;
@@ -662,19 +467,9 @@ mod tests {
     #[test]
     fn variables_and_overrides() {
         let src = "vars: {h: 64, name: x}\nnodes:\n  - id: a\n    uses: m/k\n    with: {hidden: \"${h}\", tag: \"run-${name}\"}\n";
-        let p = parse_str(
-            src,
-            &[
-                "h=128".parse().unwrap(),
-                "a.extra.deep=true".parse().unwrap(),
-            ],
-        )
-        .unwrap();
+        let p = parse_str(src, &["h=128".parse().unwrap(), "a.extra.deep=true".parse().unwrap()]).unwrap();
         let with = p.nodes[0].with.to_json();
-        assert_eq!(
-            with,
-            serde_json::json!({"hidden": 128, "tag": "run-x", "extra": {"deep": true}})
-        );
+        assert_eq!(with, serde_json::json!({"hidden": 128, "tag": "run-x", "extra": {"deep": true}}));
     }
 
     #[test]
@@ -682,19 +477,10 @@ mod tests {
         let src = "nodes:\n  - id: a\n    uses: m/k\n    wiht: {}\n  - id: a\n    uses: m/k\n    with: {x: \"${nope}\"}\n";
         let e = parse_str(src, &[]).unwrap_err();
         let text = e.to_string();
-        assert!(
-            text.contains("p.yaml:4:5: error: unknown node key `wiht`"),
-            "{text}"
-        );
+        assert!(text.contains("p.yaml:4:5: error: unknown node key `wiht`"), "{text}");
         assert!(text.contains("did you mean `with`?"), "{text}");
-        assert!(
-            text.contains("p.yaml:5:7: error: duplicate node id `a`"),
-            "{text}"
-        );
-        assert!(
-            text.contains("p.yaml:7:15: error: unknown variable `${nope}`"),
-            "{text}"
-        );
+        assert!(text.contains("p.yaml:5:7: error: duplicate node id `a`"), "{text}");
+        assert!(text.contains("p.yaml:7:15: error: unknown variable `${nope}`"), "{text}");
     }
 
     #[test]
@@ -705,11 +491,7 @@ mod tests {
         assert!(n.inputs[0].is_list && n.inputs[0].refs[1].gather);
         assert!(!n.inputs[1].is_list);
         assert_eq!(n.sweep[0].values.len(), 2);
-        let e = parse_str(
-            "nodes:\n  - id: s\n    uses: m/k\n    inputs: {x: nodot}\n",
-            &[],
-        )
-        .unwrap_err();
+        let e = parse_str("nodes:\n  - id: s\n    uses: m/k\n    inputs: {x: nodot}\n", &[]).unwrap_err();
         assert!(e.to_string().contains("p.yaml:4:17"), "{e}");
     }
 }

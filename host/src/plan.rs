@@ -72,18 +72,10 @@ pub fn build(spec: PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
 fn diags(spec: PipelineSpec, mut items: Vec<Diagnostic>) -> Diagnostics {
     let mut seen = BTreeSet::new();
     items.retain(|d| seen.insert((d.pos.line, d.pos.col, d.message.clone())));
-    Diagnostics {
-        file: spec.file,
-        source: spec.source,
-        items,
-    }
+    Diagnostics { file: spec.file, source: spec.source, items }
 }
 
-fn resolve_kinds<'r>(
-    spec: &PipelineSpec,
-    reg: &'r Registry,
-    errs: &mut Vec<Diagnostic>,
-) -> Vec<Option<&'r KindManifest>> {
+fn resolve_kinds<'r>(spec: &PipelineSpec, reg: &'r Registry, errs: &mut Vec<Diagnostic>) -> Vec<Option<&'r KindManifest>> {
     let all = reg.kind_names();
     spec.nodes
         .iter()
@@ -96,23 +88,17 @@ fn resolve_kinds<'r>(
                 } else {
                     format!("unknown plugin `{plugin}` (in `uses: {}`)", n.uses)
                 };
-                let mut hint = did_you_mean(&n.uses, all.iter().map(String::as_str))
-                    .unwrap_or_else(|| {
-                        if all.is_empty() {
-                            "no plugins were found; build them with `cargo build --workspace`"
-                                .to_string()
-                        } else {
-                            format!("available kinds: {}", all.join(", "))
-                        }
-                    });
+                let mut hint = did_you_mean(&n.uses, all.iter().map(String::as_str)).unwrap_or_else(|| {
+                    if all.is_empty() {
+                        "no plugins were found; build them with `cargo build --workspace`".to_string()
+                    } else {
+                        format!("available kinds: {}", all.join(", "))
+                    }
+                });
                 hint.push_str("; `agentmerge plugins` lists every kind");
                 if !reg.refused.is_empty() {
-                    let refused: Vec<String> =
-                        reg.refused.iter().map(|r| r.reason.clone()).collect();
-                    hint.push_str(&format!(
-                        "; some libraries were refused: {}",
-                        refused.join("; ")
-                    ));
+                    let refused: Vec<String> = reg.refused.iter().map(|r| r.reason.clone()).collect();
+                    hint.push_str(&format!("; some libraries were refused: {}", refused.join("; ")));
                 }
                 errs.push(Diagnostic::new(n.uses_pos, msg).hint(hint));
                 None
@@ -128,35 +114,23 @@ fn check_ports(spec: &PipelineSpec, kinds: &[Option<&KindManifest>], errs: &mut 
         for input in &n.inputs {
             let Some(port) = kind.input(&input.port) else {
                 let names: Vec<&str> = kind.inputs.iter().map(|p| p.name.as_str()).collect();
-                let d = Diagnostic::new(
-                    input.pos,
-                    format!("`{}` has no input port `{}`", n.uses, input.port),
-                );
-                errs.push(
-                    d.hint(match did_you_mean(&input.port, names.iter().copied()) {
-                        Some(m) => m,
-                        None if names.is_empty() => format!("`{}` takes no inputs", n.uses),
-                        None => format!("its inputs are: {}", names.join(", ")),
-                    }),
-                );
+                let d = Diagnostic::new(input.pos, format!("`{}` has no input port `{}`", n.uses, input.port));
+                errs.push(d.hint(match did_you_mean(&input.port, names.iter().copied()) {
+                    Some(m) => m,
+                    None if names.is_empty() => format!("`{}` takes no inputs", n.uses),
+                    None => format!("its inputs are: {}", names.join(", ")),
+                }));
                 continue;
             };
             if !port.list && (input.is_list || input.refs.iter().any(|r| r.gather)) {
                 errs.push(
-                    Diagnostic::new(
-                        input.pos,
-                        format!(
-                            "input `{}` of `{}` takes one {}, not a list",
-                            input.port, n.uses, port.ty
-                        ),
-                    )
-                    .hint("connect a single `node.port`"),
+                    Diagnostic::new(input.pos, format!("input `{}` of `{}` takes one {}, not a list", input.port, n.uses, port.ty))
+                        .hint("connect a single `node.port`"),
                 );
             }
             for r in &input.refs {
                 let Some(src_idx) = spec.nodes.iter().position(|m| m.id == r.node) else {
-                    let d =
-                        Diagnostic::new(r.pos, format!("no node `{}` in this pipeline", r.node));
+                    let d = Diagnostic::new(r.pos, format!("no node `{}` in this pipeline", r.node));
                     errs.push(match did_you_mean(&r.node, ids.iter().copied()) {
                         Some(m) => d.hint(m),
                         None => d.hint(format!("node ids: {}", ids.join(", "))),
@@ -166,29 +140,16 @@ fn check_ports(spec: &PipelineSpec, kinds: &[Option<&KindManifest>], errs: &mut 
                 let src = &spec.nodes[src_idx];
                 if r.gather && src.sweep.is_empty() && !swept_upstream(spec, src_idx) {
                     errs.push(
-                        Diagnostic::new(
-                            r.pos,
-                            format!(
-                                "`{}[*]` gathers sweep variants, but `{}` is not swept",
-                                r.node, r.node
-                            ),
-                        )
-                        .hint(format!("write `{}.{}`", r.node, r.port)),
+                        Diagnostic::new(r.pos, format!("`{}[*]` gathers sweep variants, but `{}` is not swept", r.node, r.node))
+                            .hint(format!("write `{}.{}`", r.node, r.port)),
                     );
                 }
                 let Some(src_kind) = kinds[src_idx] else {
                     continue;
                 };
                 let Some(out) = src_kind.output(&r.port) else {
-                    let names: Vec<&str> =
-                        src_kind.outputs.iter().map(|p| p.name.as_str()).collect();
-                    let d = Diagnostic::new(
-                        r.pos,
-                        format!(
-                            "`{}` ({}) has no output port `{}`",
-                            r.node, src.uses, r.port
-                        ),
-                    );
+                    let names: Vec<&str> = src_kind.outputs.iter().map(|p| p.name.as_str()).collect();
+                    let d = Diagnostic::new(r.pos, format!("`{}` ({}) has no output port `{}`", r.node, src.uses, r.port));
                     errs.push(d.hint(match did_you_mean(&r.port, names.iter().copied()) {
                         Some(m) => m,
                         None => format!("its outputs are: {}", names.join(", ")),
@@ -199,22 +160,13 @@ fn check_ports(spec: &PipelineSpec, kinds: &[Option<&KindManifest>], errs: &mut 
                     errs.push(
                         Diagnostic::new(
                             r.pos,
-                            format!(
-                                "type mismatch: `{}.{}` is {} but input `{}` of `{}` takes {}",
-                                r.node, r.port, out.ty, input.port, n.uses, port.ty
-                            ),
+                            format!("type mismatch: `{}.{}` is {} but input `{}` of `{}` takes {}", r.node, r.port, out.ty, input.port, n.uses, port.ty),
                         )
                         .hint(format!("connect an output of type {}", port.ty)),
                     );
                 }
                 if out.list && !port.list {
-                    errs.push(Diagnostic::new(
-                        r.pos,
-                        format!(
-                            "`{}.{}` is a list but input `{}` takes a single {}",
-                            r.node, r.port, input.port, port.ty
-                        ),
-                    ));
+                    errs.push(Diagnostic::new(r.pos, format!("`{}.{}` is a list but input `{}` takes a single {}", r.node, r.port, input.port, port.ty)));
                 }
             }
         }
@@ -223,22 +175,12 @@ fn check_ports(spec: &PipelineSpec, kinds: &[Option<&KindManifest>], errs: &mut 
                 errs.push(
                     Diagnostic::new(
                         n.pos,
-                        format!(
-                            "node `{}` does not connect required input `{}` ({}{})",
-                            n.id,
-                            port.name,
-                            port.ty,
-                            if port.list { " list" } else { "" }
-                        ),
+                        format!("node `{}` does not connect required input `{}` ({}{})", n.id, port.name, port.ty, if port.list { " list" } else { "" }),
                     )
                     .hint(format!(
                         "add `inputs: {{ {}: NODE.PORT }}`{}",
                         port.name,
-                        if port.doc.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" — {}", port.doc)
-                        }
+                        if port.doc.is_empty() { String::new() } else { format!(" — {}", port.doc) }
                     )),
                 );
             }
@@ -284,11 +226,7 @@ fn topo_order(spec: &PipelineSpec, errs: &mut Vec<Diagnostic>) -> Option<Vec<usi
             let mut order = Vec::new();
             while order.len() < spec.nodes.len() {
                 let next = (0..spec.nodes.len())
-                    .find(|&i| {
-                        !placed[i]
-                            && g.neighbors_directed(idx[i], petgraph::Direction::Incoming)
-                                .all(|p| placed[g[p]])
-                    })
+                    .find(|&i| !placed[i] && g.neighbors_directed(idx[i], petgraph::Direction::Incoming).all(|p| placed[g[p]]))
                     .expect("acyclic");
                 placed[next] = true;
                 order.push(next);
@@ -308,11 +246,8 @@ fn topo_order(spec: &PipelineSpec, errs: &mut Vec<Diagnostic>) -> Option<Vec<usi
                 // Walk the cycle from the first node so the message reads as a path.
                 let path = cycle_path(spec, &members);
                 errs.push(
-                    Diagnostic::new(
-                        spec.nodes[first].pos,
-                        format!("cycle between nodes {}: {path}", names.join(", ")),
-                    )
-                    .hint("a pipeline is a DAG: remove one of these inputs"),
+                    Diagnostic::new(spec.nodes[first].pos, format!("cycle between nodes {}: {path}", names.join(", ")))
+                        .hint("a pipeline is a DAG: remove one of these inputs"),
                 );
             }
             None
@@ -326,13 +261,7 @@ fn cycle_path(spec: &PipelineSpec, members: &[usize]) -> String {
     let mut cur = start;
     for _ in 0..members.len() {
         // next = a member that takes input from `cur`
-        let next = members.iter().copied().find(|&m| {
-            spec.nodes[m]
-                .inputs
-                .iter()
-                .flat_map(|i| &i.refs)
-                .any(|r| r.node == spec.nodes[cur].id)
-        });
+        let next = members.iter().copied().find(|&m| spec.nodes[m].inputs.iter().flat_map(|i| &i.refs).any(|r| r.node == spec.nodes[cur].id));
         match next {
             Some(n) => {
                 path.push(spec.nodes[n].id.clone());
@@ -352,13 +281,7 @@ fn label_text(labels: &Labels) -> String {
     let fields: Vec<&String> = labels.keys().map(|(_, f)| f).collect();
     labels
         .iter()
-        .map(|((origin, field), v)| {
-            if fields.iter().filter(|f| **f == field).count() > 1 {
-                format!("{origin}.{field}={v}")
-            } else {
-                format!("{field}={v}")
-            }
-        })
+        .map(|((origin, field), v)| if fields.iter().filter(|f| **f == field).count() > 1 { format!("{origin}.{field}={v}") } else { format!("{field}={v}") })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -367,27 +290,15 @@ fn consistent(a: &Labels, b: &Labels) -> bool {
     a.iter().all(|(k, v)| b.get(k).is_none_or(|w| w == v))
 }
 
-fn expand(
-    spec: &PipelineSpec,
-    order: &[usize],
-    reg: &Registry,
-    errs: &mut Vec<Diagnostic>,
-) -> Vec<Instance> {
+fn expand(spec: &PipelineSpec, order: &[usize], reg: &Registry, errs: &mut Vec<Diagnostic>) -> Vec<Instance> {
     let mut instances: Vec<Instance> = Vec::new();
     let mut variants: BTreeMap<usize, Vec<usize>> = BTreeMap::new(); // node → its instances
     for &ni in order {
         let n = &spec.nodes[ni];
         let node_of = |id: &str| spec.nodes.iter().position(|m| m.id == id).expect("checked");
         // Combinations of upstream variants (non-gather refs), kept when their labels agree.
-        let mut combos: Vec<(Labels, BTreeMap<usize, usize>)> =
-            vec![(Labels::new(), BTreeMap::new())];
-        let upstream: BTreeSet<usize> = n
-            .inputs
-            .iter()
-            .flat_map(|i| &i.refs)
-            .filter(|r| !r.gather)
-            .map(|r| node_of(&r.node))
-            .collect();
+        let mut combos: Vec<(Labels, BTreeMap<usize, usize>)> = vec![(Labels::new(), BTreeMap::new())];
+        let upstream: BTreeSet<usize> = n.inputs.iter().flat_map(|i| &i.refs).filter(|r| !r.gather).map(|r| node_of(&r.node)).collect();
         for up in upstream {
             let mut next = Vec::new();
             for (labels, chosen) in &combos {
@@ -427,17 +338,10 @@ fn expand(
                 for &(a, v) in point {
                     swept.push((n.sweep[a].field.clone(), n.sweep[a].values[v].pos));
                     let axis = &n.sweep[a];
-                    labels.insert(
-                        (n.id.clone(), axis.field.clone()),
-                        axis.values[v].scalar_text(),
-                    );
+                    labels.insert((n.id.clone(), axis.field.clone()), axis.values[v].scalar_text());
                     crate::pipeline::set_path(&mut with, &axis.field, axis.values[v].clone());
                 }
-                let id = if labels.is_empty() {
-                    n.id.clone()
-                } else {
-                    format!("{}[{}]", n.id, label_text(&labels))
-                };
+                let id = if labels.is_empty() { n.id.clone() } else { format!("{}[{}]", n.id, label_text(&labels)) };
                 let mut inputs = BTreeMap::new();
                 for inp in &n.inputs {
                     let mut srcs = Vec::new();
@@ -457,14 +361,7 @@ fn expand(
                 }
                 let config = validate_config(n, &with, &swept, reg, errs);
                 mine.push(instances.len());
-                instances.push(Instance {
-                    id,
-                    node: ni,
-                    labels,
-                    uses: n.uses.clone(),
-                    config,
-                    inputs,
-                });
+                instances.push(Instance { id, node: ni, labels, uses: n.uses.clone(), config, inputs });
             }
         }
         variants.insert(ni, mine);
@@ -473,13 +370,7 @@ fn expand(
 }
 
 /// Validates one instance's config; `swept` gives, per swept field, where its value was written.
-fn validate_config(
-    n: &NodeSpec,
-    with: &Node,
-    swept: &[(String, Pos)],
-    reg: &Registry,
-    errs: &mut Vec<Diagnostic>,
-) -> Json {
+fn validate_config(n: &NodeSpec, with: &Node, swept: &[(String, Pos)], reg: &Registry, errs: &mut Vec<Diagnostic>) -> Json {
     let Some((plugin, _)) = reg.kind(&n.uses) else {
         return Json::Null;
     };
@@ -488,31 +379,15 @@ fn validate_config(
         Ok(c) => c,
         Err(e) => {
             let top = e.field.split(['.', '[']).next().unwrap_or("");
-            let pos = match swept
-                .iter()
-                .find(|(f, _)| *f == e.field || (!top.is_empty() && *f == top))
-            {
+            let pos = match swept.iter().find(|(f, _)| *f == e.field || (!top.is_empty() && *f == top)) {
                 Some((_, pos)) => *pos,
                 None if e.field.is_empty() => n.with.pos,
                 None => n.with.locate(&e.field).pos,
             };
-            let field = if e.field.is_empty() {
-                String::new()
-            } else {
-                format!(" field `{}`", e.field)
-            };
+            let field = if e.field.is_empty() { String::new() } else { format!(" field `{}`", e.field) };
             errs.push(
-                Diagnostic::new(
-                    pos,
-                    format!(
-                        "bad config for `{}` ({}){field}: {}",
-                        n.id, n.uses, e.message
-                    ),
-                )
-                .hint(format!(
-                    "`agentmerge plugins {}` lists its config fields",
-                    n.uses
-                )),
+                Diagnostic::new(pos, format!("bad config for `{}` ({}){field}: {}", n.id, n.uses, e.message))
+                    .hint(format!("`agentmerge plugins {}` lists its config fields", n.uses)),
             );
             Json::Null
         }

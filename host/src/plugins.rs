@@ -52,43 +52,25 @@ pub struct Registry {
 impl Registry {
     /// Loads every plugin in `dirs` (earlier directories win when two define one plugin).
     pub fn discover(dirs: &[PathBuf]) -> Registry {
-        let mut reg = Registry {
-            search_path: dirs.to_vec(),
-            ..Registry::default()
-        };
+        let mut reg = Registry { search_path: dirs.to_vec(), ..Registry::default() };
         for dir in dirs {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 tracing::debug!("plugin directory {} does not exist", dir.display());
                 continue;
             };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_dylib(p))
-                .collect();
+            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_dylib(p)).collect();
             files.sort();
             for path in files {
                 match load(&path) {
                     Ok(None) => {}
                     Ok(Some(p)) => {
-                        if let Some(first) = reg
-                            .plugins
-                            .iter()
-                            .find(|q| q.manifest.plugin == p.manifest.plugin)
-                        {
-                            tracing::debug!(
-                                "plugin `{}` at {} is shadowed by {}",
-                                p.manifest.plugin,
-                                path.display(),
-                                first.path.display()
-                            );
+                        if let Some(first) = reg.plugins.iter().find(|q| q.manifest.plugin == p.manifest.plugin) {
+                            tracing::debug!("plugin `{}` at {} is shadowed by {}", p.manifest.plugin, path.display(), first.path.display());
                         } else {
                             reg.plugins.push(p);
                         }
                     }
-                    Err(e) => reg.refused.push(Refused {
-                        path,
-                        reason: format!("{e:#}"),
-                    }),
+                    Err(e) => reg.refused.push(Refused { path, reason: format!("{e:#}") }),
                 }
             }
         }
@@ -108,15 +90,7 @@ impl Registry {
 
     /// All `plugin/kind` names.
     pub fn kind_names(&self) -> Vec<String> {
-        self.plugins
-            .iter()
-            .flat_map(|p| {
-                p.manifest
-                    .kinds
-                    .iter()
-                    .map(move |k| format!("{}/{}", p.manifest.plugin, k.name))
-            })
-            .collect()
+        self.plugins.iter().flat_map(|p| p.manifest.kinds.iter().map(move |k| format!("{}/{}", p.manifest.plugin, k.name))).collect()
     }
 }
 
@@ -129,10 +103,7 @@ pub fn search_path(extra: &[PathBuf]) -> Vec<PathBuf> {
         dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
     }
     dirs.extend(extra.iter().cloned());
-    if let Some(exe_dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         if exe_dir.ends_with("deps") {
             dirs.extend(exe_dir.parent().map(Path::to_path_buf));
         }
@@ -151,13 +122,10 @@ fn load(path: &Path) -> anyhow::Result<Option<Plugin>> {
     // 1. Which SDK was it built against? Read a plain C symbol first, so an incompatible
     //    plugin gets a precise message instead of a layout-mismatch dump.
     // SAFETY: loading a library runs its initialisers; plugin directories are trusted code.
-    let lib = unsafe { libloading::Library::new(path) }
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(path) }.with_context(|| format!("cannot open {}", path.display()))?;
     let symbol = format!("{SDK_VERSION_SYMBOL}\0");
     let plugin_sdk = match unsafe { lib.get::<*const std::ffi::c_char>(symbol.as_bytes()) } {
-        Ok(sym) => unsafe { CStr::from_ptr(*sym) }
-            .to_string_lossy()
-            .into_owned(),
+        Ok(sym) => unsafe { CStr::from_ptr(*sym) }.to_string_lossy().into_owned(),
         Err(_) => return Ok(None),
     };
     // Libraries are never unloaded: their code may still be referenced (tensor owners).
@@ -175,19 +143,12 @@ fn load(path: &Path) -> anyhow::Result<Option<Plugin>> {
     let module = lib_header_from_path(path)
         .and_then(|h| h.init_root_module::<PluginModRef>())
         .map_err(|e| anyhow!("plugin library {} failed the ABI check against agentmerge-sdk {host_sdk}: {e}; rebuild it against this SDK", path.display()))?;
-    let manifest_json = into_result(module.manifest()())
-        .map_err(|e| anyhow!("plugin library {}: manifest failed: {e}", path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&manifest_json)
-        .with_context(|| format!("plugin library {}: unreadable manifest", path.display()))?;
+    let manifest_json = into_result(module.manifest()()).map_err(|e| anyhow!("plugin library {}: manifest failed: {e}", path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&manifest_json).with_context(|| format!("plugin library {}: unreadable manifest", path.display()))?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let digest = blake3::hash(&bytes).to_hex().to_string();
     let _ = PluginModRef::NAME;
-    Ok(Some(Plugin {
-        path: path.to_path_buf(),
-        manifest,
-        digest,
-        module,
-    }))
+    Ok(Some(Plugin { path: path.to_path_buf(), manifest, digest, module }))
 }
 
 fn into_result<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, String> {
@@ -196,22 +157,11 @@ fn into_result<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, St
 
 impl Plugin {
     /// Validates a node config; returns the resolved config (defaults filled in).
-    pub fn validate(
-        &self,
-        kind: &str,
-        config: &serde_json::Value,
-    ) -> Result<serde_json::Value, ConfigError> {
+    pub fn validate(&self, kind: &str, config: &serde_json::Value) -> Result<serde_json::Value, ConfigError> {
         let text = config.to_string();
-        match into_result((self.module.validate())(
-            RStr::from(kind),
-            RStr::from(text.as_str()),
-        )) {
-            Ok(s) => serde_json::from_str(&s)
-                .map_err(|e| ConfigError::new("", format!("plugin returned bad JSON: {e}"))),
-            Err(e) => {
-                Err(serde_json::from_str::<ConfigError>(&e)
-                    .unwrap_or_else(|_| ConfigError::new("", e)))
-            }
+        match into_result((self.module.validate())(RStr::from(kind), RStr::from(text.as_str()))) {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| ConfigError::new("", format!("plugin returned bad JSON: {e}"))),
+            Err(e) => Err(serde_json::from_str::<ConfigError>(&e).unwrap_or_else(|_| ConfigError::new("", e))),
         }
     }
 
@@ -223,28 +173,13 @@ impl Plugin {
         ctx: &HostCtx,
         inputs: BTreeMap<String, Vec<Value>>,
     ) -> anyhow::Result<BTreeMap<String, Vec<Value>>> {
-        let ffi_inputs: RVec<FfiPort> = inputs
-            .into_iter()
-            .map(|(name, values)| FfiPort {
-                name: name.into(),
-                values: values.into_iter().map(Value::into_ffi).collect(),
-            })
-            .collect();
+        let ffi_inputs: RVec<FfiPort> =
+            inputs.into_iter().map(|(name, values)| FfiPort { name: name.into(), values: values.into_iter().map(Value::into_ffi).collect() }).collect();
         let text = config.to_string();
-        let out = into_result((self.module.run())(
-            RStr::from(kind),
-            RStr::from(text.as_str()),
-            ctx,
-            ffi_inputs,
-        ))
-        .map_err(|e| anyhow!(e))?;
+        let out = into_result((self.module.run())(RStr::from(kind), RStr::from(text.as_str()), ctx, ffi_inputs)).map_err(|e| anyhow!(e))?;
         let mut ports = BTreeMap::new();
         for p in out {
-            let values = p
-                .values
-                .into_iter()
-                .map(Value::from_ffi)
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let values = p.values.into_iter().map(Value::from_ffi).collect::<anyhow::Result<Vec<_>>>()?;
             ports.insert(p.name.into_string(), values);
         }
         Ok(ports)

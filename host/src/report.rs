@@ -11,12 +11,7 @@ use crate::{
 
 /// The per-node table printed after a run.
 pub fn table(report: &RunReport, store_root: &std::path::Path) -> String {
-    let mut rows = vec![[
-        "NODE".to_string(),
-        "STATUS".into(),
-        "TIME".into(),
-        "OUTPUTS".into(),
-    ]];
+    let mut rows = vec![["NODE".to_string(), "STATUS".into(), "TIME".into(), "OUTPUTS".into()]];
     for r in &report.results {
         let status = match &r.status {
             Status::Ran => "ran".to_string(),
@@ -28,56 +23,21 @@ pub fn table(report: &RunReport, store_root: &std::path::Path) -> String {
             (Some(o), _) => o
                 .ports
                 .iter()
-                .map(|(port, recs)| {
-                    format!(
-                        "{port}={}",
-                        recs.iter()
-                            .map(|rec| short(rec, store_root))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    )
-                })
+                .map(|(port, recs)| format!("{port}={}", recs.iter().map(|rec| short(rec, store_root)).collect::<Vec<_>>().join(",")))
                 .collect::<Vec<_>>()
                 .join(" "),
             (None, Status::Failed(e) | Status::Skipped(e)) => first_line(e),
             _ => String::new(),
         };
-        rows.push([
-            r.id.clone(),
-            status,
-            format!("{:.2}s", r.wall.as_secs_f64()),
-            outputs,
-        ]);
+        rows.push([r.id.clone(), status, format!("{:.2}s", r.wall.as_secs_f64()), outputs]);
     }
-    let w: Vec<usize> = (0..3)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
+    let w: Vec<usize> = (0..3).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &rows {
-        let _ = writeln!(
-            out,
-            "{:w0$}  {:w1$}  {:>w2$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2]
-        );
+        let _ = writeln!(out, "{:w0$}  {:w1$}  {:>w2$}  {}", r[0], r[1], r[2], r[3], w0 = w[0], w1 = w[1], w2 = w[2]);
     }
-    let (ran, cached) = (
-        report
-            .results
-            .iter()
-            .filter(|r| r.status == Status::Ran)
-            .count(),
-        report
-            .results
-            .iter()
-            .filter(|r| r.status == Status::Cached)
-            .count(),
-    );
+    let (ran, cached) =
+        (report.results.iter().filter(|r| r.status == Status::Ran).count(), report.results.iter().filter(|r| r.status == Status::Cached).count());
     let _ = write!(
         out,
         "{} nodes: {ran} ran, {cached} cached, {} failed or skipped, in {:.2}s",
@@ -134,24 +94,11 @@ pub fn plugins(reg: &Registry, filter: Option<&str>) -> String {
     let mut out = String::new();
     for p in &reg.plugins {
         let m = &p.manifest;
-        let kinds: Vec<_> = m
-            .kinds
-            .iter()
-            .filter(|k| {
-                filter.is_none_or(|f| f == m.plugin || f == format!("{}/{}", m.plugin, k.name))
-            })
-            .collect();
+        let kinds: Vec<_> = m.kinds.iter().filter(|k| filter.is_none_or(|f| f == m.plugin || f == format!("{}/{}", m.plugin, k.name))).collect();
         if kinds.is_empty() {
             continue;
         }
-        let _ = writeln!(
-            out,
-            "{} {} (sdk {}) — {}",
-            m.plugin,
-            m.version,
-            m.sdk_version,
-            p.path.display()
-        );
+        let _ = writeln!(out, "{} {} (sdk {}) — {}", m.plugin, m.version, m.sdk_version, p.path.display());
         for k in kinds {
             let _ = writeln!(out, "\n  {}/{}\n    {}", m.plugin, k.name, k.doc);
             for (title, ports) in [("inputs", &k.inputs), ("outputs", &k.outputs)] {
@@ -160,12 +107,7 @@ pub fn plugins(reg: &Registry, filter: Option<&str>) -> String {
                 }
                 let _ = writeln!(out, "    {title}:");
                 for port in ports {
-                    let ty = format!(
-                        "{}{}{}",
-                        port.ty,
-                        if port.list { "[]" } else { "" },
-                        if port.optional { " (optional)" } else { "" }
-                    );
+                    let ty = format!("{}{}{}", port.ty, if port.list { "[]" } else { "" }, if port.optional { " (optional)" } else { "" });
                     let _ = writeln!(out, "      {:<14} {:<22} {}", port.name, ty, port.doc);
                 }
             }
@@ -178,23 +120,20 @@ pub fn plugins(reg: &Registry, filter: Option<&str>) -> String {
                         (Some(d), _) => format!("default {d}"),
                         (None, _) => "optional".to_string(),
                     };
-                    let _ = writeln!(
-                        out,
-                        "      {:<14} {:<22} {:<18} {}",
-                        f.name, f.ty, default, f.doc
-                    );
+                    let _ = writeln!(out, "      {:<14} {:<22} {:<18} {}", f.name, f.ty, default, f.doc);
                 }
             }
         }
         out.push('\n');
     }
     if out.is_empty() {
-        let dirs: Vec<String> = reg
-            .search_path
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        let _ = writeln!(out, "no plugins found{} in: {}\nbuild them with `cargo build --workspace`, or add a directory with AGENTMERGE_PLUGIN_PATH", filter.map(|f| format!(" matching `{f}`")).unwrap_or_default(), dirs.join(", "));
+        let dirs: Vec<String> = reg.search_path.iter().map(|d| d.display().to_string()).collect();
+        let _ = writeln!(
+            out,
+            "no plugins found{} in: {}\nbuild them with `cargo build --workspace`, or add a directory with AGENTMERGE_PLUGIN_PATH",
+            filter.map(|f| format!(" matching `{f}`")).unwrap_or_default(),
+            dirs.join(", ")
+        );
     }
     for r in &reg.refused {
         let _ = writeln!(out, "refused: {}", r.reason);
@@ -207,18 +146,9 @@ pub fn graph(plan: &Plan, dot: bool) -> String {
     let mut out = String::new();
     let esc = |s: &str| s.replace('"', "'");
     if dot {
-        let _ = writeln!(
-            out,
-            "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];",
-            esc(&plan.spec.name)
-        );
+        let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];", esc(&plan.spec.name));
         for (i, inst) in plan.instances.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "  n{i} [label=\"{}\\n{}\"];",
-                esc(&inst.id),
-                esc(&inst.uses)
-            );
+            let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"];", esc(&inst.id), esc(&inst.uses));
         }
         for (i, inst) in plan.instances.iter().enumerate() {
             for (port, srcs) in &inst.inputs {
@@ -231,12 +161,7 @@ pub fn graph(plan: &Plan, dot: bool) -> String {
     } else {
         out.push_str("flowchart LR\n");
         for (i, inst) in plan.instances.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "  n{i}[\"{}<br/><small>{}</small>\"]",
-                esc(&inst.id),
-                esc(&inst.uses)
-            );
+            let _ = writeln!(out, "  n{i}[\"{}<br/><small>{}</small>\"]", esc(&inst.id), esc(&inst.uses));
         }
         for (i, inst) in plan.instances.iter().enumerate() {
             for (port, srcs) in &inst.inputs {

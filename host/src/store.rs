@@ -34,33 +34,12 @@ pub struct Store {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Record {
-    Model {
-        path: String,
-        digest: String,
-    },
-    Dataset {
-        schema: String,
-        path: String,
-        digest: String,
-    },
-    Tensor {
-        dtype: DType,
-        shape: Vec<u64>,
-        file: String,
-        digest: String,
-    },
-    Metrics {
-        value: serde_json::Map<String, Json>,
-        digest: String,
-    },
-    Scalar {
-        value: f64,
-        digest: String,
-    },
-    Json {
-        value: Json,
-        digest: String,
-    },
+    Model { path: String, digest: String },
+    Dataset { schema: String, path: String, digest: String },
+    Tensor { dtype: DType, shape: Vec<u64>, file: String, digest: String },
+    Metrics { value: serde_json::Map<String, Json>, digest: String },
+    Scalar { value: f64, digest: String },
+    Json { value: Json, digest: String },
 }
 
 impl Record {
@@ -90,13 +69,9 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Store {
     pub fn open(root: &Path) -> anyhow::Result<Store> {
         for sub in ["nodes", "tmp", "runs"] {
-            fs::create_dir_all(root.join(sub)).with_context(|| {
-                format!("cannot create the artifact store at {}", root.display())
-            })?;
+            fs::create_dir_all(root.join(sub)).with_context(|| format!("cannot create the artifact store at {}", root.display()))?;
         }
-        let store = Store {
-            root: root.canonicalize()?,
-        };
+        let store = Store { root: root.canonicalize()? };
         store.clean_stale_tmp();
         Ok(store)
     }
@@ -109,9 +84,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            let alive = pid.is_some_and(|p| {
-                p == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
-            });
+            let alive = pid.is_some_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
             if !alive {
                 tracing::debug!("removing stale temporary {}", e.path().display());
                 let _ = fs::remove_dir_all(e.path());
@@ -129,9 +102,7 @@ impl Store {
         let text = fs::read_to_string(dir.join("outputs.json")).ok()?;
         let stored: Stored = serde_json::from_str(&text).ok()?;
         let intact = stored.ports.values().flatten().all(|r| match r {
-            Record::Model { path, .. } | Record::Dataset { path, .. } => {
-                self.root.join(path).exists()
-            }
+            Record::Model { path, .. } | Record::Dataset { path, .. } => self.root.join(path).exists(),
             Record::Tensor { file, .. } => self.root.join(file).exists(),
             _ => true,
         });
@@ -141,23 +112,13 @@ impl Store {
     /// A fresh temporary directory for a running node.
     pub fn temp_dir(&self, key: &str) -> anyhow::Result<PathBuf> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = self
-            .root
-            .join("tmp")
-            .join(format!("{key}.{}.{n}", std::process::id()));
+        let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
     }
 
     /// Records a node's outputs and moves its temporary directory into place.
-    pub fn commit(
-        &self,
-        tmp: &Path,
-        key: &str,
-        node: &str,
-        uses: &str,
-        outputs: BTreeMap<String, Vec<Value>>,
-    ) -> anyhow::Result<Stored> {
+    pub fn commit(&self, tmp: &Path, key: &str, node: &str, uses: &str, outputs: BTreeMap<String, Vec<Value>>) -> anyhow::Result<Stored> {
         let final_dir = self.node_dir(key);
         let mut ports = BTreeMap::new();
         for (port, values) in outputs {
@@ -167,54 +128,26 @@ impl Store {
             }
             ports.insert(port, records);
         }
-        let stored = Stored {
-            node: node.to_string(),
-            uses: uses.to_string(),
-            key: key.to_string(),
-            ports,
-        };
-        write_synced(
-            &tmp.join("outputs.json"),
-            serde_json::to_string_pretty(&stored)?.as_bytes(),
-        )?;
+        let stored = Stored { node: node.to_string(), uses: uses.to_string(), key: key.to_string(), ports };
+        write_synced(&tmp.join("outputs.json"), serde_json::to_string_pretty(&stored)?.as_bytes())?;
         if final_dir.exists() {
             // A forced re-run (or a concurrent run) produced this key before: replace it.
-            let old = self.root.join("tmp").join(format!(
-                "{key}.{}.old{}",
-                std::process::id(),
-                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::rename(&final_dir, &old)
-                .with_context(|| format!("moving aside {}", final_dir.display()))?;
+            let old = self.root.join("tmp").join(format!("{key}.{}.old{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+            fs::rename(&final_dir, &old).with_context(|| format!("moving aside {}", final_dir.display()))?;
             let _ = fs::remove_dir_all(&old);
         }
-        fs::rename(tmp, &final_dir)
-            .with_context(|| format!("moving {} into the store", tmp.display()))?;
+        fs::rename(tmp, &final_dir).with_context(|| format!("moving {} into the store", tmp.display()))?;
         Ok(stored)
     }
 
-    fn record(
-        &self,
-        tmp: &Path,
-        final_dir: &Path,
-        port: &str,
-        i: usize,
-        v: Value,
-    ) -> anyhow::Result<Record> {
+    fn record(&self, tmp: &Path, final_dir: &Path, port: &str, i: usize, v: Value) -> anyhow::Result<Record> {
         // A path inside the node's temporary directory is recorded where it will be after the
         // rename; a path already in the store (a node passing an input through) is kept.
         let store_path = |p: &Path| -> anyhow::Result<String> {
-            let p = p.canonicalize().with_context(|| {
-                format!(
-                    "output `{port}` names {}, which does not exist",
-                    p.display()
-                )
-            })?;
+            let p = p.canonicalize().with_context(|| format!("output `{port}` names {}, which does not exist", p.display()))?;
             let tmp = tmp.canonicalize()?;
             if let Ok(rel) = p.strip_prefix(&tmp) {
-                Ok(rel_str(
-                    &final_dir.join(rel).strip_prefix(&self.root)?.to_path_buf(),
-                ))
+                Ok(rel_str(&final_dir.join(rel).strip_prefix(&self.root)?.to_path_buf()))
             } else if let Ok(rel) = p.strip_prefix(self.root.join("nodes")) {
                 Ok(rel_str(&Path::new("nodes").join(rel)))
             } else {
@@ -222,46 +155,20 @@ impl Store {
             }
         };
         Ok(match v {
-            Value::Model(p) => Record::Model {
-                digest: digest_path(&p)?,
-                path: store_path(&p)?,
-            },
-            Value::Dataset { schema, path } => Record::Dataset {
-                digest: digest_path(&path)?,
-                path: store_path(&path)?,
-                schema,
-            },
+            Value::Model(p) => Record::Model { digest: digest_path(&p)?, path: store_path(&p)? },
+            Value::Dataset { schema, path } => Record::Dataset { digest: digest_path(&path)?, path: store_path(&path)?, schema },
             Value::Tensor(t) => {
                 let name = format!("{port}.{i}.tensor");
                 write_synced(&tmp.join(&name), t.bytes())?;
                 let mut h = blake3::Hasher::new();
                 h.update(format!("{}{:?}", t.dtype(), t.shape()).as_bytes());
                 h.update(t.bytes());
-                let file = rel_str(
-                    &final_dir
-                        .join(&name)
-                        .strip_prefix(&self.root)?
-                        .to_path_buf(),
-                );
-                Record::Tensor {
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    file,
-                    digest: h.finalize().to_hex().to_string(),
-                }
+                let file = rel_str(&final_dir.join(&name).strip_prefix(&self.root)?.to_path_buf());
+                Record::Tensor { dtype: t.dtype(), shape: t.shape().to_vec(), file, digest: h.finalize().to_hex().to_string() }
             }
-            Value::Metrics(m) => Record::Metrics {
-                digest: digest_json(&Json::Object(m.clone())),
-                value: m,
-            },
-            Value::Scalar(x) => Record::Scalar {
-                digest: digest_json(&Json::from(x)),
-                value: x,
-            },
-            Value::Json(j) => Record::Json {
-                digest: digest_json(&j),
-                value: j,
-            },
+            Value::Metrics(m) => Record::Metrics { digest: digest_json(&Json::Object(m.clone())), value: m },
+            Value::Scalar(x) => Record::Scalar { digest: digest_json(&Json::from(x)), value: x },
+            Value::Json(j) => Record::Json { digest: digest_json(&j), value: j },
         })
     }
 
@@ -269,13 +176,8 @@ impl Store {
     pub fn value(&self, r: &Record) -> anyhow::Result<Value> {
         Ok(match r {
             Record::Model { path, .. } => Value::Model(self.root.join(path)),
-            Record::Dataset { schema, path, .. } => Value::Dataset {
-                schema: schema.clone(),
-                path: self.root.join(path),
-            },
-            Record::Tensor {
-                dtype, shape, file, ..
-            } => {
+            Record::Dataset { schema, path, .. } => Value::Dataset { schema: schema.clone(), path: self.root.join(path) },
+            Record::Tensor { dtype, shape, file, .. } => {
                 let f = fs::File::open(self.root.join(file))?;
                 let bytes: Box<dyn AsRef<[u8]> + Send + Sync> = if f.metadata()?.len() == 0 {
                     Box::new(Vec::new())
@@ -293,10 +195,7 @@ impl Store {
 
     /// Writes a run report as `runs/<stamp>-<name>.json` and `runs/latest.json`.
     pub fn write_report(&self, name: &str, report: &Json) -> anyhow::Result<PathBuf> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let path = self.root.join("runs").join(format!("{stamp}-{name}.json"));
         let text = serde_json::to_string_pretty(report)?;
         write_atomic(&path, text.as_bytes())?;
@@ -338,11 +237,9 @@ pub fn digest_json(j: &Json) -> String {
 /// blake3 over a file, or over a directory's relative paths and contents in sorted order.
 pub fn digest_path(path: &Path) -> anyhow::Result<String> {
     let mut h = blake3::Hasher::new();
-    let meta =
-        fs::metadata(path).with_context(|| format!("output {} does not exist", path.display()))?;
+    let meta = fs::metadata(path).with_context(|| format!("output {} does not exist", path.display()))?;
     if meta.is_file() {
-        h.update_mmap_rayon(path)
-            .with_context(|| format!("hashing {}", path.display()))?;
+        h.update_mmap_rayon(path).with_context(|| format!("hashing {}", path.display()))?;
         return Ok(h.finalize().to_hex().to_string());
     }
     let mut files = Vec::new();
@@ -352,8 +249,7 @@ pub fn digest_path(path: &Path) -> anyhow::Result<String> {
         h.update(rel.as_bytes());
         h.update(&[0]);
         let mut fh = blake3::Hasher::new();
-        fh.update_mmap_rayon(path.join(&rel))
-            .with_context(|| format!("hashing {}", path.join(&rel).display()))?;
+        fh.update_mmap_rayon(path.join(&rel)).with_context(|| format!("hashing {}", path.join(&rel).display()))?;
         h.update(fh.finalize().as_bytes());
     }
     Ok(h.finalize().to_hex().to_string())
@@ -386,19 +282,11 @@ mod tests {
         assert!(store.lookup("k1").is_none());
         let mut outs = BTreeMap::new();
         outs.insert("model".to_string(), vec![Value::Model(tmp.join("model"))]);
-        outs.insert(
-            "t".to_string(),
-            vec![Value::Tensor(
-                Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap(),
-            )],
-        );
+        outs.insert("t".to_string(), vec![Value::Tensor(Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap())]);
         let stored = store.commit(&tmp, "k1", "n", "p/k", outs).unwrap();
         assert!(!tmp.exists());
         let again = store.lookup("k1").unwrap();
-        assert_eq!(
-            again.ports["model"][0].digest(),
-            stored.ports["model"][0].digest()
-        );
+        assert_eq!(again.ports["model"][0].digest(), stored.ports["model"][0].digest());
         match store.value(&again.ports["t"][0]).unwrap() {
             Value::Tensor(t) => assert_eq!(t.to_f64_vec(), vec![1.0, 2.0]),
             v => panic!("{v:?}"),

@@ -15,10 +15,7 @@ pub struct Pos {
 
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Pos {
-        Pos {
-            line: m.line(),
-            col: m.col() + 1,
-        }
+        Pos { line: m.line(), col: m.col() + 1 }
     }
 }
 
@@ -43,18 +40,12 @@ pub enum Kind {
 
 impl Node {
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries()
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.entries().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// The key node for `key` (for pointing at a key rather than its value).
     pub fn key(&self, key: &str) -> Option<&Node> {
-        self.entries()
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(k, _)| k)
+        self.entries().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k)
     }
 
     pub fn entries(&self) -> &[(Node, Node)] {
@@ -90,16 +81,10 @@ impl Node {
             Kind::Null => J::Null,
             Kind::Bool(b) => J::Bool(*b),
             Kind::Int(i) => J::from(*i),
-            Kind::Float(f) => serde_json::Number::from_f64(*f)
-                .map(J::Number)
-                .unwrap_or(J::Null),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
             Kind::Str(s) => J::String(s.clone()),
             Kind::Seq(v) => J::Array(v.iter().map(Node::to_json).collect()),
-            Kind::Map(m) => J::Object(
-                m.iter()
-                    .map(|(k, v)| (k.scalar_text(), v.to_json()))
-                    .collect(),
-            ),
+            Kind::Map(m) => J::Object(m.iter().map(|(k, v)| (k.scalar_text(), v.to_json())).collect()),
         }
     }
 
@@ -127,11 +112,7 @@ impl Node {
             if !name.is_empty() {
                 // Prefer the key node: for an unknown field, that is the text to point at.
                 match (node.get(name), node.key(name)) {
-                    (Some(v), _)
-                        if !indices.is_empty() || matches!(v.kind, Kind::Map(_) | Kind::Seq(_)) =>
-                    {
-                        node = v
-                    }
+                    (Some(v), _) if !indices.is_empty() || matches!(v.kind, Kind::Map(_) | Kind::Seq(_)) => node = v,
                     (Some(v), Some(k)) => node = if path.ends_with(part) { k } else { v },
                     _ => return node,
                 }
@@ -180,32 +161,16 @@ impl MarkedEventReceiver for Builder {
         let pos = Pos::from(mark);
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
-                let kind = if style == TScalarStyle::Plain {
-                    plain_scalar(&text)
-                } else {
-                    Kind::Str(text)
-                };
+                let kind = if style == TScalarStyle::Plain { plain_scalar(&text) } else { Kind::Str(text) };
                 self.push_value(Node { pos, kind }, anchor);
             }
             Event::SequenceStart(anchor, _) => {
                 self.anchor_stack.push(anchor);
-                self.stack.push((
-                    Node {
-                        pos,
-                        kind: Kind::Seq(Vec::new()),
-                    },
-                    None,
-                ));
+                self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, None));
             }
             Event::MappingStart(anchor, _) => {
                 self.anchor_stack.push(anchor);
-                self.stack.push((
-                    Node {
-                        pos,
-                        kind: Kind::Map(Vec::new()),
-                    },
-                    None,
-                ));
+                self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, None));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, _) = self.stack.pop().expect("balanced events");
@@ -218,14 +183,8 @@ impl MarkedEventReceiver for Builder {
                     .iter()
                     .rev()
                     .find(|(a, _)| *a == id)
-                    .map(|(_, n)| Node {
-                        pos,
-                        kind: n.kind.clone(),
-                    })
-                    .unwrap_or(Node {
-                        pos,
-                        kind: Kind::Null,
-                    });
+                    .map(|(_, n)| Node { pos, kind: n.kind.clone() })
+                    .unwrap_or(Node { pos, kind: Kind::Null });
                 self.push_value(node, 0);
             }
             _ => {}
@@ -247,10 +206,7 @@ fn plain_scalar(text: &str) -> Kind {
     if let Ok(i) = text.parse::<i64>() {
         return Kind::Int(i);
     }
-    let looks_numeric = text
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_digit() || "+-.".contains(c));
+    let looks_numeric = text.chars().next().is_some_and(|c| c.is_ascii_digit() || "+-.".contains(c));
     if looks_numeric {
         if let Ok(f) = text.parse::<f64>() {
             return Kind::Float(f);
@@ -270,24 +226,15 @@ pub struct SyntaxError {
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut b, false).map_err(|e| SyntaxError {
-        pos: Pos::from(*e.marker()),
-        message: e.info().to_string(),
-    })?;
-    Ok(b.done.unwrap_or(Node {
-        pos: Pos { line: 1, col: 1 },
-        kind: Kind::Null,
-    }))
+    parser.load(&mut b, false).map_err(|e| SyntaxError { pos: Pos::from(*e.marker()), message: e.info().to_string() })?;
+    Ok(b.done.unwrap_or(Node { pos: Pos { line: 1, col: 1 }, kind: Kind::Null }))
 }
 
 /// Parses a `--set` value or a scalar given on the command line, as YAML would.
 pub fn parse_scalar(text: &str) -> Node {
     match parse(text) {
         Ok(n) => n,
-        Err(_) => Node {
-            pos: Pos::default(),
-            kind: Kind::Str(text.to_string()),
-        },
+        Err(_) => Node { pos: Pos::default(), kind: Kind::Str(text.to_string()) },
     }
 }
 
@@ -320,9 +267,6 @@ mod tests {
     #[test]
     fn anchors_and_aliases() {
         let doc = parse("x: &v [1, 2]\ny: *v\n").unwrap();
-        assert_eq!(
-            doc.get("x").unwrap().to_json(),
-            doc.get("y").unwrap().to_json()
-        );
+        assert_eq!(doc.get("x").unwrap().to_json(), doc.get("y").unwrap().to_json());
     }
 }

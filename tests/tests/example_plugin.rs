@@ -4,19 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use agentmerge_checkpoint::Checkpoint;
 use common::*;
-
-fn model_of(report: &serde_json::Value, id: &str) -> PathBuf {
-    let n = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no node {id}"));
-    PathBuf::from(n["outputs"]["model"].as_str().unwrap())
-}
-
-fn tensor(dir: &Path, name: &str) -> Vec<f32> {
-    Checkpoint::open(dir).unwrap().view(name).unwrap().to_f32_vec()
-}
 
 #[test]
 fn median_plugin_builds_outside_and_merges() {
@@ -52,7 +40,13 @@ fn median_plugin_builds_outside_and_merges() {
     assert!(distance("median_summary") < 0.5 * distance("soup_summary"));
 
     // A bad parameter is caught at validation, naming the field and what the strategy reads.
-    let bad = write(t.path(), "bad.yaml", &std::fs::read_to_string(root.join("plugins/example-median/median.yaml")).unwrap().replace("uses: median/median\n", "uses: median/median\n    with: {parameters: {weight: 1}}\n"));
+    let bad = write(
+        t.path(),
+        "bad.yaml",
+        &std::fs::read_to_string(root.join("plugins/example-median/median.yaml"))
+            .unwrap()
+            .replace("uses: median/median\n", "uses: median/median\n    with: {parameters: {weight: 1}}\n"),
+    );
     let out = agentmerge(&root, &["check", bad.to_str().unwrap(), "--plugin-path", plugin_dir]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("parameters.weight") && stderr(&out).contains("`median` has no parameter `weight`"), "{}", stderr(&out));

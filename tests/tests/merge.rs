@@ -4,19 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use agentmerge_checkpoint::Checkpoint;
 use common::*;
-
-fn model_of(report: &serde_json::Value, id: &str) -> PathBuf {
-    let n = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no node {id}"));
-    PathBuf::from(n["outputs"]["model"].as_str().unwrap())
-}
-
-fn tensor(dir: &Path, name: &str) -> Vec<f32> {
-    Checkpoint::open(dir).unwrap().view(name).unwrap().to_f32_vec()
-}
 
 #[test]
 fn agentmerge_and_soup_match_a_hand_computation() {

@@ -18,11 +18,7 @@ fn valid_pipelines_check() {
             n += 1;
         }
     }
-    assert!(
-        n >= 3,
-        "expected golden valid pipelines in {}",
-        dir.display()
-    );
+    assert!(n >= 3, "expected golden valid pipelines in {}", dir.display());
 }
 
 #[test]
@@ -31,13 +27,7 @@ fn shipped_pipelines_check() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "yaml") {
-            ok(
-                &workspace(),
-                &[
-                    "check",
-                    p.strip_prefix(workspace()).unwrap().to_str().unwrap(),
-                ],
-            );
+            ok(&workspace(), &["check", p.strip_prefix(workspace()).unwrap().to_str().unwrap()]);
         }
     }
 }
@@ -46,28 +36,16 @@ fn shipped_pipelines_check() {
 fn invalid_pipelines_give_located_errors() {
     let dir = workspace().join("tests/pipelines/invalid");
     let bless = std::env::var_os("AGENTMERGE_BLESS").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
     files.sort();
     assert!(files.len() >= 8);
     let mut failures = Vec::new();
     for p in files {
         let name = p.file_name().unwrap().to_str().unwrap();
         let out = agentmerge(&dir, &["check", name]);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{name} should be rejected:\n{}",
-            stdout(&out)
-        );
+        assert_eq!(out.status.code(), Some(2), "{name} should be rejected:\n{}", stdout(&out));
         let got = stderr(&out);
-        assert!(
-            got.starts_with(&format!("{name}:")),
-            "{name}: error does not start with file:line:col:\n{got}"
-        );
+        assert!(got.starts_with(&format!("{name}:")), "{name}: error does not start with file:line:col:\n{got}");
         let golden = p.with_extension("err");
         if bless {
             std::fs::write(&golden, &got).unwrap();
@@ -78,9 +56,5 @@ fn invalid_pipelines_give_located_errors() {
             failures.push(format!("--- {name}: expected\n{want}--- got\n{got}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "diagnostics differ (AGENTMERGE_BLESS=1 rewrites them):\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "diagnostics differ (AGENTMERGE_BLESS=1 rewrites them):\n{}", failures.join("\n"));
 }

@@ -38,15 +38,9 @@ fn a_panicking_node_fails_cleanly_while_other_branches_complete() {
     let out = agentmerge(dir.path(), &["run", "p.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(
-        err.contains("node `boom` (debug/panic) failed: node panicked at plugins/debug/src/lib.rs"),
-        "{err}"
-    );
+    assert!(err.contains("node `boom` (debug/panic) failed: node panicked at plugins/debug/src/lib.rs"), "{err}");
     assert!(err.contains("kaboom"), "{err}");
-    assert!(
-        err.contains("node `after_boom` was not run: upstream `boom` failed"),
-        "{err}"
-    );
+    assert!(err.contains("node `after_boom` was not run: upstream `boom` failed"), "{err}");
     let report = latest_report(&dir.path().join(".agentmerge"));
     let s = statuses(&report);
     assert_eq!(s["boom"], "failed");
@@ -54,12 +48,7 @@ fn a_panicking_node_fails_cleanly_while_other_branches_complete() {
     for n in ["a", "b", "c", "d"] {
         assert_eq!(s[n], "ran", "{n}");
     }
-    let c = report["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "c")
-        .unwrap();
+    let c = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "c").unwrap();
     assert_eq!(c["outputs"]["sum"], 8.0); // 3*2 + 2
     assert!(stdout(&out).contains("FAILED"));
 }
@@ -91,57 +80,32 @@ fn reruns_are_cached_and_changes_rerun_exactly_what_depends_on_them() {
     write(dir.path(), "p.yaml", CHAIN);
     let store = dir.path().join(".agentmerge");
     ok(dir.path(), &["run", "p.yaml"]);
-    assert!(statuses(&latest_report(&store))
-        .values()
-        .all(|s| s == "ran"));
+    assert!(statuses(&latest_report(&store)).values().all(|s| s == "ran"));
 
     // Unchanged: everything cached.
     ok(dir.path(), &["run", "p.yaml"]);
-    assert!(
-        statuses(&latest_report(&store))
-            .values()
-            .all(|s| s == "cached"),
-        "{:?}",
-        statuses(&latest_report(&store))
-    );
+    assert!(statuses(&latest_report(&store)).values().all(|s| s == "cached"), "{:?}", statuses(&latest_report(&store)));
 
     // A config change in the middle re-runs that node and what is downstream of it.
     ok(dir.path(), &["run", "p.yaml", "--set", "b.scale=4"]);
     let s = statuses(&latest_report(&store));
-    assert_eq!(
-        (s["a"].as_str(), s["b"].as_str(), s["c"].as_str()),
-        ("cached", "ran", "ran")
-    );
-    assert_eq!(
-        (s["other"].as_str(), s["side"].as_str()),
-        ("cached", "cached")
-    );
+    assert_eq!((s["a"].as_str(), s["b"].as_str(), s["c"].as_str()), ("cached", "ran", "ran"));
+    assert_eq!((s["other"].as_str(), s["side"].as_str()), ("cached", "cached"));
 
     // An input change (a variable feeding the first node) re-runs the chain, not the side branch.
     ok(dir.path(), &["run", "p.yaml", "--set", "start=3"]);
     let s = statuses(&latest_report(&store));
-    assert_eq!(
-        (s["a"].as_str(), s["b"].as_str(), s["c"].as_str()),
-        ("ran", "ran", "ran")
-    );
-    assert_eq!(
-        (s["other"].as_str(), s["side"].as_str()),
-        ("cached", "cached")
-    );
+    assert_eq!((s["a"].as_str(), s["b"].as_str(), s["c"].as_str()), ("ran", "ran", "ran"));
+    assert_eq!((s["other"].as_str(), s["side"].as_str()), ("cached", "cached"));
 
     // --force re-runs one node; its output is identical, so downstream stays cached.
     ok(dir.path(), &["run", "p.yaml", "--force", "other"]);
     let s = statuses(&latest_report(&store));
-    assert_eq!(
-        (s["other"].as_str(), s["side"].as_str(), s["a"].as_str()),
-        ("ran", "cached", "cached")
-    );
+    assert_eq!((s["other"].as_str(), s["side"].as_str(), s["a"].as_str()), ("ran", "cached", "cached"));
 
     // --no-cache runs everything.
     ok(dir.path(), &["run", "p.yaml", "--no-cache"]);
-    assert!(statuses(&latest_report(&store))
-        .values()
-        .all(|s| s == "ran"));
+    assert!(statuses(&latest_report(&store)).values().all(|s| s == "ran"));
 }
 
 /// Waits until a `debug/slow` node is visibly mid-way: its progress file exists in tmp/.
@@ -172,25 +136,14 @@ fn a_run_killed_mid_node_leaves_nothing_trusted() {
     let tmp = store.join("tmp");
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
-    let finished: Vec<_> = std::fs::read_dir(store.join("nodes"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert!(
-        finished.is_empty(),
-        "a killed node left a store entry: {:?}",
-        finished.iter().map(|e| e.path()).collect::<Vec<_>>()
-    );
+    let finished: Vec<_> = std::fs::read_dir(store.join("nodes")).unwrap().flatten().collect();
+    assert!(finished.is_empty(), "a killed node left a store entry: {:?}", finished.iter().map(|e| e.path()).collect::<Vec<_>>());
 
     // The next run does the work again (nothing half-written is trusted) and cleans tmp/.
     ok(dir.path(), &["run", "p.yaml"]);
     let s = statuses(&latest_report(&store));
     assert_eq!((s["slow"].as_str(), s["after"].as_str()), ("ran", "ran"));
-    assert_eq!(
-        std::fs::read_dir(&tmp).unwrap().count(),
-        0,
-        "stale temporaries were not removed"
-    );
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "stale temporaries were not removed");
 }
 
 #[test]
@@ -200,36 +153,12 @@ fn sweeps_expand_to_the_right_nodes_and_labels() {
     let store_arg = store.path().to_str().unwrap();
     ok(&dir, &["run", "diamond_sweep.yaml", "--store", store_arg]);
     let report = latest_report(store.path());
-    let ids: Vec<&str> = report["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = report["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        [
-            "a[value=1]",
-            "a[value=2]",
-            "left[value=1]",
-            "left[value=2]",
-            "right[value=1]",
-            "right[value=2]",
-            "join[value=1]",
-            "join[value=2]",
-            "gather"
-        ]
+        ["a[value=1]", "a[value=2]", "left[value=1]", "left[value=2]", "right[value=1]", "right[value=2]", "join[value=1]", "join[value=2]", "gather"]
     );
-    let out = |id: &str| {
-        report["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id)
-            .unwrap()["outputs"]["sum"]
-            .as_f64()
-            .unwrap()
-    };
+    let out = |id: &str| report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["outputs"]["sum"].as_f64().unwrap();
     // join = left + right = v + 10 v, matched by label (not crossed); gather adds both variants.
     assert_eq!(out("join[value=1]"), 11.0);
     assert_eq!(out("join[value=2]"), 22.0);
@@ -237,12 +166,7 @@ fn sweeps_expand_to_the_right_nodes_and_labels() {
 
     ok(&dir, &["run", "grid.yaml", "--store", store_arg]);
     let report = latest_report(store.path());
-    let ids: Vec<&str> = report["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = report["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 9);
     assert!(ids.contains(&"s[value=3,scale=2]"), "{ids:?}");
     let graph = ok(&dir, &["graph", "grid.yaml", "--dot"]);

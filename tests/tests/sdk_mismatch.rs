@@ -16,21 +16,11 @@ fn plugin_built_against_another_sdk_is_refused() {
     // A workspace like ours, but whose SDK is version 0.99.0.
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let start = manifest.find("[workspace.package]").unwrap();
-    let mut manifest = format!(
-        "[workspace]\nresolver = \"2\"\nmembers = [\"sdk/agentmerge-sdk\", \"old-plugin\"]\n\n{}",
-        &manifest[start..]
-    );
-    manifest = manifest.replacen(
-        &format!("version = \"{}\"", env!("CARGO_PKG_VERSION")),
-        "version = \"0.99.0\"",
-        1,
-    );
+    let mut manifest = format!("[workspace]\nresolver = \"2\"\nmembers = [\"sdk/agentmerge-sdk\", \"old-plugin\"]\n\n{}", &manifest[start..]);
+    manifest = manifest.replacen(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION")), "version = \"0.99.0\"", 1);
     write(&ws, "Cargo.toml", &manifest);
     std::fs::copy(root.join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
-    copy_dir(
-        &root.join("sdk/agentmerge-sdk"),
-        &ws.join("sdk/agentmerge-sdk"),
-    );
+    copy_dir(&root.join("sdk/agentmerge-sdk"), &ws.join("sdk/agentmerge-sdk"));
     write(
         &ws,
         "old-plugin/Cargo.toml",
@@ -58,40 +48,21 @@ export_plugin! { name: "old", kinds: [Zero] }
     let lib_copy = dir.join(lib.file_name().unwrap());
     std::fs::copy(&lib, &lib_copy).unwrap();
 
-    let listing = ok(
-        t.path(),
-        &["plugins", "--plugin-path", dir.to_str().unwrap()],
-    );
+    let listing = ok(t.path(), &["plugins", "--plugin-path", dir.to_str().unwrap()]);
     let expected = format!(
         "plugin library {} was built against agentmerge-sdk 0.99.0, but this host uses agentmerge-sdk {}; rebuild the plugin against agentmerge-sdk {}",
         lib_copy.display(),
         env!("CARGO_PKG_VERSION"),
         env!("CARGO_PKG_VERSION")
     );
-    assert!(
-        listing.contains(&format!("refused: {expected}")),
-        "{listing}"
-    );
-    assert!(
-        listing.contains("debug 0.1.0"),
-        "the compatible plugins still load:\n{listing}"
-    );
+    assert!(listing.contains(&format!("refused: {expected}")), "{listing}");
+    assert!(listing.contains("debug 0.1.0"), "the compatible plugins still load:\n{listing}");
 
     // A pipeline that uses it fails validation with the same explanation, located at `uses:`.
-    write(
-        t.path(),
-        "p.yaml",
-        "nodes:\n  - id: z\n    uses: old/zero\n",
-    );
-    let out = agentmerge(
-        t.path(),
-        &["check", "p.yaml", "--plugin-path", dir.to_str().unwrap()],
-    );
+    write(t.path(), "p.yaml", "nodes:\n  - id: z\n    uses: old/zero\n");
+    let out = agentmerge(t.path(), &["check", "p.yaml", "--plugin-path", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(
-        err.contains("p.yaml:3:11: error: unknown plugin `old`"),
-        "{err}"
-    );
+    assert!(err.contains("p.yaml:3:11: error: unknown plugin `old`"), "{err}");
     assert!(err.contains(&expected), "{err}");
 }

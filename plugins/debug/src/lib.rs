@@ -43,10 +43,11 @@ impl NodeKind for Sum {
     const NAME: &'static str = "sum";
     const DOC: &'static str = "Adds the scalars on `values` and multiplies by `scale`; also writes the result to sum.txt.";
     fn ports() -> Ports {
-        Ports::new()
-            .list_input("values", PortType::Scalar, "numbers to add")
-            .output("sum", PortType::Scalar, "scale × Σ values")
-            .output("report", PortType::Metrics, "the inputs and the result")
+        Ports::new().list_input("values", PortType::Scalar, "numbers to add").output("sum", PortType::Scalar, "scale × Σ values").output(
+            "report",
+            PortType::Metrics,
+            "the inputs and the result",
+        )
     }
     fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
         let values: Vec<f64> = inputs
@@ -83,13 +84,7 @@ impl NodeKind for Fail {
     const NAME: &'static str = "fail";
     const DOC: &'static str = "Fails with `message` (for testing failure handling).";
     fn ports() -> Ports {
-        Ports::new()
-            .optional_input(
-                "after",
-                PortType::Json,
-                "anything, to order it after another node",
-            )
-            .output("value", PortType::Scalar, "never produced")
+        Ports::new().optional_input("after", PortType::Json, "anything, to order it after another node").output("value", PortType::Scalar, "never produced")
     }
     fn run(&self, _ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
         bail!("{}", self.message)
@@ -111,8 +106,7 @@ fn default_panic() -> String {
 
 impl NodeKind for Panic {
     const NAME: &'static str = "panic";
-    const DOC: &'static str =
-        "Panics with `message` (for testing that a plugin panic becomes a node error).";
+    const DOC: &'static str = "Panics with `message` (for testing that a plugin panic becomes a node error).";
     fn ports() -> Ports {
         Ports::new().output("value", PortType::Scalar, "never produced")
     }
@@ -134,8 +128,7 @@ pub struct Slow {
 
 impl NodeKind for Slow {
     const NAME: &'static str = "slow";
-    const DOC: &'static str =
-        "Spends `millis` ms writing progress.txt (checking for cancellation), then emits `value`.";
+    const DOC: &'static str = "Spends `millis` ms writing progress.txt (checking for cancellation), then emits `value`.";
     fn ports() -> Ports {
         Ports::new().output("value", PortType::Scalar, "`value`, once done")
     }
@@ -175,8 +168,7 @@ fn one_f32() -> f32 {
 
 impl NodeKind for Range {
     const NAME: &'static str = "range";
-    const DOC: &'static str =
-        "Emits an f32 tensor of `shape` holding start, start+step, ... (row-major).";
+    const DOC: &'static str = "Emits an f32 tensor of `shape` holding start, start+step, ... (row-major).";
     fn ports() -> Ports {
         Ports::new().output("tensor", PortType::Tensor, "the tensor")
     }
@@ -196,9 +188,7 @@ impl NodeKind for TensorStats {
     const NAME: &'static str = "tensor_stats";
     const DOC: &'static str = "Reports a tensor's dtype, shape, element count, sum and mean.";
     fn ports() -> Ports {
-        Ports::new()
-            .input("tensor", PortType::Tensor, "any tensor")
-            .output("stats", PortType::Metrics, "dtype, shape, numel, sum, mean")
+        Ports::new().input("tensor", PortType::Tensor, "any tensor").output("stats", PortType::Metrics, "dtype, shape, numel, sum, mean")
     }
     fn run(&self, _ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
         let t = inputs.tensor("tensor")?;
@@ -209,10 +199,7 @@ impl NodeKind for TensorStats {
         m.insert("shape".into(), serde_json::json!(t.shape()));
         m.insert("numel".into(), serde_json::json!(t.numel()));
         m.insert("sum".into(), serde_json::json!(sum));
-        m.insert(
-            "mean".into(),
-            serde_json::json!(sum / v.len().max(1) as f64),
-        );
+        m.insert("mean".into(), serde_json::json!(sum / v.len().max(1) as f64));
         Ok(Outputs::new().with("stats", m))
     }
 }

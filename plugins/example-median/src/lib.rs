@@ -3,10 +3,8 @@
 //! loading, dtypes, per-tensor parameters, parallelism and writing; `StrategyNode` makes it a
 //! pipeline node with the same config as the built-in methods.
 
-use agentmerge_merge::{
-    node::{StrategyKind, StrategyNode},
-    ParamsView, Strategy, TensorJob,
-};
+use agentmerge_merge::node::{StrategyKind, StrategyNode};
+use agentmerge_merge::{ParamsView, Strategy, TensorJob};
 
 pub struct Median;
 
@@ -32,7 +30,7 @@ impl Strategy for Median {
             column.extend(job.inputs.iter().map(|m| m.values[i]));
             column.sort_by(f32::total_cmp);
             let n = column.len();
-            if n % 2 == 1 { column[n / 2] } else { (column[n / 2 - 1] + column[n / 2]) / 2.0 }
+            (column[(n - 1) / 2] + column[n / 2]) / 2.0 // the middle one, or the two middle ones' mean
         };
         Ok((0..job.len()).map(median).collect())
     }

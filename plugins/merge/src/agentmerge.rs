@@ -29,7 +29,8 @@ fn one() -> f64 {
 
 impl NodeKind for AgentMerge {
     const NAME: &'static str = "agentmerge";
-    const DOC: &'static str = "AgentMerge: instruct + λ·(agent − base), the agentic vector of a model fine-tuned on agent traces added to an instruction-tuned model.";
+    const DOC: &'static str =
+        "AgentMerge: instruct + λ·(agent − base), the agentic vector of a model fine-tuned on agent traces added to an instruction-tuned model.";
 
     fn ports() -> Ports {
         merge_outputs(

@@ -31,7 +31,9 @@ pub struct Mergekit {
 impl Mergekit {
     fn load(&self) -> Result<(MergePlan, String), ConfigError> {
         let (text, file, field) = match (&self.recipe_file, &self.recipe) {
-            (Some(f), None) => (std::fs::read_to_string(f).map_err(|e| ConfigError::new("recipe_file", format!("cannot read {f}: {e}")))?, f.clone(), "recipe_file"),
+            (Some(f), None) => {
+                (std::fs::read_to_string(f).map_err(|e| ConfigError::new("recipe_file", format!("cannot read {f}: {e}")))?, f.clone(), "recipe_file")
+            }
             // JSON is YAML: the inline mapping parses as a recipe.
             (None, Some(r)) => (r.to_string(), "recipe".to_string(), "recipe"),
             _ => return Err(ConfigError::new("", "give exactly one of `recipe_file` and `recipe`")),
@@ -79,7 +81,10 @@ impl NodeKind for Mergekit {
         let (plan, _) = self.load()?;
         for p in plan.base.iter().chain(plan.models.iter().map(|m| &m.path)) {
             if !Path::new(p).exists() {
-                return Err(ConfigError::new(if self.recipe_file.is_some() { "recipe_file" } else { "recipe" }, format!("model {} does not exist (paths are relative to the current directory, as in mergekit)", p.display())));
+                return Err(ConfigError::new(
+                    if self.recipe_file.is_some() { "recipe_file" } else { "recipe" },
+                    format!("model {} does not exist (paths are relative to the current directory, as in mergekit)", p.display()),
+                ));
             }
         }
         Ok(())
@@ -96,4 +101,3 @@ impl NodeKind for Mergekit {
         execute(ctx, strategy.as_ref(), plan, &OutputOptions { seed, ..Default::default() })
     }
 }
-

@@ -1,13 +1,11 @@
 //! `collect`: templates × seeds × experts → a traces dataset, played in parallel and written
 //! in a fixed order, so the same config gives byte-identical traces.
 
-use agentmerge_miniarena::{rollout, summarize, Expert};
+use agentmerge_miniarena::summarize;
 use agentmerge_sdk::prelude::*;
-use agentmerge_traces::TraceWriter;
-use rayon::prelude::*;
 use serde_json::json;
 
-use crate::config::{all, fifteen, templates, ExpertSpec, Seeds};
+use crate::config::{all, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
 
 /// Collects expert traces in MiniArena.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -30,9 +28,11 @@ impl NodeKind for Collect {
     const DOC: &'static str = "Plays MiniArena templates × seeds with expert policies of chosen skill and writes their traces.";
 
     fn ports() -> Ports {
-        Ports::new()
-            .output("traces", PortType::Dataset(Some("traces".into())), "one episode per template × seed × expert")
-            .output("report", PortType::Metrics, "episodes, steps and success rates per expert, category and task")
+        Ports::new().output("traces", PortType::Dataset(Some("traces".into())), "one episode per template × seed × expert").output(
+            "report",
+            PortType::Metrics,
+            "episodes, steps and success rates per expert, category and task",
+        )
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -54,33 +54,14 @@ impl NodeKind for Collect {
         let tasks = templates(&self.templates, "templates").map_err(|e| anyhow!("{e}"))?;
         let experts = self.experts.iter().map(ExpertSpec::resolve).collect::<anyhow::Result<Vec<_>>>()?;
         let seeds = self.seeds.list();
-        let mut jobs: Vec<(usize, &str, u64)> = Vec::new();
-        for e in 0..experts.len() {
+        let mut jobs = Vec::new();
+        for e in &experts {
             for t in &tasks {
                 jobs.extend(seeds.iter().map(|s| (e, t.name, *s)));
             }
         }
-        let total = jobs.len() as u64;
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let episodes = jobs
-            .par_iter()
-            .map(|(e, task, seed)| {
-                ctx.check()?;
-                let mut expert = Expert::new(experts[*e].clone())?;
-                let ep = rollout(task, *seed, &mut expert, self.max_steps)?;
-                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if d % 64 == 0 || d == total {
-                    ctx.progress(d, total, "episodes");
-                }
-                Ok(ep)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let path = ctx.out_path("traces.jsonl.zst")?;
-        let mut w = TraceWriter::create(&path)?;
-        for ep in &episodes {
-            w.push(ep)?;
-        }
-        w.finish()?;
+        let episodes = play(ctx, &jobs, self.max_steps)?;
+        let traces = write_traces(ctx, &episodes)?;
 
         let mut report = serde_json::Map::new();
         report.insert("episodes".into(), json!(episodes.len()));
@@ -95,6 +76,6 @@ impl NodeKind for Collect {
             .collect();
         report.insert("experts".into(), json!(per_expert));
         tracing::info!("collected {} episodes ({} templates × {} seeds × {} experts)", episodes.len(), tasks.len(), self.seeds.count, experts.len());
-        Ok(Outputs::new().with("traces", Value::Dataset { schema: "traces".into(), path }).with("report", report))
+        Ok(Outputs::new().with("traces", traces).with("report", report))
     }
 }

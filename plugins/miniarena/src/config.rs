@@ -1,7 +1,15 @@
-//! Config pieces shared by the kinds: which templates, which seeds, which expert.
+//! What the kinds share: config pieces (which templates, which seeds, which expert) and
+//! playing episodes in parallel into a trace file.
 
-use agentmerge_miniarena::{select_templates, ExpertConfig, TemplateInfo};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use agentmerge_miniarena::{rollout, select_templates, Episode, Expert, ExpertConfig, TemplateInfo};
 use agentmerge_sdk::prelude::*;
+use agentmerge_traces::write_episodes;
+use rayon::prelude::*;
 
 /// Seeds `start, start+1, …, start+count−1`: one task instance per seed and template.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -100,4 +108,29 @@ pub fn all() -> Vec<String> {
 
 pub fn fifteen() -> usize {
     agentmerge_miniarena::DEFAULT_MAX_STEPS
+}
+
+/// Plays every (expert, template, seed) job in parallel, returning the episodes in job order
+/// (so the trace file does not depend on scheduling), with progress and cancellation.
+pub fn play(ctx: &Ctx, jobs: &[(&ExpertConfig, &str, u64)], max_steps: usize) -> anyhow::Result<Vec<Episode>> {
+    let total = jobs.len() as u64;
+    let done = AtomicU64::new(0);
+    jobs.par_iter()
+        .map(|(expert, task, seed)| {
+            ctx.check()?;
+            let ep = rollout(task, *seed, &mut Expert::new((*expert).clone())?, max_steps)?;
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if d % 64 == 0 || d == total {
+                ctx.progress(d, total, "episodes");
+            }
+            Ok(ep)
+        })
+        .collect()
+}
+
+/// Writes episodes as the node's `traces.jsonl.zst`.
+pub fn write_traces(ctx: &Ctx, episodes: &[Episode]) -> anyhow::Result<Value> {
+    let path: PathBuf = ctx.out_path("traces.jsonl.zst")?;
+    write_episodes(&path, episodes)?;
+    Ok(Value::Dataset { schema: "traces".into(), path })
 }

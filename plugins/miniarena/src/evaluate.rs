@@ -2,13 +2,11 @@
 //! rate per task, per category and overall, with standard errors. The agents available today
 //! are the experts; the trainer plugs fine-tuned models in through the SDK's `Policy` trait.
 
-use agentmerge_miniarena::{rollout, summarize, Expert};
+use agentmerge_miniarena::summarize;
 use agentmerge_sdk::prelude::*;
-use agentmerge_traces::TraceWriter;
-use rayon::prelude::*;
 use serde_json::json;
 
-use crate::config::{all, fifteen, templates, ExpertSpec, Seeds};
+use crate::config::{all, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
 
 /// Evaluates an agent in MiniArena.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -28,12 +26,15 @@ pub struct Evaluate {
 
 impl NodeKind for Evaluate {
     const NAME: &'static str = "evaluate";
-    const DOC: &'static str = "Plays an agent through MiniArena templates and seeds; reports success rates per task, category and overall with standard errors.";
+    const DOC: &'static str =
+        "Plays an agent through MiniArena templates and seeds; reports success rates per task, category and overall with standard errors.";
 
     fn ports() -> Ports {
-        Ports::new()
-            .output("metrics", PortType::Metrics, "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors")
-            .output("traces", PortType::Dataset(Some("traces".into())), "the evaluation episodes")
+        Ports::new().output("metrics", PortType::Metrics, "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors").output(
+            "traces",
+            PortType::Dataset(Some("traces".into())),
+            "the evaluation episodes",
+        )
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -50,20 +51,9 @@ impl NodeKind for Evaluate {
         let tasks = templates(&self.templates, "templates").map_err(|e| anyhow!("{e}"))?;
         let agent = self.agent.resolve()?;
         let seeds = self.seeds.list();
-        let jobs: Vec<(&str, u64)> = tasks.iter().flat_map(|t| seeds.iter().map(move |s| (t.name, *s))).collect();
-        let episodes = jobs
-            .par_iter()
-            .map(|(task, seed)| {
-                ctx.check()?;
-                rollout(task, *seed, &mut Expert::new(agent.clone())?, self.max_steps)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let path = ctx.out_path("traces.jsonl.zst")?;
-        let mut w = TraceWriter::create(&path)?;
-        for ep in &episodes {
-            w.push(ep)?;
-        }
-        w.finish()?;
+        let jobs: Vec<_> = tasks.iter().flat_map(|t| seeds.iter().map(|s| (&agent, t.name, *s))).collect();
+        let episodes = play(ctx, &jobs, self.max_steps)?;
+        let traces = write_traces(ctx, &episodes)?;
         let report = summarize(&episodes);
         tracing::info!(
             "{} / {}: success rate {:.3} ± {:.3} over {} episodes",
@@ -77,6 +67,6 @@ impl NodeKind for Evaluate {
             serde_json::Value::Object(m) => m,
             _ => unreachable!("an EvalReport serializes to an object"),
         };
-        Ok(Outputs::new().with("metrics", metrics).with("traces", Value::Dataset { schema: "traces".into(), path }))
+        Ok(Outputs::new().with("metrics", metrics).with("traces", traces))
     }
 }

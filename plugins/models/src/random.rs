@@ -1,8 +1,6 @@
 //! Seeded random checkpoints: a fresh Llama-shaped model, or a perturbed copy of one.
 
-use agentmerge_checkpoint::{
-    parse_dtype, Checkpoint, CheckpointWriter, DType, TensorSpec, WriteOptions,
-};
+use agentmerge_checkpoint::{parse_dtype, Checkpoint, CheckpointWriter, DType, TensorSpec, WriteOptions};
 use agentmerge_sdk::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -71,10 +69,7 @@ fn d_dtype() -> String {
 fn float_dtype(field: &str, s: &str) -> Result<DType, ConfigError> {
     match parse_dtype(s) {
         Some(d @ (DType::F32 | DType::BF16 | DType::F16)) => Ok(d),
-        _ => Err(ConfigError::new(
-            field,
-            format!("`{s}` is not one of float32, bfloat16, float16"),
-        )),
+        _ => Err(ConfigError::new(field, format!("`{s}` is not one of float32, bfloat16, float16"))),
     }
 }
 
@@ -85,10 +80,7 @@ impl RandomLlama {
         let head_dim = h / self.num_attention_heads;
         let kv = self.num_key_value_heads * head_dim;
         let t = |name: String, shape: Vec<u64>| TensorSpec { name, dtype, shape };
-        let mut specs = vec![
-            t("model.embed_tokens.weight".into(), vec![v, h]),
-            t("model.norm.weight".into(), vec![h]),
-        ];
+        let mut specs = vec![t("model.embed_tokens.weight".into(), vec![v, h]), t("model.norm.weight".into(), vec![h])];
         if !self.tie_word_embeddings {
             specs.push(t("lm_head.weight".into(), vec![v, h]));
         }
@@ -138,9 +130,7 @@ impl RandomLlama {
 
 /// A per-tensor seed, so tensors can be generated in parallel and reproducibly.
 fn tensor_seed(seed: u64, name: &str) -> u64 {
-    name.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01B3)
-    })
+    name.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
 }
 
 impl NodeKind for RandomLlama {
@@ -165,19 +155,10 @@ impl NodeKind for RandomLlama {
             }
         }
         if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(ConfigError::new(
-                "num_attention_heads",
-                format!("must divide hidden_size ({})", self.hidden_size),
-            ));
+            return Err(ConfigError::new("num_attention_heads", format!("must divide hidden_size ({})", self.hidden_size)));
         }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
-            return Err(ConfigError::new(
-                "num_key_value_heads",
-                format!(
-                    "must divide num_attention_heads ({})",
-                    self.num_attention_heads
-                ),
-            ));
+            return Err(ConfigError::new("num_key_value_heads", format!("must divide num_attention_heads ({})", self.num_attention_heads)));
         }
         if !(self.init_std > 0.0 && self.init_std.is_finite()) {
             return Err(ConfigError::new("init_std", "must be a positive number"));
@@ -205,26 +186,16 @@ impl NodeKind for RandomLlama {
                 (0..n).map(|_| normal.sample(&mut rng)).collect()
             };
             w.write_f32(&s.name, &values)?;
-            ctx.progress(
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-                total,
-                "tensors",
-            );
+            ctx.progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total, "tensors");
             Ok(())
         })?;
         w.set_config(self.config_json(), Some(dtype));
-        w.write_extra_file(
-            "generation_config.json",
-            br#"{"bos_token_id": 1, "eos_token_id": 2}"#,
-        )?;
+        w.write_extra_file("generation_config.json", br#"{"bos_token_id": 1, "eos_token_id": 2}"#)?;
         let path = w.finish()?;
         tracing::info!(
             "wrote {} tensors ({} parameters) to {}",
             specs.len(),
-            specs
-                .iter()
-                .map(|s| s.shape.iter().product::<u64>())
-                .sum::<u64>(),
+            specs.iter().map(|s| s.shape.iter().product::<u64>()).sum::<u64>(),
             path.display()
         );
         Ok(Outputs::new().with("model", Value::Model(path)))
@@ -253,9 +224,7 @@ impl NodeKind for Perturb {
     const DOC: &'static str = "Copies a checkpoint with seeded Gaussian noise added to every tensor (a stand-in for fine-tuning in demos and tests).";
 
     fn ports() -> Ports {
-        Ports::new()
-            .input("model", PortType::Model, "the checkpoint to perturb")
-            .output("model", PortType::Model, "the perturbed copy")
+        Ports::new().input("model", PortType::Model, "the checkpoint to perturb").output("model", PortType::Model, "the perturbed copy")
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -272,11 +241,7 @@ impl NodeKind for Perturb {
             .names()
             .map(|n| {
                 let i = src.info(n).unwrap();
-                TensorSpec {
-                    name: n.to_string(),
-                    dtype: i.dtype,
-                    shape: i.shape.clone(),
-                }
+                TensorSpec { name: n.to_string(), dtype: i.dtype, shape: i.shape.clone() }
             })
             .collect();
         let out = ctx.out_dir().join("model");
@@ -287,11 +252,7 @@ impl NodeKind for Perturb {
             let n = v.len().max(1) as f64;
             let mean = v.iter().map(|x| *x as f64).sum::<f64>() / n;
             let sd = (v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-            let sigma = if sd > 0.0 {
-                self.scale * sd
-            } else {
-                self.scale
-            };
+            let sigma = if sd > 0.0 { self.scale * sd } else { self.scale };
             let normal = Normal::new(0.0, sigma)?;
             let mut rng = ChaCha8Rng::seed_from_u64(tensor_seed(seed, &s.name));
             for x in v.iter_mut() {

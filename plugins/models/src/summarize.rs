@@ -45,13 +45,8 @@ impl NodeKind for Summarize {
                 let sq = x.iter().map(|v| v * v).sum::<f64>();
                 let (mut d2, mut dot, mut r2) = (0.0, 0.0, 0.0);
                 if let Some(r) = &reference {
-                    let rv = r.view(name).map_err(|_| {
-                        anyhow!(
-                            "tensor `{name}` of {} is missing from the reference {}",
-                            ck.dir().display(),
-                            r.dir().display()
-                        )
-                    })?;
+                    let rv =
+                        r.view(name).map_err(|_| anyhow!("tensor `{name}` of {} is missing from the reference {}", ck.dir().display(), r.dir().display()))?;
                     anyhow::ensure!(
                         rv.shape == ck.info(name).unwrap().shape.as_slice(),
                         "tensor `{name}`: shape {:?} differs from the reference's {:?}",
@@ -75,36 +70,21 @@ impl NodeKind for Summarize {
         if let Some(a) = ck.architecture() {
             m.insert("architecture".into(), json!(a));
         }
-        let mut dtypes: Vec<String> = names
-            .iter()
-            .map(|n| ck.info(n).unwrap().dtype.to_string())
-            .collect();
+        let mut dtypes: Vec<String> = names.iter().map(|n| ck.info(n).unwrap().dtype.to_string()).collect();
         dtypes.sort();
         dtypes.dedup();
         m.insert("dtypes".into(), json!(dtypes));
-        m.insert(
-            "norm".into(),
-            json!(rows.iter().map(|r| r.1).sum::<f64>().sqrt()),
-        );
+        m.insert("norm".into(), json!(rows.iter().map(|r| r.1).sum::<f64>().sqrt()));
         if reference.is_some() {
-            let (d2, dot, x2, r2) = rows.iter().fold((0.0, 0.0, 0.0, 0.0), |a, r| {
-                (a.0 + r.2, a.1 + r.3, a.2 + r.1, a.3 + r.4)
-            });
+            let (d2, dot, x2, r2) = rows.iter().fold((0.0, 0.0, 0.0, 0.0), |a, r| (a.0 + r.2, a.1 + r.3, a.2 + r.1, a.3 + r.4));
             m.insert("distance".into(), json!(d2.sqrt()));
-            m.insert(
-                "cosine".into(),
-                json!(dot / (x2.sqrt() * r2.sqrt()).max(f64::MIN_POSITIVE)),
-            );
+            m.insert("cosine".into(), json!(dot / (x2.sqrt() * r2.sqrt()).max(f64::MIN_POSITIVE)));
         }
         if self.per_tensor {
             let per: serde_json::Map<String, serde_json::Value> = rows
                 .iter()
                 .map(|(n, sq, d2, _, _)| {
-                    let v = if reference.is_some() {
-                        json!({"norm": sq.sqrt(), "distance": d2.sqrt()})
-                    } else {
-                        json!({"norm": sq.sqrt()})
-                    };
+                    let v = if reference.is_some() { json!({"norm": sq.sqrt(), "distance": d2.sqrt()}) } else { json!({"norm": sq.sqrt()}) };
                     (n.clone(), v)
                 })
                 .collect();

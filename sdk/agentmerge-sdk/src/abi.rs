@@ -30,12 +30,7 @@ pub struct PluginMod {
     pub validate: extern "C" fn(kind: RStr<'_>, config: RStr<'_>) -> RResult<RString, RString>,
     /// Runs one node: `kind`, resolved config JSON, host services, inputs by port.
     #[sabi(last_prefix_field)]
-    pub run: extern "C" fn(
-        kind: RStr<'_>,
-        config: RStr<'_>,
-        ctx: &HostCtx,
-        inputs: RVec<FfiPort>,
-    ) -> RResult<RVec<FfiPort>, RString>,
+    pub run: extern "C" fn(kind: RStr<'_>, config: RStr<'_>, ctx: &HostCtx, inputs: RVec<FfiPort>) -> RResult<RVec<FfiPort>, RString>,
 }
 
 impl RootModule for PluginModRef {

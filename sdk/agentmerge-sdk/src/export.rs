@@ -45,8 +45,7 @@ impl KindEntry {
                     doc: T::DOC.to_string(),
                     inputs: ports.inputs,
                     outputs: ports.outputs,
-                    config_schema: serde_json::to_value(schemars::schema_for!(T))
-                        .unwrap_or(Json::Null),
+                    config_schema: serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Json::Null),
                 }
             },
             validate: |cfg| {
@@ -55,8 +54,7 @@ impl KindEntry {
                 serde_json::to_value(&parsed).map_err(|e| ConfigError::new("", e.to_string()))
             },
             run: |cfg, ctx, inputs| {
-                let parsed: T =
-                    parse_config(cfg).map_err(|e| anyhow::anyhow!("bad config: {e}"))?;
+                let parsed: T = parse_config(cfg).map_err(|e| anyhow::anyhow!("bad config: {e}"))?;
                 parsed.run(ctx, inputs)
             },
         }
@@ -74,11 +72,7 @@ impl Registry {
     fn kind(&self, name: &str) -> Result<&KindEntry, String> {
         self.kinds.iter().find(|k| k.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.kinds.iter().map(|k| k.name).collect();
-            format!(
-                "plugin `{}` has no node kind `{name}` (it has: {})",
-                self.plugin,
-                names.join(", ")
-            )
+            format!("plugin `{}` has no node kind `{name}` (it has: {})", self.plugin, names.join(", "))
         })
     }
 }
@@ -104,9 +98,7 @@ fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            let at = info
-                .location()
-                .map(|l| format!("{}:{}", l.file(), l.line()));
+            let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
             PANIC_AT.with(|p| *p.borrow_mut() = at);
         }))
     });
@@ -119,10 +111,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, R
         Ok(Ok(v)) => ROk(v),
         Ok(Err(e)) => RErr(e.into()),
         Err(p) => {
-            let at = PANIC_AT
-                .with(|a| a.borrow_mut().take())
-                .map(|a| format!(" at {a}"))
-                .unwrap_or_default();
+            let at = PANIC_AT.with(|a| a.borrow_mut().take()).map(|a| format!(" at {a}")).unwrap_or_default();
             RErr(format!("{what} panicked{at}: {}", panic_message(p)).into())
         }
     }
@@ -136,33 +125,21 @@ pub fn manifest(reg: &Registry) -> RResult<RString, RString> {
             sdk_version: crate::SDK_VERSION.to_string(),
             kinds: reg.kinds.iter().map(|k| (k.manifest)()).collect(),
         };
-        serde_json::to_string(&m)
-            .map(RString::from)
-            .map_err(|e| e.to_string())
+        serde_json::to_string(&m).map(RString::from).map_err(|e| e.to_string())
     })
 }
 
 pub fn validate(reg: &Registry, kind: RStr<'_>, config: RStr<'_>) -> RResult<RString, RString> {
     guarded("config validation", || {
-        let cfg_err =
-            |e: ConfigError| serde_json::to_string(&e).unwrap_or_else(|_| e.message.clone());
-        let entry = reg
-            .kind(kind.as_str())
-            .map_err(|m| cfg_err(ConfigError::new("", m)))?;
-        let cfg: Json = serde_json::from_str(config.as_str())
-            .map_err(|e| cfg_err(ConfigError::new("", e.to_string())))?;
+        let cfg_err = |e: ConfigError| serde_json::to_string(&e).unwrap_or_else(|_| e.message.clone());
+        let entry = reg.kind(kind.as_str()).map_err(|m| cfg_err(ConfigError::new("", m)))?;
+        let cfg: Json = serde_json::from_str(config.as_str()).map_err(|e| cfg_err(ConfigError::new("", e.to_string())))?;
         let resolved = (entry.validate)(&cfg).map_err(cfg_err)?;
         Ok(RString::from(resolved.to_string()))
     })
 }
 
-pub fn run(
-    reg: &Registry,
-    kind: RStr<'_>,
-    config: RStr<'_>,
-    ctx: &HostCtx,
-    inputs: RVec<FfiPort>,
-) -> RResult<RVec<FfiPort>, RString> {
+pub fn run(reg: &Registry, kind: RStr<'_>, config: RStr<'_>, ctx: &HostCtx, inputs: RVec<FfiPort>) -> RResult<RVec<FfiPort>, RString> {
     install_log_bridge(ctx);
     let _current = CurrentNode::enter(ctx);
     guarded("node", || {
@@ -170,22 +147,14 @@ pub fn run(
         let cfg: Json = serde_json::from_str(config.as_str()).map_err(|e| e.to_string())?;
         let mut ports = BTreeMap::new();
         for p in inputs {
-            let values = p
-                .values
-                .into_iter()
-                .map(Value::from_ffi)
-                .collect::<anyhow::Result<Vec<_>>>();
+            let values = p.values.into_iter().map(Value::from_ffi).collect::<anyhow::Result<Vec<_>>>();
             ports.insert(p.name.into_string(), values.map_err(|e| format!("{e:#}"))?);
         }
-        let outputs = (entry.run)(&cfg, &Ctx::from_raw(ctx), Inputs::new(ports))
-            .map_err(|e| format!("{e:#}"))?;
+        let outputs = (entry.run)(&cfg, &Ctx::from_raw(ctx), Inputs::new(ports)).map_err(|e| format!("{e:#}"))?;
         Ok(outputs
             .into_ports()
             .into_iter()
-            .map(|(name, values)| FfiPort {
-                name: name.into(),
-                values: values.into_iter().map(Value::into_ffi).collect(),
-            })
+            .map(|(name, values)| FfiPort { name: name.into(), values: values.into_iter().map(Value::into_ffi).collect() })
             .collect())
     })
 }
@@ -236,9 +205,7 @@ struct Forwarder;
 
 impl tracing::Subscriber for Forwarder {
     fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
-        BRIDGE
-            .get()
-            .is_some_and(|b| level_code(meta.level()) <= b.max_level)
+        BRIDGE.get().is_some_and(|b| level_code(meta.level()) <= b.max_level)
     }
     fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
         tracing::span::Id::from_u64(1)
@@ -251,12 +218,7 @@ impl tracing::Subscriber for Forwarder {
         event.record(&mut msg);
         let meta = event.metadata();
         let node = NODE.with(|n| n.borrow().clone()).unwrap_or_default();
-        (b.log)(
-            level_code(meta.level()),
-            RStr::from(node.as_str()),
-            RStr::from(meta.target()),
-            RStr::from(msg.0.as_str()),
-        );
+        (b.log)(level_code(meta.level()), RStr::from(node.as_str()), RStr::from(meta.target()), RStr::from(msg.0.as_str()));
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
@@ -283,13 +245,7 @@ impl tracing::field::Visit for MessageVisitor {
 }
 
 fn install_log_bridge(ctx: &HostCtx) {
-    if BRIDGE
-        .set(Bridge {
-            log: ctx.log,
-            max_level: ctx.max_log_level,
-        })
-        .is_ok()
-    {
+    if BRIDGE.set(Bridge { log: ctx.log, max_level: ctx.max_log_level }).is_ok() {
         // Fails only if the plugin installed its own subscriber, which is its choice.
         let _ = tracing::subscriber::set_global_default(Forwarder);
     }

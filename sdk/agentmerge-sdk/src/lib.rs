@@ -64,9 +64,7 @@ pub fn sdk_compatible(host: &str, plugin: &str) -> bool {
 /// What plugin authors import: `use agentmerge_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::export_plugin;
-    pub use crate::{
-        ConfigError, Ctx, DType, Inputs, NodeKind, Outputs, PortType, Ports, Tensor, Value,
-    };
+    pub use crate::{ConfigError, Ctx, DType, Inputs, NodeKind, Outputs, PortType, Ports, Tensor, Value};
     pub use anyhow::{anyhow, bail, Context as _};
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
@@ -94,9 +92,6 @@ mod tests {
 
     #[test]
     fn loader_symbol_name_matches_abi_stable() {
-        assert_eq!(
-            export::ROOT_MODULE_LOADER_SYMBOL,
-            abi_stable::library::ROOT_MODULE_LOADER_NAME
-        );
+        assert_eq!(export::ROOT_MODULE_LOADER_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
     }
 }

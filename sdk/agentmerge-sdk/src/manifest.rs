@@ -36,10 +36,7 @@ impl KindManifest {
     /// The config fields as (name, type, default, description) rows, for `agentmerge plugins`.
     pub fn config_fields(&self) -> Vec<ConfigField> {
         let schema = &self.config_schema;
-        let required: Vec<&str> = schema["required"]
-            .as_array()
-            .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
+        let required: Vec<&str> = schema["required"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
         let Some(props) = schema["properties"].as_object() else {
             return Vec::new();
         };
@@ -72,17 +69,10 @@ fn schema_type(p: &serde_json::Value, root: &serde_json::Value) -> String {
         let name = r.rsplit('/').next().unwrap_or(r);
         let def = &root["$defs"][name];
         if let Some(vals) = def["enum"].as_array() {
-            return vals
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(" | ");
+            return vals.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" | ");
         }
         if let Some(alts) = def["oneOf"].as_array() {
-            let consts: Vec<String> = alts
-                .iter()
-                .filter_map(|a| a.get("const").map(|c| c.to_string()))
-                .collect();
+            let consts: Vec<String> = alts.iter().filter_map(|a| a.get("const").map(|c| c.to_string())).collect();
             if consts.len() == alts.len() {
                 return consts.join(" | ");
             }
@@ -90,29 +80,17 @@ fn schema_type(p: &serde_json::Value, root: &serde_json::Value) -> String {
         return name.to_string();
     }
     if let Some(vals) = p["enum"].as_array() {
-        return vals
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(" | ");
+        return vals.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" | ");
     }
     if let Some(any) = p["anyOf"].as_array() {
-        return any
-            .iter()
-            .map(|a| schema_type(a, root))
-            .collect::<Vec<_>>()
-            .join(" | ");
+        return any.iter().map(|a| schema_type(a, root)).collect::<Vec<_>>().join(" | ");
     }
     match &p["type"] {
         serde_json::Value::String(t) if t == "array" => {
             format!("{}[]", schema_type(&p["items"], root))
         }
         serde_json::Value::String(t) => t.clone(),
-        serde_json::Value::Array(ts) => ts
-            .iter()
-            .filter_map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join(" | "),
+        serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(" | "),
         _ => "any".to_string(),
     }
 }
@@ -208,15 +186,7 @@ mod tests {
 
     #[test]
     fn port_types_round_trip_and_compat() {
-        for s in [
-            "model",
-            "dataset",
-            "dataset:sft",
-            "tensor",
-            "metrics",
-            "scalar",
-            "json",
-        ] {
+        for s in ["model", "dataset", "dataset:sft", "tensor", "metrics", "scalar", "json"] {
             assert_eq!(s.parse::<PortType>().unwrap().to_string(), s);
         }
         assert!("dataset:".parse::<PortType>().is_err());

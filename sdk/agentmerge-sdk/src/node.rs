@@ -58,10 +58,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError { field: field.into(), message: message.into() }
     }
 }
 
@@ -88,13 +85,7 @@ impl Ports {
     }
 
     fn spec(name: &str, ty: PortType, doc: &str) -> PortSpec {
-        PortSpec {
-            name: name.into(),
-            ty,
-            list: false,
-            optional: false,
-            doc: doc.into(),
-        }
+        PortSpec { name: name.into(), ty, list: false, optional: false, doc: doc.into() }
     }
 
     /// A required input taking exactly one value.
@@ -105,19 +96,13 @@ impl Ports {
 
     /// An input that may be left unconnected.
     pub fn optional_input(mut self, name: &str, ty: PortType, doc: &str) -> Ports {
-        self.inputs.push(PortSpec {
-            optional: true,
-            ..Ports::spec(name, ty, doc)
-        });
+        self.inputs.push(PortSpec { optional: true, ..Ports::spec(name, ty, doc) });
         self
     }
 
     /// An input taking a list of values (at least one).
     pub fn list_input(mut self, name: &str, ty: PortType, doc: &str) -> Ports {
-        self.inputs.push(PortSpec {
-            list: true,
-            ..Ports::spec(name, ty, doc)
-        });
+        self.inputs.push(PortSpec { list: true, ..Ports::spec(name, ty, doc) });
         self
     }
 
@@ -128,10 +113,7 @@ impl Ports {
 
     /// An output carrying a list of values.
     pub fn list_output(mut self, name: &str, ty: PortType, doc: &str) -> Ports {
-        self.outputs.push(PortSpec {
-            list: true,
-            ..Ports::spec(name, ty, doc)
-        });
+        self.outputs.push(PortSpec { list: true, ..Ports::spec(name, ty, doc) });
         self
     }
 }
@@ -177,10 +159,7 @@ impl Inputs {
             .iter()
             .map(|v| match v {
                 Value::Model(p) => Ok(p.clone()),
-                v => Err(anyhow!(
-                    "input `{port}`: expected models, got {}",
-                    v.port_type()
-                )),
+                v => Err(anyhow!("input `{port}`: expected models, got {}", v.port_type())),
             })
             .collect()
     }
@@ -198,10 +177,7 @@ impl Inputs {
             .iter()
             .map(|v| match v {
                 Value::Dataset { schema, path } => Ok((schema.clone(), path.clone())),
-                v => Err(anyhow!(
-                    "input `{port}`: expected datasets, got {}",
-                    v.port_type()
-                )),
+                v => Err(anyhow!("input `{port}`: expected datasets, got {}", v.port_type())),
             })
             .collect()
     }
@@ -230,8 +206,7 @@ impl Inputs {
     /// Any JSON-like value (metrics, scalar or JSON) on `port`.
     pub fn json(&self, port: &str) -> anyhow::Result<Json> {
         let v = self.one(port)?;
-        v.as_json()
-            .ok_or_else(|| anyhow!("input `{port}`: expected JSON, got {}", v.port_type()))
+        v.as_json().ok_or_else(|| anyhow!("input `{port}`: expected JSON, got {}", v.port_type()))
     }
 }
 
@@ -311,8 +286,7 @@ impl<'a> Ctx<'a> {
     pub fn out_path(&self, relative: &str) -> anyhow::Result<PathBuf> {
         let p = self.out_dir().join(relative);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         Ok(p)
     }
@@ -322,10 +296,7 @@ impl<'a> Ctx<'a> {
 pub fn parse_config<T: NodeKind>(config: &Json) -> Result<T, ConfigError> {
     let value: T = serde_path_to_error::deserialize(config).map_err(|e| {
         let field = e.path().to_string();
-        ConfigError::new(
-            if field == "." { String::new() } else { field },
-            e.into_inner().to_string(),
-        )
+        ConfigError::new(if field == "." { String::new() } else { field }, e.into_inner().to_string())
     })?;
     value.check()?;
     Ok(value)
@@ -371,25 +342,13 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_field_and_list_valid_ones() {
-        let e = parse_config::<Demo>(&serde_json::json!({"count": 1, "inner": {"rat": 1}}))
-            .err()
-            .unwrap();
+        let e = parse_config::<Demo>(&serde_json::json!({"count": 1, "inner": {"rat": 1}})).err().unwrap();
         assert_eq!(e.field, "inner.rat");
-        assert!(
-            e.message.contains("unknown field `rat`, expected `rate`"),
-            "{e}"
-        );
-        let e = parse_config::<Demo>(&serde_json::json!({"count": "x"}))
-            .err()
-            .unwrap();
+        assert!(e.message.contains("unknown field `rat`, expected `rate`"), "{e}");
+        let e = parse_config::<Demo>(&serde_json::json!({"count": "x"})).err().unwrap();
         assert_eq!(e.field, "count");
-        let e = parse_config::<Demo>(&serde_json::json!({"count": 0}))
-            .err()
-            .unwrap();
-        assert_eq!(
-            (e.field.as_str(), e.message.as_str()),
-            ("count", "must be at least 1")
-        );
+        let e = parse_config::<Demo>(&serde_json::json!({"count": 0})).err().unwrap();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("count", "must be at least 1"));
         let e = parse_config::<Demo>(&serde_json::json!({})).err().unwrap();
         assert!(e.message.contains("missing field `count`"), "{e}");
     }

@@ -26,16 +26,7 @@ pub enum DType {
 }
 
 impl DType {
-    pub const ALL: [DType; 8] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::F64,
-        DType::I64,
-        DType::I32,
-        DType::U8,
-        DType::Bool,
-    ];
+    pub const ALL: [DType; 8] = [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::U8, DType::Bool];
 
     /// Bytes per element.
     pub fn size(self) -> usize {
@@ -62,9 +53,7 @@ impl DType {
     }
 
     pub fn parse(name: &str) -> Option<DType> {
-        DType::ALL
-            .into_iter()
-            .find(|d| d.name().eq_ignore_ascii_case(name))
+        DType::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(name))
     }
 
     fn code(self) -> u8 {
@@ -112,10 +101,7 @@ impl Tensor {
         let bytes = (*boxed).as_ref();
         let (data, len) = (bytes.as_ptr(), bytes.len());
         let want = shape.iter().product::<u64>() as usize * dtype.size();
-        anyhow::ensure!(
-            len == want,
-            "tensor of shape {shape:?} and dtype {dtype} needs {want} bytes, got {len}"
-        );
+        anyhow::ensure!(len == want, "tensor of shape {shape:?} and dtype {dtype} needs {want} bytes, got {len}");
         let owner = Arc::new(Owner(boxed));
         Ok(Tensor {
             raw: FfiTensor {
@@ -158,30 +144,12 @@ impl Tensor {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         let b = self.bytes();
         match self.dtype() {
-            DType::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            DType::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
-                .collect(),
-            DType::BF16 => b
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64)
-                .collect(),
-            DType::I64 => b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            DType::I32 => b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64).collect(),
+            DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as f64).collect(),
         }
     }

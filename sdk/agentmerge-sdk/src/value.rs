@@ -64,10 +64,7 @@ impl Value {
         match self {
             Value::Tensor(t) => FfiValue::Tensor(t.into_raw()),
             Value::Model(p) => FfiValue::Model(path(p)),
-            Value::Dataset { schema, path: p } => FfiValue::Dataset {
-                schema: schema.into(),
-                path: path(p),
-            },
+            Value::Dataset { schema, path: p } => FfiValue::Dataset { schema: schema.into(), path: path(p) },
             Value::Metrics(m) => FfiValue::Metrics(Json::Object(m).to_string().into()),
             Value::Scalar(x) => FfiValue::Scalar(x),
             Value::Json(j) => FfiValue::Json(j.to_string().into()),
@@ -78,10 +75,7 @@ impl Value {
         Ok(match v {
             FfiValue::Tensor(t) => Value::Tensor(Tensor::from_raw(t)),
             FfiValue::Model(p) => Value::Model(PathBuf::from(p.as_str())),
-            FfiValue::Dataset { schema, path } => Value::Dataset {
-                schema: schema.into_string(),
-                path: PathBuf::from(path.as_str()),
-            },
+            FfiValue::Dataset { schema, path } => Value::Dataset { schema: schema.into_string(), path: PathBuf::from(path.as_str()) },
             FfiValue::Metrics(s) => match serde_json::from_str(&s)? {
                 Json::Object(m) => Value::Metrics(m),
                 other => anyhow::bail!("metrics must be a JSON object, got {other}"),

@@ -1,8 +1,8 @@
 //! Converting tensor bytes to and from f32/f64 (bf16 and f16 round to nearest even).
 
-use half::f16;
 #[cfg(test)]
 use half::bf16;
+use half::f16;
 
 use crate::DType;
 

@@ -22,18 +22,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a valid safetensors file: {message}; the file may be truncated or corrupt — re-download or re-export it")]
     Corrupt { path: PathBuf, message: String },
     #[error("{path}: tensor `{tensor}`: {message}")]
-    Tensor {
-        path: PathBuf,
-        tensor: String,
-        message: String,
-    },
+    Tensor { path: PathBuf, tensor: String, message: String },
     #[error("{dir}: no model.safetensors or model.safetensors.index.json; is this a Hugging Face checkpoint directory? (PyTorch .bin checkpoints must be converted to safetensors first)")]
     NotACheckpoint { dir: PathBuf },
     #[error("{path}: {message}")]
@@ -42,10 +35,7 @@ pub enum CheckpointError {
 
 impl CheckpointError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> CheckpointError {
-        CheckpointError::Io {
-            path: path.into(),
-            source,
-        }
+        CheckpointError::Io { path: path.into(), source }
     }
 }
 

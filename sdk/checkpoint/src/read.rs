@@ -84,10 +84,7 @@ impl TensorView<'_> {
             return Err(CheckpointError::Tensor {
                 path: self.file.to_path_buf(),
                 tensor: self.name.to_string(),
-                message: format!(
-                    "element range {range:?} is outside the tensor's {} elements",
-                    self.numel()
-                ),
+                message: format!("element range {range:?} is outside the tensor's {} elements", self.numel()),
             });
         }
         Ok(&self.bytes[range.start * s..range.end * s])
@@ -113,10 +110,7 @@ impl TensorView<'_> {
             return Err(CheckpointError::Tensor {
                 path: self.file.to_path_buf(),
                 tensor: self.name.to_string(),
-                message: format!(
-                    "asked to decode {} elements into a buffer of {len}",
-                    range.len()
-                ),
+                message: format!("asked to decode {} elements into a buffer of {len}", range.len()),
             });
         }
         Ok(())
@@ -129,39 +123,28 @@ impl Checkpoint {
     /// `.safetensors` file works too.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let (dir, files, index) = if path.is_file() {
-            (
-                path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                vec![path.to_path_buf()],
-                None,
-            )
+            (path.parent().unwrap_or(Path::new(".")).to_path_buf(), vec![path.to_path_buf()], None)
         } else {
             let index_path = path.join("model.safetensors.index.json");
             let single = path.join("model.safetensors");
             if index_path.exists() {
-                let text = std::fs::read_to_string(&index_path)
-                    .map_err(|e| CheckpointError::io(&index_path, e))?;
+                let text = std::fs::read_to_string(&index_path).map_err(|e| CheckpointError::io(&index_path, e))?;
                 let index: Json =
-                    serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
-                        path: index_path.clone(),
-                        message: format!("not valid JSON: {e}"),
-                    })?;
+                    serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid { path: index_path.clone(), message: format!("not valid JSON: {e}") })?;
                 let Some(map) = index["weight_map"].as_object() else {
-                    return Err(CheckpointError::Invalid {
-                        path: index_path,
-                        message: "no `weight_map` object".into(),
-                    });
+                    return Err(CheckpointError::Invalid { path: index_path, message: "no `weight_map` object".into() });
                 };
                 let mut weight_map = BTreeMap::new();
                 let mut files: Vec<String> = Vec::new();
                 for (tensor, file) in map {
                     let Some(file) = file.as_str() else {
-                        return Err(CheckpointError::Invalid {
-                            path: index_path,
-                            message: format!("weight_map[`{tensor}`] is not a file name"),
-                        });
+                        return Err(CheckpointError::Invalid { path: index_path, message: format!("weight_map[`{tensor}`] is not a file name") });
                     };
                     if file.contains('/') || file.contains("..") {
-                        return Err(CheckpointError::Invalid { path: index_path, message: format!("weight_map[`{tensor}`] = `{file}` must be a file name in the checkpoint directory") });
+                        return Err(CheckpointError::Invalid {
+                            path: index_path,
+                            message: format!("weight_map[`{tensor}`] = `{file}` must be a file name in the checkpoint directory"),
+                        });
                     }
                     if !files.iter().any(|f| f == file) {
                         files.push(file.to_string());
@@ -169,57 +152,33 @@ impl Checkpoint {
                     weight_map.insert(tensor.clone(), file.to_string());
                 }
                 files.sort();
-                (
-                    path.to_path_buf(),
-                    files.iter().map(|f| path.join(f)).collect(),
-                    Some((index_path, weight_map)),
-                )
+                (path.to_path_buf(), files.iter().map(|f| path.join(f)).collect(), Some((index_path, weight_map)))
             } else if single.exists() {
                 (path.to_path_buf(), vec![single], None)
             } else {
-                return Err(CheckpointError::NotACheckpoint {
-                    dir: path.to_path_buf(),
-                });
+                return Err(CheckpointError::NotACheckpoint { dir: path.to_path_buf() });
             }
         };
         let config_path = dir.join("config.json");
         let config = if path.is_dir() && config_path.exists() {
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(|e| CheckpointError::io(&config_path, e))?;
-            Some(
-                serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
-                    path: config_path.clone(),
-                    message: format!("not valid JSON: {e}"),
-                })?,
-            )
+            let text = std::fs::read_to_string(&config_path).map_err(|e| CheckpointError::io(&config_path, e))?;
+            Some(serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid { path: config_path.clone(), message: format!("not valid JSON: {e}") })?)
         } else {
             None
         };
-        let mut ck = Checkpoint {
-            dir,
-            config,
-            shards: Vec::new(),
-            tensors: BTreeMap::new(),
-        };
+        let mut ck = Checkpoint { dir, config, shards: Vec::new(), tensors: BTreeMap::new() };
         for file in files {
             ck.add_shard(&file)?;
         }
         if let Some((index_path, weight_map)) = index {
             for (tensor, file) in &weight_map {
                 match ck.tensors.get(tensor) {
-                    Some(info)
-                        if ck.shards[info.shard]
-                            .path
-                            .file_name()
-                            .is_some_and(|f| f.to_string_lossy() == file.as_str()) => {}
+                    Some(info) if ck.shards[info.shard].path.file_name().is_some_and(|f| f.to_string_lossy() == file.as_str()) => {}
                     Some(info) => {
                         return Err(CheckpointError::Tensor {
                             path: index_path,
                             tensor: tensor.clone(),
-                            message: format!(
-                                "the index says it is in {file}, but it is in {}",
-                                ck.shards[info.shard].path.display()
-                            ),
+                            message: format!("the index says it is in {file}, but it is in {}", ck.shards[info.shard].path.display()),
                         })
                     }
                     None => {
@@ -236,35 +195,23 @@ impl Checkpoint {
     }
 
     fn add_shard(&mut self, path: &Path) -> Result<()> {
-        let corrupt = |message: String| CheckpointError::Corrupt {
-            path: path.to_path_buf(),
-            message,
-        };
+        let corrupt = |message: String| CheckpointError::Corrupt { path: path.to_path_buf(), message };
         let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| CheckpointError::io(path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| CheckpointError::io(path, e))?.len();
         if len < 8 {
-            return Err(corrupt(format!(
-                "{len} bytes, shorter than the 8-byte header length"
-            )));
+            return Err(corrupt(format!("{len} bytes, shorter than the 8-byte header length")));
         }
         // SAFETY: checkpoints are not modified while open (documented requirement).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| CheckpointError::io(path, e))?;
         let n = u64::from_le_bytes(map[..8].try_into().unwrap());
         if n > MAX_HEADER {
-            return Err(corrupt(format!(
-                "header length {n} exceeds the 100 MB limit"
-            )));
+            return Err(corrupt(format!("header length {n} exceeds the 100 MB limit")));
         }
         if 8 + n > len {
-            return Err(corrupt(format!(
-                "header length {n} runs past the end of the {len}-byte file"
-            )));
+            return Err(corrupt(format!("header length {n} runs past the end of the {len}-byte file")));
         }
-        let header: BTreeMap<String, Json> = serde_json::from_slice(&map[8..8 + n as usize])
-            .map_err(|e| corrupt(format!("header is not a JSON object: {e}")))?;
+        let header: BTreeMap<String, Json> =
+            serde_json::from_slice(&map[8..8 + n as usize]).map_err(|e| corrupt(format!("header is not a JSON object: {e}")))?;
         let data_start = 8 + n as usize;
         let data_len = len as usize - data_start;
         let shard = self.shards.len();
@@ -274,30 +221,16 @@ impl Checkpoint {
             if name == "__metadata__" {
                 if let Some(m) = entry.as_object() {
                     for (k, v) in m {
-                        metadata.insert(
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string()),
-                        );
+                        metadata.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
                     }
                 }
                 continue;
             }
-            let bad = |message: String| CheckpointError::Tensor {
-                path: path.to_path_buf(),
-                tensor: name.clone(),
-                message,
-            };
-            let dtype_s = entry["dtype"]
-                .as_str()
-                .ok_or_else(|| bad("no dtype".into()))?;
-            let dtype =
-                DType::parse(dtype_s).ok_or_else(|| bad(format!("unsupported dtype {dtype_s}")))?;
-            let shape: Vec<u64> = entry["shape"]
-                .as_array()
-                .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
-                .ok_or_else(|| bad("shape is not a list of sizes".into()))?;
+            let bad = |message: String| CheckpointError::Tensor { path: path.to_path_buf(), tensor: name.clone(), message };
+            let dtype_s = entry["dtype"].as_str().ok_or_else(|| bad("no dtype".into()))?;
+            let dtype = DType::parse(dtype_s).ok_or_else(|| bad(format!("unsupported dtype {dtype_s}")))?;
+            let shape: Vec<u64> =
+                entry["shape"].as_array().and_then(|a| a.iter().map(|d| d.as_u64()).collect()).ok_or_else(|| bad("shape is not a list of sizes".into()))?;
             let offs: Vec<u64> = entry["data_offsets"]
                 .as_array()
                 .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
@@ -307,50 +240,27 @@ impl Checkpoint {
             };
             let (start, end) = (start as usize, end as usize);
             if start > end || end > data_len {
-                return Err(bad(format!("data offsets [{start}, {end}] are out of range (data section is {data_len} bytes); the file is truncated or corrupt")));
-            }
-            let numel = shape
-                .iter()
-                .try_fold(1u64, |a, d| a.checked_mul(*d))
-                .ok_or_else(|| bad("shape overflows".into()))?;
-            if numel as usize * dtype.size() != end - start {
                 return Err(bad(format!(
-                    "shape {shape:?} of {dtype} needs {} bytes but offsets span {}",
-                    numel as usize * dtype.size(),
-                    end - start
+                    "data offsets [{start}, {end}] are out of range (data section is {data_len} bytes); the file is truncated or corrupt"
                 )));
+            }
+            let numel = shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d)).ok_or_else(|| bad("shape overflows".into()))?;
+            if numel as usize * dtype.size() != end - start {
+                return Err(bad(format!("shape {shape:?} of {dtype} needs {} bytes but offsets span {}", numel as usize * dtype.size(), end - start)));
             }
             if self.tensors.contains_key(&name) {
                 return Err(bad("appears in two shards".into()));
             }
             ranges.push((start, end, name.clone()));
-            self.tensors.insert(
-                name,
-                TensorInfo {
-                    dtype,
-                    shape,
-                    shard,
-                    start,
-                    end,
-                },
-            );
+            self.tensors.insert(name, TensorInfo { dtype, shape, shard, start, end });
         }
         ranges.sort();
         for w in ranges.windows(2) {
             if w[1].0 < w[0].1 {
-                return Err(CheckpointError::Tensor {
-                    path: path.to_path_buf(),
-                    tensor: w[1].2.clone(),
-                    message: format!("overlaps tensor `{}`", w[0].2),
-                });
+                return Err(CheckpointError::Tensor { path: path.to_path_buf(), tensor: w[1].2.clone(), message: format!("overlaps tensor `{}`", w[0].2) });
             }
         }
-        self.shards.push(Shard {
-            path: path.to_path_buf(),
-            map,
-            data_start,
-            metadata,
-        });
+        self.shards.push(Shard { path: path.to_path_buf(), map, data_start, metadata });
         Ok(())
     }
 
@@ -383,29 +293,21 @@ impl Checkpoint {
 
     /// The shard file holding `name`.
     pub fn shard_path(&self, name: &str) -> Option<&Path> {
-        self.tensors
-            .get(name)
-            .map(|i| self.shards[i.shard].path.as_path())
+        self.tensors.get(name).map(|i| self.shards[i.shard].path.as_path())
     }
 
     /// The `__metadata__` of the first shard.
     pub fn metadata(&self) -> BTreeMap<String, String> {
-        self.shards
-            .first()
-            .map(|s| s.metadata.clone())
-            .unwrap_or_default()
+        self.shards.first().map(|s| s.metadata.clone()).unwrap_or_default()
     }
 
     /// A zero-copy view of a tensor.
     pub fn view(&self, name: &str) -> Result<TensorView<'_>> {
-        let (key, info) =
-            self.tensors
-                .get_key_value(name)
-                .ok_or_else(|| CheckpointError::Tensor {
-                    path: self.dir.clone(),
-                    tensor: name.to_string(),
-                    message: "no such tensor in this checkpoint".into(),
-                })?;
+        let (key, info) = self.tensors.get_key_value(name).ok_or_else(|| CheckpointError::Tensor {
+            path: self.dir.clone(),
+            tensor: name.to_string(),
+            message: "no such tensor in this checkpoint".into(),
+        })?;
         let shard = &self.shards[info.shard];
         let map = &shard.map;
         Ok(TensorView {
@@ -431,11 +333,7 @@ impl Checkpoint {
         if end > start {
             // SAFETY: the map is read-only and file-backed, so dropping its pages only means
             // they are faulted in again from the file if read later; no data can be lost.
-            let _ = unsafe {
-                shard
-                    .map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
-            };
+            let _ = unsafe { shard.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
 
@@ -446,10 +344,7 @@ impl Checkpoint {
 
     /// Total bytes of tensor data.
     pub fn num_bytes(&self) -> u64 {
-        self.tensors
-            .values()
-            .map(|t| (t.end - t.start) as u64)
-            .sum()
+        self.tensors.values().map(|t| (t.end - t.start) as u64).sum()
     }
 
     /// The number of transformer layers: `num_hidden_layers` from config.json, else one more
@@ -459,12 +354,7 @@ impl Checkpoint {
             .as_ref()
             .and_then(|c| c["num_hidden_layers"].as_u64())
             .map(|n| n as usize)
-            .unwrap_or_else(|| {
-                self.names()
-                    .filter_map(layer_index)
-                    .max()
-                    .map_or(0, |m| m + 1)
-            })
+            .unwrap_or_else(|| self.names().filter_map(layer_index).max().map_or(0, |m| m + 1))
     }
 
     /// `architectures[0]` from config.json.

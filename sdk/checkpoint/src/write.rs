@@ -42,11 +42,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> WriteOptions {
-        WriteOptions {
-            max_shard_bytes: 5_000_000_000,
-            metadata: BTreeMap::new(),
-            overwrite: false,
-        }
+        WriteOptions { max_shard_bytes: 5_000_000_000, metadata: BTreeMap::new(), overwrite: false }
     }
 }
 
@@ -74,11 +70,7 @@ pub struct CheckpointWriter {
 
 impl CheckpointWriter {
     /// Plans the shards for `tensors` (laid out in name order) and writes their headers.
-    pub fn plan(
-        out_dir: &Path,
-        mut tensors: Vec<TensorSpec>,
-        opts: WriteOptions,
-    ) -> Result<CheckpointWriter> {
+    pub fn plan(out_dir: &Path, mut tensors: Vec<TensorSpec>, opts: WriteOptions) -> Result<CheckpointWriter> {
         if out_dir.exists() && !opts.overwrite {
             return Err(CheckpointError::Invalid {
                 path: out_dir.to_path_buf(),
@@ -87,21 +79,11 @@ impl CheckpointWriter {
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
-            return Err(CheckpointError::Tensor {
-                path: out_dir.to_path_buf(),
-                tensor: w[0].name.clone(),
-                message: "planned twice".into(),
-            });
+            return Err(CheckpointError::Tensor { path: out_dir.to_path_buf(), tensor: w[0].name.clone(), message: "planned twice".into() });
         }
-        let parent = out_dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = out_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| CheckpointError::io(parent, e))?;
-        let name = out_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "checkpoint".into());
+        let name = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
         let tmp_dir = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir).map_err(|e| CheckpointError::io(&tmp_dir, e))?;
@@ -120,13 +102,8 @@ impl CheckpointWriter {
             groups.last_mut().unwrap().push(t);
         }
         let n = groups.len();
-        let shard_names: Vec<String> = if n == 1 {
-            vec!["model.safetensors".into()]
-        } else {
-            (1..=n)
-                .map(|i| format!("model-{i:05}-of-{n:05}.safetensors"))
-                .collect()
-        };
+        let shard_names: Vec<String> =
+            if n == 1 { vec!["model.safetensors".into()] } else { (1..=n).map(|i| format!("model-{i:05}-of-{n:05}.safetensors")).collect() };
         let mut w = CheckpointWriter {
             out_dir: out_dir.to_path_buf(),
             tmp_dir,
@@ -160,22 +137,11 @@ impl CheckpointWriter {
             let path = w.tmp_dir.join(&w.shard_names[shard]);
             let file = File::create(&path).map_err(|e| CheckpointError::io(&path, e))?;
             let data_start = 8 + text.len() as u64;
-            file.set_len(data_start + offset)
-                .map_err(|e| CheckpointError::io(&path, e))?;
-            file.write_all_at(&(text.len() as u64).to_le_bytes(), 0)
-                .map_err(|e| CheckpointError::io(&path, e))?;
-            file.write_all_at(&text, 8)
-                .map_err(|e| CheckpointError::io(&path, e))?;
+            file.set_len(data_start + offset).map_err(|e| CheckpointError::io(&path, e))?;
+            file.write_all_at(&(text.len() as u64).to_le_bytes(), 0).map_err(|e| CheckpointError::io(&path, e))?;
+            file.write_all_at(&text, 8).map_err(|e| CheckpointError::io(&path, e))?;
             for (off, t) in placed {
-                w.slots.insert(
-                    t.name.clone(),
-                    Slot {
-                        index: 0,
-                        shard,
-                        offset: data_start + off,
-                        spec: t,
-                    },
-                );
+                w.slots.insert(t.name.clone(), Slot { index: 0, shard, offset: data_start + off, spec: t });
             }
             w.total_size += offset;
             w.files.push(file);
@@ -195,11 +161,9 @@ impl CheckpointWriter {
     fn slot(&self, name: &str) -> Result<(usize, &Slot)> {
         match self.slots.get(name) {
             Some(s) => Ok((s.index, s)),
-            None => Err(CheckpointError::Tensor {
-                path: self.out_dir.clone(),
-                tensor: name.to_string(),
-                message: "was not planned for this checkpoint".into(),
-            }),
+            None => {
+                Err(CheckpointError::Tensor { path: self.out_dir.clone(), tensor: name.to_string(), message: "was not planned for this checkpoint".into() })
+            }
         }
     }
 
@@ -210,19 +174,11 @@ impl CheckpointWriter {
             return Err(CheckpointError::Tensor {
                 path: self.out_dir.clone(),
                 tensor: name.to_string(),
-                message: format!(
-                    "got {} bytes, planned {} ({} {:?})",
-                    bytes.len(),
-                    slot.spec.nbytes(),
-                    slot.spec.dtype,
-                    slot.spec.shape
-                ),
+                message: format!("got {} bytes, planned {} ({} {:?})", bytes.len(), slot.spec.nbytes(), slot.spec.dtype, slot.spec.shape),
             });
         }
         let path = self.tmp_dir.join(&self.shard_names[slot.shard]);
-        self.files[slot.shard]
-            .write_all_at(bytes, slot.offset)
-            .map_err(|e| CheckpointError::io(&path, e))?;
+        self.files[slot.shard].write_all_at(bytes, slot.offset).map_err(|e| CheckpointError::io(&path, e))?;
         self.written.lock().unwrap()[i] = true;
         Ok(())
     }
@@ -240,9 +196,7 @@ impl CheckpointWriter {
             });
         }
         let path = self.tmp_dir.join(&self.shard_names[slot.shard]);
-        self.files[slot.shard]
-            .write_all_at(bytes, slot.offset + start)
-            .map_err(|e| CheckpointError::io(&path, e))
+        self.files[slot.shard].write_all_at(bytes, slot.offset + start).map_err(|e| CheckpointError::io(&path, e))
     }
 
     /// Marks a tensor written in parts as complete.
@@ -286,8 +240,7 @@ impl CheckpointWriter {
         for f in FILES {
             let src = dir.join(f);
             if src.exists() {
-                std::fs::copy(&src, self.tmp_dir.join(f))
-                    .map_err(|e| CheckpointError::io(&src, e))?;
+                std::fs::copy(&src, self.tmp_dir.join(f)).map_err(|e| CheckpointError::io(&src, e))?;
                 copied.push(f.to_string());
             }
         }
@@ -305,65 +258,41 @@ impl CheckpointWriter {
     pub fn finish(mut self) -> Result<PathBuf> {
         let missing: Vec<&String> = {
             let written = self.written.lock().unwrap();
-            self.slots
-                .keys()
-                .zip(written.iter())
-                .filter(|(_, w)| !**w)
-                .map(|(k, _)| k)
-                .collect()
+            self.slots.keys().zip(written.iter()).filter(|(_, w)| !**w).map(|(k, _)| k).collect()
         };
         if let Some(first) = missing.first() {
             return Err(CheckpointError::Tensor {
                 path: self.out_dir.clone(),
                 tensor: first.to_string(),
-                message: format!(
-                    "was never written ({} tensors missing); the checkpoint was not created",
-                    missing.len()
-                ),
+                message: format!("was never written ({} tensors missing); the checkpoint was not created", missing.len()),
             });
         }
         for (f, name) in self.files.iter().zip(&self.shard_names) {
-            f.sync_all()
-                .map_err(|e| CheckpointError::io(self.tmp_dir.join(name), e))?;
+            f.sync_all().map_err(|e| CheckpointError::io(self.tmp_dir.join(name), e))?;
         }
         if let Some(mut cfg) = self.config.take() {
             if let (Some(d), Some(obj)) = (self.dtype_for_config, cfg.as_object_mut()) {
                 obj.insert("torch_dtype".into(), json!(torch_dtype_name(d)));
             }
-            self.write_extra_file(
-                "config.json",
-                serde_json::to_string_pretty(&cfg).unwrap().as_bytes(),
-            )?;
+            self.write_extra_file("config.json", serde_json::to_string_pretty(&cfg).unwrap().as_bytes())?;
         }
         if self.shard_names.len() > 1 {
-            let weight_map: BTreeMap<&str, &str> = self
-                .slots
-                .iter()
-                .map(|(k, s)| (k.as_str(), self.shard_names[s.shard].as_str()))
-                .collect();
+            let weight_map: BTreeMap<&str, &str> = self.slots.iter().map(|(k, s)| (k.as_str(), self.shard_names[s.shard].as_str())).collect();
             let mut meta = serde_json::Map::new();
             meta.insert("total_size".into(), json!(self.total_size));
             for (k, v) in &self.opts.metadata {
                 meta.insert(k.clone(), json!(v));
             }
             let index = json!({"metadata": meta, "weight_map": weight_map});
-            self.write_extra_file(
-                "model.safetensors.index.json",
-                serde_json::to_string_pretty(&index).unwrap().as_bytes(),
-            )?;
+            self.write_extra_file("model.safetensors.index.json", serde_json::to_string_pretty(&index).unwrap().as_bytes())?;
         }
         if self.out_dir.exists() {
             if !self.opts.overwrite {
-                return Err(CheckpointError::Invalid {
-                    path: self.out_dir.clone(),
-                    message: "appeared while writing; not replaced".into(),
-                });
+                return Err(CheckpointError::Invalid { path: self.out_dir.clone(), message: "appeared while writing; not replaced".into() });
             }
-            std::fs::remove_dir_all(&self.out_dir)
-                .map_err(|e| CheckpointError::io(&self.out_dir, e))?;
+            std::fs::remove_dir_all(&self.out_dir).map_err(|e| CheckpointError::io(&self.out_dir, e))?;
         }
-        std::fs::rename(&self.tmp_dir, &self.out_dir)
-            .map_err(|e| CheckpointError::io(&self.out_dir, e))?;
+        std::fs::rename(&self.tmp_dir, &self.out_dir).map_err(|e| CheckpointError::io(&self.out_dir, e))?;
         self.finished = true;
         Ok(self.out_dir.clone())
     }

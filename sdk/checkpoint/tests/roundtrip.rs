@@ -3,32 +3,14 @@
 
 use std::path::Path;
 
-use agentmerge_checkpoint::{
-    Checkpoint, CheckpointError, CheckpointWriter, DType, TensorSpec, WriteOptions,
-};
+use agentmerge_checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, DType, TensorSpec, WriteOptions};
 
 fn specs() -> Vec<TensorSpec> {
     vec![
-        TensorSpec {
-            name: "model.embed_tokens.weight".into(),
-            dtype: DType::F32,
-            shape: vec![16, 8],
-        },
-        TensorSpec {
-            name: "model.layers.0.mlp.up_proj.weight".into(),
-            dtype: DType::BF16,
-            shape: vec![12, 8],
-        },
-        TensorSpec {
-            name: "model.layers.1.mlp.up_proj.weight".into(),
-            dtype: DType::F16,
-            shape: vec![12, 8],
-        },
-        TensorSpec {
-            name: "model.norm.weight".into(),
-            dtype: DType::F64,
-            shape: vec![8],
-        },
+        TensorSpec { name: "model.embed_tokens.weight".into(), dtype: DType::F32, shape: vec![16, 8] },
+        TensorSpec { name: "model.layers.0.mlp.up_proj.weight".into(), dtype: DType::BF16, shape: vec![12, 8] },
+        TensorSpec { name: "model.layers.1.mlp.up_proj.weight".into(), dtype: DType::F16, shape: vec![12, 8] },
+        TensorSpec { name: "model.norm.weight".into(), dtype: DType::F64, shape: vec![8] },
     ]
 }
 
@@ -44,10 +26,7 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn write(dir: &Path, max_shard_bytes: u64) -> Vec<Vec<f32>> {
-    let mut opts = WriteOptions {
-        max_shard_bytes,
-        ..Default::default()
-    };
+    let mut opts = WriteOptions { max_shard_bytes, ..Default::default() };
     opts.metadata.insert("format".into(), "pt".into());
     let mut w = CheckpointWriter::plan(dir, specs(), opts).unwrap();
     let mut all = Vec::new();
@@ -66,10 +45,7 @@ fn write(dir: &Path, max_shard_bytes: u64) -> Vec<Vec<f32>> {
             sc.spawn(move || w.write_f32(&s.name, v).unwrap());
         }
     });
-    w.set_config(
-        serde_json::json!({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}),
-        Some(DType::BF16),
-    );
+    w.set_config(serde_json::json!({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}), Some(DType::BF16));
     for (_, v) in data {
         all.push(v);
     }
@@ -108,10 +84,7 @@ fn single_and_sharded_round_trip() {
         }
         if max == 400 {
             assert!(dir.join("model.safetensors.index.json").exists());
-            assert!(
-                dir.join("model-00001-of-00003.safetensors").exists()
-                    || dir.join("model-00001-of-00004.safetensors").exists()
-            );
+            assert!(dir.join("model-00001-of-00003.safetensors").exists() || dir.join("model-00001-of-00004.safetensors").exists());
         } else {
             assert!(dir.join("model.safetensors").exists());
         }
@@ -123,16 +96,10 @@ fn reads_the_python_written_fixture() {
     // tools/checkpoint_fixture.py wrote this with the `safetensors` Python package.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/python_tiny");
     let ck = Checkpoint::open(&dir).unwrap();
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     for (name, vals) in expected.as_object().unwrap() {
         let got = ck.view(name).unwrap().to_f64_vec();
-        let want: Vec<f64> = vals
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let want: Vec<f64> = vals.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(got, want, "{name}");
     }
 }
@@ -148,10 +115,7 @@ fn corrupt_files_are_errors_not_panics() {
     // Truncated data: offsets out of range.
     std::fs::write(&file, &good[..good.len() - 10]).unwrap();
     let e = Checkpoint::open(&dir).err().unwrap();
-    assert!(
-        matches!(e, CheckpointError::Tensor { .. }) && e.to_string().contains("out of range"),
-        "{e}"
-    );
+    assert!(matches!(e, CheckpointError::Tensor { .. }) && e.to_string().contains("out of range"), "{e}");
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 
     // Header length bigger than the file.
@@ -162,27 +126,15 @@ fn corrupt_files_are_errors_not_panics() {
     assert!(e.to_string().contains("100 MB limit"), "{e}");
     bad[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
     std::fs::write(&file, &bad).unwrap();
-    assert!(Checkpoint::open(&dir)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("runs past the end"));
+    assert!(Checkpoint::open(&dir).err().unwrap().to_string().contains("runs past the end"));
 
     // Too short, and garbage JSON.
     std::fs::write(&file, b"abc").unwrap();
-    assert!(Checkpoint::open(&dir)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("shorter than"));
+    assert!(Checkpoint::open(&dir).err().unwrap().to_string().contains("shorter than"));
     let mut junk = 5u64.to_le_bytes().to_vec();
     junk.extend_from_slice(b"{{{{{");
     std::fs::write(&file, &junk).unwrap();
-    assert!(Checkpoint::open(&dir)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("not a JSON object"));
+    assert!(Checkpoint::open(&dir).err().unwrap().to_string().contains("not a JSON object"));
 
     // Not a checkpoint at all.
     let e = Checkpoint::open(t.path()).err().unwrap();
@@ -199,11 +151,7 @@ fn unfinished_writes_leave_nothing() {
         // dropped without finish
     }
     assert!(!dir.exists());
-    assert_eq!(
-        std::fs::read_dir(t.path()).unwrap().count(),
-        0,
-        "temporary directory left behind"
-    );
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "temporary directory left behind");
 
     // finish() refuses when a tensor is missing, and leaves nothing.
     let w = CheckpointWriter::plan(&dir, specs(), WriteOptions::default()).unwrap();
@@ -224,8 +172,7 @@ fn index_and_overlap_errors_name_the_tensor() {
     write(&dir, 400);
     // A tensor listed in the index but absent from its shard.
     let index_path = dir.join("model.safetensors.index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+    let mut index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
     let first_shard = index["weight_map"]["model.norm.weight"].clone();
     index["weight_map"]["model.ghost.weight"] = first_shard;
     std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
@@ -260,8 +207,5 @@ fn release_keeps_data_readable() {
     ck.release(name, 0..before.len());
     assert_eq!(ck.view(name).unwrap().to_f32_vec(), before);
     assert_eq!(agentmerge_checkpoint::num_layers(&ck), 2);
-    assert_eq!(
-        agentmerge_checkpoint::layer_index("model.layers.12.mlp.up_proj.weight"),
-        Some(12)
-    );
+    assert_eq!(agentmerge_checkpoint::layer_index("model.layers.12.mlp.up_proj.weight"), Some(12));
 }

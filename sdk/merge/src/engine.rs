@@ -15,16 +15,12 @@ use std::{
     time::Instant,
 };
 
-use agentmerge_checkpoint::{
-    f32_to_bytes, f64_to_bytes, layer_index, Checkpoint, CheckpointWriter, DType, DTypeExt,
-    TensorSpec, TensorView, WriteOptions,
-};
+use agentmerge_checkpoint::{f32_to_bytes, f64_to_bytes, layer_index, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, TensorView, WriteOptions};
 use rayon::prelude::*;
 
 use crate::{
     params::{ParamDef, Params, Settings},
-    Chunk, Float, Input, MergeError, MergePlan, ParamsView, Strategy, StreamInput, TensorJob,
-    TensorStream, TokenizerSource,
+    Chunk, Float, Input, MergeError, MergePlan, ParamsView, Strategy, StreamInput, TensorJob, TensorStream, TokenizerSource,
 };
 
 /// Element-wise strategies process big tensors in chunks of this many elements.
@@ -96,9 +92,7 @@ pub fn run_merge(
     let started = Instant::now();
     let method = strategy.name().to_string();
     if strategy.needs_base() && plan.base.is_none() {
-        return Err(MergeError::Plan(format!(
-            "merge method `{method}` needs `base_model`; add it to the recipe"
-        )));
+        return Err(MergeError::Plan(format!("merge method `{method}` needs `base_model`; add it to the recipe")));
     }
     if plan.models.is_empty() {
         return Err(MergeError::Plan("the recipe lists no models under `models:`".into()));
@@ -107,11 +101,7 @@ pub fn run_merge(
         return Err(MergeError::Plan("`tokenizer_source: base` but the recipe has no `base_model`; name one or take the tokenizer from a model".into()));
     }
     let base = match &plan.base {
-        Some(p) => Some(Model {
-            label: p.display().to_string(),
-            ck: Checkpoint::open(p)?,
-            is_base: true,
-        }),
+        Some(p) => Some(Model { label: p.display().to_string(), ck: Checkpoint::open(p)?, is_base: true }),
         None => None,
     };
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
@@ -122,11 +112,7 @@ pub fn run_merge(
         .models
         .iter()
         .map(|m| {
-            Ok(Model {
-                label: m.path.display().to_string(),
-                ck: Checkpoint::open(&m.path)?,
-                is_base: plan.base.as_deref().is_some_and(|b| same(b, &m.path)),
-            })
+            Ok(Model { label: m.path.display().to_string(), ck: Checkpoint::open(&m.path)?, is_base: plan.base.as_deref().is_some_and(|b| same(b, &m.path)) })
         })
         .collect::<Result<Vec<_>, MergeError>>()?;
     let reference = base.as_ref().unwrap_or(&models[0]);
@@ -140,19 +126,9 @@ pub fn run_merge(
     let tensors = plan_tensors(plan, strategy, reference, &models)?;
 
     // Lay out the output.
-    let specs: Vec<TensorSpec> = tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dtype: t.out_dtype,
-            shape: t.shape.clone(),
-        })
-        .collect();
+    let specs: Vec<TensorSpec> = tensors.iter().map(|t| TensorSpec { name: t.name.clone(), dtype: t.out_dtype, shape: t.shape.clone() }).collect();
     let recipe = plan.recipe.clone().unwrap_or_else(|| plan.to_yaml(&method));
-    let mut opts = WriteOptions {
-        max_shard_bytes: plan.max_shard_bytes,
-        ..Default::default()
-    };
+    let mut opts = WriteOptions { max_shard_bytes: plan.max_shard_bytes, ..Default::default() };
     opts.metadata.insert("format".into(), "pt".into());
     opts.metadata.insert("merge_method".into(), method.clone());
     opts.metadata.insert("merge_recipe".into(), recipe.clone());
@@ -162,44 +138,22 @@ pub fn run_merge(
     for (i, t) in tensors.iter().enumerate() {
         let numel = t.shape.iter().product::<u64>() as usize;
         if t.float && strategy.streams(&t.shape) {
-            units.push(Unit {
-                tensor: i,
-                range: 0..numel,
-                whole: true,
-                streamed: true,
-            });
+            units.push(Unit { tensor: i, range: 0..numel, whole: true, streamed: true });
         } else if t.float && strategy.elementwise() && numel > CHUNK_ELEMENTS {
             let starts: Vec<usize> = (0..numel).step_by(CHUNK_ELEMENTS).collect();
             t.chunks.store(starts.len(), Ordering::Relaxed);
             for s in starts {
-                units.push(Unit {
-                    tensor: i,
-                    range: s..(s + CHUNK_ELEMENTS).min(numel),
-                    whole: false,
-                    streamed: false,
-                });
+                units.push(Unit { tensor: i, range: s..(s + CHUNK_ELEMENTS).min(numel), whole: false, streamed: false });
             }
         } else {
-            units.push(Unit {
-                tensor: i,
-                range: 0..numel,
-                whole: true,
-                streamed: false,
-            });
+            units.push(Unit { tensor: i, range: 0..numel, whole: true, streamed: false });
         }
     }
     let total: u64 = tensors.iter().map(|t| t.shape.iter().product::<u64>()).sum();
     let done = AtomicU64::new(0);
     let read = AtomicU64::new(0);
     let written = AtomicU64::new(0);
-    let ctx = Context {
-        plan,
-        strategy,
-        base: base.as_ref(),
-        models: &models,
-        reference,
-        writer: &writer,
-    };
+    let ctx = Context { plan, strategy, base: base.as_ref(), models: &models, reference, writer: &writer };
     units.par_iter().try_for_each(|u| {
         if cancelled() {
             return Err(MergeError::Cancelled(out_dir.to_path_buf()));
@@ -233,11 +187,7 @@ pub fn run_merge(
     let tokenizer_dir = match &plan.tokenizer_source {
         Some(TokenizerSource::Base) => match &plan.base {
             Some(b) => b.clone(),
-            None => {
-                return Err(MergeError::Plan(
-                    "`tokenizer_source: base` but the recipe has no `base_model`".into(),
-                ))
-            }
+            None => return Err(MergeError::Plan("`tokenizer_source: base` but the recipe has no `base_model`".into())),
         },
         Some(TokenizerSource::Model(p)) => p.clone(),
         None => reference.ck.dir().to_path_buf(),
@@ -262,11 +212,7 @@ pub fn run_merge(
 
 /// Same architecture, same tensor names, same shapes.
 fn check_models_match(reference: &Model, all: &[&Model]) -> Result<(), MergeError> {
-    let arch = |m: &Model| {
-        m.ck.config()
-            .and_then(|c| c.get("architectures"))
-            .map(|a| a.to_string())
-    };
+    let arch = |m: &Model| m.ck.config().and_then(|c| c.get("architectures")).map(|a| a.to_string());
     let names: BTreeSet<&str> = reference.ck.names().collect();
     for m in all {
         if let (Some(a), Some(b)) = (arch(reference), arch(m)) {
@@ -305,10 +251,7 @@ fn check_models_match(reference: &Model, all: &[&Model]) -> Result<(), MergeErro
                     return Err(MergeError::Tensor {
                         tensor: name.to_string(),
                         models: format!("{} and {}", reference.label, m.label),
-                        message: format!(
-                            "shape {:?} in {} but {:?} in {}; the models must have the same sizes",
-                            a.shape, reference.label, b.shape, m.label
-                        ),
+                        message: format!("shape {:?} in {} but {:?} in {}; the models must have the same sizes", a.shape, reference.label, b.shape, m.label),
                     });
                 }
             }
@@ -338,7 +281,10 @@ fn unknown_parameters(plan: &MergePlan, defs: &[ParamDef]) -> Vec<String> {
     for m in &plan.models {
         for k in m.params.keys() {
             if defs.iter().any(|d| d.name == k && !d.per_model) {
-                out.push(format!("parameter `{k}` of {} is global: it is read only under the recipe's top-level `parameters:`, so this one is ignored", m.path.display()));
+                out.push(format!(
+                    "parameter `{k}` of {} is global: it is read only under the recipe's top-level `parameters:`, so this one is ignored",
+                    m.path.display()
+                ));
             }
         }
     }
@@ -346,12 +292,7 @@ fn unknown_parameters(plan: &MergePlan, defs: &[ParamDef]) -> Vec<String> {
 }
 
 /// Resolves every tensor's parameters and checks them, before any data is read.
-fn plan_tensors(
-    plan: &MergePlan,
-    strategy: &dyn Strategy,
-    reference: &Model,
-    models: &[Model],
-) -> Result<Vec<TensorPlan>, MergeError> {
+fn plan_tensors(plan: &MergePlan, strategy: &dyn Strategy, reference: &Model, models: &[Model]) -> Result<Vec<TensorPlan>, MergeError> {
     let defs = strategy.parameters();
     let num_layers = reference.ck.num_layers();
     let mut out = Vec::new();
@@ -374,12 +315,7 @@ fn plan_tensors(
             if params.get(d.name).is_none() {
                 match &d.default {
                     Some(v) => params.set(d.name, v.clone()),
-                    None => {
-                        return Err(tensor_err(format!(
-                            "required parameter `{}` is not set; add it under `parameters:`",
-                            d.name
-                        )))
-                    }
+                    None => return Err(tensor_err(format!("required parameter `{}` is not set; add it under `parameters:`", d.name))),
                 }
             }
         }
@@ -409,31 +345,15 @@ fn plan_tensors(
             model_params.push(p);
         }
         let numel = info.numel();
-        let view_models: Vec<(&str, &Params, bool)> = models
-            .iter()
-            .zip(&model_params)
-            .map(|(m, p)| (m.label.as_str(), p, m.is_base))
-            .collect();
+        let view_models: Vec<(&str, &Params, bool)> = models.iter().zip(&model_params).map(|(m, p)| (m.label.as_str(), p, m.is_base)).collect();
         strategy
-            .check(&ParamsView {
-                tensor: name,
-                numel,
-                has_base: plan.base.is_some(),
-                params: &params,
-                models: &view_models,
-            })
+            .check(&ParamsView { tensor: name, numel, has_base: plan.base.is_some(), params: &params, models: &view_models })
             .map_err(|e| tensor_err(format!("{e:#}")))?;
         let float = info.dtype.is_float();
         let wide = plan.dtype == Some(DType::F64)
             || reference.ck.info(name).is_some_and(|i| i.dtype == DType::F64)
-            || models
-                .iter()
-                .any(|m| m.ck.info(name).is_some_and(|i| i.dtype == DType::F64));
-        let out_dtype = if float {
-            plan.out_dtype.or(plan.dtype).unwrap_or(info.dtype)
-        } else {
-            info.dtype
-        };
+            || models.iter().any(|m| m.ck.info(name).is_some_and(|i| i.dtype == DType::F64));
+        let out_dtype = if float { plan.out_dtype.or(plan.dtype).unwrap_or(info.dtype) } else { info.dtype };
         out.push(TensorPlan {
             name: name.to_string(),
             shape: info.shape.clone(),
@@ -527,13 +447,7 @@ impl Context<'_> {
             return Err(MergeError::Tensor {
                 tensor: name.to_string(),
                 models: m.label.clone(),
-                message: format!(
-                    "element {} is {:?} in {} ({}); fix or re-export that checkpoint",
-                    range.start + i,
-                    buf[i],
-                    m.label,
-                    view.file.display()
-                ),
+                message: format!("element {} is {:?} in {} ({}); fix or re-export that checkpoint", range.start + i, buf[i], m.label, view.file.display()),
             });
         }
         Ok((buf, (range.len() * view.dtype.size()) as u64))
@@ -545,11 +459,7 @@ impl Context<'_> {
     fn stream_tensor<T: Elem>(&self, t: &TensorPlan) -> Result<(u64, u64), MergeError> {
         let numel = t.shape.iter().product::<u64>() as usize;
         let all: Vec<&Model> = self.base.into_iter().chain(self.models).collect();
-        let read_bytes: u64 = all
-            .iter()
-            .filter_map(|m| m.ck.info(&t.name))
-            .map(|i| i.numel() as u64 * i.dtype.size() as u64)
-            .sum();
+        let read_bytes: u64 = all.iter().filter_map(|m| m.ck.info(&t.name)).map(|i| i.numel() as u64 * i.dtype.size() as u64).sum();
         let error = std::sync::Mutex::new(None::<MergeError>);
         let keep = |e: MergeError| {
             let msg = e.to_string();
@@ -584,23 +494,15 @@ impl Context<'_> {
         let written = AtomicU64::new(0);
         let write = |start: usize, v: &[T]| -> anyhow::Result<()> {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                anyhow::bail!(
-                    "the merge produced {:?} at element {}; check the parameters (weights summing to zero, extreme lambda)",
-                    v[i],
-                    start + i
-                );
+                anyhow::bail!("the merge produced {:?} at element {}; check the parameters (weights summing to zero, extreme lambda)", v[i], start + i);
             }
             let bytes = T::encode(v, t.out_dtype);
             self.writer.write_tensor_part(&t.name, start, &bytes).map_err(|e| keep(e.into()))?;
             written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Ok(())
         };
-        let inputs: Vec<StreamInput<'_>> = self
-            .models
-            .iter()
-            .zip(&t.model_params)
-            .map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base })
-            .collect();
+        let inputs: Vec<StreamInput<'_>> =
+            self.models.iter().zip(&t.model_params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect();
         let stream = TensorStream::new(
             &t.name,
             &t.shape,
@@ -629,10 +531,7 @@ impl Context<'_> {
             return Err(MergeError::Tensor {
                 tensor: t.name.clone(),
                 models: self.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", "),
-                message: format!(
-                    "merge method `{}` wrote {w} of {want} bytes (a bug in the strategy)",
-                    self.strategy.name()
-                ),
+                message: format!("merge method `{}` wrote {w} of {want} bytes (a bug in the strategy)", self.strategy.name()),
             });
         }
         self.writer.mark_written(&t.name)?;
@@ -680,12 +579,7 @@ impl Context<'_> {
             .iter()
             .zip(&values)
             .zip(&t.model_params)
-            .map(|((m, v), p)| Input {
-                model: &m.label,
-                values: v,
-                params: p,
-                is_base: m.is_base,
-            })
+            .map(|((m, v), p)| Input { model: &m.label, values: v, params: p, is_base: m.is_base })
             .collect();
         let job = TensorJob {
             name: &t.name,
@@ -698,18 +592,8 @@ impl Context<'_> {
             seed: self.plan.seed ^ fnv1a(&t.name),
             range: u.range.clone(),
         };
-        let models = || {
-            self.models
-                .iter()
-                .map(|m| m.label.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let out = T::merge(self.strategy, &job).map_err(|e| MergeError::Tensor {
-            tensor: t.name.clone(),
-            models: models(),
-            message: format!("{e:#}"),
-        })?;
+        let models = || self.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", ");
+        let out = T::merge(self.strategy, &job).map_err(|e| MergeError::Tensor { tensor: t.name.clone(), models: models(), message: format!("{e:#}") })?;
         if out.len() != u.range.len() {
             return Err(MergeError::Tensor {
                 tensor: t.name.clone(),
@@ -741,7 +625,5 @@ impl Context<'_> {
 
 /// FNV-1a: a stable hash of tensor names for per-tensor seeds.
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }

@@ -12,8 +12,8 @@
 //! See docs/merging.md for every method's formula, parameters and defaults.
 
 mod engine;
-pub mod node;
 pub mod methods;
+pub mod node;
 mod params;
 mod plan;
 mod strategy;
@@ -42,11 +42,7 @@ pub enum MergeError {
     Checkpoint(#[from] CheckpointError),
     /// Merging one tensor failed.
     #[error("tensor `{tensor}` ({models}): {message}")]
-    Tensor {
-        tensor: String,
-        models: String,
-        message: String,
-    },
+    Tensor { tensor: String, models: String, message: String },
     #[error("the merge was cancelled; {0} was not created")]
     Cancelled(PathBuf),
 }

@@ -104,11 +104,11 @@ impl<K: StrategyKind> NodeKind for StrategyNode<K> {
     const DOC: &'static str = K::DOC;
 
     fn ports() -> Ports {
-        merge_outputs(
-            Ports::new()
-                .list_input("models", PortType::Model, "the checkpoints to merge")
-                .optional_input("base", PortType::Model, "the base model task vectors are taken against"),
-        )
+        merge_outputs(Ports::new().list_input("models", PortType::Model, "the checkpoints to merge").optional_input(
+            "base",
+            PortType::Model,
+            "the base model task vectors are taken against",
+        ))
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -184,9 +184,7 @@ pub fn check_settings(s: &dyn Strategy, field: &str, v: &Map<String, Json>, per_
             ));
         }
     }
-    v.iter()
-        .map(|(k, v)| Setting::from_json(v).map(|s| (k.clone(), s)).map_err(|e| ConfigError::new(format!("{field}.{k}"), e)))
-        .collect()
+    v.iter().map(|(k, v)| Setting::from_json(v).map(|s| (k.clone(), s)).map_err(|e| ConfigError::new(format!("{field}.{k}"), e))).collect()
 }
 
 /// Checks an output dtype name.
@@ -229,6 +227,9 @@ pub fn execute(ctx: &Ctx, s: &dyn Strategy, mut plan: MergePlan, out: &OutputOpt
 
 /// Adds the `model` and `report` outputs every merge node has.
 pub fn merge_outputs(p: Ports) -> Ports {
-    p.output("model", PortType::Model, "the merged checkpoint (Hugging Face format)")
-        .output("report", PortType::Metrics, "tensors, parameters, bytes read and written, time, warnings")
+    p.output("model", PortType::Model, "the merged checkpoint (Hugging Face format)").output(
+        "report",
+        PortType::Metrics,
+        "tensors, parameters, bytes read and written, time, warnings",
+    )
 }

@@ -88,21 +88,13 @@ impl Setting {
         }
         match v {
             Json::Array(items) if items.is_empty() => Err("an empty list has no value".into()),
-            Json::Array(items) if items.iter().all(Json::is_number) => {
-                Ok(Setting::Gradient(items.iter().filter_map(Json::as_f64).collect()))
+            Json::Array(items) if items.iter().all(Json::is_number) => Ok(Setting::Gradient(items.iter().filter_map(Json::as_f64).collect())),
+            Json::Array(items) if items.iter().all(|i| Value::from_json(i).is_some()) => {
+                Ok(Setting::Steps(items.iter().filter_map(Value::from_json).collect()))
             }
-            Json::Array(items) if items.iter().all(|i| Value::from_json(i).is_some()) => Ok(
-                Setting::Steps(items.iter().filter_map(Value::from_json).collect()),
-            ),
-            Json::Array(items) => items
-                .iter()
-                .map(Conditional::from_json)
-                .collect::<Result<Vec<_>, _>>()
-                .map(Setting::Conditional),
+            Json::Array(items) => items.iter().map(Conditional::from_json).collect::<Result<Vec<_>, _>>().map(Setting::Conditional),
             Json::Object(_) => Ok(Setting::Conditional(vec![Conditional::from_json(v)?])),
-            _ => Err(format!(
-                "`{v}` is not a number, boolean, string, list of numbers or list of {{filter, value}} entries"
-            )),
+            _ => Err(format!("`{v}` is not a number, boolean, string, list of numbers or list of {{filter, value}} entries")),
         }
     }
 
@@ -134,9 +126,7 @@ impl Setting {
                 let frac = scaled - i0 as f64;
                 Some(Value::Num((1.0 - frac) * g[i0] + frac * g[i1]))
             }
-            Setting::Steps(s) => {
-                Some(s[(t.clamp(0.0, 1.0) * (s.len() - 1) as f64).floor() as usize].clone())
-            }
+            Setting::Steps(s) => Some(s[(t.clamp(0.0, 1.0) * (s.len() - 1) as f64).floor() as usize].clone()),
             Setting::Conditional(c) => c
                 .iter()
                 .find(|c| match c.filter.as_deref() {
@@ -154,25 +144,18 @@ impl Conditional {
             return Err(format!("list entry `{v}` is not a {{filter, value}} mapping"));
         };
         if let Some(k) = obj.keys().find(|k| *k != "filter" && *k != "value") {
-            return Err(format!(
-                "unexpected key `{k}` in a {{filter, value}} entry (only `filter` and `value` are allowed)"
-            ));
+            return Err(format!("unexpected key `{k}` in a {{filter, value}} entry (only `filter` and `value` are allowed)"));
         }
         let filter = match obj.get("filter") {
             None | Some(Json::Null) => None,
             Some(Json::String(s)) => Some(s.clone()),
             Some(other) => return Err(format!("filter `{other}` is not a string")),
         };
-        let value = obj
-            .get("value")
-            .ok_or_else(|| format!("entry `{v}` has no `value`"))?;
+        let value = obj.get("value").ok_or_else(|| format!("entry `{v}` has no `value`"))?;
         if value.is_object() {
             return Err(format!("value `{value}` cannot itself be a {{filter, value}} mapping"));
         }
-        Ok(Conditional {
-            filter,
-            value: Setting::from_json(value)?,
-        })
+        Ok(Conditional { filter, value: Setting::from_json(value)? })
     }
 }
 
@@ -194,13 +177,7 @@ pub fn settings_from_json(v: &Json, context: &str) -> Result<Settings, String> {
     let Some(obj) = v.as_object() else {
         return Err(format!("{context}: `parameters` must be a mapping of name: value"));
     };
-    obj.iter()
-        .map(|(k, v)| {
-            Setting::from_json(v)
-                .map(|s| (k.clone(), s))
-                .map_err(|e| format!("{context}: parameter `{k}`: {e}"))
-        })
-        .collect()
+    obj.iter().map(|(k, v)| Setting::from_json(v).map(|s| (k.clone(), s)).map_err(|e| format!("{context}: parameter `{k}`: {e}"))).collect()
 }
 
 /// A parameter a strategy reads, with its default (`None`: required).
@@ -216,38 +193,22 @@ pub struct ParamDef {
 impl ParamDef {
     /// A global number with a default.
     pub fn num(name: &'static str, default: f64) -> ParamDef {
-        ParamDef {
-            name,
-            default: Some(Value::Num(default)),
-            per_model: false,
-        }
+        ParamDef { name, default: Some(Value::Num(default)), per_model: false }
     }
 
     /// A global boolean with a default.
     pub fn flag(name: &'static str, default: bool) -> ParamDef {
-        ParamDef {
-            name,
-            default: Some(Value::Bool(default)),
-            per_model: false,
-        }
+        ParamDef { name, default: Some(Value::Bool(default)), per_model: false }
     }
 
     /// A global string with a default.
     pub fn text(name: &'static str, default: &str) -> ParamDef {
-        ParamDef {
-            name,
-            default: Some(Value::Str(default.into())),
-            per_model: false,
-        }
+        ParamDef { name, default: Some(Value::Str(default.into())), per_model: false }
     }
 
     /// A required parameter (no default).
     pub fn required(name: &'static str) -> ParamDef {
-        ParamDef {
-            name,
-            default: None,
-            per_model: false,
-        }
+        ParamDef { name, default: None, per_model: false }
     }
 
     /// Makes it a per-model parameter.
@@ -323,10 +284,7 @@ mod tests {
             {"value": 0.5}
         ]))
         .unwrap();
-        assert_eq!(
-            c.evaluate("model.layers.3.self_attn.q_proj.weight", 0.5),
-            Some(Value::Num(0.5))
-        );
+        assert_eq!(c.evaluate("model.layers.3.self_attn.q_proj.weight", 0.5), Some(Value::Num(0.5)));
         assert_eq!(c.evaluate("model.layers.3.mlp.up_proj.weight", 0.5), Some(Value::Num(0.3)));
         assert_eq!(c.evaluate("model.norm.weight", 0.0), Some(Value::Num(0.5)));
         let no_default = Setting::from_json(&json!([{"filter": "mlp", "value": 1}])).unwrap();

@@ -137,10 +137,7 @@ const ACCEPTED: &str = "merge_method, base_model, models, parameters, dtype, out
 /// Parses a mergekit YAML recipe. Returns the plan (with `recipe` set to `text`) and the
 /// `merge_method`. Model paths are kept as written; see [`MergePlan::resolve_relative_to`].
 pub fn parse_mergekit_yaml(text: &str, file_name: &str) -> Result<(MergePlan, String), MergeError> {
-    let bad = |message: String| MergeError::Recipe {
-        file: file_name.to_string(),
-        message,
-    };
+    let bad = |message: String| MergeError::Recipe { file: file_name.to_string(), message };
     let docs = YamlLoader::load_from_str(text).map_err(|e| bad(format!("not valid YAML: {e}")))?;
     let [doc] = &docs[..] else {
         return Err(bad(format!("expected one YAML document, found {}", docs.len())));
@@ -151,19 +148,16 @@ pub fn parse_mergekit_yaml(text: &str, file_name: &str) -> Result<(MergePlan, St
     };
     for key in root.keys() {
         let why = match key.as_str() {
-            "merge_method" | "base_model" | "models" | "parameters" | "dtype" | "out_dtype"
-            | "tokenizer_source" | "seed" => continue,
+            "merge_method" | "base_model" | "models" | "parameters" | "dtype" | "out_dtype" | "tokenizer_source" | "seed" => continue,
             "slices" => "`slices` (layer ranges, frankenmerges) is not supported; list whole models under `models:`",
             "modules" => "`modules` is not supported; list whole models under `models:`",
-            "tokenizer" => "`tokenizer` (building a union vocabulary) is not supported; use `tokenizer_source: base` or a model path, with models that share a vocabulary",
+            "tokenizer" => {
+                "`tokenizer` (building a union vocabulary) is not supported; use `tokenizer_source: base` or a model path, with models that share a vocabulary"
+            }
             "chat_template" => "`chat_template` is not supported; edit tokenizer_config.json of the output instead",
             _ => "",
         };
-        return Err(bad(if why.is_empty() {
-            format!("unknown field `{key}`; accepted fields: {ACCEPTED}")
-        } else {
-            why.to_string()
-        }));
+        return Err(bad(if why.is_empty() { format!("unknown field `{key}`; accepted fields: {ACCEPTED}") } else { why.to_string() }));
     }
     let method = match root.get("merge_method") {
         Some(Json::String(m)) => m.clone(),
@@ -171,10 +165,7 @@ pub fn parse_mergekit_yaml(text: &str, file_name: &str) -> Result<(MergePlan, St
         None => return Err(bad("`merge_method` is missing".into())),
     };
     if !methods::METHODS.contains(&method.as_str()) {
-        return Err(bad(format!(
-            "unknown `merge_method: {method}`; supported: {}",
-            methods::METHODS.join(", ")
-        )));
+        return Err(bad(format!("unknown `merge_method: {method}`; supported: {}", methods::METHODS.join(", "))));
     }
     let model_ref = |field: &str, v: &Json| -> Result<PathBuf, MergeError> {
         let Some(s) = v.as_str() else {
@@ -304,10 +295,7 @@ dtype: float16
         assert_eq!(plan.models.len(), 3);
         assert_eq!(plan.dtype, Some(DType::F16));
         assert_eq!(plan.models[0].params["density"], Setting::Gradient(vec![1.0, 0.7, 0.1]));
-        assert_eq!(
-            plan.models[2].params["weight"].evaluate("model.layers.0.mlp.up_proj.weight", 0.0),
-            Some(Value::Num(0.5))
-        );
+        assert_eq!(plan.models[2].params["weight"].evaluate("model.layers.0.mlp.up_proj.weight", 0.0), Some(Value::Num(0.5)));
         assert_eq!(plan.params["normalize"], Setting::Value(Value::Bool(true)));
         // The generated YAML parses back to the same plan.
         let (again, m2) = parse_mergekit_yaml(&plan.to_yaml(&method), "gen.yml").unwrap();

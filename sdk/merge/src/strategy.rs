@@ -9,9 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::params::{ParamDef, Params};
 
 /// The element types merges are computed in: f32, or f64 when an input is f64.
-pub trait Float:
-    num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static
-{
+pub trait Float: num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static {
     /// Width of [`Float::magnitude_bits`].
     const KEY_BITS: u32;
     /// The largest [`Float::magnitude_bits`] value.
@@ -94,9 +92,7 @@ impl<'a, T> TensorJob<'a, T> {
 
     /// The base values, or an error saying the method needs `base_model`.
     pub fn base(&self, method: &str) -> anyhow::Result<&'a [T]> {
-        self.base.ok_or_else(|| {
-            anyhow::anyhow!("merge method `{method}` needs `base_model` in the recipe")
-        })
+        self.base.ok_or_else(|| anyhow::anyhow!("merge method `{method}` needs `base_model` in the recipe"))
     }
 
     /// A deterministic random generator for stream `stream` (e.g. the input index).
@@ -202,8 +198,7 @@ impl<'a, T: Float> TensorJob<'a, T> {
     /// a strategy implement [`Strategy::merge`] with its [`Strategy::merge_stream`].
     pub fn run_stream(&self, f: impl FnOnce(&TensorStream<'_, T>) -> anyhow::Result<()>) -> anyhow::Result<Vec<T>> {
         let offset = self.range.start;
-        let inputs: Vec<StreamInput<'_>> =
-            self.inputs.iter().map(|i| StreamInput { model: i.model, params: i.params, is_base: i.is_base }).collect();
+        let inputs: Vec<StreamInput<'_>> = self.inputs.iter().map(|i| StreamInput { model: i.model, params: i.params, is_base: i.is_base }).collect();
         let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
             let local = r.start - offset..r.end - offset;
             c.base = self.base.map(|b| b[local.clone()].to_vec());
@@ -217,7 +212,8 @@ impl<'a, T: Float> TensorJob<'a, T> {
             out.lock().unwrap()[s..s + v.len()].copy_from_slice(v);
             Ok(())
         };
-        let mut stream = TensorStream::new(self.name, self.shape, self.layer, self.t, self.params, &inputs, self.base.is_some(), self.seed, usize::MAX, &read, &write);
+        let mut stream =
+            TensorStream::new(self.name, self.shape, self.layer, self.t, self.params, &inputs, self.base.is_some(), self.seed, usize::MAX, &read, &write);
         stream.range = self.range.clone();
         stream.chunk_elements = self.len().max(1);
         f(&stream)?;
@@ -313,17 +309,8 @@ pub trait Strategy: Send + Sync {
         let narrow = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
         let base = job.base.map(narrow);
         let values: Vec<Vec<f32>> = job.inputs.iter().map(|i| narrow(i.values)).collect();
-        let inputs: Vec<Input<'_, f32>> = job
-            .inputs
-            .iter()
-            .zip(&values)
-            .map(|(i, v)| Input {
-                model: i.model,
-                values: v,
-                params: i.params,
-                is_base: i.is_base,
-            })
-            .collect();
+        let inputs: Vec<Input<'_, f32>> =
+            job.inputs.iter().zip(&values).map(|(i, v)| Input { model: i.model, values: v, params: i.params, is_base: i.is_base }).collect();
         let narrow_job = TensorJob {
             name: job.name,
             shape: job.shape,
@@ -335,10 +322,6 @@ pub trait Strategy: Send + Sync {
             seed: job.seed,
             range: job.range.clone(),
         };
-        Ok(self
-            .merge(&narrow_job)?
-            .into_iter()
-            .map(f64::from)
-            .collect())
+        Ok(self.merge(&narrow_job)?.into_iter().map(f64::from).collect())
     }
 }

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use agentmerge_checkpoint::{Checkpoint, CheckpointWriter, DType, TensorSpec, WriteOptions};
 use agentmerge_merge::{
-    builtin, parse_mergekit_yaml, run_merge, MergeError, MergePlan, MergeReport, ModelEntry,
-    Setting, Strategy, TensorJob, Value, CHUNK_ELEMENTS,
+    builtin, parse_mergekit_yaml, run_merge, MergeError, MergePlan, MergeReport, ModelEntry, Setting, Strategy, TensorJob, Value, CHUNK_ELEMENTS,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,18 +26,11 @@ fn random_tensors(seed: u64, shapes: &[(&str, Vec<u64>)]) -> Tensors {
 
 fn perturb(t: &Tensors, seed: u64, scale: f32) -> Tensors {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    t.iter()
-        .map(|(n, s, v)| {
-            (n.clone(), s.clone(), v.iter().map(|x| x + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect())
-        })
-        .collect()
+    t.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().map(|x| x + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect())).collect()
 }
 
 fn write(dir: &Path, tensors: &Tensors, dtype: DType, arch: &str) -> PathBuf {
-    let specs = tensors
-        .iter()
-        .map(|(n, s, _)| TensorSpec { name: n.clone(), dtype, shape: s.clone() })
-        .collect();
+    let specs = tensors.iter().map(|(n, s, _)| TensorSpec { name: n.clone(), dtype, shape: s.clone() }).collect();
     let mut w = CheckpointWriter::plan(dir, specs, WriteOptions::default()).unwrap();
     for (n, _, v) in tensors {
         w.write_f32(n, v).unwrap();
@@ -57,10 +49,7 @@ fn shapes() -> Vec<(&'static str, Vec<u64>)> {
 }
 
 fn entry(path: &Path, params: &[(&str, Value)]) -> ModelEntry {
-    ModelEntry {
-        path: path.to_path_buf(),
-        params: params.iter().map(|(k, v)| (k.to_string(), Setting::Value(v.clone()))).collect(),
-    }
+    ModelEntry { path: path.to_path_buf(), params: params.iter().map(|(k, v)| (k.to_string(), Setting::Value(v.clone()))).collect() }
 }
 
 fn num(x: f64) -> Value {
@@ -133,9 +122,7 @@ fn identities_and_endpoints() {
     // model_stock of identical models is that model.
     // (identical task vectors: cos θ = 1, so t = 1 and the result is their average)
     let a_t = perturb(&random_tensors(1, &shapes()), 2, 0.1);
-    let copies: Vec<PathBuf> = (0..3)
-        .map(|i| write(&out(&format!("copy{i}")), &a_t, DType::F32, "LlamaForCausalLM"))
-        .collect();
+    let copies: Vec<PathBuf> = (0..3).map(|i| write(&out(&format!("copy{i}")), &a_t, DType::F32, "LlamaForCausalLM")).collect();
     let plan = MergePlan::new(Some(s.base.clone()), copies.iter().map(|c| entry(c, &[])).collect());
     merge(&plan, "model_stock", &out("stock")).unwrap();
     for (g, w) in read_all(&out("stock")).iter().zip(read_all(&s.a)) {
@@ -146,10 +133,7 @@ fn identities_and_endpoints() {
 
     // agentmerge at λ = 0 is the instruct model; at λ = 1 it is instruct + (agent − base).
     for lambda in [0.0, 1.0] {
-        let mut plan = MergePlan::new(
-            Some(s.base.clone()),
-            vec![entry(&s.a, &[("add_to", Value::Bool(true))]), entry(&s.b, &[])],
-        );
+        let mut plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &[("add_to", Value::Bool(true))]), entry(&s.b, &[])]);
         plan.params.insert("lambda".into(), Setting::num(lambda));
         let o = out(&format!("am{lambda}"));
         merge(&plan, "agentmerge", &o).unwrap();
@@ -182,11 +166,7 @@ fn the_agentmerge_recipe_reads_as_documented() {
 
 /// Deltas kept by a one-model DARE/DELLA merge, per element: Some(ratio out/Δ) or None.
 fn kept(base: &[f32], model: &[f32], out: &[f32]) -> Vec<Option<f32>> {
-    base.iter()
-        .zip(model)
-        .zip(out)
-        .map(|((b, m), o)| if (o - b).abs() < 1e-7 { None } else { Some((o - b) / (m - b)) })
-        .collect()
+    base.iter().zip(model).zip(out).map(|((b, m), o)| if (o - b).abs() < 1e-7 { None } else { Some((o - b) / (m - b)) }).collect()
 }
 
 #[test]
@@ -201,10 +181,7 @@ fn dare_and_della_statistics() {
     let n = bv.len() as f64;
     let density = 0.3;
     let run = |method: &str, seed: u64, out: &str| {
-        let mut plan = MergePlan::new(
-            Some(base.clone()),
-            vec![entry(&model, &[("weight", num(1.0)), ("density", num(density))])],
-        );
+        let mut plan = MergePlan::new(Some(base.clone()), vec![entry(&model, &[("weight", num(1.0)), ("density", num(density))])]);
         plan.seed = seed;
         merge(&plan, method, &tmp.path().join(out)).unwrap();
         read_all(&tmp.path().join(out)).remove(0)
@@ -279,11 +256,7 @@ fn custom_strategy_and_chunked_streaming() {
     // One tensor bigger than a chunk, so element-wise merges stream it in parts.
     let shapes = vec![("big", vec![(CHUNK_ELEMENTS + 1000) as u64]), ("small", vec![5])];
     let t: Vec<Tensors> = (0..3).map(|i| random_tensors(10 + i, &shapes)).collect();
-    let paths: Vec<PathBuf> = t
-        .iter()
-        .enumerate()
-        .map(|(i, t)| write(&tmp.path().join(format!("m{i}")), t, DType::BF16, "X"))
-        .collect();
+    let paths: Vec<PathBuf> = t.iter().enumerate().map(|(i, t)| write(&tmp.path().join(format!("m{i}")), t, DType::BF16, "X")).collect();
     let plan = MergePlan::new(None, paths.iter().map(|p| entry(p, &[])).collect());
     let done = std::sync::atomic::AtomicU64::new(0);
     let report = run_merge(
@@ -343,11 +316,7 @@ fn expect_err(plan: &MergePlan, method: &str, out: &Path, wants: &[&str]) {
     }
     assert!(!out.exists(), "{method}: output left behind after `{e}`");
     let parent = out.parent().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(parent)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .collect();
+    let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
     assert!(leftovers.is_empty(), "temporary directory left behind");
 }
 
@@ -418,11 +387,8 @@ fn bad_input_is_an_error_naming_what_is_wrong() {
     // Cancelled half way.
     let plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &w1)]);
     let calls = std::sync::atomic::AtomicUsize::new(0);
-    let e = run_merge(&plan, builtin("ties").unwrap().as_ref(), &out, &|_, _| {}, &|| {
-        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 2
-    })
-    .err()
-    .unwrap();
+    let e =
+        run_merge(&plan, builtin("ties").unwrap().as_ref(), &out, &|_, _| {}, &|| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 2).err().unwrap();
     assert!(matches!(e, MergeError::Cancelled(_)), "{e}");
     assert!(!out.exists());
 

@@ -19,8 +19,7 @@ fn run_case(case: &str, dtype: &str) {
     let strategy = builtin(&method).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("merged");
-    let report = run_merge(&plan, strategy.as_ref(), &out, &|_, _| {}, &|| false)
-        .unwrap_or_else(|e| panic!("{case}/{dtype}: {e}"));
+    let report = run_merge(&plan, strategy.as_ref(), &out, &|_, _| {}, &|| false).unwrap_or_else(|e| panic!("{case}/{dtype}: {e}"));
     let unexpected: Vec<_> = report.warnings.iter().filter(|w| !w.starts_with("no tokenizer")).collect();
     assert!(unexpected.is_empty(), "{case}: {unexpected:?}");
     let got = Checkpoint::open(&out).unwrap();
@@ -34,10 +33,7 @@ fn run_case(case: &str, dtype: &str) {
         // f32: rounding differences only; bf16: one unit in the last place at most.
         let rel = if out_dtype == DType::BF16 { 1.0 / 128.0 } else { 2e-5 };
         for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-            assert!(
-                (a - b).abs() <= rel * b.abs().max(1e-2),
-                "{case}/{dtype}: {name}[{i}]: got {a}, numpy says {b}"
-            );
+            assert!((a - b).abs() <= rel * b.abs().max(1e-2), "{case}/{dtype}: {name}[{i}]: got {a}, numpy says {b}");
         }
     }
     // The recipe, config and tokenizer travel with the output.

@@ -17,13 +17,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let obs = t1.elapsed().as_secs_f64() / 1000.0 * 1e6;
-        println!(
-            "{:<50} new {:>7.1} us   obs {:>6.1} us  ({} bytes)",
-            t.name,
-            gen,
-            obs,
-            n / 1000
-        );
+        println!("{:<50} new {:>7.1} us   obs {:>6.1} us  ({} bytes)", t.name, gen, obs, n / 1000);
     }
     Ok(())
 }

@@ -21,10 +21,7 @@ fn main() -> anyhow::Result<()> {
     println!("GOAL: {}\n", ep.goal);
     for s in &ep.steps {
         // As in AgentLab, a step's reward and end flags are those returned with its observation.
-        println!(
-            "===== step {} | {} | reward {} terminated {} truncated {}",
-            s.step, s.obs.url, s.reward, s.terminated, s.truncated
-        );
+        println!("===== step {} | {} | reward {} terminated {} truncated {}", s.step, s.obs.url, s.reward, s.terminated, s.truncated);
         println!("{}", s.obs.axtree_txt);
         if !s.obs.last_action_error.is_empty() {
             println!("LAST ERROR: {}", s.obs.last_action_error);
@@ -36,9 +33,6 @@ fn main() -> anyhow::Result<()> {
             println!("ACTION: {a}");
         }
     }
-    println!(
-        "\nsuccess={} n_steps={} cum_reward={}",
-        ep.success, ep.n_steps, ep.cum_reward
-    );
+    println!("\nsuccess={} n_steps={} cum_reward={}", ep.success, ep.n_steps, ep.cum_reward);
     Ok(())
 }

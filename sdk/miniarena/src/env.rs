@@ -105,12 +105,7 @@ impl Env {
     /// Performs one action (BrowserGym syntax). Fails only when the episode is already over.
     pub fn step(&mut self, action_text: &str) -> anyhow::Result<StepOutcome> {
         if self.is_done() {
-            anyhow::bail!(
-                "the episode of {} (seed {}) is over after {} steps; call reset() to start again",
-                self.template.name,
-                self.seed,
-                self.n_steps
-            );
+            anyhow::bail!("the episode of {} (seed {}) is over after {} steps; call reset() to start again", self.template.name, self.seed, self.n_steps);
         }
         self.pristine = false;
         self.n_steps += 1;
@@ -138,12 +133,7 @@ impl Env {
         self.success = solved;
         self.terminated = solved || final_message.is_some();
         self.truncated = !self.terminated && self.n_steps >= self.max_steps;
-        Ok(StepOutcome {
-            obs: self.observation(),
-            reward: if solved { 1.0 } else { 0.0 },
-            terminated: self.terminated,
-            truncated: self.truncated,
-        })
+        Ok(StepOutcome { obs: self.observation(), reward: if solved { 1.0 } else { 0.0 }, terminated: self.terminated, truncated: self.truncated })
     }
 
     fn render(&mut self) {
@@ -154,28 +144,20 @@ impl Env {
     fn apply(&mut self, action: &Action) -> Result<Final, String> {
         let (w, s) = (&mut self.world, &mut self.session);
         let element = |page: &Page, bid: &str| -> Result<usize, String> {
-            page.find_bid(bid)
-                .ok_or_else(|| format!("ValueError: Could not find element with bid \"{bid}\""))
+            page.find_bid(bid).ok_or_else(|| format!("ValueError: Could not find element with bid \"{bid}\""))
         };
         match action {
             Action::Click { bid } | Action::Dblclick { bid } => {
                 let i = element(&self.page, bid)?;
                 let n = *self.page.node(i);
                 if n.disabled() {
-                    return Err(format!(
-                        "TimeoutError: element [{bid}] is disabled and cannot be clicked"
-                    ));
+                    return Err(format!("TimeoutError: element [{bid}] is disabled and cannot be clicked"));
                 }
                 match n.role {
                     Role::Option => {
                         let parent = (0..i).rev().find(|&j| self.page.node(j).depth < n.depth);
-                        let hint = parent.map(|j| {
-                            format!(" use select_option('{}', ...) instead", self.page.bid(j))
-                        });
-                        Err(format!(
-                            "Error: cannot click an <option> of a <select>;{}",
-                            hint.unwrap_or_default()
-                        ))
+                        let hint = parent.map(|j| format!(" use select_option('{}', ...) instead", self.page.bid(j)));
+                        Err(format!("Error: cannot click an <option> of a <select>;{}", hint.unwrap_or_default()))
                     }
                     Role::Checkbox => {
                         let on = !n.checked().unwrap_or(false);
@@ -189,10 +171,7 @@ impl Env {
                 let i = element(&self.page, bid)?;
                 let n = *self.page.node(i);
                 if !n.role.is_text_input() {
-                    return Err(
-                        "Error: Element is not an <input>, <textarea> or [contenteditable] element"
-                            .to_string(),
-                    );
+                    return Err("Error: Element is not an <input>, <textarea> or [contenteditable] element".to_string());
                 }
                 if n.readonly() || n.disabled() {
                     return Err(format!("Error: Element [{bid}] is not editable"));
@@ -203,9 +182,7 @@ impl Env {
                 let i = element(&self.page, bid)?;
                 let n = *self.page.node(i);
                 if !n.role.is_text_input() || n.readonly() || n.disabled() {
-                    return Err(
-                        "Error: Element is not an editable <input> or <textarea>".to_string()
-                    );
+                    return Err("Error: Element is not an editable <input> or <textarea>".to_string());
                 }
                 app::set_text(w, s, n.ctl, "").map(|_| Final::No)
             }
@@ -219,17 +196,11 @@ impl Env {
                     return Err(format!("Error: Element [{bid}] is disabled"));
                 }
                 let [option] = options.as_slice() else {
-                    return Err(format!(
-                        "Error: Element [{bid}] is not a <select multiple>; give exactly one option"
-                    ));
+                    return Err(format!("Error: Element [{bid}] is not a <select multiple>; give exactly one option"));
                 };
                 if !self.page.options(i).any(|o| o == option) {
-                    let available: Vec<String> =
-                        self.page.options(i).map(|o| format!("'{o}'")).collect();
-                    return Err(format!(
-                        "Error: Could not find option '{option}' in select [{bid}]; available options: {}",
-                        available.join(", ")
-                    ));
+                    let available: Vec<String> = self.page.options(i).map(|o| format!("'{o}'")).collect();
+                    return Err(format!("Error: Could not find option '{option}' in select [{bid}]; available options: {}", available.join(", ")));
                 }
                 app::select(w, s, n.ctl, option).map(|_| Final::No)
             }
@@ -240,9 +211,7 @@ impl Env {
                 match n.role {
                     Role::Checkbox | Role::Radio if n.checked() == Some(on) => Ok(Final::No),
                     Role::Radio if !on => Err("Error: Cannot uncheck a radio button".to_string()),
-                    Role::Checkbox | Role::Radio => {
-                        app::set_checked(w, s, n.ctl, on).map(|_| Final::No)
-                    }
+                    Role::Checkbox | Role::Radio => app::set_checked(w, s, n.ctl, on).map(|_| Final::No),
                     _ => Err("Error: Not a checkbox or radio button".to_string()),
                 }
             }
@@ -262,9 +231,7 @@ impl Env {
                 match key.as_str() {
                     "Enter" => app::press_enter(w, s, n.ctl).map(|_| Final::No),
                     "Tab" => {
-                        let next = (i + 1..self.page.nodes().len())
-                            .map(|j| self.page.node(j).ctl)
-                            .find(|c| *c != app::Ctl::None);
+                        let next = (i + 1..self.page.nodes().len()).map(|j| self.page.node(j).ctl).find(|c| *c != app::Ctl::None);
                         s.focus = next;
                         Ok(Final::No)
                     }
@@ -385,13 +352,7 @@ impl Env {
 
     /// What experts may look at: the state, the page, the target, the start page.
     pub(crate) fn expert_view(&self) -> (&World, &Session, &Page, &Target, &Route) {
-        (
-            &self.world,
-            &self.session,
-            &self.page,
-            &self.target,
-            &self.start,
-        )
+        (&self.world, &self.session, &self.page, &self.target, &self.start)
     }
 
     /// For tests of validators: the state to change, and the target.
@@ -445,9 +406,7 @@ fn check_key(key: &str) -> Result<(), String> {
     ];
     const MODIFIERS: &[&str] = &["Control", "Shift", "Alt", "Meta", "ControlOrMeta"];
     let parts: Vec<&str> = key.split('+').collect();
-    let (last, mods) = parts
-        .split_last()
-        .ok_or_else(|| "Error: empty key".to_string())?;
+    let (last, mods) = parts.split_last().ok_or_else(|| "Error: empty key".to_string())?;
     let last_ok = NAMED.contains(last) || last.chars().count() == 1;
     if !last_ok || mods.iter().any(|m| !MODIFIERS.contains(m)) {
         return Err(format!("Error: Unknown key: \"{key}\""));

@@ -82,10 +82,7 @@ impl ExpertConfig {
             "strong" => ExpertConfig::with_rates("strong", 0.04, 0.02, 0.004),
             "medium" => ExpertConfig::with_rates("medium", 0.10, 0.06, 0.015),
             "weak" => ExpertConfig::with_rates("weak", 0.22, 0.12, 0.04),
-            _ => anyhow::bail!(
-                "unknown expert preset `{name}`; presets are {}",
-                PRESETS.join(", ")
-            ),
+            _ => anyhow::bail!("unknown expert preset `{name}`; presets are {}", PRESETS.join(", ")),
         })
     }
 
@@ -99,23 +96,13 @@ impl ExpertConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        for (field, v) in [
-            ("mistake_rate", self.mistake_rate),
-            ("wrong_element_rate", self.wrong_element_rate),
-            ("give_up_rate", self.give_up_rate),
-        ] {
+        for (field, v) in [("mistake_rate", self.mistake_rate), ("wrong_element_rate", self.wrong_element_rate), ("give_up_rate", self.give_up_rate)] {
             if !(0.0..=1.0).contains(&v) {
-                anyhow::bail!(
-                    "expert config `{}`: {field} must be in [0, 1], got {v}",
-                    self.name
-                );
+                anyhow::bail!("expert config `{}`: {field} must be in [0, 1], got {v}", self.name);
             }
         }
         if self.mistake_rate + self.wrong_element_rate > 1.0 {
-            anyhow::bail!(
-                "expert config `{}`: mistake_rate + wrong_element_rate must not exceed 1",
-                self.name
-            );
+            anyhow::bail!("expert config `{}`: mistake_rate + wrong_element_rate must not exceed 1", self.name);
         }
         Ok(())
     }
@@ -202,12 +189,7 @@ impl PlanCx<'_> {
     /// "the combobox 'Urgency' [c4]".
     pub fn element(&self, i: usize) -> String {
         let p = self.page;
-        format!(
-            "the {} '{}' [{}]",
-            p.node(i).role.as_str(),
-            p.name(i),
-            p.bid(i)
-        )
+        format!("the {} '{}' [{}]", p.node(i).role.as_str(), p.name(i), p.bid(i))
     }
 
     /// "the combobox 'Urgency' [c4], currently '3 - Low'".
@@ -221,11 +203,7 @@ impl PlanCx<'_> {
             _ => {}
         }
         if let Some(c) = n.checked() {
-            s.push_str(if c {
-                ", which is checked"
-            } else {
-                ", which is unchecked"
-            });
+            s.push_str(if c { ", which is checked" } else { ", which is unchecked" });
         }
         s
     }
@@ -264,21 +242,8 @@ impl PlanCx<'_> {
             return self.recover(ctl);
         };
         let bid = self.page.bid(i).to_string();
-        let verb = if value.is_empty() {
-            "clear the text in".to_string()
-        } else {
-            format!("type \"{value}\" into")
-        };
-        self.plan(
-            ctl,
-            i,
-            Action::Fill {
-                bid,
-                value: value.to_string(),
-            },
-            why.into(),
-            verb,
-        )
+        let verb = if value.is_empty() { "clear the text in".to_string() } else { format!("type \"{value}\" into") };
+        self.plan(ctl, i, Action::Fill { bid, value: value.to_string() }, why.into(), verb)
     }
 
     pub fn select(&mut self, ctl: Ctl, option: &str, why: impl Into<String>) -> Plan {
@@ -287,10 +252,7 @@ impl PlanCx<'_> {
         };
         let bid = self.page.bid(i).to_string();
         let verb = format!("select the option '{option}' in");
-        let action = Action::SelectOption {
-            bid,
-            options: Selection::One(option.to_string()),
-        };
+        let action = Action::SelectOption { bid, options: Selection::One(option.to_string()) };
         self.plan(ctl, i, action, why.into(), verb)
     }
 
@@ -299,11 +261,7 @@ impl PlanCx<'_> {
             return self.recover(ctl);
         };
         let bid = self.page.bid(i).to_string();
-        let (action, verb) = if on {
-            (Action::Check { bid }, "check")
-        } else {
-            (Action::Uncheck { bid }, "uncheck")
-        };
+        let (action, verb) = if on { (Action::Check { bid }, "check") } else { (Action::Uncheck { bid }, "uncheck") };
         self.plan(ctl, i, action, why.into(), verb.to_string())
     }
 
@@ -312,22 +270,13 @@ impl PlanCx<'_> {
             return self.recover(ctl);
         };
         let bid = self.page.bid(i).to_string();
-        let action = Action::Press {
-            bid,
-            key: "Enter".to_string(),
-        };
+        let action = Action::Press { bid, key: "Enter".to_string() };
         self.plan(ctl, i, action, why.into(), "press Enter in".to_string())
     }
 
     /// Sends the final answer `answer`, phrased as `message`; `source` says where it was
     /// read ("the article \"X\" says").
-    pub fn answer(
-        &mut self,
-        message: String,
-        answer: &str,
-        decoys: Vec<String>,
-        source: impl Into<String>,
-    ) -> Plan {
+    pub fn answer(&mut self, message: String, answer: &str, decoys: Vec<String>, source: impl Into<String>) -> Plan {
         Plan {
             kind: PlanKind::Answer,
             see: message.trim_end_matches('.').to_string(),
@@ -379,11 +328,7 @@ pub struct Expert {
 impl Expert {
     pub fn new(cfg: ExpertConfig) -> anyhow::Result<Expert> {
         cfg.validate()?;
-        Ok(Expert {
-            cfg,
-            rng: pick::rng("expert", 0),
-            memory: Memory::default(),
-        })
+        Ok(Expert { cfg, rng: pick::rng("expert", 0), memory: Memory::default() })
     }
 
     /// A preset expert (see [`ExpertConfig::preset`]).
@@ -396,23 +341,14 @@ impl Expert {
     }
 
     pub fn agent_info(&self) -> AgentInfo {
-        AgentInfo {
-            model_name: self.cfg.model_name.clone(),
-            agent_name: self.cfg.name.clone(),
-        }
+        AgentInfo { model_name: self.cfg.model_name.clone(), agent_name: self.cfg.name.clone() }
     }
 
     /// Starts an episode: the random generator is seeded from (task, seed, config), so the
     /// same seed gives the same episode.
     pub fn begin(&mut self, env: &Env) {
-        self.rng = pick::rng(
-            &format!("expert|{}", env.task_name()),
-            env.seed() ^ self.cfg.key(),
-        );
-        self.memory = Memory {
-            strategy: self.rng.random(),
-            ..Memory::default()
-        };
+        self.rng = pick::rng(&format!("expert|{}", env.task_name()), env.seed() ^ self.cfg.key());
+        self.memory = Memory { strategy: self.rng.random(), ..Memory::default() };
     }
 
     /// The next step: a chain of thought (if configured) and an action text.
@@ -424,33 +360,16 @@ impl Expert {
         let mut think = String::new();
         // Believing the task is done although the episode goes on: say so (and fail).
         if self.memory.done {
-            let text = *[
-                "I have completed the task.",
-                "Done, the task is complete.",
-                "The requested change has been made.",
-            ]
-            .choose(&mut self.rng)
-            .unwrap_or(&"Done.");
+            let text =
+                *["I have completed the task.", "Done, the task is complete.", "The requested change has been made."].choose(&mut self.rng).unwrap_or(&"Done.");
             if self.cfg.think {
                 think = "I have done everything the goal asked for, so I will tell the user that the task is complete.".to_string();
             }
-            return self.output(
-                think,
-                Action::SendMsgToUser {
-                    text: text.to_string(),
-                }
-                .to_string(),
-            );
+            return self.output(think, Action::SendMsgToUser { text: text.to_string() }.to_string());
         }
         let plan = {
             let (world, session, page, target, start) = env.expert_view();
-            let mut cx = PlanCx {
-                world,
-                session,
-                page,
-                memory: &self.memory,
-                start,
-            };
+            let mut cx = PlanCx { world, session, page, memory: &self.memory, start };
             target.plan(&mut cx)
         };
         if self.cfg.give_up_rate > 0.0 && self.rng.random_bool(self.cfg.give_up_rate) {
@@ -483,19 +402,13 @@ impl Expert {
     }
 
     fn output(&self, think: String, action: String) -> AgentOutput {
-        AgentOutput {
-            think: self.cfg.think.then_some(think),
-            action,
-        }
+        AgentOutput { think: self.cfg.think.then_some(think), action }
     }
 
     fn give_up(&mut self, plan: &Plan) -> AgentOutput {
         let rng = &mut self.rng;
         let doubt = match plan.kind {
-            PlanKind::Element => format!(
-                "I could {} {}, but I am not sure that leads to the goal.",
-                plan.verb, plan.element
-            ),
+            PlanKind::Element => format!("I could {} {}, but I am not sure that leads to the goal.", plan.verb, plan.element),
             _ => "I am not sure how to go on from here.".to_string(),
         };
         let (think, action) = if rng.random_bool(0.5) {
@@ -506,26 +419,13 @@ impl Expert {
             ]
             .choose(rng)
             .unwrap_or(&"");
-            (
-                format!("{doubt} The task looks infeasible, so I will report it."),
-                Action::ReportInfeasible {
-                    reason: reason.to_string(),
-                },
-            )
+            (format!("{doubt} The task looks infeasible, so I will report it."), Action::ReportInfeasible { reason: reason.to_string() })
         } else {
-            let text = *[
-                "Sorry, I was not able to complete this task.",
-                "I could not figure out how to finish this task.",
-                "I am unable to complete the request.",
-            ]
-            .choose(rng)
-            .unwrap_or(&"");
-            (
-                format!("{doubt} I will stop and tell the user that I could not finish."),
-                Action::SendMsgToUser {
-                    text: text.to_string(),
-                },
-            )
+            let text =
+                *["Sorry, I was not able to complete this task.", "I could not figure out how to finish this task.", "I am unable to complete the request."]
+                    .choose(rng)
+                    .unwrap_or(&"");
+            (format!("{doubt} I will stop and tell the user that I could not finish."), Action::SendMsgToUser { text: text.to_string() })
         };
         self.output(think, action.to_string())
     }
@@ -534,24 +434,13 @@ impl Expert {
     fn wrong_element(&mut self, page: &Page, plan: &Plan) -> Option<Action> {
         let bid = plan.action.target_bid()?;
         let want: &[Role] = match &plan.action {
-            Action::Fill { .. } | Action::Clear { .. } | Action::Press { .. } => {
-                &[Role::Textbox, Role::Searchbox]
-            }
+            Action::Fill { .. } | Action::Clear { .. } | Action::Press { .. } => &[Role::Textbox, Role::Searchbox],
             Action::SelectOption { .. } => &[Role::Combobox],
             Action::Check { .. } | Action::Uncheck { .. } => &[Role::Checkbox, Role::Radio],
-            _ => &[
-                Role::Link,
-                Role::Button,
-                Role::Tab,
-                Role::MenuItem,
-                Role::ColumnHeader,
-            ],
+            _ => &[Role::Link, Role::Button, Role::Tab, Role::MenuItem, Role::ColumnHeader],
         };
-        let candidates: Vec<usize> = (0..page.nodes().len())
-            .filter(|&i| {
-                want.contains(&page.node(i).role) && page.bid(i) != bid && !page.bid(i).is_empty()
-            })
-            .collect();
+        let candidates: Vec<usize> =
+            (0..page.nodes().len()).filter(|&i| want.contains(&page.node(i).role) && page.bid(i) != bid && !page.bid(i).is_empty()).collect();
         let &i = candidates.choose(&mut self.rng)?;
         let other = page.bid(i).to_string();
         let mut a = plan.action.clone();
@@ -578,45 +467,28 @@ impl Expert {
                 if overlook {
                     self.memory.overlooked.push(plan.ctl);
                 }
-                Mistake::Action(Action::Fill {
-                    bid: bid.clone(),
-                    value: typo(&mut self.rng, value),
-                })
+                Mistake::Action(Action::Fill { bid: bid.clone(), value: typo(&mut self.rng, value) })
             }
             Action::SelectOption { bid, options } if self.rng.random_bool(0.8) => {
                 let chosen = options.as_slice().first().cloned().unwrap_or_default();
                 let others: Vec<String> = page
                     .find_bid(bid)
-                    .map(|i| {
-                        page.options(i)
-                            .filter(|o| *o != chosen && !o.starts_with("--"))
-                            .map(String::from)
-                            .collect()
-                    })
+                    .map(|i| page.options(i).filter(|o| *o != chosen && !o.starts_with("--")).map(String::from).collect())
                     .unwrap_or_default();
                 match others.choose(&mut self.rng) {
                     Some(o) => {
                         if overlook {
                             self.memory.overlooked.push(plan.ctl);
                         }
-                        Mistake::Action(Action::SelectOption {
-                            bid: bid.clone(),
-                            options: Selection::One(o.clone()),
-                        })
+                        Mistake::Action(Action::SelectOption { bid: bid.clone(), options: Selection::One(o.clone()) })
                     }
                     None => Mistake::Text(malformed(&mut self.rng, &plan.action)),
                 }
             }
             Action::SendMsgToUser { text } if plan.answer.is_some() && !plan.decoys.is_empty() => {
                 let answer = plan.answer.clone().unwrap_or_default();
-                let decoy = plan
-                    .decoys
-                    .choose(&mut self.rng)
-                    .cloned()
-                    .unwrap_or_default();
-                Mistake::Action(Action::SendMsgToUser {
-                    text: text.replace(&answer, &decoy),
-                })
+                let decoy = plan.decoys.choose(&mut self.rng).cloned().unwrap_or_default();
+                Mistake::Action(Action::SendMsgToUser { text: text.replace(&answer, &decoy) })
             }
             a => Mistake::Text(malformed(&mut self.rng, a)),
         }
@@ -626,13 +498,7 @@ impl Expert {
         let rng = &mut self.rng;
         let mut out = String::new();
         if env.n_steps() == 0 {
-            let opener = *[
-                "Let me look at the task.",
-                "I'll start by understanding what is asked.",
-                "First, the goal.",
-            ]
-            .choose(rng)
-            .unwrap_or(&"");
+            let opener = *["Let me look at the task.", "I'll start by understanding what is asked.", "First, the goal."].choose(rng).unwrap_or(&"");
             out.push_str(opener);
             out.push(' ');
             let goal_line = env.goal().split_whitespace().collect::<Vec<_>>().join(" ");
@@ -657,26 +523,13 @@ impl Expert {
             (PlanKind::Element, 1) => {
                 format!("Looking at the page, I find {see}. Since {why}, the next step is to {verb} it.")
             }
-            (PlanKind::Element, 2) => format!(
-                "{} is on the page. {}, therefore I'll {verb} it.",
-                cap(element),
-                cap(why)
-            ),
+            (PlanKind::Element, 2) => format!("{} is on the page. {}, therefore I'll {verb} it.", cap(element), cap(why)),
             (PlanKind::Element, 3) => format!("Next I need to {verb} {element}: {why}."),
-            (PlanKind::Element, _) => format!(
-                "{}. The right element is {see}; I will {verb} it.",
-                cap(why)
-            ),
+            (PlanKind::Element, _) => format!("{}. The right element is {see}; I will {verb} it.", cap(why)),
             (PlanKind::Answer, 0 | 1) => {
-                format!(
-                    "{}: {see}. That answers the question, so I will send it to the user.",
-                    cap(why)
-                )
+                format!("{}: {see}. That answers the question, so I will send it to the user.", cap(why))
             }
-            (PlanKind::Answer, 2 | 3) => format!(
-                "I found what I was looking for. {}: {see}. I'll report it.",
-                cap(why)
-            ),
+            (PlanKind::Answer, 2 | 3) => format!("I found what I was looking for. {}: {see}. I'll report it.", cap(why)),
             (PlanKind::Answer, _) => format!("{}: {see}. I will send this as my answer.", cap(why)),
             (PlanKind::Recover, 0 | 1) => {
                 format!("{}, so I will go back to the start page {see}.", cap(why))
@@ -766,29 +619,17 @@ mod tests {
             ExpertConfig::preset(p).unwrap().validate().unwrap();
         }
         assert!(ExpertConfig::preset("superb").is_err());
-        let bad = ExpertConfig {
-            mistake_rate: 1.5,
-            ..ExpertConfig::perfect()
-        };
+        let bad = ExpertConfig { mistake_rate: 1.5, ..ExpertConfig::perfect() };
         assert!(bad.validate().is_err());
-        assert_ne!(
-            ExpertConfig::preset("weak").unwrap().key(),
-            ExpertConfig::preset("strong").unwrap().key()
-        );
+        assert_ne!(ExpertConfig::preset("weak").unwrap().key(), ExpertConfig::preset("strong").unwrap().key());
     }
 
     #[test]
     fn config_is_strict_json() {
-        let cfg: ExpertConfig =
-            serde_json::from_str(r#"{"name": "e", "model_name": "m", "mistake_rate": 0.1}"#)
-                .unwrap();
+        let cfg: ExpertConfig = serde_json::from_str(r#"{"name": "e", "model_name": "m", "mistake_rate": 0.1}"#).unwrap();
         assert!(cfg.think);
         assert_eq!(cfg.wrong_element_rate, 0.0);
-        let err = serde_json::from_str::<ExpertConfig>(
-            r#"{"name": "e", "model_name": "m", "mistakes": 0.1}"#,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = serde_json::from_str::<ExpertConfig>(r#"{"name": "e", "model_name": "m", "mistakes": 0.1}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `mistakes`"), "{err}");
         let schema = serde_json::to_string(&schemars::schema_for!(ExpertConfig)).unwrap();
         assert!(schema.contains("wrong_element_rate"));
@@ -809,10 +650,7 @@ mod tests {
         let mut rng = pick::rng("t", 2);
         let actions = [
             Action::Click { bid: "a1".into() },
-            Action::Fill {
-                bid: "b2".into(),
-                value: "x".into(),
-            },
+            Action::Fill { bid: "b2".into(), value: "x".into() },
             Action::SendMsgToUser { text: "hi".into() },
             Action::GoBack,
         ];

@@ -242,10 +242,7 @@ impl Page {
     fn push_text(&mut self, s: &str) -> Span {
         let start = self.text.len() as u32;
         self.text.push_str(s);
-        Span {
-            start,
-            end: self.text.len() as u32,
-        }
+        Span { start, end: self.text.len() as u32 }
     }
 
     fn push_node(&mut self, role: Role, name: Span, with_bid: bool) -> usize {
@@ -255,22 +252,11 @@ impl Page {
             let start = self.text.len() as u32;
             let n = self.bid_base + self.counters[r];
             let _ = write!(self.text, "{}{}", self.region as char, n);
-            Span {
-                start,
-                end: self.text.len() as u32,
-            }
+            Span { start, end: self.text.len() as u32 }
         } else {
             Span::default()
         };
-        self.nodes.push(Node {
-            role,
-            depth: self.depth,
-            ctl: Ctl::None,
-            bid,
-            name,
-            value: Span::default(),
-            flags: 0,
-        });
+        self.nodes.push(Node { role, depth: self.depth, ctl: Ctl::None, bid, name, value: Span::default(), flags: 0 });
         self.nodes.len() - 1
     }
 
@@ -285,10 +271,7 @@ impl Page {
     pub fn add_fmt(&mut self, role: Role, name: fmt::Arguments<'_>) -> NodeMut<'_> {
         let start = self.text.len() as u32;
         let _ = self.text.write_fmt(name);
-        let span = Span {
-            start,
-            end: self.text.len() as u32,
-        };
+        let span = Span { start, end: self.text.len() as u32 };
         let idx = self.push_node(role, span, true);
         NodeMut { page: self, idx }
     }
@@ -314,10 +297,7 @@ impl Page {
     pub fn text_fmt(&mut self, s: fmt::Arguments<'_>) {
         let start = self.text.len() as u32;
         let _ = self.text.write_fmt(s);
-        let span = Span {
-            start,
-            end: self.text.len() as u32,
-        };
+        let span = Span { start, end: self.text.len() as u32 };
         self.push_node(Role::StaticText, span, false);
     }
 
@@ -387,16 +367,12 @@ impl Page {
     /// The direct children of element `i`.
     pub fn children(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         let depth = self.nodes[i].depth;
-        (i + 1..self.nodes.len())
-            .take_while(move |&j| self.nodes[j].depth > depth)
-            .filter(move |&j| self.nodes[j].depth == depth + 1)
+        (i + 1..self.nodes.len()).take_while(move |&j| self.nodes[j].depth > depth).filter(move |&j| self.nodes[j].depth == depth + 1)
     }
 
     /// The names of the `option` children of a combobox.
     pub fn options(&self, i: usize) -> impl Iterator<Item = &str> + '_ {
-        self.children(i)
-            .filter(|&j| self.nodes[j].role == Role::Option)
-            .map(|j| self.name(j))
+        self.children(i).filter(|&j| self.nodes[j].role == Role::Option).map(|j| self.name(j))
     }
 
     /// Writes the accessibility tree as BrowserGym's `flatten_axtree_to_str` does.
@@ -425,32 +401,16 @@ impl Page {
                 write_quoted(out, self.slice(n.value));
             }
             if n.flags & HAS_CHECKED != 0 {
-                out.push_str(if n.flags & CHECKED != 0 {
-                    ", checked='true'"
-                } else {
-                    ", checked='false'"
-                });
+                out.push_str(if n.flags & CHECKED != 0 { ", checked='true'" } else { ", checked='false'" });
             }
             if n.flags & HAS_SELECTED != 0 {
-                out.push_str(if n.flags & SELECTED != 0 {
-                    ", selected=True"
-                } else {
-                    ", selected=False"
-                });
+                out.push_str(if n.flags & SELECTED != 0 { ", selected=True" } else { ", selected=False" });
             }
             if n.flags & HAS_EXPANDED != 0 {
-                out.push_str(if n.flags & EXPANDED != 0 {
-                    ", expanded=True"
-                } else {
-                    ", expanded=False"
-                });
+                out.push_str(if n.flags & EXPANDED != 0 { ", expanded=True" } else { ", expanded=False" });
             }
             if n.flags & HAS_SORT != 0 {
-                out.push_str(if n.flags & SORT_DESC != 0 {
-                    ", sort='descending'"
-                } else {
-                    ", sort='ascending'"
-                });
+                out.push_str(if n.flags & SORT_DESC != 0 { ", sort='descending'" } else { ", sort='ascending'" });
             }
             if n.flags & DISABLED != 0 {
                 out.push_str(", disabled=True");
@@ -474,11 +434,7 @@ impl Page {
 
 /// Writes `s` quoted as Python's `repr` does (single quotes unless `s` has one and no double).
 pub fn write_quoted(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -508,9 +464,7 @@ mod tests {
         p.add(Role::Link, "Incidents");
         p.close();
         p.region(b'b');
-        p.add(Role::Textbox, "Short description")
-            .value("")
-            .required(true);
+        p.add(Role::Textbox, "Short description").value("").required(true);
         p.open(Role::Combobox, "Urgency").value("2 - Medium");
         p.add(Role::Option, "1 - High").selected(false);
         p.add(Role::Option, "2 - Medium").selected(true);
@@ -530,10 +484,7 @@ mod tests {
             \t[b16] button 'Submit'";
         assert_eq!(p.axtree(), want);
         let combo = p.find_bid("b12").unwrap();
-        assert_eq!(
-            p.options(combo).collect::<Vec<_>>(),
-            ["1 - High", "2 - Medium"]
-        );
+        assert_eq!(p.options(combo).collect::<Vec<_>>(), ["1 - High", "2 - Medium"]);
         assert_eq!(p.value(combo), Some("2 - Medium"));
         assert_eq!(p.find_bid("b99"), None);
         assert_eq!(p.find_bid(""), None);

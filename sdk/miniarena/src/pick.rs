@@ -44,9 +44,7 @@ impl Pick {
     pub fn new(tag: &str, seed: u64, space: u64) -> Pick {
         let space = space.max(1);
         let key = hash_bytes(tag.as_bytes()) ^ mix(seed / space);
-        Pick {
-            rest: permute(seed % space, space, key),
-        }
+        Pick { rest: permute(seed % space, space, key) }
     }
 
     /// The next digit, in `0..radix`.

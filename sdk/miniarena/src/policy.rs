@@ -27,10 +27,7 @@ pub trait Policy {
 
     /// Who produced the traces (defaults to `name()` for both model and agent names).
     fn agent_info(&self) -> AgentInfo {
-        AgentInfo {
-            model_name: self.name(),
-            agent_name: self.name(),
-        }
+        AgentInfo { model_name: self.name(), agent_name: self.name() }
     }
 }
 
@@ -38,24 +35,14 @@ pub trait Policy {
 /// [`Expert`] (which sees the task instance through the environment).
 pub trait Actor {
     fn agent_info(&self) -> AgentInfo;
-    fn act(
-        &mut self,
-        env: &Env,
-        obs: &Observation,
-        history: &[Step],
-    ) -> anyhow::Result<AgentOutput>;
+    fn act(&mut self, env: &Env, obs: &Observation, history: &[Step]) -> anyhow::Result<AgentOutput>;
 }
 
 impl<P: Policy + ?Sized> Actor for P {
     fn agent_info(&self) -> AgentInfo {
         Policy::agent_info(self)
     }
-    fn act(
-        &mut self,
-        _env: &Env,
-        obs: &Observation,
-        history: &[Step],
-    ) -> anyhow::Result<AgentOutput> {
+    fn act(&mut self, _env: &Env, obs: &Observation, history: &[Step]) -> anyhow::Result<AgentOutput> {
         Policy::act(self, obs, history)
     }
 }
@@ -64,12 +51,7 @@ impl Actor for Expert {
     fn agent_info(&self) -> AgentInfo {
         Expert::agent_info(self)
     }
-    fn act(
-        &mut self,
-        env: &Env,
-        _obs: &Observation,
-        _history: &[Step],
-    ) -> anyhow::Result<AgentOutput> {
+    fn act(&mut self, env: &Env, _obs: &Observation, _history: &[Step]) -> anyhow::Result<AgentOutput> {
         Ok(Expert::act(self, env))
     }
 }

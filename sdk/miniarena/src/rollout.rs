@@ -16,12 +16,7 @@ use crate::tasks;
 /// reward 0), and the agent's think and action in response; the last step is the final
 /// observation with no action, `terminated` or `truncated` set. If the actor fails, the
 /// episode ends there with `err_msg` set.
-pub fn rollout<A: Actor + ?Sized>(
-    task: &str,
-    seed: u64,
-    actor: &mut A,
-    max_steps: usize,
-) -> anyhow::Result<Episode> {
+pub fn rollout<A: Actor + ?Sized>(task: &str, seed: u64, actor: &mut A, max_steps: usize) -> anyhow::Result<Episode> {
     let mut env = Env::new(task, seed, max_steps)?;
     let mut obs = env.reset();
     let mut steps: Vec<Step> = Vec::with_capacity(max_steps + 1);
@@ -37,15 +32,7 @@ pub fn rollout<A: Actor + ?Sized>(
             }
         };
         let res = env.step(&out.action)?;
-        steps.push(Step {
-            step: steps.len(),
-            obs,
-            think: out.think,
-            action: Some(out.action),
-            reward,
-            terminated: false,
-            truncated: false,
-        });
+        steps.push(Step { step: steps.len(), obs, think: out.think, action: Some(out.action), reward, terminated: false, truncated: false });
         obs = res.obs;
         reward = res.reward;
         cum_reward += res.reward;
@@ -54,15 +41,7 @@ pub fn rollout<A: Actor + ?Sized>(
         }
     }
     let n_steps = steps.len();
-    steps.push(Step {
-        step: n_steps,
-        obs,
-        think: None,
-        action: None,
-        reward,
-        terminated: env.terminated(),
-        truncated: env.truncated(),
-    });
+    steps.push(Step { step: n_steps, obs, think: None, action: None, reward, terminated: env.terminated(), truncated: env.truncated() });
     Ok(Episode {
         task_name: env.task_name().to_string(),
         category: env.category().to_string(),
@@ -80,12 +59,7 @@ pub fn rollout<A: Actor + ?Sized>(
 /// Plays every (template, seed) pair with a fresh actor from `factory`.
 ///
 /// `templates` are template names, category names (`form`) or `all`.
-pub fn collect<A, F>(
-    mut factory: F,
-    templates: &[&str],
-    seeds: &[u64],
-    max_steps: usize,
-) -> anyhow::Result<Vec<Episode>>
+pub fn collect<A, F>(mut factory: F, templates: &[&str], seeds: &[u64], max_steps: usize) -> anyhow::Result<Vec<Episode>>
 where
     A: Actor,
     F: FnMut() -> anyhow::Result<A>,
@@ -120,24 +94,10 @@ impl Score {
             successes += usize::from(e.success);
             steps += e.n_steps;
         }
-        let p = if n == 0 {
-            0.0
-        } else {
-            successes as f64 / n as f64
-        };
-        let std_err = if n == 0 {
-            0.0
-        } else {
-            (p * (1.0 - p) / n as f64).sqrt()
-        };
+        let p = if n == 0 { 0.0 } else { successes as f64 / n as f64 };
+        let std_err = if n == 0 { 0.0 } else { (p * (1.0 - p) / n as f64).sqrt() };
         let mean_steps = if n == 0 { 0.0 } else { steps as f64 / n as f64 };
-        Score {
-            n,
-            successes,
-            success_rate: p,
-            std_err,
-            mean_steps,
-        }
+        Score { n, successes, success_rate: p, std_err, mean_steps }
     }
 }
 
@@ -183,25 +143,15 @@ pub fn summarize(episodes: &[Episode]) -> EvalReport {
         }
     }
     EvalReport {
-        agent: episodes
-            .first()
-            .map(|e| e.agent.clone())
-            .unwrap_or_default(),
+        agent: episodes.first().map(|e| e.agent.clone()).unwrap_or_default(),
         overall: Score::of(episodes.iter()),
         per_category: categories
             .iter()
-            .map(|c| CategoryScore {
-                category: c.to_string(),
-                score: Score::of(episodes.iter().filter(|e| e.category == *c)),
-            })
+            .map(|c| CategoryScore { category: c.to_string(), score: Score::of(episodes.iter().filter(|e| e.category == *c)) })
             .collect(),
         per_task: tasks
             .iter()
-            .map(|(t, c)| TaskScore {
-                task: t.to_string(),
-                category: c.to_string(),
-                score: Score::of(episodes.iter().filter(|e| e.task_name == *t)),
-            })
+            .map(|(t, c)| TaskScore { task: t.to_string(), category: c.to_string(), score: Score::of(episodes.iter().filter(|e| e.task_name == *t)) })
             .collect(),
         n_errors: episodes.iter().filter(|e| e.err_msg.is_some()).count(),
     }
@@ -209,12 +159,7 @@ pub fn summarize(episodes: &[Episode]) -> EvalReport {
 
 /// Plays every (template, seed) pair with a fresh actor from `factory` and reports success
 /// rates. `templates` are template names, category names or `all`.
-pub fn evaluate<A, F>(
-    factory: F,
-    templates: &[&str],
-    seeds: &[u64],
-    max_steps: usize,
-) -> anyhow::Result<EvalReport>
+pub fn evaluate<A, F>(factory: F, templates: &[&str], seeds: &[u64], max_steps: usize) -> anyhow::Result<EvalReport>
 where
     A: Actor,
     F: FnMut() -> anyhow::Result<A>,

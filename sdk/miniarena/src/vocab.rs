@@ -7,11 +7,9 @@ use rand::Rng as _;
 use crate::pick::Rng;
 
 pub const FIRST_NAMES: &[&str] = &[
-    "Abel", "Beth", "Carla", "David", "Elena", "Farid", "Grace", "Hiro", "Irene", "Jamal", "Kara",
-    "Luis", "Maya", "Nils", "Olga", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera",
-    "Wes", "Xena", "Yusuf", "Zoe", "Ahmed", "Bianca", "Chen", "Dana", "Emil", "Fatima", "Gus",
-    "Hana", "Ivan", "Julia", "Kofi", "Lena", "Marco", "Nadia", "Oscar", "Paula", "Rahul", "Sofia",
-    "Tomas", "Uma", "Victor", "Wanda", "Yara", "Zane",
+    "Abel", "Beth", "Carla", "David", "Elena", "Farid", "Grace", "Hiro", "Irene", "Jamal", "Kara", "Luis", "Maya", "Nils", "Olga", "Priya", "Quinn", "Rosa",
+    "Sven", "Tara", "Umar", "Vera", "Wes", "Xena", "Yusuf", "Zoe", "Ahmed", "Bianca", "Chen", "Dana", "Emil", "Fatima", "Gus", "Hana", "Ivan", "Julia", "Kofi",
+    "Lena", "Marco", "Nadia", "Oscar", "Paula", "Rahul", "Sofia", "Tomas", "Uma", "Victor", "Wanda", "Yara", "Zane",
 ];
 
 pub const LAST_NAMES: &[&str] = &[
@@ -83,16 +81,7 @@ pub const AGENTS: &[&str] = &[
     "Amy Pascal",
 ];
 
-pub const GROUPS: &[&str] = &[
-    "Service Desk",
-    "Hardware",
-    "Software",
-    "Network",
-    "Database",
-    "Help Desk",
-    "Change Management",
-    "Openspace",
-];
+pub const GROUPS: &[&str] = &["Service Desk", "Hardware", "Software", "Network", "Database", "Help Desk", "Change Management", "Openspace"];
 
 pub const DEPARTMENTS: &[&str] = &[
     "Finance",
@@ -303,39 +292,20 @@ pub fn pick<'a>(rng: &mut Rng, list: &[&'a str]) -> &'a str {
 }
 
 pub fn incident_summary(rng: &mut Rng) -> String {
-    format!(
-        "{} {} {}",
-        pick(rng, ISSUES),
-        pick(rng, OBJECTS),
-        pick(rng, CONTEXTS)
-    )
+    format!("{} {} {}", pick(rng, ISSUES), pick(rng, OBJECTS), pick(rng, CONTEXTS))
 }
 
 pub fn change_summary(rng: &mut Rng) -> String {
-    format!(
-        "{} {} {}",
-        pick(rng, CHANGE_VERBS),
-        pick(rng, SYSTEMS),
-        pick(rng, CHANGE_DETAILS)
-    )
+    format!("{} {} {}", pick(rng, CHANGE_VERBS), pick(rng, SYSTEMS), pick(rng, CHANGE_DETAILS))
 }
 
 pub fn problem_summary(rng: &mut Rng) -> String {
     let system = pick(rng, SYSTEMS).trim_start_matches("the ");
-    format!(
-        "Recurring {} on {} {}",
-        pick(rng, SYMPTOMS),
-        system,
-        pick(rng, CONTEXTS)
-    )
+    format!("Recurring {} on {} {}", pick(rng, SYMPTOMS), system, pick(rng, CONTEXTS))
 }
 
 pub fn sentence(rng: &mut Rng) -> String {
-    format!(
-        "{} {}.",
-        pick(rng, SENTENCE_OPENERS),
-        pick(rng, SENTENCE_FACTS)
-    )
+    format!("{} {}.", pick(rng, SENTENCE_OPENERS), pick(rng, SENTENCE_FACTS))
 }
 
 pub fn two_sentences(rng: &mut Rng) -> String {
@@ -348,45 +318,24 @@ pub fn two_sentences(rng: &mut Rng) -> String {
 }
 
 pub fn phone(rng: &mut Rng) -> String {
-    format!(
-        "+1 {}-{}-{:04}",
-        rng.random_range(200..999),
-        rng.random_range(200..999),
-        rng.random_range(0..10000)
-    )
+    format!("+1 {}-{}-{:04}", rng.random_range(200..999), rng.random_range(200..999), rng.random_range(0..10000))
 }
 
 pub fn serial(rng: &mut Rng) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..10)
-        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
-        .collect()
+    (0..10).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char).collect()
 }
 
 pub fn date(rng: &mut Rng) -> String {
-    format!(
-        "2025-{:02}-{:02} {:02}:00:00",
-        rng.random_range(1..=12),
-        rng.random_range(1..=28),
-        rng.random_range(8..=18)
-    )
+    format!("2025-{:02}-{:02} {:02}:00:00", rng.random_range(1..=12), rng.random_range(1..=28), rng.random_range(8..=18))
 }
 
 pub fn day(rng: &mut Rng) -> String {
-    format!(
-        "202{}-{:02}-{:02}",
-        rng.random_range(5..=8),
-        rng.random_range(1..=12),
-        rng.random_range(1..=28)
-    )
+    format!("202{}-{:02}-{:02}", rng.random_range(5..=8), rng.random_range(1..=12), rng.random_range(1..=28))
 }
 
 pub fn money(rng: &mut Rng) -> String {
-    format!(
-        "{}.{:02}",
-        rng.random_range(80..4000),
-        rng.random_range(0..100)
-    )
+    format!("{}.{:02}", rng.random_range(80..4000), rng.random_range(0..100))
 }
 
 /// A short slug for URLs: lowercase alphanumerics and underscores.

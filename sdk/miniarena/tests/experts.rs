@@ -4,8 +4,7 @@
 mod common;
 
 use agentmerge_miniarena::{
-    evaluate, rollout, summarize, templates, AgentOutput, EvalReport, Expert, ExpertConfig,
-    Observation, Policy, Step, DEFAULT_MAX_STEPS,
+    evaluate, rollout, summarize, templates, AgentOutput, EvalReport, Expert, ExpertConfig, Observation, Policy, Step, DEFAULT_MAX_STEPS,
 };
 
 #[test]
@@ -14,19 +13,9 @@ fn perfect_expert_solves_every_template() {
     for t in templates() {
         for seed in 0..200 {
             let ep = rollout(t.name, seed, &mut expert, DEFAULT_MAX_STEPS).unwrap();
-            assert!(
-                ep.success,
-                "{} seed {seed} failed after {} steps: {:#?}",
-                t.name,
-                ep.n_steps,
-                ep.steps.last()
-            );
+            assert!(ep.success, "{} seed {seed} failed after {} steps: {:#?}", t.name, ep.n_steps, ep.steps.last());
             assert_eq!(ep.cum_reward, 1.0);
-            assert!(
-                ep.steps.iter().all(|s| s.obs.last_action_error.is_empty()),
-                "{} {seed}",
-                t.name
-            );
+            assert!(ep.steps.iter().all(|s| s.obs.last_action_error.is_empty()), "{} {seed}", t.name);
         }
     }
 }
@@ -60,11 +49,7 @@ fn imperfect_experts_succeed_sometimes_and_presets_are_ordered() {
     let medium = rate("medium", 40);
     let weak = rate("weak", 40);
     for r in [&strong, &medium, &weak] {
-        assert!(
-            r.overall.success_rate > 0.0 && r.overall.success_rate < 1.0,
-            "{:?}",
-            r.overall
-        );
+        assert!(r.overall.success_rate > 0.0 && r.overall.success_rate < 1.0, "{:?}", r.overall);
         assert_eq!(r.overall.n, 40 * templates().len());
         assert_eq!(r.per_task.len(), templates().len());
         assert_eq!(r.per_category.len(), 7);
@@ -75,9 +60,7 @@ fn imperfect_experts_succeed_sometimes_and_presets_are_ordered() {
     assert!(medium.overall.success_rate > weak.overall.success_rate);
     // Rates differ across tasks too.
     let rates: Vec<f64> = weak.per_task.iter().map(|t| t.score.success_rate).collect();
-    let (lo, hi) = rates
-        .iter()
-        .fold((1.0f64, 0.0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+    let (lo, hi) = rates.iter().fold((1.0f64, 0.0f64), |(l, h), r| (l.min(*r), h.max(*r)));
     assert!(hi - lo > 0.2, "{rates:?}");
     assert_eq!(strong.agent.model_name, "expert-strong");
     let json = serde_json::to_string(&strong).unwrap();
@@ -98,14 +81,9 @@ fn think_follows_the_config_and_is_grounded() {
             for s in ep.action_steps() {
                 let think = s.think.as_deref().unwrap_or("");
                 assert!(think.len() > 30, "{}: {think:?}", t.name);
-                let action =
-                    agentmerge_miniarena::parse_action(s.action.as_deref().unwrap()).unwrap();
+                let action = agentmerge_miniarena::parse_action(s.action.as_deref().unwrap()).unwrap();
                 if let Some(bid) = action.target_bid() {
-                    assert!(
-                        think.contains(&format!("[{bid}]")),
-                        "{}: think does not name [{bid}]: {think}",
-                        t.name
-                    );
+                    assert!(think.contains(&format!("[{bid}]")), "{}: think does not name [{bid}]: {think}", t.name);
                 }
             }
         }
@@ -113,13 +91,7 @@ fn think_follows_the_config_and_is_grounded() {
     // Wording varies.
     let mut thinks = std::collections::HashSet::new();
     for seed in 0..20 {
-        let ep = rollout(
-            "miniarena.form.create_incident",
-            seed,
-            &mut with,
-            DEFAULT_MAX_STEPS,
-        )
-        .unwrap();
+        let ep = rollout("miniarena.form.create_incident", seed, &mut with, DEFAULT_MAX_STEPS).unwrap();
         for s in ep.action_steps() {
             let t = s.think.clone().unwrap();
             thinks.insert(t.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
@@ -144,16 +116,9 @@ fn episodes_are_filled_like_agentlab() {
             let last = ep.steps.last().unwrap();
             assert!(last.action.is_none() && last.think.is_none());
             assert!(last.terminated || last.truncated);
-            assert_eq!(
-                ep.cum_reward,
-                ep.steps.iter().map(|s| s.reward).sum::<f64>()
-            );
+            assert_eq!(ep.cum_reward, ep.steps.iter().map(|s| s.reward).sum::<f64>());
             assert_eq!(ep.success, ep.cum_reward == 1.0);
-            assert_eq!(
-                ep.success,
-                last.reward == 1.0,
-                "the solving action's reward is on the final step"
-            );
+            assert_eq!(ep.success, last.reward == 1.0, "the solving action's reward is on the final step");
             assert!(ep.err_msg.is_none());
             for (i, s) in ep.steps.iter().enumerate() {
                 assert_eq!(s.step, i);
@@ -176,10 +141,7 @@ fn episodes_are_filled_like_agentlab() {
             }
         }
     }
-    assert!(
-        saw_error,
-        "a weak expert makes mistakes that produce errors"
-    );
+    assert!(saw_error, "a weak expert makes mistakes that produce errors");
 }
 
 /// A policy that only waits.
@@ -190,10 +152,7 @@ impl Policy for Idle {
     }
     fn act(&mut self, obs: &Observation, history: &[Step]) -> anyhow::Result<AgentOutput> {
         assert!(!obs.goal.is_empty());
-        Ok(AgentOutput {
-            think: Some(format!("waiting ({} steps so far)", history.len())),
-            action: "noop()".into(),
-        })
+        Ok(AgentOutput { think: Some(format!("waiting ({} steps so far)", history.len())), action: "noop()".into() })
     }
 }
 
@@ -207,10 +166,7 @@ impl Policy for Crashy {
         if history.len() == 2 {
             anyhow::bail!("model server went away");
         }
-        Ok(AgentOutput {
-            think: None,
-            action: "scroll(0, 100)".into(),
-        })
+        Ok(AgentOutput { think: None, action: "scroll(0, 100)".into() })
     }
 }
 
@@ -220,10 +176,7 @@ fn policies_plug_into_rollout_and_evaluate() {
     assert_eq!(ep.n_steps, 7);
     assert!(!ep.success && ep.steps.last().unwrap().truncated);
     assert!(ep.steps[..7].iter().all(|s| !s.truncated && !s.terminated));
-    assert_eq!(
-        ep.steps[3].think.as_deref(),
-        Some("waiting (3 steps so far)")
-    );
+    assert_eq!(ep.steps[3].think.as_deref(), Some("waiting (3 steps so far)"));
     assert_eq!(ep.agent.agent_name, "idle");
 
     let dyn_policy: &mut dyn Policy = &mut Crashy;
@@ -232,13 +185,7 @@ fn policies_plug_into_rollout_and_evaluate() {
     assert_eq!(ep.err_msg.as_deref(), Some("model server went away"));
     assert!(!ep.success);
 
-    let report = evaluate(
-        || Ok(Idle),
-        &["menu", "miniarena.dashboard.read_value"],
-        &[0, 1, 2],
-        3,
-    )
-    .unwrap();
+    let report = evaluate(|| Ok(Idle), &["menu", "miniarena.dashboard.read_value"], &[0, 1, 2], 3).unwrap();
     assert_eq!(report.overall.n, 9);
     assert_eq!(report.overall.success_rate, 0.0);
     assert_eq!(report.per_task.len(), 3);

@@ -9,8 +9,8 @@ use std::{
 };
 
 use agentmerge_traces::{action::parse_action, Episode, Step};
-use rayon::prelude::*;
 use anyhow::{bail, Context as _};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 

@@ -167,7 +167,8 @@ mod tests {
 
     #[test]
     fn loss_mask_covers_exactly_the_response() {
-        let corpus: Vec<String> = (0..100).map(|i| format!("<think>the list is sorted {i}</think><action>click('a{i}')</action> Goal: sort the list")).collect();
+        let corpus: Vec<String> =
+            (0..100).map(|i| format!("<think>the list is sorted {i}</think><action>click('a{i}')</action> Goal: sort the list")).collect();
         let tok = train_bpe(corpus.iter(), 400, &["<|bos|>".into(), "<|eos|>".into(), "<|start|>".into(), "<|end|>".into()]).unwrap();
         let t = ChatTemplate::default();
         let prompt = [Message::new("system", "be an agent"), Message::new("user", "Goal: sort the list")];

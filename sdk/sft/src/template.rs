@@ -58,11 +58,7 @@ impl ChatTemplate {
                 .to_string(),
             _ => DEFAULT_TEMPLATE.to_string(),
         };
-        Ok(ChatTemplate {
-            source,
-            bos_token: token_text(&cfg["bos_token"]).unwrap_or_default(),
-            eos_token: token_text(&cfg["eos_token"]).unwrap_or_default(),
-        })
+        Ok(ChatTemplate { source, bos_token: token_text(&cfg["bos_token"]).unwrap_or_default(), eos_token: token_text(&cfg["eos_token"]).unwrap_or_default() })
     }
 
     /// Renders messages; `add_generation_prompt` appends the assistant turn's header.

@@ -172,16 +172,10 @@ pub struct ActionError {
 
 impl ActionError {
     fn syntax(message: String) -> ActionError {
-        ActionError {
-            kind: ActionErrorKind::Syntax,
-            message,
-        }
+        ActionError { kind: ActionErrorKind::Syntax, message }
     }
     fn args(message: String) -> ActionError {
-        ActionError {
-            kind: ActionErrorKind::Arguments,
-            message,
-        }
+        ActionError { kind: ActionErrorKind::Arguments, message }
     }
 }
 
@@ -261,14 +255,9 @@ impl Parser<'_> {
             self.pos += c.len_utf8();
             Ok(())
         } else if self.pos >= self.src.len() {
-            Err(ActionError::syntax(format!(
-                "Invalid action syntax: expected {what} but the text ended"
-            )))
+            Err(ActionError::syntax(format!("Invalid action syntax: expected {what} but the text ended")))
         } else {
-            Err(ActionError::syntax(format!(
-                "Invalid action syntax: expected {what} at {}",
-                self.here()
-            )))
+            Err(ActionError::syntax(format!("Invalid action syntax: expected {what} at {}", self.here())))
         }
     }
 
@@ -279,9 +268,7 @@ impl Parser<'_> {
             Some((_, c)) if c.is_ascii_alphabetic() || c == '_' => {}
             _ => return None,
         }
-        let end = chars
-            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(rest.len(), |(i, _)| i);
+        let end = chars.find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_')).map_or(rest.len(), |(i, _)| i);
         let name = rest[..end].to_string();
         self.pos += end;
         Some(name)
@@ -290,17 +277,9 @@ impl Parser<'_> {
     fn call(mut self) -> Result<Call, ActionError> {
         self.skip_ws();
         if self.pos >= self.src.len() {
-            return Err(ActionError::syntax(format!(
-                "Empty action; write one action call, e.g. click('a12'). Valid actions: {}",
-                ACTION_NAMES.join(", ")
-            )));
+            return Err(ActionError::syntax(format!("Empty action; write one action call, e.g. click('a12'). Valid actions: {}", ACTION_NAMES.join(", "))));
         }
-        let name = self.ident().ok_or_else(|| {
-            ActionError::syntax(format!(
-                "Invalid action syntax: expected an action name at {}",
-                self.here()
-            ))
-        })?;
+        let name = self.ident().ok_or_else(|| ActionError::syntax(format!("Invalid action syntax: expected an action name at {}", self.here())))?;
         self.skip_ws();
         if self.peek() != Some('(') {
             // A bare unknown name reads better as an unknown function than as a syntax slip.
@@ -325,25 +304,17 @@ impl Parser<'_> {
                     self.pos += 1;
                     let value = self.value()?;
                     if keywords.iter().any(|(k, _)| *k == key) {
-                        return Err(ActionError::syntax(format!(
-                            "Invalid action syntax: keyword argument `{key}` repeated"
-                        )));
+                        return Err(ActionError::syntax(format!("Invalid action syntax: keyword argument `{key}` repeated")));
                     }
                     keywords.push((key, value));
                 } else {
                     self.pos = save;
-                    return Err(ActionError::syntax(format!(
-                        "Invalid action syntax: unquoted text {}; strings need quotes, e.g. {name}('{key}')",
-                        self.here()
-                    )));
+                    return Err(ActionError::syntax(format!("Invalid action syntax: unquoted text {}; strings need quotes, e.g. '{key}'", self.here())));
                 }
             } else {
                 let value = self.value()?;
                 if !keywords.is_empty() {
-                    return Err(ActionError::syntax(
-                        "Invalid action syntax: positional argument follows keyword argument"
-                            .to_string(),
-                    ));
+                    return Err(ActionError::syntax("Invalid action syntax: positional argument follows keyword argument".to_string()));
                 }
                 positional.push(value);
             }
@@ -351,31 +322,15 @@ impl Parser<'_> {
             match self.peek() {
                 Some(',') => self.pos += 1,
                 Some(')') => {}
-                None => {
-                    return Err(ActionError::syntax(format!(
-                        "Invalid action syntax: missing `)` to close `{name}(`"
-                    )))
-                }
-                Some(_) => {
-                    return Err(ActionError::syntax(format!(
-                        "Invalid action syntax: expected `,` or `)` at {}",
-                        self.here()
-                    )))
-                }
+                None => return Err(ActionError::syntax(format!("Invalid action syntax: missing `)` to close `{name}(`"))),
+                Some(_) => return Err(ActionError::syntax(format!("Invalid action syntax: expected `,` or `)` at {}", self.here()))),
             }
         }
         self.skip_ws();
         if self.pos < self.src.len() {
-            return Err(ActionError::syntax(format!(
-                "Invalid action syntax: unexpected text {} after the action; write exactly one action call",
-                self.here()
-            )));
+            return Err(ActionError::syntax(format!("Invalid action syntax: unexpected text {} after the action; write exactly one action call", self.here())));
         }
-        Ok(Call {
-            name,
-            positional,
-            keywords,
-        })
+        Ok(Call { name, positional, keywords })
     }
 
     fn value(&mut self) -> Result<Value, ActionError> {
@@ -396,28 +351,14 @@ impl Parser<'_> {
                     match self.peek() {
                         Some(',') => self.pos += 1,
                         Some(']') => {}
-                        None => {
-                            return Err(ActionError::syntax(
-                                "Invalid action syntax: missing `]` to close a list".to_string(),
-                            ))
-                        }
-                        Some(_) => {
-                            return Err(ActionError::syntax(format!(
-                                "Invalid action syntax: expected `,` or `]` at {}",
-                                self.here()
-                            )))
-                        }
+                        None => return Err(ActionError::syntax("Invalid action syntax: missing `]` to close a list".to_string())),
+                        Some(_) => return Err(ActionError::syntax(format!("Invalid action syntax: expected `,` or `]` at {}", self.here()))),
                     }
                 }
             }
             Some(c) if c.is_ascii_digit() || c == '-' || c == '+' || c == '.' => self.number(),
-            None => Err(ActionError::syntax(
-                "Invalid action syntax: expected an argument but the text ended".to_string(),
-            )),
-            Some(_) => Err(ActionError::syntax(format!(
-                "Invalid action syntax: expected a quoted string, a number or a list at {}",
-                self.here()
-            ))),
+            None => Err(ActionError::syntax("Invalid action syntax: expected an argument but the text ended".to_string())),
+            Some(_) => Err(ActionError::syntax(format!("Invalid action syntax: expected a quoted string, a number or a list at {}", self.here()))),
         }
     }
 
@@ -455,20 +396,13 @@ impl Parser<'_> {
             }
         }
         let text = &rest[..i];
-        let value: Option<f64> = if n_digits == 0 {
-            None
-        } else {
-            text.parse().ok()
-        };
+        let value: Option<f64> = if n_digits == 0 { None } else { text.parse().ok() };
         match value {
             Some(v) if v.is_finite() => {
                 self.pos += i;
                 Ok(Value::Num(v))
             }
-            _ => Err(ActionError::syntax(format!(
-                "Invalid action syntax: bad number at {}",
-                self.here()
-            ))),
+            _ => Err(ActionError::syntax(format!("Invalid action syntax: bad number at {}", self.here()))),
         }
     }
 
@@ -504,10 +438,7 @@ impl Parser<'_> {
             }
         }
         self.pos = start;
-        Err(ActionError::syntax(format!(
-            "Invalid action syntax: unterminated string literal starting at {}",
-            self.here()
-        )))
+        Err(ActionError::syntax(format!("Invalid action syntax: unterminated string literal starting at {}", self.here())))
     }
 }
 
@@ -528,18 +459,10 @@ struct Param {
     required: bool,
 }
 
-const BID: Param = Param {
-    names: &["bid"],
-    kind: Kind::Str,
-    required: true,
-};
+const BID: Param = Param { names: &["bid"], kind: Kind::Str, required: true };
 
 const fn req(names: &'static [&'static str], kind: Kind) -> Param {
-    Param {
-        names,
-        kind,
-        required: true,
-    }
+    Param { names, kind, required: true }
 }
 
 fn signature(name: &str) -> Option<&'static [Param]> {
@@ -547,18 +470,11 @@ fn signature(name: &str) -> Option<&'static [Param]> {
     const FILL: &[Param] = &[BID, req(&["value"], Kind::Str)];
     const SELECT: &[Param] = &[BID, req(&["options"], Kind::StrOrList)];
     const PRESS: &[Param] = &[BID, req(&["key_comb", "key"], Kind::Str)];
-    const SCROLL: &[Param] = &[
-        req(&["delta_x", "dx"], Kind::Num),
-        req(&["delta_y", "dy"], Kind::Num),
-    ];
+    const SCROLL: &[Param] = &[req(&["delta_x", "dx"], Kind::Num), req(&["delta_y", "dy"], Kind::Num)];
     const GOTO: &[Param] = &[req(&["url"], Kind::Str)];
     const MSG: &[Param] = &[req(&["text"], Kind::Str)];
     const INFEASIBLE: &[Param] = &[req(&["reason"], Kind::Str)];
-    const NOOP: &[Param] = &[Param {
-        names: &["wait_ms"],
-        kind: Kind::Num,
-        required: false,
-    }];
+    const NOOP: &[Param] = &[Param { names: &["wait_ms"], kind: Kind::Num, required: false }];
     Some(match name {
         "click" | "dblclick" | "check" | "uncheck" | "hover" | "focus" | "clear" => ONE_BID,
         "fill" => FILL,
@@ -575,23 +491,9 @@ fn signature(name: &str) -> Option<&'static [Param]> {
 }
 
 fn unknown_function(name: &str) -> ActionError {
-    let near: Vec<&str> = ACTION_NAMES
-        .iter()
-        .copied()
-        .filter(|a| edit_distance(a, name) <= 2 || (a.contains(name) && name.len() >= 3))
-        .collect();
-    let hint = if near.is_empty() {
-        String::new()
-    } else {
-        format!(" (did you mean `{}`?)", near.join("` or `"))
-    };
-    ActionError {
-        kind: ActionErrorKind::UnknownFunction,
-        message: format!(
-            "Unknown function `{name}`{hint}; valid actions: {}",
-            ACTION_NAMES.join(", ")
-        ),
-    }
+    let near: Vec<&str> = ACTION_NAMES.iter().copied().filter(|a| edit_distance(a, name) <= 2 || (a.contains(name) && name.len() >= 3)).collect();
+    let hint = if near.is_empty() { String::new() } else { format!(" (did you mean `{}`?)", near.join("` or `")) };
+    ActionError { kind: ActionErrorKind::UnknownFunction, message: format!("Unknown function `{name}`{hint}; valid actions: {}", ACTION_NAMES.join(", ")) }
 }
 
 fn bind(call: Call) -> Result<Action, ActionError> {
@@ -599,20 +501,9 @@ fn bind(call: Call) -> Result<Action, ActionError> {
     let params = signature(name).ok_or_else(|| unknown_function(name))?;
     let n_required = params.iter().filter(|p| p.required).count();
     if call.positional.len() > params.len() {
-        let takes = if n_required == params.len() {
-            format!("{}", params.len())
-        } else {
-            format!("from {n_required} to {}", params.len())
-        };
-        let plural = if params.len() == 1 && n_required == 1 {
-            ""
-        } else {
-            "s"
-        };
-        return Err(ActionError::args(format!(
-            "{name}() takes {takes} positional argument{plural} but {} were given",
-            call.positional.len()
-        )));
+        let takes = if n_required == params.len() { format!("{}", params.len()) } else { format!("from {n_required} to {}", params.len()) };
+        let plural = if params.len() == 1 && n_required == 1 { "" } else { "s" };
+        return Err(ActionError::args(format!("{name}() takes {takes} positional argument{plural} but {} were given", call.positional.len())));
     }
     let mut slots: Vec<Option<Value>> = vec![None; params.len()];
     for (slot, value) in slots.iter_mut().zip(call.positional) {
@@ -622,41 +513,23 @@ fn bind(call: Call) -> Result<Action, ActionError> {
         let idx = params
             .iter()
             .position(|p| p.names.contains(&key.as_str()))
-            .ok_or_else(|| {
-                ActionError::args(format!(
-                    "{name}() got an unexpected keyword argument '{key}'"
-                ))
-            })?;
+            .ok_or_else(|| ActionError::args(format!("{name}() got an unexpected keyword argument '{key}'")))?;
         if slots[idx].is_some() {
-            return Err(ActionError::args(format!(
-                "{name}() got multiple values for argument '{}'",
-                params[idx].names[0]
-            )));
+            return Err(ActionError::args(format!("{name}() got multiple values for argument '{}'", params[idx].names[0])));
         }
         slots[idx] = Some(value);
     }
-    let missing: Vec<String> = params
-        .iter()
-        .zip(&slots)
-        .filter(|(p, s)| p.required && s.is_none())
-        .map(|(p, _)| format!("'{}'", p.names[0]))
-        .collect();
+    let missing: Vec<String> = params.iter().zip(&slots).filter(|(p, s)| p.required && s.is_none()).map(|(p, _)| format!("'{}'", p.names[0])).collect();
     if !missing.is_empty() {
         let plural = if missing.len() == 1 { "" } else { "s" };
-        return Err(ActionError::args(format!(
-            "{name}() missing {} required positional argument{plural}: {}",
-            missing.len(),
-            missing.join(" and ")
-        )));
+        return Err(ActionError::args(format!("{name}() missing {} required positional argument{plural}: {}", missing.len(), missing.join(" and "))));
     }
     for (p, slot) in params.iter().zip(&slots) {
         let Some(v) = slot else { continue };
         let ok = match (p.kind, v) {
             (Kind::Str, Value::Str(_)) | (Kind::Num, Value::Num(_)) => true,
             (Kind::StrOrList, Value::Str(_)) => true,
-            (Kind::StrOrList, Value::List(items)) => {
-                items.iter().all(|i| matches!(i, Value::Str(_)))
-            }
+            (Kind::StrOrList, Value::List(items)) => items.iter().all(|i| matches!(i, Value::Str(_))),
             _ => false,
         };
         if !ok {
@@ -665,11 +538,7 @@ fn bind(call: Call) -> Result<Action, ActionError> {
                 Kind::Num => "a number",
                 Kind::StrOrList => "a string or a list of strings",
             };
-            return Err(ActionError::args(format!(
-                "{name}() argument '{}' must be {want}, not {}",
-                p.names[0],
-                v.type_name()
-            )));
+            return Err(ActionError::args(format!("{name}() argument '{}' must be {want}, not {}", p.names[0], v.type_name())));
         }
     }
     let mut args = slots.into_iter();
@@ -686,10 +555,7 @@ fn bind(call: Call) -> Result<Action, ActionError> {
         "hover" => Action::Hover { bid: s() },
         "focus" => Action::Focus { bid: s() },
         "clear" => Action::Clear { bid: s() },
-        "fill" => Action::Fill {
-            bid: s(),
-            value: s(),
-        },
+        "fill" => Action::Fill { bid: s(), value: s() },
         "press" => Action::Press { bid: s(), key: s() },
         "goto" => Action::Goto { url: s() },
         "send_msg_to_user" => Action::SendMsgToUser { text: s() },
@@ -719,10 +585,7 @@ fn bind(call: Call) -> Result<Action, ActionError> {
                 _ => None,
             };
             if name == "scroll" {
-                Action::Scroll {
-                    dx: num().unwrap_or(0.0),
-                    dy: num().unwrap_or(0.0),
-                }
+                Action::Scroll { dx: num().unwrap_or(0.0), dy: num().unwrap_or(0.0) }
             } else {
                 Action::Noop { wait_ms: num() }
             }
@@ -741,9 +604,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (diag + usize::from(ca != cb))
-                .min(above + 1)
-                .min(row[j] + 1);
+            row[j + 1] = (diag + usize::from(ca != cb)).min(above + 1).min(row[j] + 1);
             diag = above;
         }
     }
@@ -755,11 +616,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Writes `s` as a Python literal, choosing quotes as Python's `repr` does.
 fn write_str_literal(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     f.write_fmt(format_args!("{quote}"))?;
     for c in s.chars() {
         match c {
@@ -820,9 +677,7 @@ impl fmt::Display for Action {
                 f.write_str(", ")?;
                 write_num(f, *dy)?;
             }
-            Action::Goto { url: s }
-            | Action::SendMsgToUser { text: s }
-            | Action::ReportInfeasible { reason: s } => write_str_literal(f, s)?,
+            Action::Goto { url: s } | Action::SendMsgToUser { text: s } | Action::ReportInfeasible { reason: s } => write_str_literal(f, s)?,
             Action::GoBack | Action::GoForward | Action::Noop { wait_ms: None } => {}
             Action::Noop { wait_ms: Some(ms) } => write_num(f, *ms)?,
         }
@@ -848,132 +703,50 @@ mod tests {
     #[test]
     fn parses_every_action() {
         assert_eq!(ok("click('a12')"), Action::Click { bid: "a12".into() });
-        assert_eq!(
-            ok("dblclick(\"b3\")"),
-            Action::Dblclick { bid: "b3".into() }
-        );
-        assert_eq!(
-            ok("fill('b3', 'Printer jam')"),
-            Action::Fill {
-                bid: "b3".into(),
-                value: "Printer jam".into()
-            }
-        );
-        assert_eq!(
-            ok("select_option('c4', '2 - Medium')"),
-            Action::SelectOption {
-                bid: "c4".into(),
-                options: Selection::One("2 - Medium".into())
-            }
-        );
+        assert_eq!(ok("dblclick(\"b3\")"), Action::Dblclick { bid: "b3".into() });
+        assert_eq!(ok("fill('b3', 'Printer jam')"), Action::Fill { bid: "b3".into(), value: "Printer jam".into() });
+        assert_eq!(ok("select_option('c4', '2 - Medium')"), Action::SelectOption { bid: "c4".into(), options: Selection::One("2 - Medium".into()) });
         assert_eq!(
             ok("select_option('c4', ['Red', \"Blue\"])"),
-            Action::SelectOption {
-                bid: "c4".into(),
-                options: Selection::Many(vec!["Red".into(), "Blue".into()])
-            }
+            Action::SelectOption { bid: "c4".into(), options: Selection::Many(vec!["Red".into(), "Blue".into()]) }
         );
         assert_eq!(ok("check('d1')"), Action::Check { bid: "d1".into() });
         assert_eq!(ok("uncheck('d1')"), Action::Uncheck { bid: "d1".into() });
         assert_eq!(ok("hover('d1')"), Action::Hover { bid: "d1".into() });
-        assert_eq!(
-            ok("press('a5', 'Enter')"),
-            Action::Press {
-                bid: "a5".into(),
-                key: "Enter".into()
-            }
-        );
+        assert_eq!(ok("press('a5', 'Enter')"), Action::Press { bid: "a5".into(), key: "Enter".into() });
         assert_eq!(ok("focus('a5')"), Action::Focus { bid: "a5".into() });
         assert_eq!(ok("clear('a5')"), Action::Clear { bid: "a5".into() });
         assert_eq!(ok("scroll(0, 200)"), Action::Scroll { dx: 0.0, dy: 200.0 });
-        assert_eq!(
-            ok("scroll(-10.5, 3e2)"),
-            Action::Scroll {
-                dx: -10.5,
-                dy: 300.0
-            }
-        );
-        assert_eq!(
-            ok("goto('http://miniarena.local/home.do')"),
-            Action::Goto {
-                url: "http://miniarena.local/home.do".into()
-            }
-        );
+        assert_eq!(ok("scroll(-10.5, 3e2)"), Action::Scroll { dx: -10.5, dy: 300.0 });
+        assert_eq!(ok("goto('http://miniarena.local/home.do')"), Action::Goto { url: "http://miniarena.local/home.do".into() });
         assert_eq!(ok("go_back()"), Action::GoBack);
         assert_eq!(ok("go_forward( )"), Action::GoForward);
-        assert_eq!(
-            ok("send_msg_to_user('The answer is 42.')"),
-            Action::SendMsgToUser {
-                text: "The answer is 42.".into()
-            }
-        );
-        assert_eq!(
-            ok("report_infeasible('No such item')"),
-            Action::ReportInfeasible {
-                reason: "No such item".into()
-            }
-        );
+        assert_eq!(ok("send_msg_to_user('The answer is 42.')"), Action::SendMsgToUser { text: "The answer is 42.".into() });
+        assert_eq!(ok("report_infeasible('No such item')"), Action::ReportInfeasible { reason: "No such item".into() });
         assert_eq!(ok("noop()"), Action::Noop { wait_ms: None });
-        assert_eq!(
-            ok("noop(500)"),
-            Action::Noop {
-                wait_ms: Some(500.0)
-            }
-        );
+        assert_eq!(ok("noop(500)"), Action::Noop { wait_ms: Some(500.0) });
     }
 
     #[test]
     fn keyword_arguments_and_whitespace() {
-        let want = Action::Fill {
-            bid: "a1".into(),
-            value: "x".into(),
-        };
+        let want = Action::Fill { bid: "a1".into(), value: "x".into() };
         assert_eq!(ok("fill(bid='a1', value='x')"), want);
         assert_eq!(ok("fill('a1', value='x')"), want);
         assert_eq!(ok("fill(value='x', bid='a1')"), want);
         assert_eq!(ok("  \n fill( 'a1' ,\n 'x' , )  \n"), want);
-        assert_eq!(
-            ok("press(bid='a1', key_comb='Control+a')"),
-            Action::Press {
-                bid: "a1".into(),
-                key: "Control+a".into()
-            }
-        );
-        assert_eq!(
-            ok("press('a1', key='Enter')"),
-            Action::Press {
-                bid: "a1".into(),
-                key: "Enter".into()
-            }
-        );
-        assert_eq!(
-            ok("scroll(delta_x=0, delta_y=-100)"),
-            Action::Scroll {
-                dx: 0.0,
-                dy: -100.0
-            }
-        );
-        assert_eq!(
-            ok("noop(wait_ms=1000)"),
-            Action::Noop {
-                wait_ms: Some(1000.0)
-            }
-        );
+        assert_eq!(ok("press(bid='a1', key_comb='Control+a')"), Action::Press { bid: "a1".into(), key: "Control+a".into() });
+        assert_eq!(ok("press('a1', key='Enter')"), Action::Press { bid: "a1".into(), key: "Enter".into() });
+        assert_eq!(ok("scroll(delta_x=0, delta_y=-100)"), Action::Scroll { dx: 0.0, dy: -100.0 });
+        assert_eq!(ok("noop(wait_ms=1000)"), Action::Noop { wait_ms: Some(1000.0) });
     }
 
     #[test]
     fn quotes_and_escapes() {
-        let fill = |v: &str| Action::Fill {
-            bid: "a1".into(),
-            value: v.into(),
-        };
+        let fill = |v: &str| Action::Fill { bid: "a1".into(), value: v.into() };
         assert_eq!(ok(r#"fill('a1', "It's fine")"#), fill("It's fine"));
         assert_eq!(ok(r"fill('a1', 'It\'s fine')"), fill("It's fine"));
         assert_eq!(ok(r#"fill('a1', "say \"hi\"")"#), fill("say \"hi\""));
-        assert_eq!(
-            ok(r"fill('a1', 'line1\nline2\ttab')"),
-            fill("line1\nline2\ttab")
-        );
+        assert_eq!(ok(r"fill('a1', 'line1\nline2\ttab')"), fill("line1\nline2\ttab"));
         assert_eq!(ok(r"fill('a1', 'back\\slash')"), fill("back\\slash"));
         assert_eq!(ok(r"fill('a1', 'C:\dir')"), fill("C:\\dir"));
         assert_eq!(ok("fill('a1', 'ünïcödé ✓')"), fill("ünïcödé ✓"));
@@ -984,59 +757,27 @@ mod tests {
     fn display_round_trips() {
         let actions = [
             Action::Click { bid: "a12".into() },
-            Action::Fill {
-                bid: "b3".into(),
-                value: "It's \"quoted\"\\ \n\t end".into(),
-            },
-            Action::Fill {
-                bid: "b3".into(),
-                value: "It's".into(),
-            },
-            Action::SelectOption {
-                bid: "c4".into(),
-                options: Selection::One("x".into()),
-            },
-            Action::SelectOption {
-                bid: "c4".into(),
-                options: Selection::Many(vec!["a".into(), "b'".into()]),
-            },
-            Action::SelectOption {
-                bid: "c4".into(),
-                options: Selection::Many(vec![]),
-            },
-            Action::Press {
-                bid: "a1".into(),
-                key: "Enter".into(),
-            },
-            Action::Scroll {
-                dx: 0.0,
-                dy: -250.0,
-            },
+            Action::Fill { bid: "b3".into(), value: "It's \"quoted\"\\ \n\t end".into() },
+            Action::Fill { bid: "b3".into(), value: "It's".into() },
+            Action::SelectOption { bid: "c4".into(), options: Selection::One("x".into()) },
+            Action::SelectOption { bid: "c4".into(), options: Selection::Many(vec!["a".into(), "b'".into()]) },
+            Action::SelectOption { bid: "c4".into(), options: Selection::Many(vec![]) },
+            Action::Press { bid: "a1".into(), key: "Enter".into() },
+            Action::Scroll { dx: 0.0, dy: -250.0 },
             Action::Scroll { dx: 0.25, dy: 1e20 },
-            Action::Goto {
-                url: "http://x/y?q=a b".into(),
-            },
+            Action::Goto { url: "http://x/y?q=a b".into() },
             Action::GoBack,
             Action::GoForward,
-            Action::SendMsgToUser {
-                text: "Done.".into(),
-            },
-            Action::ReportInfeasible {
-                reason: "no".into(),
-            },
+            Action::SendMsgToUser { text: "Done.".into() },
+            Action::ReportInfeasible { reason: "no".into() },
             Action::Noop { wait_ms: None },
-            Action::Noop {
-                wait_ms: Some(1000.0),
-            },
+            Action::Noop { wait_ms: Some(1000.0) },
         ];
         for a in actions {
             let text = a.to_string();
             assert_eq!(parse_action(&text), Ok(a.clone()), "{text}");
         }
-        assert_eq!(
-            ok("fill(bid='a1', value=\"x\")").to_string(),
-            "fill('a1', 'x')"
-        );
+        assert_eq!(ok("fill(bid='a1', value=\"x\")").to_string(), "fill('a1', 'x')");
         assert_eq!(ok("noop()").to_string(), "noop()");
         assert_eq!(ok("scroll(0.0, 200)").to_string(), "scroll(0, 200)");
     }
@@ -1053,15 +794,8 @@ mod tests {
     fn unknown_functions_are_named_with_suggestions() {
         let e = err("clik('a1')");
         assert_eq!(e.kind, ActionErrorKind::UnknownFunction);
-        assert!(
-            e.message
-                .starts_with("Unknown function `clik` (did you mean `click`?)"),
-            "{e}"
-        );
-        assert!(
-            e.message.contains("valid actions: click, dblclick, fill"),
-            "{e}"
-        );
+        assert!(e.message.starts_with("Unknown function `clik` (did you mean `click`?)"), "{e}");
+        assert!(e.message.contains("valid actions: click, dblclick, fill"), "{e}");
         let e = err("type('a1', 'x')");
         assert_eq!(e.kind, ActionErrorKind::UnknownFunction);
         assert!(e.message.starts_with("Unknown function `type`;"), "{e}");
@@ -1087,10 +821,7 @@ mod tests {
             ("scroll(1.2.3, 0)", "expected `,` or `)`"),
             ("scroll(-, 0)", "bad number"),
             ("fill(bid='a1', bid='a2')", "repeated"),
-            (
-                "fill(bid='a1', 'x')",
-                "positional argument follows keyword argument",
-            ),
+            ("fill(bid='a1', 'x')", "positional argument follows keyword argument"),
             ("select_option('a1', ['x'", "missing `]`"),
         ] {
             let e = err(text);
@@ -1102,51 +833,18 @@ mod tests {
     #[test]
     fn wrong_arguments_are_rejected() {
         for (text, needle) in [
-            (
-                "click()",
-                "click() missing 1 required positional argument: 'bid'",
-            ),
-            (
-                "fill('a1')",
-                "fill() missing 1 required positional argument: 'value'",
-            ),
-            (
-                "fill()",
-                "missing 2 required positional arguments: 'bid' and 'value'",
-            ),
-            (
-                "click('a1', 'a2')",
-                "click() takes 1 positional argument but 2 were given",
-            ),
-            (
-                "go_back('x')",
-                "go_back() takes 0 positional arguments but 1 were given",
-            ),
-            (
-                "noop(1, 2)",
-                "noop() takes from 0 to 1 positional arguments but 2 were given",
-            ),
-            (
-                "fill('a1', value='x', text='y')",
-                "unexpected keyword argument 'text'",
-            ),
-            (
-                "fill('a1', 'x', value='y')",
-                "multiple values for argument 'value'",
-            ),
+            ("click()", "click() missing 1 required positional argument: 'bid'"),
+            ("fill('a1')", "fill() missing 1 required positional argument: 'value'"),
+            ("fill()", "missing 2 required positional arguments: 'bid' and 'value'"),
+            ("click('a1', 'a2')", "click() takes 1 positional argument but 2 were given"),
+            ("go_back('x')", "go_back() takes 0 positional arguments but 1 were given"),
+            ("noop(1, 2)", "noop() takes from 0 to 1 positional arguments but 2 were given"),
+            ("fill('a1', value='x', text='y')", "unexpected keyword argument 'text'"),
+            ("fill('a1', 'x', value='y')", "multiple values for argument 'value'"),
             ("click(12)", "argument 'bid' must be a string, not a number"),
-            (
-                "scroll('0', 100)",
-                "argument 'delta_x' must be a number, not a string",
-            ),
-            (
-                "select_option('a1', [1])",
-                "must be a string or a list of strings",
-            ),
-            (
-                "fill('a1', ['x'])",
-                "argument 'value' must be a string, not a list",
-            ),
+            ("scroll('0', 100)", "argument 'delta_x' must be a number, not a string"),
+            ("select_option('a1', [1])", "must be a string or a list of strings"),
+            ("fill('a1', ['x'])", "argument 'value' must be a string, not a list"),
         ] {
             let e = err(text);
             assert_eq!(e.kind, ActionErrorKind::Arguments, "{text:?}: {e}");

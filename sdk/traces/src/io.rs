@@ -54,9 +54,7 @@ fn open_reader(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     let r: Box<dyn Read> = match Compression::from_path(path) {
         Compression::None => Box::new(f),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Zstd => Box::new(
-            zstd::Decoder::new(f).with_context(|| format!("{}: not a zstd stream", path.display()))?,
-        ),
+        Compression::Zstd => Box::new(zstd::Decoder::new(f).with_context(|| format!("{}: not a zstd stream", path.display()))?),
     };
     Ok(Box::new(BufReader::with_capacity(1 << 20, r)))
 }
@@ -71,9 +69,7 @@ pub fn read_episodes(path: &Path, on_bad: OnBadLine) -> anyhow::Result<(Vec<Epis
     loop {
         line.clear();
         lineno += 1;
-        let n = reader
-            .read_line(&mut line)
-            .with_context(|| format!("{}:{lineno}: cannot read (corrupt compression or not UTF-8)", path.display()))?;
+        let n = reader.read_line(&mut line).with_context(|| format!("{}:{lineno}: cannot read (corrupt compression or not UTF-8)", path.display()))?;
         if n == 0 {
             break;
         }

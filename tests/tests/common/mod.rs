@@ -105,3 +105,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `model` output of node `id` in a run report.
+pub fn model_of(report: &serde_json::Value, id: &str) -> PathBuf {
+    let n = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no node {id}"));
+    PathBuf::from(n["outputs"]["model"].as_str().unwrap())
+}
+
+/// Tensor `name` of the checkpoint in `dir`, as f32.
+pub fn tensor(dir: &Path, name: &str) -> Vec<f32> {
+    agentmerge_checkpoint::Checkpoint::open(dir).unwrap().view(name).unwrap().to_f32_vec()
+}

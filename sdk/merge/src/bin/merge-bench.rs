@@ -32,14 +32,8 @@ struct Args {
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
-    let mut a = Args {
-        params: 1e9,
-        models: 3,
-        dtype: DType::BF16,
-        dir: None,
-        methods: vec!["linear".into(), "task_arithmetic".into(), "ties".into()],
-        keep: false,
-    };
+    let mut a =
+        Args { params: 1e9, models: 3, dtype: DType::BF16, dir: None, methods: vec!["linear".into(), "task_arithmetic".into(), "ties".into()], keep: false };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -104,19 +98,13 @@ fn uniform(seed: u64, i: u64) -> f32 {
 
 /// Model 0 is the base; model m > 0 is the base plus 1% noise.
 fn generate(dir: &Path, m: usize, shapes: &[(String, Vec<u64>)], dtype: DType) -> Result<()> {
-    let specs = shapes
-        .iter()
-        .map(|(n, s)| TensorSpec { name: n.clone(), dtype, shape: s.clone() })
-        .collect();
+    let specs = shapes.iter().map(|(n, s)| TensorSpec { name: n.clone(), dtype, shape: s.clone() }).collect();
     let mut w = CheckpointWriter::plan(dir, specs, WriteOptions::default())?;
     let error = Mutex::new(None);
     shapes.par_iter().enumerate().for_each(|(t, (name, shape))| {
         let n = shape.iter().product::<u64>();
         let (bs, ms) = (t as u64 * 1_000_003, (m as u64) << 40 | t as u64);
-        let values: Vec<f32> = (0..n)
-            .into_par_iter()
-            .map(|i| 0.05 * uniform(bs, i) + if m == 0 { 0.0 } else { 0.0005 * uniform(ms, i) })
-            .collect();
+        let values: Vec<f32> = (0..n).into_par_iter().map(|i| 0.05 * uniform(bs, i) + if m == 0 { 0.0 } else { 0.0005 * uniform(ms, i) }).collect();
         if let Err(e) = w.write_f32(name, &values) {
             *error.lock().unwrap() = Some(e);
         }
@@ -125,21 +113,14 @@ fn generate(dir: &Path, m: usize, shapes: &[(String, Vec<u64>)], dtype: DType) -
         return Err(e.into());
     }
     let h = shapes[2].1[0];
-    w.set_config(
-        serde_json::json!({"architectures": ["LlamaForCausalLM"], "hidden_size": h, "num_hidden_layers": (shapes.len() - 3) / 9}),
-        Some(dtype),
-    );
+    w.set_config(serde_json::json!({"architectures": ["LlamaForCausalLM"], "hidden_size": h, "num_hidden_layers": (shapes.len() - 3) / 9}), Some(dtype));
     w.finish()?;
     Ok(())
 }
 
 fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map_or(0, |kb| kb * 1024)
 }
 
 /// Best of 5 copies of 1 GiB, all cores.
@@ -151,9 +132,7 @@ fn memcpy_gbs() -> f64 {
     (0..5)
         .map(|_| {
             let t = Instant::now();
-            dst.par_chunks_mut(chunk)
-                .zip(src.par_chunks(chunk))
-                .for_each(|(d, s)| d.copy_from_slice(s));
+            dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s));
             std::hint::black_box(&dst);
             n as f64 / t.elapsed().as_secs_f64() / 1e9
         })
@@ -191,14 +170,7 @@ fn child_merge(dir: &Path, method: &str, models: usize) -> Result<()> {
         &|| false,
     )?;
     let total = started.elapsed().as_secs_f64();
-    println!(
-        "RESULT {} {} {} {} {}",
-        compute_done.into_inner().unwrap(),
-        total,
-        report.bytes_read,
-        report.params,
-        peak_rss_bytes()
-    );
+    println!("RESULT {} {} {} {} {}", compute_done.into_inner().unwrap(), total, report.bytes_read, report.params, peak_rss_bytes());
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }
@@ -255,17 +227,10 @@ fn main() -> Result<()> {
     };
     let floor = run(&["--child-memcpy".into()])?[0];
     println!("memcpy floor (1 GiB, all cores, best of 5): {floor:.2} GB/s\n");
-    println!(
-        "| method | compute s | total s (with fsync) | input read GB | input GB/s (compute) | % of memcpy | peak RSS MB | RSS % of one model |"
-    );
+    println!("| method | compute s | total s (with fsync) | input read GB | input GB/s (compute) | % of memcpy | peak RSS MB | RSS % of one model |");
     println!("|---|---|---|---|---|---|---|---|");
     for method in &args.methods {
-        let r = run(&[
-            "--child-merge".into(),
-            dir.display().to_string(),
-            method.clone(),
-            args.models.to_string(),
-        ])?;
+        let r = run(&["--child-merge".into(), dir.display().to_string(), method.clone(), args.models.to_string()])?;
         let [compute, total, read, _params, rss] = r[..] else {
             bail!("unexpected child output {r:?}");
         };

@@ -34,10 +34,7 @@ impl Strategy for Linear {
     }
 
     fn parameters(&self) -> Vec<ParamDef> {
-        vec![
-            ParamDef::required("weight").per_model(),
-            ParamDef::flag("normalize", true),
-        ]
+        vec![ParamDef::required("weight").per_model(), ParamDef::flag("normalize", true)]
     }
 
     fn elementwise(&self) -> bool {

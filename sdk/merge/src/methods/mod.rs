@@ -4,8 +4,8 @@ mod linear;
 mod model_stock;
 mod nuslerp;
 mod passthrough;
-mod slerp;
 mod select;
+mod slerp;
 pub mod sparsify;
 mod task_arithmetic;
 
@@ -62,13 +62,7 @@ macro_rules! float_impls {
 pub(crate) use float_impls;
 
 /// Errors unless `x` is within `lo..=hi` (or `lo < x` when `open_low`).
-pub(crate) fn check_range(
-    name: &str,
-    x: f64,
-    lo: f64,
-    hi: f64,
-    open_low: bool,
-) -> anyhow::Result<()> {
+pub(crate) fn check_range(name: &str, x: f64, lo: f64, hi: f64, open_low: bool) -> anyhow::Result<()> {
     let ok = x.is_finite() && (if open_low { x > lo } else { x >= lo }) && x <= hi;
     if !ok {
         let low = if open_low { "(" } else { "[" };

@@ -17,11 +17,7 @@ impl ModelStock {
             anyhow::bail!("model_stock needs at least two models besides the base");
         }
         let n = w0.len();
-        let row = if job.params.flag("filter_wise")? {
-            job.shape.last().map_or(n, |&d| d as usize).max(1)
-        } else {
-            n
-        };
+        let row = if job.params.flag("filter_wise")? { job.shape.last().map_or(n, |&d| d as usize).max(1) } else { n };
         let f = |x: T| x.to_f64().unwrap_or(0.0);
         let mut out = vec![T::zero(); n];
         for start in (0..n).step_by(row) {

@@ -16,11 +16,7 @@ impl NuSlerp {
             anyhow::bail!("nuslerp takes exactly two models besides the base");
         };
         let (wa, wb) = (a.params.num("weight")?, b.params.num("weight")?);
-        let t = if (wa + wb).abs() < 1e-6 {
-            0.5
-        } else {
-            wb / (wa + wb)
-        };
+        let t = if (wa + wb).abs() < 1e-6 { 0.5 } else { wb / (wa + wb) };
         let (mut v0, mut v1) = (a.values.to_vec(), b.values.to_vec());
         if let Some(base) = job.base {
             for ((x, y), z) in v0.iter_mut().zip(&mut v1).zip(base) {
@@ -70,11 +66,7 @@ fn nuslerp<T: Float>(t: f64, v0: &[T], v1: &[T]) -> Vec<T> {
     let cos: f64 = v0.iter().zip(v1).map(|(a, b)| f(a) / n0 * (f(b) / n1)).sum();
     let theta = cos.clamp(-1.0, 1.0).acos();
     let sin = theta.sin();
-    let (s0, s1) = if sin.abs() < 1e-8 {
-        (1.0 - t, t)
-    } else {
-        (((1.0 - t) * theta).sin() / sin, (t * theta).sin() / sin)
-    };
+    let (s0, s1) = if sin.abs() < 1e-8 { (1.0 - t, t) } else { (((1.0 - t) * theta).sin() / sin, (t * theta).sin() / sin) };
     let (s0, s1) = (T::of(s0), T::of(s1));
     v0.iter().zip(v1).map(|(a, b)| s0 * *a + s1 * *b).collect()
 }
@@ -85,11 +77,7 @@ impl Strategy for NuSlerp {
     }
 
     fn parameters(&self) -> Vec<ParamDef> {
-        vec![
-            ParamDef::required("weight").per_model(),
-            ParamDef::flag("nuslerp_row_wise", false),
-            ParamDef::flag("nuslerp_flatten", true),
-        ]
+        vec![ParamDef::required("weight").per_model(), ParamDef::flag("nuslerp_row_wise", false), ParamDef::flag("nuslerp_flatten", true)]
     }
 
     fn check(&self, p: &ParamsView<'_>) -> anyhow::Result<()> {

@@ -31,10 +31,7 @@ impl Strategy for Passthrough {
 
     fn check(&self, p: &ParamsView<'_>) -> anyhow::Result<()> {
         if p.models.len() != 1 {
-            anyhow::bail!(
-                "passthrough takes exactly one model under `models:`, got {}",
-                p.models.len()
-            );
+            anyhow::bail!("passthrough takes exactly one model under `models:`, got {}", p.models.len());
         }
         Ok(())
     }

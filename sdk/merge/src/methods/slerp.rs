@@ -28,15 +28,8 @@ pub fn slerp<T: Float>(t: f64, v0: &[T], v1: &[T]) -> Vec<T> {
     let norm = |v: &[T]| v.iter().map(|x| x.to_f64().unwrap_or(0.0).powi(2)).sum::<f64>().sqrt();
     let eps = 1e-8;
     let (n0, n1) = (norm(v0), norm(v1));
-    let (d0, d1) = (
-        if n0 > eps { n0 } else { 1.0 },
-        if n1 > eps { n1 } else { 1.0 },
-    );
-    let dot: f64 = v0
-        .iter()
-        .zip(v1)
-        .map(|(a, b)| a.to_f64().unwrap_or(0.0) / d0 * (b.to_f64().unwrap_or(0.0) / d1))
-        .sum();
+    let (d0, d1) = (if n0 > eps { n0 } else { 1.0 }, if n1 > eps { n1 } else { 1.0 });
+    let dot: f64 = v0.iter().zip(v1).map(|(a, b)| a.to_f64().unwrap_or(0.0) / d0 * (b.to_f64().unwrap_or(0.0) / d1)).sum();
     let (s0, s1) = if dot.abs() > DOT_THRESHOLD {
         (1.0 - t, t)
     } else {

@@ -75,14 +75,7 @@ impl TaskArithmetic {
             "della_linear" => ("della_linear", Some(Della), None, false, true),
             _ => return None,
         };
-        Some(TaskArithmetic {
-            name,
-            sparsification,
-            consensus,
-            default_normalize,
-            default_rescale,
-            add_to_model: name == "agentmerge",
-        })
+        Some(TaskArithmetic { name, sparsification, consensus, default_normalize, default_rescale, add_to_model: name == "agentmerge" })
     }
 
     fn consensus(&self, params: &crate::Params) -> anyhow::Result<Option<Consensus>> {
@@ -347,7 +340,15 @@ impl<T: Float> Delta<T> {
 fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
     let n = onto.len();
     let (zero, one) = (T::zero(), T::one());
-    let sign = |x: T| if x > zero { one } else if x < zero { -one } else { zero };
+    let sign = |x: T| {
+        if x > zero {
+            one
+        } else if x < zero {
+            -one
+        } else {
+            zero
+        }
+    };
     let mut mixed = vec![zero; n];
     let mut divisor = vec![zero; n];
     match consensus {
@@ -490,11 +491,12 @@ impl Strategy for TaskArithmetic {
             check_range("density", density, 0.0, 1.0, true).map_err(context)?;
             match self.sparsification {
                 Some(Sparsification::Magnitude) if density < 1.0 && (density * p.numel as f64) < 1.0 => {
-                    anyhow::bail!("density {density} of {model} keeps no element of this {}-element tensor; raise it (a `filter` entry can set it for this tensor only)", p.numel)
+                    anyhow::bail!(
+                        "density {density} of {model} keeps no element of this {}-element tensor; raise it (a `filter` entry can set it for this tensor only)",
+                        p.numel
+                    )
                 }
-                Some(Sparsification::MagnitudeOutliers) => {
-                    check_range("gamma", params.num("gamma")?, 0.0, 1.0, false).map_err(context)?
-                }
+                Some(Sparsification::MagnitudeOutliers) => check_range("gamma", params.num("gamma")?, 0.0, 1.0, false).map_err(context)?,
                 Some(Sparsification::Della) => {
                     let eps = params.num("epsilon")?;
                     if density < 1.0 && (density + eps >= 1.0 || density - eps <= 0.0) {
@@ -505,7 +507,9 @@ impl Strategy for TaskArithmetic {
             }
         }
         if self.add_to_model && targets != 1 {
-            anyhow::bail!("agentmerge needs exactly one model with `parameters: {{add_to: true}}` (the instruct model the task vectors are added to), found {targets}");
+            anyhow::bail!(
+                "agentmerge needs exactly one model with `parameters: {{add_to: true}}` (the instruct model the task vectors are added to), found {targets}"
+            );
         }
         if deltas == 0 {
             anyhow::bail!("{} needs at least one model besides the base (and the `add_to` model)", self.name);
@@ -532,7 +536,9 @@ mod tests {
         let base = draw(&mut g);
         // Quantised deltas: many ties in magnitude.
         let models: Vec<Vec<f32>> = (0..3).map(|_| base.iter().map(|b| b + (g.random_range(-8i32..=8) as f32) * 0.01).collect()).collect();
-        for (name, extra) in [("ties", vec![]), ("dare_ties", vec![]), ("breadcrumbs_ties", vec![("gamma", 0.05)]), ("della", vec![("epsilon", 0.1)]), ("dare_linear", vec![])] {
+        for (name, extra) in
+            [("ties", vec![]), ("dare_ties", vec![]), ("breadcrumbs_ties", vec![("gamma", 0.05)]), ("della", vec![("epsilon", 0.1)]), ("dare_linear", vec![])]
+        {
             let m = TaskArithmetic::named(name).unwrap();
             let params: Vec<Params> = (0..3)
                 .map(|i| {

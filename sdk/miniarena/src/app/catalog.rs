@@ -36,32 +36,16 @@ pub struct CatalogItem {
 }
 
 const fn opt(label: &'static str, kind: OptKind, choices: &'static [&'static str]) -> ItemOption {
-    ItemOption {
-        label,
-        kind,
-        choices,
-    }
+    ItemOption { label, kind, choices }
 }
 
 use OptKind::{Checks, Radio, Select, Text};
 
 pub const CATEGORIES: &[Category] = &[
-    Category {
-        name: "Hardware",
-        description: "Laptops and desktops for every role.",
-    },
-    Category {
-        name: "Mobiles",
-        description: "Company phones and tablets with data plans.",
-    },
-    Category {
-        name: "Software",
-        description: "Licences for approved software.",
-    },
-    Category {
-        name: "Peripherals",
-        description: "Monitors, keyboards, headsets and more.",
-    },
+    Category { name: "Hardware", description: "Laptops and desktops for every role." },
+    Category { name: "Mobiles", description: "Company phones and tablets with data plans." },
+    Category { name: "Software", description: "Licences for approved software." },
+    Category { name: "Peripherals", description: "Monitors, keyboards, headsets and more." },
 ];
 
 const DATA: &[&str] = &["Unlimited", "10 GB", "20 GB"];
@@ -75,23 +59,10 @@ pub const ITEMS: &[CatalogItem] = &[
         price: "$2,499.00",
         description: "A high-performance laptop for software development.",
         options: &[
-            opt(
-                "Processor",
-                Select,
-                &["M3 Pro 11-core", "M3 Pro 12-core", "M3 Max 14-core"],
-            ),
+            opt("Processor", Select, &["M3 Pro 11-core", "M3 Pro 12-core", "M3 Max 14-core"]),
             opt("Memory", Radio, &["18 GB", "36 GB", "48 GB"]),
             opt("Storage", Select, &["512 GB SSD", "1 TB SSD", "2 TB SSD"]),
-            opt(
-                "Additional software",
-                Checks,
-                &[
-                    "Xcode",
-                    "Docker Desktop",
-                    "JetBrains Toolbox",
-                    "Microsoft Office",
-                ],
-            ),
+            opt("Additional software", Checks, &["Xcode", "Docker Desktop", "JetBrains Toolbox", "Microsoft Office"]),
         ],
     },
     CatalogItem {
@@ -103,16 +74,7 @@ pub const ITEMS: &[CatalogItem] = &[
             opt("Operating system", Radio, &["Windows 11", "Ubuntu 22.04"]),
             opt("Memory", Select, &["8 GB", "16 GB", "32 GB"]),
             opt("Warranty", Select, &["1 year", "3 years"]),
-            opt(
-                "Accessories",
-                Checks,
-                &[
-                    "Carrying case",
-                    "Docking station",
-                    "Wireless mouse",
-                    "Privacy screen",
-                ],
-            ),
+            opt("Accessories", Checks, &["Carrying case", "Docking station", "Wireless mouse", "Privacy screen"]),
         ],
     },
     CatalogItem {
@@ -124,11 +86,7 @@ pub const ITEMS: &[CatalogItem] = &[
             opt("Color", Radio, &["Silver", "Black"]),
             opt("Memory", Select, &["16 GB", "32 GB"]),
             opt("Storage", Select, &["256 GB SSD", "512 GB SSD"]),
-            opt(
-                "Additional software",
-                Checks,
-                &["Salesforce Desktop", "Microsoft Office", "Adobe Acrobat"],
-            ),
+            opt("Additional software", Checks, &["Salesforce Desktop", "Microsoft Office", "Adobe Acrobat"]),
         ],
     },
     CatalogItem {
@@ -138,16 +96,8 @@ pub const ITEMS: &[CatalogItem] = &[
         description: "A quiet desktop workstation with a large display.",
         options: &[
             opt("Monitor size", Select, &["24 inch", "27 inch", "32 inch"]),
-            opt(
-                "Processor",
-                Radio,
-                &["Intel Core i5", "Intel Core i7", "Intel Core i9"],
-            ),
-            opt(
-                "Accessories",
-                Checks,
-                &["Webcam", "Speakers", "Ergonomic keyboard", "USB hub"],
-            ),
+            opt("Processor", Radio, &["Intel Core i5", "Intel Core i7", "Intel Core i9"]),
+            opt("Accessories", Checks, &["Webcam", "Speakers", "Ergonomic keyboard", "USB hub"]),
         ],
     },
     CatalogItem {
@@ -156,11 +106,7 @@ pub const ITEMS: &[CatalogItem] = &[
         price: "$799.00",
         description: "A company iPhone with a corporate data plan.",
         options: &[
-            opt(
-                "Color",
-                Radio,
-                &["Black", "Blue", "Green", "Pink", "Yellow"],
-            ),
+            opt("Color", Radio, &["Black", "Blue", "Green", "Pink", "Yellow"]),
             opt("Storage", Select, &["128 GB", "256 GB", "512 GB"]),
             opt("Monthly data allowance", Select, DATA),
             opt("Accessories", Checks, PHONE_EXTRAS),
@@ -172,11 +118,7 @@ pub const ITEMS: &[CatalogItem] = &[
         price: "$749.00",
         description: "A company Android phone with a corporate data plan.",
         options: &[
-            opt(
-                "Color",
-                Radio,
-                &["Onyx Black", "Marble Grey", "Cobalt Violet", "Amber Yellow"],
-            ),
+            opt("Color", Radio, &["Onyx Black", "Marble Grey", "Cobalt Violet", "Amber Yellow"]),
             opt("Storage", Select, &["128 GB", "256 GB", "512 GB"]),
             opt("Monthly data allowance", Select, DATA),
             opt("Accessories", Checks, PHONE_EXTRAS),
@@ -191,11 +133,7 @@ pub const ITEMS: &[CatalogItem] = &[
             opt("Color", Radio, &["Space Black", "Silver"]),
             opt("Storage", Select, &["256 GB", "512 GB", "1 TB"]),
             opt("Connectivity", Radio, &["Wi-Fi", "Wi-Fi + Cellular"]),
-            opt(
-                "Accessories",
-                Checks,
-                &["Apple Pencil Pro", "Magic Keyboard", "Smart Folio"],
-            ),
+            opt("Accessories", Checks, &["Apple Pencil Pro", "Magic Keyboard", "Smart Folio"]),
         ],
     },
     CatalogItem {
@@ -217,11 +155,7 @@ pub const ITEMS: &[CatalogItem] = &[
         description: "Adobe's design and video applications.",
         options: &[
             opt("License type", Radio, &["Individual", "Team"]),
-            opt(
-                "Applications",
-                Checks,
-                &["Photoshop", "Illustrator", "InDesign", "Premiere Pro"],
-            ),
+            opt("Applications", Checks, &["Photoshop", "Illustrator", "InDesign", "Premiere Pro"]),
             JUSTIFY,
         ],
     },
@@ -237,11 +171,7 @@ pub const ITEMS: &[CatalogItem] = &[
         category: 2,
         price: "$599.00 / year",
         description: "A Java and Kotlin IDE.",
-        options: &[
-            opt("Edition", Radio, &["Community", "Ultimate"]),
-            opt("License term", Select, &["1 year", "2 years", "3 years"]),
-            JUSTIFY,
-        ],
+        options: &[opt("Edition", Radio, &["Community", "Ultimate"]), opt("License term", Select, &["1 year", "2 years", "3 years"]), JUSTIFY],
     },
     CatalogItem {
         name: "Tableau Creator",
@@ -250,11 +180,7 @@ pub const ITEMS: &[CatalogItem] = &[
         description: "Data visualisation and dashboards.",
         options: &[
             opt("License term", Select, &["1 year", "2 years", "3 years"]),
-            opt(
-                "Training",
-                Checks,
-                &["Online course", "Instructor-led workshop"],
-            ),
+            opt("Training", Checks, &["Online course", "Instructor-led workshop"]),
             JUSTIFY,
         ],
     },
@@ -264,17 +190,9 @@ pub const ITEMS: &[CatalogItem] = &[
         price: "$349.00",
         description: "A 4K monitor for the office or home.",
         options: &[
-            opt(
-                "Stand",
-                Radio,
-                &["Standard", "Height-adjustable", "Wall mount"],
-            ),
+            opt("Stand", Radio, &["Standard", "Height-adjustable", "Wall mount"]),
             opt("Cable", Select, &["HDMI", "DisplayPort", "USB-C"]),
-            opt(
-                "Extras",
-                Checks,
-                &["Monitor arm", "Privacy filter", "Cleaning kit"],
-            ),
+            opt("Extras", Checks, &["Monitor arm", "Privacy filter", "Cleaning kit"]),
         ],
     },
     CatalogItem {
@@ -283,17 +201,9 @@ pub const ITEMS: &[CatalogItem] = &[
         price: "$89.00",
         description: "A wireless keyboard and mouse set.",
         options: &[
-            opt(
-                "Layout",
-                Select,
-                &["US English", "UK English", "German", "French", "Spanish"],
-            ),
+            opt("Layout", Select, &["US English", "UK English", "German", "French", "Spanish"]),
             opt("Color", Radio, &["Black", "White", "Graphite"]),
-            opt(
-                "Extras",
-                Checks,
-                &["Wrist rest", "Mouse pad", "Spare batteries"],
-            ),
+            opt("Extras", Checks, &["Wrist rest", "Mouse pad", "Spare batteries"]),
         ],
     },
     CatalogItem {
@@ -304,11 +214,7 @@ pub const ITEMS: &[CatalogItem] = &[
         options: &[
             opt("Connection", Radio, &["USB-A", "USB-C", "Bluetooth"]),
             opt("Fit", Select, &["On-ear", "Over-ear"]),
-            opt(
-                "Extras",
-                Checks,
-                &["Carrying pouch", "Spare ear cushions", "Charging stand"],
-            ),
+            opt("Extras", Checks, &["Carrying pouch", "Spare ear cushions", "Charging stand"]),
         ],
     },
 ];
@@ -356,22 +262,13 @@ impl ItemDraft {
                 Text => OptValue::Text(String::new()),
             })
             .collect();
-        ItemDraft {
-            item,
-            values,
-            quantity: 1,
-            message: None,
-        }
+        ItemDraft { item, values, quantity: 1, message: None }
     }
 
     /// The configuration strings an order of this draft gets.
     pub fn config(&self) -> Vec<String> {
         let item = &ITEMS[self.item as usize];
-        item.options
-            .iter()
-            .zip(&self.values)
-            .map(|(o, v)| config_value(o, v))
-            .collect()
+        item.options.iter().zip(&self.values).map(|(o, v)| config_value(o, v)).collect()
     }
 }
 
@@ -379,36 +276,19 @@ impl ItemDraft {
 /// by ", " (in the item's order), or the text.
 pub fn config_value(o: &ItemOption, v: &OptValue) -> String {
     match v {
-        OptValue::Choice(i) => o
-            .choices
-            .get(*i as usize)
-            .copied()
-            .unwrap_or("")
-            .to_string(),
-        OptValue::Checks(bits) => o
-            .choices
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| bits & (1 << i) != 0)
-            .map(|(_, c)| *c)
-            .collect::<Vec<_>>()
-            .join(", "),
+        OptValue::Choice(i) => o.choices.get(*i as usize).copied().unwrap_or("").to_string(),
+        OptValue::Checks(bits) => o.choices.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, c)| *c).collect::<Vec<_>>().join(", "),
         OptValue::Text(t) => t.trim().to_string(),
     }
 }
 
 /// Items of a category.
 pub fn items_in(category: u8) -> impl Iterator<Item = usize> {
-    ITEMS
-        .iter()
-        .enumerate()
-        .filter(move |(_, it)| it.category == category)
-        .map(|(i, _)| i)
+    ITEMS.iter().enumerate().filter(move |(_, it)| it.category == category).map(|(i, _)| i)
 }
 
 fn cart_link(w: &World, page: &mut Page) {
-    page.add_fmt(Role::Link, format_args!("View cart ({})", w.cart.len()))
-        .ctl(Ctl::Go(Dest::Cart));
+    page.add_fmt(Role::Link, format_args!("View cart ({})", w.cart.len())).ctl(Ctl::Go(Dest::Cart));
 }
 
 pub fn render_home(w: &World, page: &mut Page) {
@@ -433,8 +313,7 @@ pub fn render_category(w: &World, c: u8, page: &mut Page) {
     };
     page.open(Role::Main, "");
     page.add(Role::Heading, cat.name);
-    page.add(Role::Link, "Service Catalog")
-        .ctl(Ctl::Go(Dest::CatalogHome));
+    page.add(Role::Link, "Service Catalog").ctl(Ctl::Go(Dest::CatalogHome));
     cart_link(w, page);
     page.open(Role::List, "Items");
     for i in items_in(c) {
@@ -451,10 +330,8 @@ pub fn render_category(w: &World, c: u8, page: &mut Page) {
 pub fn render_item(w: &World, d: &ItemDraft, page: &mut Page) {
     let item = &ITEMS[d.item as usize];
     page.open(Role::Main, "");
-    page.add(Role::Link, "Service Catalog")
-        .ctl(Ctl::Go(Dest::CatalogHome));
-    page.add(Role::Link, CATEGORIES[item.category as usize].name)
-        .ctl(Ctl::Category(item.category));
+    page.add(Role::Link, "Service Catalog").ctl(Ctl::Go(Dest::CatalogHome));
+    page.add(Role::Link, CATEGORIES[item.category as usize].name).ctl(Ctl::Category(item.category));
     page.add(Role::Heading, item.name);
     page.text_fmt(format_args!("Price: {}", item.price));
     page.text(item.description);
@@ -467,9 +344,7 @@ pub fn render_item(w: &World, d: &ItemDraft, page: &mut Page) {
         match (o.kind, v) {
             (Select, OptValue::Choice(sel)) => {
                 let cur = o.choices.get(*sel as usize).copied().unwrap_or("");
-                page.open(Role::Combobox, o.label)
-                    .value(cur)
-                    .ctl(Ctl::ItemSelect(k));
+                page.open(Role::Combobox, o.label).value(cur).ctl(Ctl::ItemSelect(k));
                 for (i, c) in o.choices.iter().enumerate() {
                     page.add(Role::Option, c).selected(i == *sel as usize);
                 }
@@ -478,37 +353,27 @@ pub fn render_item(w: &World, d: &ItemDraft, page: &mut Page) {
             (Radio, OptValue::Choice(sel)) => {
                 page.open(Role::RadioGroup, o.label);
                 for (i, c) in o.choices.iter().enumerate() {
-                    page.add(Role::Radio, c)
-                        .checked(i == *sel as usize)
-                        .ctl(Ctl::ItemRadio(k, i as u8));
+                    page.add(Role::Radio, c).checked(i == *sel as usize).ctl(Ctl::ItemRadio(k, i as u8));
                 }
                 page.close();
             }
             (Checks, OptValue::Checks(bits)) => {
                 page.open(Role::Group, o.label);
                 for (i, c) in o.choices.iter().enumerate() {
-                    page.add(Role::Checkbox, c)
-                        .checked(bits & (1 << i) != 0)
-                        .ctl(Ctl::ItemCheck(k, i as u8));
+                    page.add(Role::Checkbox, c).checked(bits & (1 << i) != 0).ctl(Ctl::ItemCheck(k, i as u8));
                 }
                 page.close();
             }
             (_, OptValue::Text(t)) => {
-                page.add(Role::Textbox, o.label)
-                    .value(t)
-                    .required(true)
-                    .ctl(Ctl::ItemText(k));
+                page.add(Role::Textbox, o.label).value(t).required(true).ctl(Ctl::ItemText(k));
             }
             _ => {}
         }
     }
     let q = d.quantity.to_string();
-    page.open(Role::Combobox, "Quantity")
-        .value(&q)
-        .ctl(Ctl::Quantity);
+    page.open(Role::Combobox, "Quantity").value(&q).ctl(Ctl::Quantity);
     for n in 1..=10u8 {
-        page.add_fmt(Role::Option, format_args!("{n}"))
-            .selected(n == d.quantity);
+        page.add_fmt(Role::Option, format_args!("{n}")).selected(n == d.quantity);
     }
     page.close();
     page.close();
@@ -520,13 +385,7 @@ pub fn render_item(w: &World, d: &ItemDraft, page: &mut Page) {
 
 fn summary(line: &OrderLine) -> String {
     let item = &ITEMS[line.item as usize];
-    item.options
-        .iter()
-        .zip(&line.config)
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(o, v)| format!("{}: {v}", o.label))
-        .collect::<Vec<_>>()
-        .join("; ")
+    item.options.iter().zip(&line.config).filter(|(_, v)| !v.is_empty()).map(|(o, v)| format!("{}: {v}", o.label)).collect::<Vec<_>>().join("; ")
 }
 
 fn render_lines(lines: &[OrderLine], removable: bool, page: &mut Page) {
@@ -542,8 +401,7 @@ fn render_lines(lines: &[OrderLine], removable: bool, page: &mut Page) {
         page.add_fmt(Role::Gridcell, format_args!("{}", line.quantity));
         page.add(Role::Gridcell, &summary(line));
         if removable {
-            page.add(Role::Button, "Remove")
-                .ctl(Ctl::CartRemove(i as u8));
+            page.add(Role::Button, "Remove").ctl(Ctl::CartRemove(i as u8));
         }
         page.close();
     }
@@ -558,11 +416,8 @@ pub fn render_cart(w: &World, page: &mut Page) {
     } else {
         render_lines(&w.cart, true, page);
     }
-    page.add(Role::Button, "Proceed to Checkout")
-        .disabled(w.cart.is_empty())
-        .ctl(Ctl::Checkout);
-    page.add(Role::Link, "Continue shopping")
-        .ctl(Ctl::Go(Dest::CatalogHome));
+    page.add(Role::Button, "Proceed to Checkout").disabled(w.cart.is_empty()).ctl(Ctl::Checkout);
+    page.add(Role::Link, "Continue shopping").ctl(Ctl::Go(Dest::CatalogHome));
     page.close();
 }
 
@@ -575,8 +430,7 @@ pub fn render_order(w: &World, o: u32, page: &mut Page) {
     page.text("Thank you, your request has been submitted.");
     page.text_fmt(format_args!("Request number: {}", order.number));
     render_lines(&order.lines, false, page);
-    page.add(Role::Link, "Continue shopping")
-        .ctl(Ctl::Go(Dest::CatalogHome));
+    page.add(Role::Link, "Continue shopping").ctl(Ctl::Go(Dest::CatalogHome));
     page.close();
 }
 
@@ -603,25 +457,13 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
                 return Ok(());
             };
             let item = &ITEMS[d.item as usize];
-            let missing: Vec<&str> = item
-                .options
-                .iter()
-                .zip(&d.values)
-                .filter(|(_, v)| matches!(v, OptValue::Text(t) if t.trim().is_empty()))
-                .map(|(o, _)| o.label)
-                .collect();
+            let missing: Vec<&str> =
+                item.options.iter().zip(&d.values).filter(|(_, v)| matches!(v, OptValue::Text(t) if t.trim().is_empty())).map(|(o, _)| o.label).collect();
             if !missing.is_empty() {
-                d.message = Some(format!(
-                    "Fill in the mandatory fields: {}",
-                    missing.join(", ")
-                ));
+                d.message = Some(format!("Fill in the mandatory fields: {}", missing.join(", ")));
                 return Ok(());
             }
-            let line = OrderLine {
-                item: d.item,
-                config: d.config(),
-                quantity: d.quantity,
-            };
+            let line = OrderLine { item: d.item, config: d.config(), quantity: d.quantity };
             if ctl == Ctl::OrderNow {
                 place_order(w, s, vec![line]);
             } else {
@@ -663,9 +505,7 @@ pub fn set_checked(s: &mut Session, ctl: Ctl, on: bool) -> Result<(), String> {
     match ctl {
         Ctl::ItemRadio(k, i) => {
             if !on {
-                return Err(
-                    "Error: Cannot uncheck a radio button; check another one instead".into(),
-                );
+                return Err("Error: Cannot uncheck a radio button; check another one instead".into());
             }
             d.values[k as usize] = OptValue::Choice(i);
         }

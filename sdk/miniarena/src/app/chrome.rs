@@ -105,31 +105,13 @@ pub const CUSTOM_MODULES: &[&str] = &[
 
 /// The standard applications, with the lists and forms their modules open.
 pub fn standard_apps(user: &str) -> Vec<App> {
-    let list = |table, conds: Vec<Cond>| Route::List {
-        table,
-        query: Query {
-            conds,
-            sort: vec![],
-        },
-    };
-    let is = |table: TableId, field: &str, op: Op, value: &str| Cond {
-        field: table.spec().field_index(field).unwrap_or(0) as u8,
-        op,
-        value: value.to_string(),
-    };
-    let new = |table| Route::Form {
-        table,
-        record: None,
-    };
+    let list = |table, conds: Vec<Cond>| Route::List { table, query: Query { conds, sort: vec![] } };
+    let is =
+        |table: TableId, field: &str, op: Op, value: &str| Cond { field: table.spec().field_index(field).unwrap_or(0) as u8, op, value: value.to_string() };
+    let new = |table| Route::Form { table, record: None };
     let app = |name: &str, modules: Vec<(&str, Route)>| App {
         name: name.to_string(),
-        modules: modules
-            .into_iter()
-            .map(|(n, target)| Module {
-                name: n.to_string(),
-                target,
-            })
-            .collect(),
+        modules: modules.into_iter().map(|(n, target)| Module { name: n.to_string(), target }).collect(),
     };
     use TableId::*;
     vec![
@@ -137,104 +119,48 @@ pub fn standard_apps(user: &str) -> Vec<App> {
             "Incident",
             vec![
                 ("Create New", new(Incident)),
-                (
-                    "Open",
-                    list(Incident, vec![is(Incident, "state", Op::IsNot, "Closed")]),
-                ),
-                (
-                    "Assigned to me",
-                    list(Incident, vec![is(Incident, "assigned_to", Op::Is, user)]),
-                ),
-                (
-                    "Resolved",
-                    list(Incident, vec![is(Incident, "state", Op::Is, "Resolved")]),
-                ),
+                ("Open", list(Incident, vec![is(Incident, "state", Op::IsNot, "Closed")])),
+                ("Assigned to me", list(Incident, vec![is(Incident, "assigned_to", Op::Is, user)])),
+                ("Resolved", list(Incident, vec![is(Incident, "state", Op::Is, "Resolved")])),
                 ("All", list(Incident, vec![])),
             ],
         ),
         app(
             "Problem",
-            vec![
-                ("Create New", new(Problem)),
-                (
-                    "Open",
-                    list(Problem, vec![is(Problem, "state", Op::IsNot, "Closed")]),
-                ),
-                ("All", list(Problem, vec![])),
-            ],
+            vec![("Create New", new(Problem)), ("Open", list(Problem, vec![is(Problem, "state", Op::IsNot, "Closed")])), ("All", list(Problem, vec![]))],
         ),
         app(
             "Change",
             vec![
                 ("Create New", new(Change)),
-                (
-                    "Open",
-                    list(Change, vec![is(Change, "state", Op::IsNot, "Closed")]),
-                ),
-                (
-                    "Emergency",
-                    list(Change, vec![is(Change, "type", Op::Is, "Emergency")]),
-                ),
+                ("Open", list(Change, vec![is(Change, "state", Op::IsNot, "Closed")])),
+                ("Emergency", list(Change, vec![is(Change, "type", Op::Is, "Emergency")])),
                 ("All", list(Change, vec![])),
             ],
         ),
-        app(
-            "Service Catalog",
-            vec![("Catalog", Route::CatalogHome), ("My Cart", Route::Cart)],
-        ),
-        app(
-            "Knowledge",
-            vec![
-                ("Knowledge Home", Route::KbHome),
-                ("All Articles", Route::KbSearch(String::new())),
-            ],
-        ),
+        app("Service Catalog", vec![("Catalog", Route::CatalogHome), ("My Cart", Route::Cart)]),
+        app("Knowledge", vec![("Knowledge Home", Route::KbHome), ("All Articles", Route::KbSearch(String::new()))]),
         app(
             "Asset",
             vec![
                 ("Hardware Assets", list(Hardware, vec![])),
                 ("New Hardware Asset", new(Hardware)),
-                (
-                    "In Stock",
-                    list(
-                        Hardware,
-                        vec![is(Hardware, "install_status", Op::Is, "In stock")],
-                    ),
-                ),
-                (
-                    "Retired",
-                    list(
-                        Hardware,
-                        vec![is(Hardware, "install_status", Op::Is, "Retired")],
-                    ),
-                ),
+                ("In Stock", list(Hardware, vec![is(Hardware, "install_status", Op::Is, "In stock")])),
+                ("Retired", list(Hardware, vec![is(Hardware, "install_status", Op::Is, "Retired")])),
             ],
         ),
         app(
             "User Administration",
-            vec![
-                ("Users", list(User, vec![])),
-                ("New User", new(User)),
-                (
-                    "Locked Out Users",
-                    list(User, vec![is(User, "locked_out", Op::Is, "true")]),
-                ),
-            ],
+            vec![("Users", list(User, vec![])), ("New User", new(User)), ("Locked Out Users", list(User, vec![is(User, "locked_out", Op::Is, "true")]))],
         ),
-        app(
-            "Performance Analytics",
-            vec![("Dashboards", Route::Dashboards)],
-        ),
+        app("Performance Analytics", vec![("Dashboards", Route::Dashboards)]),
         app(
             "Self-Service",
             vec![
                 ("Homepage", Route::Home),
                 ("Service Catalog", Route::CatalogHome),
                 ("Knowledge", Route::KbHome),
-                (
-                    "Incidents",
-                    list(Incident, vec![is(Incident, "caller_id", Op::Is, user)]),
-                ),
+                ("Incidents", list(Incident, vec![is(Incident, "caller_id", Op::Is, user)])),
             ],
         ),
     ]
@@ -248,13 +174,7 @@ pub fn custom_app(name: String, app_index: u8, modules: &[usize]) -> App {
         modules: modules
             .iter()
             .enumerate()
-            .map(|(j, &m)| Module {
-                name: CUSTOM_MODULES[m].to_string(),
-                target: Route::Module {
-                    app: app_index,
-                    module: j as u8,
-                },
-            })
+            .map(|(j, &m)| Module { name: CUSTOM_MODULES[m].to_string(), target: Route::Module { app: app_index, module: j as u8 } })
             .collect(),
     }
 }
@@ -273,10 +193,7 @@ pub fn module_from_path(w: &World, path: &str) -> Option<Route> {
         for (j, m) in a.modules.iter().enumerate() {
             if let Route::Module { .. } = m.target {
                 if module_path(w, i as u8, j as u8) == path {
-                    return Some(Route::Module {
-                        app: i as u8,
-                        module: j as u8,
-                    });
+                    return Some(Route::Module { app: i as u8, module: j as u8 });
                 }
             }
         }
@@ -294,19 +211,11 @@ pub fn module_title(w: &World, app: u8, module: u8) -> String {
 }
 
 /// Which modules of app `i` the navigator shows (all, or those matching the filter).
-fn visible_modules<'a>(
-    w: &'a World,
-    ui: &'a ChromeUi,
-    i: usize,
-) -> impl Iterator<Item = usize> + 'a {
+fn visible_modules<'a>(w: &'a World, ui: &'a ChromeUi, i: usize) -> impl Iterator<Item = usize> + 'a {
     let app = &w.apps[i];
     let filter = ui.nav_filter.trim().to_lowercase();
     let app_matches = filter.is_empty() || app.name.to_lowercase().contains(&filter);
-    app.modules
-        .iter()
-        .enumerate()
-        .filter(move |(_, m)| app_matches || m.name.to_lowercase().contains(&filter))
-        .map(|(j, _)| j)
+    app.modules.iter().enumerate().filter(move |(_, m)| app_matches || m.name.to_lowercase().contains(&filter)).map(|(j, _)| j)
 }
 
 /// Whether the navigator shows app `i`, and whether it is expanded.
@@ -323,24 +232,17 @@ pub fn render_chrome(w: &World, s: &Session, page: &mut Page) {
     let ui = &s.chrome;
     page.region(b'a');
     page.open(Role::Banner, "MiniArena");
-    page.add(Role::Button, "All")
-        .expanded(ui.nav_open)
-        .ctl(Ctl::NavToggle);
-    page.add(Role::Link, "MiniArena home")
-        .ctl(Ctl::Go(Dest::Home));
-    page.add_fmt(Role::Button, format_args!("User menu: {}", w.acting_user()))
-        .expanded(ui.user_menu)
-        .ctl(Ctl::UserMenu);
+    page.add(Role::Button, "All").expanded(ui.nav_open).ctl(Ctl::NavToggle);
+    page.add(Role::Link, "MiniArena home").ctl(Ctl::Go(Dest::Home));
+    page.add_fmt(Role::Button, format_args!("User menu: {}", w.acting_user())).expanded(ui.user_menu).ctl(Ctl::UserMenu);
     if let Some(p) = &w.impersonating {
         page.text_fmt(format_args!("Impersonating {p}"));
     }
     if ui.user_menu {
         page.open(Role::Menu, "User menu");
-        page.add(Role::MenuItem, "Impersonate user")
-            .ctl(Ctl::ImpersonateMenu);
+        page.add(Role::MenuItem, "Impersonate user").ctl(Ctl::ImpersonateMenu);
         if w.impersonating.is_some() {
-            page.add(Role::MenuItem, "End impersonation")
-                .ctl(Ctl::EndImpersonation);
+            page.add(Role::MenuItem, "End impersonation").ctl(Ctl::EndImpersonation);
         }
         page.close();
     }
@@ -348,21 +250,16 @@ pub fn render_chrome(w: &World, s: &Session, page: &mut Page) {
     if ui.nav_open {
         page.region(b'n');
         page.open(Role::Navigation, "Application navigator");
-        page.add(Role::Textbox, "Filter navigator")
-            .value(&ui.nav_filter)
-            .ctl(Ctl::NavFilter);
+        page.add(Role::Textbox, "Filter navigator").value(&ui.nav_filter).ctl(Ctl::NavFilter);
         for (i, app) in w.apps.iter().enumerate() {
             let (visible, expanded) = app_state(w, ui, i);
             if !visible {
                 continue;
             }
-            page.open(Role::Button, &app.name)
-                .expanded(expanded)
-                .ctl(Ctl::NavApp(i as u8));
+            page.open(Role::Button, &app.name).expanded(expanded).ctl(Ctl::NavApp(i as u8));
             if expanded {
                 for j in visible_modules(w, ui, i) {
-                    page.add(Role::Link, &app.modules[j].name)
-                        .ctl(Ctl::NavModule(i as u8, j as u8));
+                    page.add(Role::Link, &app.modules[j].name).ctl(Ctl::NavModule(i as u8, j as u8));
                 }
             }
             page.close();
@@ -372,20 +269,14 @@ pub fn render_chrome(w: &World, s: &Session, page: &mut Page) {
     if let Some(sel) = ui.dialog {
         page.region(b'g');
         page.open(Role::Dialog, "Impersonate user");
-        let value = sel
-            .and_then(|i| w.people.get(i))
-            .map_or("-- Select a user --", |p| p.as_str());
-        page.open(Role::Combobox, "User")
-            .value(value)
-            .ctl(Ctl::ImpersonateUser);
-        page.add(Role::Option, "-- Select a user --")
-            .selected(sel.is_none());
+        let value = sel.and_then(|i| w.people.get(i)).map_or("-- Select a user --", |p| p.as_str());
+        page.open(Role::Combobox, "User").value(value).ctl(Ctl::ImpersonateUser);
+        page.add(Role::Option, "-- Select a user --").selected(sel.is_none());
         for (i, p) in w.people.iter().enumerate() {
             page.add(Role::Option, p).selected(sel == Some(i));
         }
         page.close();
-        page.add(Role::Button, "Impersonate user")
-            .ctl(Ctl::ImpersonateConfirm);
+        page.add(Role::Button, "Impersonate user").ctl(Ctl::ImpersonateConfirm);
         page.add(Role::Button, "Cancel").ctl(Ctl::ImpersonateCancel);
         page.close();
     }
@@ -400,10 +291,7 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
         }
         Ctl::NavApp(i) if ui.nav_filter.trim().is_empty() => ui.expanded ^= 1 << i,
         Ctl::NavModule(i, j) => {
-            let target = w
-                .apps
-                .get(i as usize)
-                .and_then(|a| a.modules.get(j as usize));
+            let target = w.apps.get(i as usize).and_then(|a| a.modules.get(j as usize));
             if let Some(m) = target {
                 let route = m.target.clone();
                 navigate(w, s, route);
@@ -453,10 +341,7 @@ pub fn render_home(w: &World, page: &mut Page) {
     page.text("What would you like to do today?");
     page.open(Role::List, "Quick links");
     for (name, dest) in [
-        (
-            "Order something from the Service Catalog",
-            Dest::CatalogHome,
-        ),
+        ("Order something from the Service Catalog", Dest::CatalogHome),
         ("Search the Knowledge Base", Dest::KbHome),
         ("View dashboards", Dest::Dashboards),
         ("Report an incident", Dest::NewRecord(TableId::Incident)),
@@ -473,30 +358,21 @@ pub fn render_home(w: &World, page: &mut Page) {
 
 pub fn render_module(w: &World, app: u8, module: u8, page: &mut Page) {
     let (a, m) = match w.apps.get(app as usize) {
-        Some(a) => (
-            a.name.as_str(),
-            a.modules
-                .get(module as usize)
-                .map_or("", |m| m.name.as_str()),
-        ),
+        Some(a) => (a.name.as_str(), a.modules.get(module as usize).map_or("", |m| m.name.as_str())),
         None => ("", ""),
     };
     page.open(Role::Main, "");
     page.add_fmt(Role::Heading, format_args!("{a}: {m}"));
     page.text_fmt(format_args!("This is the {m} page of the {a} application."));
     page.text("No records to display.");
-    page.add(Role::Link, "Back to home")
-        .ctl(Ctl::Go(Dest::Home));
+    page.add(Role::Link, "Back to home").ctl(Ctl::Go(Dest::Home));
     page.close();
 }
 
 pub fn render_not_found(path: &str, page: &mut Page) {
     page.open(Role::Main, "");
     page.add(Role::Heading, "Page not found");
-    page.text_fmt(format_args!(
-        "The page {path} does not exist on this instance."
-    ));
-    page.add(Role::Link, "Back to home")
-        .ctl(Ctl::Go(Dest::Home));
+    page.text_fmt(format_args!("The page {path} does not exist on this instance."));
+    page.add(Role::Link, "Back to home").ctl(Ctl::Go(Dest::Home));
     page.close();
 }

@@ -58,15 +58,12 @@ pub fn render(w: &World, d: u8, tab: u8, page: &mut Page) {
         return;
     };
     page.open(Role::Main, "");
-    page.add(Role::Link, "Dashboards")
-        .ctl(Ctl::Go(Dest::Dashboards));
+    page.add(Role::Link, "Dashboards").ctl(Ctl::Go(Dest::Dashboards));
     page.add(Role::Heading, &dash.name);
     page.text_fmt(format_args!("Owner: {}", dash.owner));
     page.open(Role::TabList, "Dashboard tabs");
     for (i, t) in dash.tabs.iter().enumerate() {
-        page.add(Role::Tab, &t.name)
-            .selected(i == tab as usize)
-            .ctl(Ctl::DashTab(i as u8));
+        page.add(Role::Tab, &t.name).selected(i == tab as usize).ctl(Ctl::DashTab(i as u8));
     }
     page.close();
     page.region(b'd');
@@ -76,11 +73,7 @@ pub fn render(w: &World, d: u8, tab: u8, page: &mut Page) {
             page.open(Role::Figure, &wd.title);
             match wd.kind {
                 WidgetKind::Bar | WidgetKind::Pie => {
-                    page.text(if wd.kind == WidgetKind::Bar {
-                        "Bar chart"
-                    } else {
-                        "Pie chart"
-                    });
+                    page.text(if wd.kind == WidgetKind::Bar { "Bar chart" } else { "Pie chart" });
                     let total: u32 = wd.data.iter().map(|p| p.1).sum::<u32>().max(1);
                     page.open(Role::List, "");
                     for (label, v) in &wd.data {

@@ -38,13 +38,7 @@ impl FormDraft {
             }
         };
         let tab = u8::from(!spec.tabs.is_empty());
-        FormDraft {
-            table,
-            record,
-            values,
-            tab,
-            message: None,
-        }
+        FormDraft { table, record, values, tab, message: None }
     }
 }
 
@@ -55,10 +49,7 @@ fn render_field(d: &FormDraft, f: usize, page: &mut Page) {
     match field.kind {
         FieldKind::Choice(choices) => {
             let shown = if value.is_empty() { NONE } else { value };
-            page.open(Role::Combobox, field.label)
-                .value(shown)
-                .required(field.required)
-                .ctl(ctl);
+            page.open(Role::Combobox, field.label).value(shown).required(field.required).ctl(ctl);
             if field.default.is_none() {
                 page.add(Role::Option, NONE).selected(value.is_empty());
             }
@@ -68,21 +59,13 @@ fn render_field(d: &FormDraft, f: usize, page: &mut Page) {
             page.close();
         }
         FieldKind::Checkbox => {
-            page.add(Role::Checkbox, field.label)
-                .checked(value == "true")
-                .ctl(ctl);
+            page.add(Role::Checkbox, field.label).checked(value == "true").ctl(ctl);
         }
         FieldKind::Auto | FieldKind::Derived(_) => {
-            page.add(Role::Textbox, field.label)
-                .value(value)
-                .readonly(true)
-                .ctl(ctl);
+            page.add(Role::Textbox, field.label).value(value).readonly(true).ctl(ctl);
         }
         FieldKind::Text | FieldKind::TextArea | FieldKind::Reference => {
-            page.add(Role::Textbox, field.label)
-                .value(value)
-                .required(field.required)
-                .ctl(ctl);
+            page.add(Role::Textbox, field.label).value(value).required(field.required).ctl(ctl);
         }
     }
 }
@@ -92,14 +75,7 @@ pub fn render(w: &World, d: &FormDraft, page: &mut Page) {
     page.open(Role::Main, "");
     match d.record {
         None => page.add_fmt(Role::Heading, format_args!("{} - New record", spec.label)),
-        Some(_) => page.add_fmt(
-            Role::Heading,
-            format_args!(
-                "{} - {}",
-                spec.label,
-                d.values.first().map_or("", |v| v.as_str())
-            ),
-        ),
+        Some(_) => page.add_fmt(Role::Heading, format_args!("{} - {}", spec.label, d.values.first().map_or("", |v| v.as_str()))),
     };
     match d.record {
         None => page.add(Role::Button, "Submit").ctl(Ctl::FormSubmit),
@@ -117,16 +93,10 @@ pub fn render(w: &World, d: &FormDraft, page: &mut Page) {
         page.open(Role::TabList, "Form sections");
         for (k, name) in spec.tabs.iter().enumerate() {
             let tab = k as u8 + 1;
-            page.add(Role::Tab, name)
-                .selected(d.tab == tab)
-                .ctl(Ctl::FormTab(tab));
+            page.add(Role::Tab, name).selected(d.tab == tab).ctl(Ctl::FormTab(tab));
         }
         page.close();
-        let name = spec
-            .tabs
-            .get(d.tab.saturating_sub(1) as usize)
-            .copied()
-            .unwrap_or("");
+        let name = spec.tabs.get(d.tab.saturating_sub(1) as usize).copied().unwrap_or("");
         page.open(Role::TabPanel, name);
         for f in (0..spec.fields.len()).filter(|&f| spec.fields[f].tab == d.tab) {
             render_field(d, f, page);
@@ -153,16 +123,9 @@ pub fn set_value(s: &mut Session, ctl: Ctl, value: &str) -> Result<(), String> {
     let spec = d.table.spec();
     let field = &spec.fields[f as usize];
     if !field.kind.editable() {
-        return Err(format!(
-            "Error: Element is not editable (the field '{}' is read-only)",
-            field.label
-        ));
+        return Err(format!("Error: Element is not editable (the field '{}' is read-only)", field.label));
     }
-    d.values[f as usize] = if value == NONE {
-        String::new()
-    } else {
-        value.to_string()
-    };
+    d.values[f as usize] = if value == NONE { String::new() } else { value.to_string() };
     tables::derive(spec, &mut d.values);
     Ok(())
 }
@@ -173,18 +136,9 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
         Ctl::FormTab(t) => d.tab = t,
         Ctl::FormSubmit | Ctl::FormUpdate => {
             let spec = d.table.spec();
-            let missing: Vec<&str> = spec
-                .fields
-                .iter()
-                .zip(&d.values)
-                .filter(|(f, v)| f.required && v.trim().is_empty())
-                .map(|(f, _)| f.label)
-                .collect();
+            let missing: Vec<&str> = spec.fields.iter().zip(&d.values).filter(|(f, v)| f.required && v.trim().is_empty()).map(|(f, _)| f.label).collect();
             if !missing.is_empty() {
-                d.message = Some(format!(
-                    "The following mandatory fields are not filled in: {}",
-                    missing.join(", ")
-                ));
+                d.message = Some(format!("The following mandatory fields are not filled in: {}", missing.join(", ")));
                 return Ok(());
             }
             let values: Vec<String> = d.values.iter().map(|v| v.trim().to_string()).collect();
@@ -193,11 +147,7 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
             let notice = match record.and_then(|id| t.records.iter_mut().find(|r| r.id == id)) {
                 Some(r) => {
                     r.values = values;
-                    format!(
-                        "{} {} was updated.",
-                        spec.label,
-                        r.values.first().map_or("", |v| v.as_str())
-                    )
+                    format!("{} {} was updated.", spec.label, r.values.first().map_or("", |v| v.as_str()))
                 }
                 None => {
                     let id = t.insert(values, true);
@@ -205,14 +155,7 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
                     format!("{} {r} was created.", spec.label)
                 }
             };
-            navigate(
-                w,
-                s,
-                Route::List {
-                    table,
-                    query: Default::default(),
-                },
-            );
+            navigate(w, s, Route::List { table, query: Default::default() });
             s.notice = Some(notice);
         }
         _ => {}

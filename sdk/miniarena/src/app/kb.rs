@@ -8,10 +8,7 @@ use crate::page::{Page, Role};
 pub enum Block {
     Heading(String),
     Para(String),
-    Table {
-        header: Vec<String>,
-        rows: Vec<Vec<String>>,
-    },
+    Table { header: Vec<String>, rows: Vec<Vec<String>> },
 }
 
 #[derive(Clone, Debug)]
@@ -31,16 +28,9 @@ impl Article {
     fn words(&self) -> impl Iterator<Item = String> + '_ {
         let blocks = self.body.iter().flat_map(|b| match b {
             Block::Heading(t) | Block::Para(t) => vec![t.as_str()],
-            Block::Table { header, rows } => header
-                .iter()
-                .chain(rows.iter().flatten())
-                .map(|s| s.as_str())
-                .collect(),
+            Block::Table { header, rows } => header.iter().chain(rows.iter().flatten()).map(|s| s.as_str()).collect(),
         });
-        std::iter::once(self.title.as_str())
-            .chain(std::iter::once(self.category.as_str()))
-            .chain(blocks)
-            .flat_map(tokens)
+        std::iter::once(self.title.as_str()).chain(std::iter::once(self.category.as_str())).chain(blocks).flat_map(tokens)
     }
 
     fn snippet(&self) -> &str {
@@ -56,21 +46,16 @@ impl Article {
 
 /// Lower-cased words of at least two characters.
 pub fn tokens(s: &str) -> impl Iterator<Item = String> + '_ {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| t.len() >= 2)
-        .map(|t| t.to_lowercase())
+    s.split(|c: char| !c.is_alphanumeric()).filter(|t| t.len() >= 2).map(|t| t.to_lowercase())
 }
 
 const STOP: &[&str] = &[
-    "the", "a", "an", "of", "to", "in", "for", "on", "and", "or", "is", "what", "how", "which",
-    "who", "are", "with", "by", "at", "do", "does", "i", "my", "me",
+    "the", "a", "an", "of", "to", "in", "for", "on", "and", "or", "is", "what", "how", "which", "who", "are", "with", "by", "at", "do", "does", "i", "my", "me",
 ];
 
 /// Articles matching the query, best first (title words count triple).
 pub fn search(w: &World, query: &str) -> Vec<u16> {
-    let q: Vec<String> = tokens(query)
-        .filter(|t| !STOP.contains(&t.as_str()))
-        .collect();
+    let q: Vec<String> = tokens(query).filter(|t| !STOP.contains(&t.as_str())).collect();
     if q.is_empty() {
         return (0..w.articles().len() as u16).collect();
     }
@@ -111,20 +96,14 @@ pub struct KbUi {
 
 impl KbUi {
     pub fn search(w: &World, q: &str) -> KbUi {
-        KbUi {
-            typed: q.to_string(),
-            searched: Some(q.to_string()),
-            results: search(w, q),
-        }
+        KbUi { typed: q.to_string(), searched: Some(q.to_string()), results: search(w, q) }
     }
 }
 
 pub fn render_search(w: &World, k: &KbUi, page: &mut Page) {
     page.open(Role::Main, "");
     page.add(Role::Heading, "Knowledge");
-    page.add(Role::Searchbox, "Search Knowledge")
-        .value(&k.typed)
-        .ctl(Ctl::KbSearchBox);
+    page.add(Role::Searchbox, "Search Knowledge").value(&k.typed).ctl(Ctl::KbSearchBox);
     page.add(Role::Button, "Search").ctl(Ctl::KbSearchButton);
     page.region(b'd');
     match &k.searched {
@@ -135,12 +114,7 @@ pub fn render_search(w: &World, k: &KbUi, page: &mut Page) {
                 let a = &w.articles()[i as usize];
                 page.open(Role::ListItem, "");
                 page.add(Role::Link, &a.title).ctl(Ctl::Article(i));
-                page.text_fmt(format_args!(
-                    "{} · {} · {}",
-                    a.number,
-                    a.category,
-                    a.snippet()
-                ));
+                page.text_fmt(format_args!("{} · {} · {}", a.number, a.category, a.snippet()));
                 page.close();
             }
             page.close();
@@ -152,8 +126,7 @@ pub fn render_search(w: &World, k: &KbUi, page: &mut Page) {
             featured.sort_by_key(|&i| std::cmp::Reverse(w.articles()[i].views));
             for &i in featured.iter().take(5) {
                 page.open(Role::ListItem, "");
-                page.add(Role::Link, &w.articles()[i].title)
-                    .ctl(Ctl::Article(i as u16));
+                page.add(Role::Link, &w.articles()[i].title).ctl(Ctl::Article(i as u16));
                 page.close();
             }
             page.close();
@@ -169,10 +142,7 @@ pub fn render_article(w: &World, a: u16, page: &mut Page) {
     page.open(Role::Main, "");
     page.add(Role::Link, "Knowledge").ctl(Ctl::Go(Dest::KbHome));
     page.add(Role::Heading, &a.title);
-    page.text_fmt(format_args!(
-        "{} · {} · Authored by {} · Last updated {} · {} views",
-        a.number, a.category, a.author, a.updated, a.views
-    ));
+    page.text_fmt(format_args!("{} · {} · Authored by {} · Last updated {} · {} views", a.number, a.category, a.author, a.updated, a.views));
     page.region(b'd');
     page.open(Role::Region, "Article body");
     for b in &a.body {

@@ -71,10 +71,7 @@ impl Query {
         }
         for k in &self.sort {
             let name = spec.fields[k.field as usize].name;
-            parts.push(format!(
-                "{}{name}",
-                if k.desc { "ORDERBYDESC" } else { "ORDERBY" }
-            ));
+            parts.push(format!("{}{name}", if k.desc { "ORDERBYDESC" } else { "ORDERBY" }));
         }
         parts.join("^")
     }
@@ -84,30 +81,16 @@ impl Query {
         let mut query = Query::default();
         for part in q.split('^').filter(|p| !p.is_empty()) {
             if let Some(name) = part.strip_prefix("ORDERBYDESC") {
-                query.sort.push(SortKey {
-                    field: spec.field_index(name)? as u8,
-                    desc: true,
-                });
+                query.sort.push(SortKey { field: spec.field_index(name)? as u8, desc: true });
             } else if let Some(name) = part.strip_prefix("ORDERBY") {
-                query.sort.push(SortKey {
-                    field: spec.field_index(name)? as u8,
-                    desc: false,
-                });
+                query.sort.push(SortKey { field: spec.field_index(name)? as u8, desc: false });
             } else if let Some((name, value)) = part.split_once("!=") {
                 let field = spec.field_index(name)? as u8;
-                query.conds.push(Cond {
-                    field,
-                    op: Op::IsNot,
-                    value: value.to_string(),
-                });
+                query.conds.push(Cond { field, op: Op::IsNot, value: value.to_string() });
             } else {
                 let (name, value) = part.split_once('=')?;
                 let field = spec.field_index(name)? as u8;
-                query.conds.push(Cond {
-                    field,
-                    op: Op::Is,
-                    value: value.to_string(),
-                });
+                query.conds.push(Cond { field, op: Op::Is, value: value.to_string() });
             }
         }
         Some(query)
@@ -135,9 +118,7 @@ fn compare_values(a: &str, b: &str) -> Ordering {
 
 /// Indices of the records the query selects, in its order (stable: ties keep table order).
 pub fn run_query(records: &[Record], query: &Query) -> Vec<u32> {
-    let mut rows: Vec<u32> = (0..records.len() as u32)
-        .filter(|&i| query.conds.iter().all(|c| c.matches(&records[i as usize])))
-        .collect();
+    let mut rows: Vec<u32> = (0..records.len() as u32).filter(|&i| query.conds.iter().all(|c| c.matches(&records[i as usize]))).collect();
     if !query.sort.is_empty() {
         rows.sort_by(|&a, &b| {
             let (ra, rb) = (&records[a as usize], &records[b as usize]);
@@ -203,43 +184,17 @@ pub struct ListUi {
 impl ListUi {
     pub fn new(w: &World, table: TableId, query: Query) -> ListUi {
         let rows = run_query(&w.table(table).records, &query);
-        ListUi {
-            table,
-            query,
-            rows,
-            page: 0,
-            filter_open: false,
-            conds: Vec::new(),
-            sorts: Vec::new(),
-            message: None,
-        }
+        ListUi { table, query, rows, page: 0, filter_open: false, conds: Vec::new(), sorts: Vec::new(), message: None }
     }
 
     /// Opens the condition builder with the applied query in it.
     fn open_filter(&mut self) {
         self.filter_open = true;
-        self.conds = self
-            .query
-            .conds
-            .iter()
-            .map(|c| CondDraft {
-                field: Some(c.field),
-                op: c.op,
-                value: c.value.clone(),
-            })
-            .collect();
+        self.conds = self.query.conds.iter().map(|c| CondDraft { field: Some(c.field), op: c.op, value: c.value.clone() }).collect();
         if self.conds.is_empty() {
             self.conds.push(CondDraft::default());
         }
-        self.sorts = self
-            .query
-            .sort
-            .iter()
-            .map(|k| SortDraft {
-                field: Some(k.field),
-                desc: k.desc,
-            })
-            .collect();
+        self.sorts = self.query.sort.iter().map(|k| SortDraft { field: Some(k.field), desc: k.desc }).collect();
     }
 }
 
@@ -249,13 +204,10 @@ pub fn render(w: &World, l: &ListUi, page: &mut Page) {
     page.open(Role::Main, "");
     page.add(Role::Heading, spec.plural);
     page.add(Role::Button, "New").ctl(Ctl::ListNew);
-    page.add(Role::Button, "Show / hide filter")
-        .expanded(l.filter_open)
-        .ctl(Ctl::FilterToggle);
+    page.add(Role::Button, "Show / hide filter").expanded(l.filter_open).ctl(Ctl::FilterToggle);
     page.text_fmt(format_args!("Filter: {}", l.query.describe(spec)));
     if !l.query.conds.is_empty() {
-        page.add(Role::Link, "Remove all filter conditions")
-            .ctl(Ctl::ClearFilter);
+        page.add(Role::Link, "Remove all filter conditions").ctl(Ctl::ClearFilter);
     }
     if let Some(m) = &l.message {
         page.add(Role::Alert, m);
@@ -269,9 +221,7 @@ pub fn render(w: &World, l: &ListUi, page: &mut Page) {
     let primary = l.query.sort.first();
     for f in spec.columns() {
         let dir = primary.filter(|k| k.field as usize == f).map(|k| k.desc);
-        page.add(Role::ColumnHeader, spec.fields[f].label)
-            .sort(dir)
-            .ctl(Ctl::Column(f as u8));
+        page.add(Role::ColumnHeader, spec.fields[f].label).sort(dir).ctl(Ctl::Column(f as u8));
     }
     page.close();
     let start = l.page * PAGE_SIZE;
@@ -293,19 +243,10 @@ pub fn render(w: &World, l: &ListUi, page: &mut Page) {
     if n == 0 {
         page.text("No records to display");
     } else {
-        page.text_fmt(format_args!(
-            "Rows {} to {} of {}",
-            start + 1,
-            (start + PAGE_SIZE).min(n),
-            n
-        ));
+        page.text_fmt(format_args!("Rows {} to {} of {}", start + 1, (start + PAGE_SIZE).min(n), n));
     }
-    page.add(Role::Button, "Previous page")
-        .disabled(l.page == 0)
-        .ctl(Ctl::PrevPage);
-    page.add(Role::Button, "Next page")
-        .disabled(start + PAGE_SIZE >= n)
-        .ctl(Ctl::NextPage);
+    page.add(Role::Button, "Previous page").disabled(l.page == 0).ctl(Ctl::PrevPage);
+    page.add(Role::Button, "Next page").disabled(start + PAGE_SIZE >= n).ctl(Ctl::NextPage);
     page.close();
 }
 
@@ -318,22 +259,14 @@ fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
         let i8 = i as u8;
         let group = format!("Condition {}", i + 1);
         page.open(Role::Group, &group);
-        let label = c
-            .field
-            .map_or(CHOOSE_FIELD, |f| spec.fields[f as usize].label);
-        page.open(Role::Combobox, "Field")
-            .value(label)
-            .ctl(Ctl::CondField(i8));
-        page.add(Role::Option, CHOOSE_FIELD)
-            .selected(c.field.is_none());
+        let label = c.field.map_or(CHOOSE_FIELD, |f| spec.fields[f as usize].label);
+        page.open(Role::Combobox, "Field").value(label).ctl(Ctl::CondField(i8));
+        page.add(Role::Option, CHOOSE_FIELD).selected(c.field.is_none());
         for &f in &fields {
-            page.add(Role::Option, spec.fields[f].label)
-                .selected(c.field == Some(f as u8));
+            page.add(Role::Option, spec.fields[f].label).selected(c.field == Some(f as u8));
         }
         page.close();
-        page.open(Role::Combobox, "Operator")
-            .value(c.op.label())
-            .ctl(Ctl::CondOp(i8));
+        page.open(Role::Combobox, "Operator").value(c.op.label()).ctl(Ctl::CondOp(i8));
         for op in [Op::Is, Op::IsNot] {
             page.add(Role::Option, op.label()).selected(c.op == op);
         }
@@ -341,9 +274,7 @@ fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
         match c.field.map(|f| spec.fields[f as usize].kind.choices()) {
             Some(Some(choices)) => {
                 let shown = if c.value.is_empty() { NONE } else { &c.value };
-                page.open(Role::Combobox, "Value")
-                    .value(shown)
-                    .ctl(Ctl::CondValue(i8));
+                page.open(Role::Combobox, "Value").value(shown).ctl(Ctl::CondValue(i8));
                 page.add(Role::Option, NONE).selected(c.value.is_empty());
                 for &v in choices {
                     page.add(Role::Option, v).selected(c.value == v);
@@ -351,13 +282,10 @@ fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
                 page.close();
             }
             _ => {
-                page.add(Role::Textbox, "Value")
-                    .value(&c.value)
-                    .ctl(Ctl::CondValue(i8));
+                page.add(Role::Textbox, "Value").value(&c.value).ctl(Ctl::CondValue(i8));
             }
         }
-        page.add_fmt(Role::Button, format_args!("Remove condition {}", i + 1))
-            .ctl(Ctl::CondRemove(i8));
+        page.add_fmt(Role::Button, format_args!("Remove condition {}", i + 1)).ctl(Ctl::CondRemove(i8));
         page.close();
     }
     page.add(Role::Button, "AND").ctl(Ctl::CondAdd);
@@ -365,30 +293,21 @@ fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
         let i8 = i as u8;
         let group = format!("Sort {}", i + 1);
         page.open(Role::Group, &group);
-        let label = k
-            .field
-            .map_or(CHOOSE_FIELD, |f| spec.fields[f as usize].label);
-        page.open(Role::Combobox, "Sort by")
-            .value(label)
-            .ctl(Ctl::SortField(i8));
-        page.add(Role::Option, CHOOSE_FIELD)
-            .selected(k.field.is_none());
+        let label = k.field.map_or(CHOOSE_FIELD, |f| spec.fields[f as usize].label);
+        page.open(Role::Combobox, "Sort by").value(label).ctl(Ctl::SortField(i8));
+        page.add(Role::Option, CHOOSE_FIELD).selected(k.field.is_none());
         for (f, field) in spec.fields.iter().enumerate() {
             if field.kind != FieldKind::TextArea {
-                page.add(Role::Option, field.label)
-                    .selected(k.field == Some(f as u8));
+                page.add(Role::Option, field.label).selected(k.field == Some(f as u8));
             }
         }
         page.close();
         let dir = if k.desc { "z to a" } else { "a to z" };
-        page.open(Role::Combobox, "Sort direction")
-            .value(dir)
-            .ctl(Ctl::SortDir(i8));
+        page.open(Role::Combobox, "Sort direction").value(dir).ctl(Ctl::SortDir(i8));
         page.add(Role::Option, "a to z").selected(!k.desc);
         page.add(Role::Option, "z to a").selected(k.desc);
         page.close();
-        page.add_fmt(Role::Button, format_args!("Remove sort {}", i + 1))
-            .ctl(Ctl::SortRemove(i8));
+        page.add_fmt(Role::Button, format_args!("Remove sort {}", i + 1)).ctl(Ctl::SortRemove(i8));
         page.close();
     }
     page.add(Role::Button, "Add Sort").ctl(Ctl::SortAdd);
@@ -410,18 +329,8 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
     let spec = table.spec();
     let mut go: Option<Route> = None;
     match ctl {
-        Ctl::ListNew => {
-            go = Some(Route::Form {
-                table,
-                record: None,
-            })
-        }
-        Ctl::OpenRecord(id) => {
-            go = Some(Route::Form {
-                table,
-                record: Some(id),
-            })
-        }
+        Ctl::ListNew => go = Some(Route::Form { table, record: None }),
+        Ctl::OpenRecord(id) => go = Some(Route::Form { table, record: Some(id) }),
         Ctl::FilterToggle => {
             if l.filter_open {
                 l.filter_open = false;
@@ -438,18 +347,12 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
             l.sorts.remove(i as usize);
         }
         Ctl::ClearFilter => {
-            let query = Query {
-                conds: vec![],
-                sort: l.query.sort.clone(),
-            };
+            let query = Query { conds: vec![], sort: l.query.sort.clone() };
             go = Some(Route::List { table, query });
         }
         Ctl::Column(f) => {
             let desc = matches!(l.query.sort.first(), Some(k) if k.field == f && !k.desc);
-            let query = Query {
-                conds: l.query.conds.clone(),
-                sort: vec![SortKey { field: f, desc }],
-            };
+            let query = Query { conds: l.query.conds.clone(), sort: vec![SortKey { field: f, desc }] };
             go = Some(Route::List { table, query });
         }
         Ctl::PrevPage => l.page = l.page.saturating_sub(1),
@@ -464,27 +367,11 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
                         l.message = Some(format!("Condition {} ({label}) needs a value.", i + 1));
                         return Ok(());
                     }
-                    Some(f) => conds.push(Cond {
-                        field: f,
-                        op: c.op,
-                        value: c.value.trim().to_string(),
-                    }),
+                    Some(f) => conds.push(Cond { field: f, op: c.op, value: c.value.trim().to_string() }),
                 }
             }
-            let sort = l
-                .sorts
-                .iter()
-                .filter_map(|k| {
-                    k.field.map(|f| SortKey {
-                        field: f,
-                        desc: k.desc,
-                    })
-                })
-                .collect();
-            go = Some(Route::List {
-                table,
-                query: Query { conds, sort },
-            });
+            let sort = l.sorts.iter().filter_map(|k| k.field.map(|f| SortKey { field: f, desc: k.desc })).collect();
+            go = Some(Route::List { table, query: Query { conds, sort } });
         }
         _ => {}
     }
@@ -503,30 +390,18 @@ pub fn select(s: &mut Session, ctl: Ctl, option: &str) -> Result<(), String> {
             if let Some(c) = l.conds.get_mut(i as usize) {
                 let f = field_of(option);
                 if c.field != f {
-                    *c = CondDraft {
-                        field: f,
-                        op: Op::Is,
-                        value: String::new(),
-                    };
+                    *c = CondDraft { field: f, op: Op::Is, value: String::new() };
                 }
             }
         }
         Ctl::CondOp(i) => {
             if let Some(c) = l.conds.get_mut(i as usize) {
-                c.op = if option == "is not" {
-                    Op::IsNot
-                } else {
-                    Op::Is
-                };
+                c.op = if option == "is not" { Op::IsNot } else { Op::Is };
             }
         }
         Ctl::CondValue(i) => {
             if let Some(c) = l.conds.get_mut(i as usize) {
-                c.value = if option == NONE {
-                    String::new()
-                } else {
-                    option.to_string()
-                };
+                c.value = if option == NONE { String::new() } else { option.to_string() };
             }
         }
         Ctl::SortField(i) => {

@@ -68,14 +68,8 @@ impl Dest {
     pub fn route(self) -> Route {
         match self {
             Dest::Home => Route::Home,
-            Dest::List(table) => Route::List {
-                table,
-                query: list::Query::default(),
-            },
-            Dest::NewRecord(table) => Route::Form {
-                table,
-                record: None,
-            },
+            Dest::List(table) => Route::List { table, query: list::Query::default() },
+            Dest::NewRecord(table) => Route::Form { table, record: None },
             Dest::CatalogHome => Route::CatalogHome,
             Dest::Cart => Route::Cart,
             Dest::KbHome => Route::KbHome,
@@ -180,13 +174,7 @@ pub struct World {
 const DEFAULT_ROWS: [usize; 5] = [25, 15, 12, 24, 20];
 
 impl World {
-    pub fn new(
-        user: String,
-        people: Vec<String>,
-        apps: Vec<chrome::App>,
-        bid_base: u32,
-        filler: Filler,
-    ) -> World {
+    pub fn new(user: String, people: Vec<String>, apps: Vec<chrome::App>, bid_base: u32, filler: Filler) -> World {
         World {
             user,
             impersonating: None,
@@ -227,8 +215,7 @@ impl World {
     }
 
     pub fn articles(&self) -> &[kb::Article] {
-        self.articles
-            .get_or_init(|| (self.filler.articles)(&mut self.filler_rng(100)))
+        self.articles.get_or_init(|| (self.filler.articles)(&mut self.filler_rng(100)))
     }
 
     pub fn set_articles(&mut self, articles: Vec<kb::Article>) {
@@ -236,8 +223,7 @@ impl World {
     }
 
     pub fn dashboards(&self) -> &[dashboard::Dashboard] {
-        self.dashboards
-            .get_or_init(|| (self.filler.dashboards)(&mut self.filler_rng(101)))
+        self.dashboards.get_or_init(|| (self.filler.dashboards)(&mut self.filler_rng(101)))
     }
 
     pub fn set_dashboards(&mut self, dashboards: Vec<dashboard::Dashboard>) {
@@ -279,15 +265,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(w: &World, route: Route) -> Session {
-        let mut s = Session {
-            route,
-            back: Vec::new(),
-            forward: Vec::new(),
-            chrome: chrome::ChromeUi::default(),
-            ui: Ui::Plain,
-            focus: None,
-            notice: None,
-        };
+        let mut s = Session { route, back: Vec::new(), forward: Vec::new(), chrome: chrome::ChromeUi::default(), ui: Ui::Plain, focus: None, notice: None };
         enter(w, &mut s);
         s
     }
@@ -364,10 +342,7 @@ pub fn url(w: &World, route: &Route) -> String {
         Route::KbHome => "/kb_home.do".to_string(),
         Route::KbSearch(q) => format!("/kb_find.do?sysparm_search={}", percent_encode(q)),
         Route::KbArticle(a) => {
-            let number = w
-                .articles()
-                .get(*a as usize)
-                .map_or("", |a| a.number.as_str());
+            let number = w.articles().get(*a as usize).map_or("", |a| a.number.as_str());
             format!("/kb_view.do?sysparm_article={number}")
         }
         Route::Dashboards => "/pa_dashboards.do".to_string(),
@@ -446,21 +421,12 @@ pub fn parse_url(w: &World, url: &str) -> Result<Route, String> {
             } else if let Some(name) = file.strip_suffix(".do") {
                 if let Some(table) = TableId::from_name(name) {
                     match param("sys_id").as_deref() {
-                        Some("-1") => Route::Form {
-                            table,
-                            record: None,
-                        },
+                        Some("-1") => Route::Form { table, record: None },
                         Some(id) => match id.parse::<u32>() {
-                            Ok(id) if w.table(table).record(id).is_some() => Route::Form {
-                                table,
-                                record: Some(id),
-                            },
+                            Ok(id) if w.table(table).record(id).is_some() => Route::Form { table, record: Some(id) },
                             _ => not_found(),
                         },
-                        None => Route::List {
-                            table,
-                            query: list::Query::default(),
-                        },
+                        None => Route::List { table, query: list::Query::default() },
                     }
                 } else {
                     chrome::module_from_path(w, path).unwrap_or_else(not_found)
@@ -517,21 +483,13 @@ fn title(w: &World, s: &Session) -> String {
         Route::Home => "Home".into(),
         Route::List { table, .. } => table.spec().plural.into(),
         Route::Form { table, .. } => table.spec().label.into(),
-        Route::CatalogHome | Route::CatalogCategory(_) | Route::CatalogItem(_) => {
-            "Service Catalog".into()
-        }
+        Route::CatalogHome | Route::CatalogCategory(_) | Route::CatalogItem(_) => "Service Catalog".into(),
         Route::Cart => "Shopping Cart".into(),
         Route::Order(_) => "Order Status".into(),
         Route::KbHome | Route::KbSearch(_) => "Knowledge".into(),
-        Route::KbArticle(a) => w
-            .articles()
-            .get(*a as usize)
-            .map_or("Knowledge".into(), |a| a.title.clone()),
+        Route::KbArticle(a) => w.articles().get(*a as usize).map_or("Knowledge".into(), |a| a.title.clone()),
         Route::Dashboards => "Dashboards".into(),
-        Route::Dashboard(d) => w
-            .dashboards()
-            .get(*d as usize)
-            .map_or("Dashboard".into(), |d| d.name.clone()),
+        Route::Dashboard(d) => w.dashboards().get(*d as usize).map_or("Dashboard".into(), |d| d.name.clone()),
         Route::Module { app, module } => chrome::module_title(w, *app, *module),
         Route::NotFound(_) => "Page not found".into(),
     }
@@ -573,20 +531,18 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
             navigate(w, s, dest.route());
             Ok(())
         }
-        NavToggle | NavApp(_) | NavModule(..) | UserMenu | ImpersonateMenu | EndImpersonation
-        | ImpersonateConfirm | ImpersonateCancel => chrome::click(w, s, ctl),
-        FormTab(_) | FormSubmit | FormUpdate => form::click(w, s, ctl),
-        ListNew | FilterToggle | CondRemove(_) | CondAdd | SortAdd | SortRemove(_) | RunFilter
-        | ClearFilter | Column(_) | OpenRecord(_) | PrevPage | NextPage => list::click(w, s, ctl),
-        Category(_) | Item(_) | OrderNow | AddToCart | CartRemove(_) | Checkout => {
-            catalog::click(w, s, ctl)
+        NavToggle | NavApp(_) | NavModule(..) | UserMenu | ImpersonateMenu | EndImpersonation | ImpersonateConfirm | ImpersonateCancel => {
+            chrome::click(w, s, ctl)
         }
+        FormTab(_) | FormSubmit | FormUpdate => form::click(w, s, ctl),
+        ListNew | FilterToggle | CondRemove(_) | CondAdd | SortAdd | SortRemove(_) | RunFilter | ClearFilter | Column(_) | OpenRecord(_) | PrevPage
+        | NextPage => list::click(w, s, ctl),
+        Category(_) | Item(_) | OrderNow | AddToCart | CartRemove(_) | Checkout => catalog::click(w, s, ctl),
         KbSearchButton | Article(_) => kb::click(w, s, ctl),
         Dashboard(_) | DashTab(_) => dashboard::click(w, s, ctl),
         // Inputs: clicking only focuses them.
-        NavFilter | ImpersonateUser | FormField(_) | CondField(_) | CondOp(_) | CondValue(_)
-        | SortField(_) | SortDir(_) | ItemSelect(_) | ItemRadio(..) | ItemCheck(..)
-        | ItemText(_) | Quantity | KbSearchBox => {
+        NavFilter | ImpersonateUser | FormField(_) | CondField(_) | CondOp(_) | CondValue(_) | SortField(_) | SortDir(_) | ItemSelect(_) | ItemRadio(..)
+        | ItemCheck(..) | ItemText(_) | Quantity | KbSearchBox => {
             s.focus = Some(ctl);
             Ok(())
         }
@@ -602,9 +558,7 @@ pub fn set_text(w: &mut World, s: &mut Session, ctl: Ctl, value: &str) -> Result
         Ctl::CondValue(_) => list::set_text(s, ctl, value),
         Ctl::ItemText(_) => catalog::set_text(s, ctl, value),
         Ctl::KbSearchBox => kb::set_text(s, value),
-        _ => {
-            Err("Error: Element is not an <input>, <textarea> or [contenteditable] element".into())
-        }
+        _ => Err("Error: Element is not an <input>, <textarea> or [contenteditable] element".into()),
     }
 }
 
@@ -614,11 +568,7 @@ pub fn select(w: &mut World, s: &mut Session, ctl: Ctl, option: &str) -> Result<
     match ctl {
         Ctl::ImpersonateUser => chrome::select(w, s, option),
         Ctl::FormField(_) => form::set_value(s, ctl, option),
-        Ctl::CondField(_)
-        | Ctl::CondOp(_)
-        | Ctl::CondValue(_)
-        | Ctl::SortField(_)
-        | Ctl::SortDir(_) => list::select(s, ctl, option),
+        Ctl::CondField(_) | Ctl::CondOp(_) | Ctl::CondValue(_) | Ctl::SortField(_) | Ctl::SortDir(_) => list::select(s, ctl, option),
         Ctl::ItemSelect(_) | Ctl::Quantity => catalog::select(s, ctl, option),
         _ => Err("Error: Element is not a <select> element".into()),
     }
@@ -641,17 +591,7 @@ pub fn press_enter(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), Strin
         Ctl::KbSearchBox => kb::click(w, s, Ctl::KbSearchButton),
         Ctl::CondValue(_) => list::click(w, s, Ctl::RunFilter),
         // Enter on buttons and links activates them, as in a browser.
-        c if !matches!(
-            c,
-            Ctl::None
-                | Ctl::NavFilter
-                | Ctl::FormField(_)
-                | Ctl::ItemText(_)
-                | Ctl::ImpersonateUser
-        ) =>
-        {
-            click(w, s, c)
-        }
+        c if !matches!(c, Ctl::None | Ctl::NavFilter | Ctl::FormField(_) | Ctl::ItemText(_) | Ctl::ImpersonateUser) => click(w, s, c),
         _ => Ok(()),
     }
 }

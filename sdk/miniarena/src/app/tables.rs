@@ -17,13 +17,7 @@ pub enum TableId {
 }
 
 impl TableId {
-    pub const ALL: [TableId; 5] = [
-        TableId::Incident,
-        TableId::Change,
-        TableId::Problem,
-        TableId::User,
-        TableId::Hardware,
-    ];
+    pub const ALL: [TableId; 5] = [TableId::Incident, TableId::Change, TableId::Problem, TableId::User, TableId::Hardware];
 
     pub fn index(self) -> usize {
         self as usize
@@ -119,19 +113,7 @@ pub struct Field {
 
 impl Field {
     const fn new(name: &'static str, label: &'static str, kind: FieldKind, gen: Gen) -> Field {
-        Field {
-            name,
-            label,
-            kind,
-            gen,
-            required: false,
-            tab: 0,
-            column: false,
-            goal: true,
-            filter: false,
-            sort: false,
-            default: None,
-        }
+        Field { name, label, kind, gen, required: false, tab: 0, column: false, goal: true, filter: false, sort: false, default: None }
     }
     const fn required(mut self) -> Field {
         self.required = true;
@@ -186,147 +168,40 @@ impl TableSpec {
 
     /// Indices of the fields shown as list columns (the first one links to the record).
     pub fn columns(&self) -> impl Iterator<Item = usize> + '_ {
-        self.fields
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.column)
-            .map(|(i, _)| i)
+        self.fields.iter().enumerate().filter(|(_, f)| f.column).map(|(i, _)| i)
     }
 
     /// Fields offered in the list condition builder.
     pub fn filterable(&self) -> impl Iterator<Item = usize> + '_ {
-        self.fields
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.kind != FieldKind::TextArea)
-            .map(|(i, _)| i)
+        self.fields.iter().enumerate().filter(|(_, f)| f.kind != FieldKind::TextArea).map(|(i, _)| i)
     }
 }
 
 const IMPACT: &[&str] = &["1 - High", "2 - Medium", "3 - Low"];
-const PRIORITY: &[&str] = &[
-    "1 - Critical",
-    "2 - High",
-    "3 - Moderate",
-    "4 - Low",
-    "5 - Planning",
-];
+const PRIORITY: &[&str] = &["1 - Critical", "2 - High", "3 - Moderate", "4 - Low", "5 - Planning"];
 
 const INCIDENT_FIELDS: &[Field] = &[
-    Field::new("number", "Number", FieldKind::Auto, Gen::Number)
-        .column()
-        .sort()
-        .no_goal(),
-    Field::new("caller_id", "Caller", FieldKind::Reference, Gen::Person)
-        .required()
+    Field::new("number", "Number", FieldKind::Auto, Gen::Number).column().sort().no_goal(),
+    Field::new("caller_id", "Caller", FieldKind::Reference, Gen::Person).required().column().filter().sort(),
+    Field::new("category", "Category", FieldKind::Choice(&["Inquiry / Help", "Software", "Hardware", "Network", "Database"]), Gen::Choice)
+        .default("Inquiry / Help")
         .column()
         .filter()
         .sort(),
-    Field::new(
-        "category",
-        "Category",
-        FieldKind::Choice(&[
-            "Inquiry / Help",
-            "Software",
-            "Hardware",
-            "Network",
-            "Database",
-        ]),
-        Gen::Choice,
-    )
-    .default("Inquiry / Help")
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "contact_type",
-        "Channel",
-        FieldKind::Choice(&[
-            "Email",
-            "Phone",
-            "Self-service",
-            "Walk-in",
-            "Chat",
-            "Virtual Agent",
-        ]),
-        Gen::Choice,
-    )
-    .filter(),
-    Field::new(
-        "state",
-        "State",
-        FieldKind::Choice(&[
-            "New",
-            "In Progress",
-            "On Hold",
-            "Resolved",
-            "Closed",
-            "Canceled",
-        ]),
-        Gen::Choice,
-    )
-    .default("New")
-    .column()
-    .filter()
-    .sort(),
-    Field::new("impact", "Impact", FieldKind::Choice(IMPACT), Gen::Choice)
-        .default("3 - Low")
+    Field::new("contact_type", "Channel", FieldKind::Choice(&["Email", "Phone", "Self-service", "Walk-in", "Chat", "Virtual Agent"]), Gen::Choice).filter(),
+    Field::new("state", "State", FieldKind::Choice(&["New", "In Progress", "On Hold", "Resolved", "Closed", "Canceled"]), Gen::Choice)
+        .default("New")
+        .column()
         .filter()
         .sort(),
-    Field::new("urgency", "Urgency", FieldKind::Choice(IMPACT), Gen::Choice)
-        .default("3 - Low")
-        .filter()
-        .sort(),
-    Field::new(
-        "priority",
-        "Priority",
-        FieldKind::Derived(PRIORITY),
-        Gen::Derived,
-    )
-    .column()
-    .filter()
-    .sort()
-    .no_goal(),
-    Field::new(
-        "assignment_group",
-        "Assignment group",
-        FieldKind::Choice(GROUPS),
-        Gen::Choice,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "assigned_to",
-        "Assigned to",
-        FieldKind::Reference,
-        Gen::Agent,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "short_description",
-        "Short description",
-        FieldKind::Text,
-        Gen::IncidentSummary,
-    )
-    .required()
-    .column()
-    .sort(),
-    Field::new(
-        "description",
-        "Description",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    ),
-    Field::new(
-        "work_notes",
-        "Work notes",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
+    Field::new("impact", "Impact", FieldKind::Choice(IMPACT), Gen::Choice).default("3 - Low").filter().sort(),
+    Field::new("urgency", "Urgency", FieldKind::Choice(IMPACT), Gen::Choice).default("3 - Low").filter().sort(),
+    Field::new("priority", "Priority", FieldKind::Derived(PRIORITY), Gen::Derived).column().filter().sort().no_goal(),
+    Field::new("assignment_group", "Assignment group", FieldKind::Choice(GROUPS), Gen::Choice).column().filter().sort(),
+    Field::new("assigned_to", "Assigned to", FieldKind::Reference, Gen::Agent).column().filter().sort(),
+    Field::new("short_description", "Short description", FieldKind::Text, Gen::IncidentSummary).required().column().sort(),
+    Field::new("description", "Description", FieldKind::TextArea, Gen::Sentences),
+    Field::new("work_notes", "Work notes", FieldKind::TextArea, Gen::Sentences).tab(1),
     Field::new(
         "close_code",
         "Resolution code",
@@ -342,363 +217,98 @@ const INCIDENT_FIELDS: &[Field] = &[
         Gen::Choice,
     )
     .tab(2),
-    Field::new(
-        "close_notes",
-        "Resolution notes",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(2),
+    Field::new("close_notes", "Resolution notes", FieldKind::TextArea, Gen::Sentences).tab(2),
 ];
 
 const CHANGE_FIELDS: &[Field] = &[
-    Field::new("number", "Number", FieldKind::Auto, Gen::Number)
-        .column()
-        .sort()
-        .no_goal(),
-    Field::new(
-        "requested_by",
-        "Requested by",
-        FieldKind::Reference,
-        Gen::Person,
-    )
-    .required()
-    .column()
-    .filter()
-    .sort(),
+    Field::new("number", "Number", FieldKind::Auto, Gen::Number).column().sort().no_goal(),
+    Field::new("requested_by", "Requested by", FieldKind::Reference, Gen::Person).required().column().filter().sort(),
     Field::new(
         "category",
         "Category",
-        FieldKind::Choice(&[
-            "Hardware",
-            "Software",
-            "Service",
-            "System Software",
-            "Applications Software",
-            "Network",
-            "Telecom",
-            "Documentation",
-            "Other",
-        ]),
+        FieldKind::Choice(&["Hardware", "Software", "Service", "System Software", "Applications Software", "Network", "Telecom", "Documentation", "Other"]),
         Gen::Choice,
     )
     .default("Other")
     .column()
     .filter()
     .sort(),
-    Field::new(
-        "type",
-        "Type",
-        FieldKind::Choice(&["Standard", "Normal", "Emergency"]),
-        Gen::Choice,
-    )
-    .default("Normal")
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "state",
-        "State",
-        FieldKind::Choice(&[
-            "New",
-            "Assess",
-            "Authorize",
-            "Scheduled",
-            "Implement",
-            "Review",
-            "Closed",
-            "Canceled",
-        ]),
-        Gen::Choice,
-    )
-    .default("New")
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "risk",
-        "Risk",
-        FieldKind::Choice(&["High", "Moderate", "Low"]),
-        Gen::Choice,
-    )
-    .default("Moderate")
-    .filter()
-    .sort(),
-    Field::new("impact", "Impact", FieldKind::Choice(IMPACT), Gen::Choice)
-        .default("3 - Low")
+    Field::new("type", "Type", FieldKind::Choice(&["Standard", "Normal", "Emergency"]), Gen::Choice).default("Normal").column().filter().sort(),
+    Field::new("state", "State", FieldKind::Choice(&["New", "Assess", "Authorize", "Scheduled", "Implement", "Review", "Closed", "Canceled"]), Gen::Choice)
+        .default("New")
+        .column()
         .filter()
         .sort(),
-    Field::new(
-        "priority",
-        "Priority",
-        FieldKind::Choice(&["1 - Critical", "2 - High", "3 - Moderate", "4 - Low"]),
-        Gen::Choice,
-    )
-    .default("4 - Low")
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "assignment_group",
-        "Assignment group",
-        FieldKind::Choice(GROUPS),
-        Gen::Choice,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "short_description",
-        "Short description",
-        FieldKind::Text,
-        Gen::ChangeSummary,
-    )
-    .required()
-    .column()
-    .sort(),
-    Field::new(
-        "description",
-        "Description",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    ),
-    Field::new(
-        "justification",
-        "Justification",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
-    Field::new(
-        "implementation_plan",
-        "Implementation plan",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
-    Field::new(
-        "backout_plan",
-        "Backout plan",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
-    Field::new(
-        "test_plan",
-        "Test plan",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
-    Field::new(
-        "start_date",
-        "Planned start date",
-        FieldKind::Text,
-        Gen::Date,
-    )
-    .tab(2),
+    Field::new("risk", "Risk", FieldKind::Choice(&["High", "Moderate", "Low"]), Gen::Choice).default("Moderate").filter().sort(),
+    Field::new("impact", "Impact", FieldKind::Choice(IMPACT), Gen::Choice).default("3 - Low").filter().sort(),
+    Field::new("priority", "Priority", FieldKind::Choice(&["1 - Critical", "2 - High", "3 - Moderate", "4 - Low"]), Gen::Choice)
+        .default("4 - Low")
+        .column()
+        .filter()
+        .sort(),
+    Field::new("assignment_group", "Assignment group", FieldKind::Choice(GROUPS), Gen::Choice).column().filter().sort(),
+    Field::new("short_description", "Short description", FieldKind::Text, Gen::ChangeSummary).required().column().sort(),
+    Field::new("description", "Description", FieldKind::TextArea, Gen::Sentences),
+    Field::new("justification", "Justification", FieldKind::TextArea, Gen::Sentences).tab(1),
+    Field::new("implementation_plan", "Implementation plan", FieldKind::TextArea, Gen::Sentences).tab(1),
+    Field::new("backout_plan", "Backout plan", FieldKind::TextArea, Gen::Sentences).tab(1),
+    Field::new("test_plan", "Test plan", FieldKind::TextArea, Gen::Sentences).tab(1),
+    Field::new("start_date", "Planned start date", FieldKind::Text, Gen::Date).tab(2),
     Field::new("end_date", "Planned end date", FieldKind::Text, Gen::Date).tab(2),
 ];
 
 const PROBLEM_FIELDS: &[Field] = &[
-    Field::new("number", "Number", FieldKind::Auto, Gen::Number)
+    Field::new("number", "Number", FieldKind::Auto, Gen::Number).column().sort().no_goal(),
+    Field::new("category", "Category", FieldKind::Choice(&["Software", "Hardware", "Network", "Database", "Inquiry / Help"]), Gen::Choice)
+        .default("Software")
         .column()
-        .sort()
-        .no_goal(),
-    Field::new(
-        "category",
-        "Category",
-        FieldKind::Choice(&[
-            "Software",
-            "Hardware",
-            "Network",
-            "Database",
-            "Inquiry / Help",
-        ]),
-        Gen::Choice,
-    )
-    .default("Software")
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "state",
-        "State",
-        FieldKind::Choice(&[
-            "New",
-            "Assess",
-            "Root Cause Analysis",
-            "Fix in Progress",
-            "Resolved",
-            "Closed",
-        ]),
-        Gen::Choice,
-    )
-    .default("New")
-    .column()
-    .filter()
-    .sort(),
-    Field::new("impact", "Impact", FieldKind::Choice(IMPACT), Gen::Choice)
-        .default("3 - Low")
         .filter()
         .sort(),
-    Field::new("urgency", "Urgency", FieldKind::Choice(IMPACT), Gen::Choice)
-        .default("3 - Low")
+    Field::new("state", "State", FieldKind::Choice(&["New", "Assess", "Root Cause Analysis", "Fix in Progress", "Resolved", "Closed"]), Gen::Choice)
+        .default("New")
+        .column()
         .filter()
         .sort(),
-    Field::new(
-        "priority",
-        "Priority",
-        FieldKind::Derived(PRIORITY),
-        Gen::Derived,
-    )
-    .column()
-    .filter()
-    .sort()
-    .no_goal(),
-    Field::new(
-        "assignment_group",
-        "Assignment group",
-        FieldKind::Choice(GROUPS),
-        Gen::Choice,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "assigned_to",
-        "Assigned to",
-        FieldKind::Reference,
-        Gen::Agent,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "short_description",
-        "Problem statement",
-        FieldKind::Text,
-        Gen::ProblemSummary,
-    )
-    .required()
-    .column()
-    .sort(),
-    Field::new(
-        "description",
-        "Description",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    ),
-    Field::new(
-        "workaround",
-        "Workaround",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
-    Field::new(
-        "cause_notes",
-        "Cause notes",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
-    Field::new(
-        "fix_notes",
-        "Fix notes",
-        FieldKind::TextArea,
-        Gen::Sentences,
-    )
-    .tab(1),
+    Field::new("impact", "Impact", FieldKind::Choice(IMPACT), Gen::Choice).default("3 - Low").filter().sort(),
+    Field::new("urgency", "Urgency", FieldKind::Choice(IMPACT), Gen::Choice).default("3 - Low").filter().sort(),
+    Field::new("priority", "Priority", FieldKind::Derived(PRIORITY), Gen::Derived).column().filter().sort().no_goal(),
+    Field::new("assignment_group", "Assignment group", FieldKind::Choice(GROUPS), Gen::Choice).column().filter().sort(),
+    Field::new("assigned_to", "Assigned to", FieldKind::Reference, Gen::Agent).column().filter().sort(),
+    Field::new("short_description", "Problem statement", FieldKind::Text, Gen::ProblemSummary).required().column().sort(),
+    Field::new("description", "Description", FieldKind::TextArea, Gen::Sentences),
+    Field::new("workaround", "Workaround", FieldKind::TextArea, Gen::Sentences).tab(1),
+    Field::new("cause_notes", "Cause notes", FieldKind::TextArea, Gen::Sentences).tab(1),
+    Field::new("fix_notes", "Fix notes", FieldKind::TextArea, Gen::Sentences).tab(1),
 ];
 
 const USER_FIELDS: &[Field] = &[
-    Field::new("user_name", "User ID", FieldKind::Text, Gen::UserId)
-        .required()
-        .column()
-        .sort(),
-    Field::new("first_name", "First name", FieldKind::Text, Gen::FirstName)
-        .column()
-        .sort(),
-    Field::new("last_name", "Last name", FieldKind::Text, Gen::LastName)
-        .column()
-        .sort(),
-    Field::new("title", "Title", FieldKind::Text, Gen::Title)
-        .column()
-        .filter()
-        .sort(),
-    Field::new(
-        "department",
-        "Department",
-        FieldKind::Choice(DEPARTMENTS),
-        Gen::Choice,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new("email", "Email", FieldKind::Text, Gen::Email)
-        .column()
-        .sort(),
+    Field::new("user_name", "User ID", FieldKind::Text, Gen::UserId).required().column().sort(),
+    Field::new("first_name", "First name", FieldKind::Text, Gen::FirstName).column().sort(),
+    Field::new("last_name", "Last name", FieldKind::Text, Gen::LastName).column().sort(),
+    Field::new("title", "Title", FieldKind::Text, Gen::Title).column().filter().sort(),
+    Field::new("department", "Department", FieldKind::Choice(DEPARTMENTS), Gen::Choice).column().filter().sort(),
+    Field::new("email", "Email", FieldKind::Text, Gen::Email).column().sort(),
     Field::new("phone", "Business phone", FieldKind::Text, Gen::Phone),
     Field::new("mobile_phone", "Mobile phone", FieldKind::Text, Gen::Phone),
-    Field::new(
-        "location",
-        "Location",
-        FieldKind::Choice(LOCATIONS),
-        Gen::Choice,
-    )
-    .column()
-    .filter()
-    .sort(),
+    Field::new("location", "Location", FieldKind::Choice(LOCATIONS), Gen::Choice).column().filter().sort(),
     Field::new(
         "time_zone",
         "Time zone",
-        FieldKind::Choice(&[
-            "America/Los_Angeles",
-            "America/New_York",
-            "Europe/London",
-            "Europe/Paris",
-            "Asia/Kolkata",
-            "Asia/Tokyo",
-            "Australia/Sydney",
-        ]),
+        FieldKind::Choice(&["America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Paris", "Asia/Kolkata", "Asia/Tokyo", "Australia/Sydney"]),
         Gen::Choice,
     )
     .filter(),
-    Field::new("active", "Active", FieldKind::Checkbox, Gen::Bool)
-        .default("true")
-        .column()
-        .filter()
-        .sort(),
-    Field::new("locked_out", "Locked out", FieldKind::Checkbox, Gen::Bool)
-        .default("false")
-        .filter(),
-    Field::new(
-        "password_needs_reset",
-        "Password needs reset",
-        FieldKind::Checkbox,
-        Gen::Bool,
-    )
-    .default("false"),
+    Field::new("active", "Active", FieldKind::Checkbox, Gen::Bool).default("true").column().filter().sort(),
+    Field::new("locked_out", "Locked out", FieldKind::Checkbox, Gen::Bool).default("false").filter(),
+    Field::new("password_needs_reset", "Password needs reset", FieldKind::Checkbox, Gen::Bool).default("false"),
 ];
 
 const HARDWARE_FIELDS: &[Field] = &[
-    Field::new("asset_tag", "Asset tag", FieldKind::Text, Gen::AssetTag)
-        .required()
-        .column()
-        .sort(),
+    Field::new("asset_tag", "Asset tag", FieldKind::Text, Gen::AssetTag).required().column().sort(),
     Field::new(
         "model_category",
         "Model category",
-        FieldKind::Choice(&[
-            "Computer",
-            "Monitor",
-            "Printer",
-            "Network Gear",
-            "Mobile Device",
-            "Server",
-            "Rack",
-        ]),
+        FieldKind::Choice(&["Computer", "Monitor", "Printer", "Network Gear", "Mobile Device", "Server", "Rack"]),
         Gen::Choice,
     )
     .column()
@@ -726,69 +336,24 @@ const HARDWARE_FIELDS: &[Field] = &[
     .column()
     .filter()
     .sort(),
-    Field::new(
-        "serial_number",
-        "Serial number",
-        FieldKind::Text,
-        Gen::Serial,
-    )
-    .column()
-    .sort(),
+    Field::new("serial_number", "Serial number", FieldKind::Text, Gen::Serial).column().sort(),
     Field::new(
         "install_status",
         "State",
-        FieldKind::Choice(&[
-            "In use",
-            "On order",
-            "In stock",
-            "In transit",
-            "In maintenance",
-            "Retired",
-            "Missing",
-        ]),
+        FieldKind::Choice(&["In use", "On order", "In stock", "In transit", "In maintenance", "Retired", "Missing"]),
         Gen::Choice,
     )
     .default("In stock")
     .column()
     .filter()
     .sort(),
-    Field::new(
-        "assigned_to",
-        "Assigned to",
-        FieldKind::Reference,
-        Gen::Person,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "location",
-        "Location",
-        FieldKind::Choice(LOCATIONS),
-        Gen::Choice,
-    )
-    .column()
-    .filter()
-    .sort(),
-    Field::new(
-        "department",
-        "Department",
-        FieldKind::Choice(DEPARTMENTS),
-        Gen::Choice,
-    )
-    .filter(),
+    Field::new("assigned_to", "Assigned to", FieldKind::Reference, Gen::Person).column().filter().sort(),
+    Field::new("location", "Location", FieldKind::Choice(LOCATIONS), Gen::Choice).column().filter().sort(),
+    Field::new("department", "Department", FieldKind::Choice(DEPARTMENTS), Gen::Choice).filter(),
     Field::new("comments", "Comments", FieldKind::TextArea, Gen::Sentences),
-    Field::new("cost", "Cost", FieldKind::Text, Gen::Money)
-        .tab(1)
-        .sort(),
+    Field::new("cost", "Cost", FieldKind::Text, Gen::Money).tab(1).sort(),
     Field::new("po_number", "PO number", FieldKind::Text, Gen::PoNumber).tab(1),
-    Field::new(
-        "warranty_expiration",
-        "Warranty expiration",
-        FieldKind::Text,
-        Gen::Day,
-    )
-    .tab(1),
+    Field::new("warranty_expiration", "Warranty expiration", FieldKind::Text, Gen::Day).tab(1),
 ];
 
 pub static TABLES: [TableSpec; 5] = [
@@ -819,15 +384,7 @@ pub static TABLES: [TableSpec; 5] = [
         tabs: &["Analysis Information"],
         fields: PROBLEM_FIELDS,
     },
-    TableSpec {
-        id: TableId::User,
-        name: "sys_user",
-        label: "User",
-        plural: "Users",
-        prefix: "",
-        tabs: &[],
-        fields: USER_FIELDS,
-    },
+    TableSpec { id: TableId::User, name: "sys_user", label: "User", plural: "Users", prefix: "", tabs: &[], fields: USER_FIELDS },
     TableSpec {
         id: TableId::Hardware,
         name: "alm_hardware",
@@ -886,11 +443,7 @@ impl Table {
         derive(spec, &mut values);
         self.next_number += 1;
         let id = self.records.last().map_or(1, |r| r.id + 1);
-        self.records.push(Record {
-            id,
-            values,
-            created,
-        });
+        self.records.push(Record { id, values, created });
         id
     }
 
@@ -902,32 +455,20 @@ impl Table {
 
 /// The values of a new record: each field's default (or empty).
 pub fn defaults(spec: &TableSpec) -> Vec<String> {
-    let mut v: Vec<String> = spec
-        .fields
-        .iter()
-        .map(|f| f.default.unwrap_or("").to_string())
-        .collect();
+    let mut v: Vec<String> = spec.fields.iter().map(|f| f.default.unwrap_or("").to_string()).collect();
     derive(spec, &mut v);
     v
 }
 
 /// Recomputes derived fields: priority from impact × urgency, as ServiceNow does.
 pub fn derive(spec: &TableSpec, values: &mut [String]) {
-    let (Some(p), Some(i), Some(u)) = (
-        spec.field_index("priority"),
-        spec.field_index("impact"),
-        spec.field_index("urgency"),
-    ) else {
+    let (Some(p), Some(i), Some(u)) = (spec.field_index("priority"), spec.field_index("impact"), spec.field_index("urgency")) else {
         return;
     };
     if spec.fields[p].kind.editable() {
         return;
     }
-    let level = |s: &str| {
-        s.bytes()
-            .next()
-            .map_or(3, |b| (b.wrapping_sub(b'0')).clamp(1, 3))
-    };
+    let level = |s: &str| s.bytes().next().map_or(3, |b| (b.wrapping_sub(b'0')).clamp(1, 3));
     let sum = level(&values[i]) + level(&values[u]);
     values[p] = PRIORITY[(sum - 2) as usize].to_string();
 }
@@ -936,15 +477,9 @@ pub fn derive(spec: &TableSpec, values: &mut [String]) {
 pub fn random_value(f: &Field, rng: &mut Rng, people: &[String]) -> String {
     match f.gen {
         Gen::Number | Gen::Derived => String::new(),
-        Gen::Choice => f
-            .kind
-            .choices()
-            .map_or(String::new(), |c| vocab::pick(rng, c).to_string()),
+        Gen::Choice => f.kind.choices().map_or(String::new(), |c| vocab::pick(rng, c).to_string()),
         Gen::Bool => rng.random_bool(0.5).to_string(),
-        Gen::Person => people
-            .get(rng.random_range(0..people.len().max(1)))
-            .cloned()
-            .unwrap_or_else(|| vocab::random_person(rng)),
+        Gen::Person => people.get(rng.random_range(0..people.len().max(1))).cloned().unwrap_or_else(|| vocab::random_person(rng)),
         Gen::Agent => vocab::pick(rng, AGENTS).to_string(),
         Gen::IncidentSummary => vocab::incident_summary(rng),
         Gen::ChangeSummary => vocab::change_summary(rng),
@@ -959,11 +494,7 @@ pub fn random_value(f: &Field, rng: &mut Rng, people: &[String]) -> String {
         Gen::FirstName => vocab::pick(rng, vocab::FIRST_NAMES).to_string(),
         Gen::LastName => vocab::pick(rng, vocab::LAST_NAMES).to_string(),
         Gen::Title => vocab::pick(rng, TITLES).to_string(),
-        Gen::Email => format!(
-            "{}.{}@example.com",
-            vocab::pick(rng, vocab::FIRST_NAMES).to_lowercase(),
-            vocab::pick(rng, vocab::LAST_NAMES).to_lowercase()
-        ),
+        Gen::Email => format!("{}.{}@example.com", vocab::pick(rng, vocab::FIRST_NAMES).to_lowercase(), vocab::pick(rng, vocab::LAST_NAMES).to_lowercase()),
         Gen::Phone => vocab::phone(rng),
         Gen::Serial => vocab::serial(rng),
         Gen::AssetTag => format!("P{:07}", rng.random_range(1_000_000..9_999_999)),
@@ -977,17 +508,8 @@ pub fn random_value(f: &Field, rng: &mut Rng, people: &[String]) -> String {
 /// A random record of table `id` (user records get consistent names and e-mail).
 pub fn random_record(id: TableId, rng: &mut Rng, people: &[String]) -> Vec<String> {
     let spec = id.spec();
-    let mut v: Vec<String> = spec
-        .fields
-        .iter()
-        .map(|f| {
-            if f.kind == FieldKind::TextArea && rng.random_bool(0.6) {
-                String::new()
-            } else {
-                random_value(f, rng, people)
-            }
-        })
-        .collect();
+    let mut v: Vec<String> =
+        spec.fields.iter().map(|f| if f.kind == FieldKind::TextArea && rng.random_bool(0.6) { String::new() } else { random_value(f, rng, people) }).collect();
     if id == TableId::User {
         let name = &people[rng.random_range(0..people.len().max(1))];
         let (first, last) = name.split_once(' ').unwrap_or((name, ""));
@@ -998,20 +520,8 @@ pub fn random_record(id: TableId, rng: &mut Rng, people: &[String]) -> Vec<Strin
         };
         set(&mut v, "first_name", first.to_string());
         set(&mut v, "last_name", last.to_string());
-        set(
-            &mut v,
-            "user_name",
-            format!("{}.{}", first.to_lowercase(), last.to_lowercase()),
-        );
-        set(
-            &mut v,
-            "email",
-            format!(
-                "{}.{}@example.com",
-                first.to_lowercase(),
-                last.to_lowercase()
-            ),
-        );
+        set(&mut v, "user_name", format!("{}.{}", first.to_lowercase(), last.to_lowercase()));
+        set(&mut v, "email", format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase()));
         set(&mut v, "active", rng.random_bool(0.85).to_string());
     }
     v
@@ -1019,11 +529,7 @@ pub fn random_record(id: TableId, rng: &mut Rng, people: &[String]) -> Vec<Strin
 
 /// A table of `n` random records.
 pub fn random_table(id: TableId, n: usize, rng: &mut Rng, people: &[String]) -> Table {
-    let mut t = Table {
-        id,
-        records: Vec::with_capacity(n + 4),
-        next_number: 10001,
-    };
+    let mut t = Table { id, records: Vec::with_capacity(n + 4), next_number: 10001 };
     for _ in 0..n {
         let values = random_record(id, rng, people);
         t.insert(values, false);

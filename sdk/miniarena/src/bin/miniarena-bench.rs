@@ -11,9 +11,7 @@ use agentmerge_miniarena::{rollout, templates, Expert, DEFAULT_MAX_STEPS};
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let seeds: u64 = match args.next() {
-        Some(s) => s
-            .parse()
-            .map_err(|e| anyhow::anyhow!("SEEDS must be a number, got `{s}`: {e}"))?,
+        Some(s) => s.parse().map_err(|e| anyhow::anyhow!("SEEDS must be a number, got `{s}`: {e}"))?,
         None => 200,
     };
     let preset = args.next().unwrap_or_else(|| "medium".to_string());

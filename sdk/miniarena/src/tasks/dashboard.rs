@@ -25,28 +25,17 @@ impl DashTarget {
         let chart = &self.chart;
         let name = cx.world.dashboards()[self.dashboard as usize].name.clone();
         match (&cx.session.route, &cx.session.ui) {
-            (Route::Dashboards, _) => cx.click(
-                Ctl::Dashboard(self.dashboard),
-                format!("the chart \"{chart}\" is on the \"{name}\" dashboard"),
-            ),
+            (Route::Dashboards, _) => cx.click(Ctl::Dashboard(self.dashboard), format!("the chart \"{chart}\" is on the \"{name}\" dashboard")),
             (Route::Dashboard(d), Ui::Dashboard { tab }) if *d == self.dashboard => {
                 if *tab != self.tab {
-                    let tab_name = cx.world.dashboards()[*d as usize].tabs[self.tab as usize]
-                        .name
-                        .clone();
-                    return cx.click(
-                        Ctl::DashTab(self.tab),
-                        format!("the chart \"{chart}\" is not on this tab; it is on the \"{tab_name}\" tab"),
-                    );
+                    let tab_name = cx.world.dashboards()[*d as usize].tabs[self.tab as usize].name.clone();
+                    return cx.click(Ctl::DashTab(self.tab), format!("the chart \"{chart}\" is not on this tab; it is on the \"{tab_name}\" tab"));
                 }
                 let why = format!("the chart \"{chart}\" shows");
                 let r = &self.reply;
                 cx.answer(r.message.clone(), &r.answer, r.decoys.clone(), why)
             }
-            (Route::Dashboard(_), _) => cx.click(
-                Ctl::Go(Dest::Dashboards),
-                format!("this is not the \"{name}\" dashboard"),
-            ),
+            (Route::Dashboard(_), _) => cx.click(Ctl::Go(Dest::Dashboards), format!("this is not the \"{name}\" dashboard")),
             _ => cx.recover(Ctl::Dashboard(self.dashboard)),
         }
     }
@@ -63,54 +52,15 @@ pub(crate) const DASHBOARDS: &[&str] = &[
     "Facilities",
 ];
 const TAB_NAMES: &[&str] = &["Overview", "Trends", "Backlog", "Teams", "SLA"];
-const METRICS: &[&str] = &[
-    "Open incidents",
-    "Resolved incidents",
-    "Change requests",
-    "Problems",
-    "Catalog requests",
-    "Hardware assets",
-    "Open tasks",
-    "SLA breaches",
-];
+const METRICS: &[&str] =
+    &["Open incidents", "Resolved incidents", "Change requests", "Problems", "Catalog requests", "Hardware assets", "Open tasks", "SLA breaches"];
 const DIMENSIONS: &[(&str, &[&str])] = &[
-    (
-        "Category",
-        &[
-            "Software",
-            "Hardware",
-            "Network",
-            "Database",
-            "Inquiry / Help",
-        ],
-    ),
-    (
-        "Priority",
-        &[
-            "1 - Critical",
-            "2 - High",
-            "3 - Moderate",
-            "4 - Low",
-            "5 - Planning",
-        ],
-    ),
+    ("Category", &["Software", "Hardware", "Network", "Database", "Inquiry / Help"]),
+    ("Priority", &["1 - Critical", "2 - High", "3 - Moderate", "4 - Low", "5 - Planning"]),
     ("Assignment group", GROUPS),
-    (
-        "Location",
-        &[
-            "Berlin",
-            "Chicago",
-            "London",
-            "Paris",
-            "Singapore",
-            "Sydney",
-        ],
-    ),
+    ("Location", &["Berlin", "Chicago", "London", "Paris", "Singapore", "Sydney"]),
     ("State", &["New", "In Progress", "On Hold", "Resolved"]),
-    (
-        "Channel",
-        &["Email", "Phone", "Self-service", "Walk-in", "Chat"],
-    ),
+    ("Channel", &["Email", "Phone", "Self-service", "Walk-in", "Chat"]),
 ];
 
 fn chart_title(metric: usize, dim: usize) -> String {
@@ -118,9 +68,7 @@ fn chart_title(metric: usize, dim: usize) -> String {
 }
 
 fn random_kind(rng: &mut Rng) -> WidgetKind {
-    *[WidgetKind::Bar, WidgetKind::Pie, WidgetKind::Table]
-        .choose(rng)
-        .unwrap_or(&WidgetKind::Bar)
+    *[WidgetKind::Bar, WidgetKind::Pie, WidgetKind::Table].choose(rng).unwrap_or(&WidgetKind::Bar)
 }
 
 fn random_widget(rng: &mut Rng, taken: &[String]) -> Widget {
@@ -129,32 +77,17 @@ fn random_widget(rng: &mut Rng, taken: &[String]) -> Widget {
             let m = rng.random_range(0..METRICS.len());
             let title = METRICS[m].to_string();
             if !taken.contains(&title) {
-                return Widget {
-                    title,
-                    kind: WidgetKind::Score,
-                    data: vec![(String::new(), rng.random_range(0..500))],
-                };
+                return Widget { title, kind: WidgetKind::Score, data: vec![(String::new(), rng.random_range(0..500))] };
             }
             continue;
         }
-        let (m, d) = (
-            rng.random_range(0..METRICS.len()),
-            rng.random_range(0..DIMENSIONS.len()),
-        );
+        let (m, d) = (rng.random_range(0..METRICS.len()), rng.random_range(0..DIMENSIONS.len()));
         let title = chart_title(m, d);
         if taken.contains(&title) {
             continue;
         }
-        let data = DIMENSIONS[d]
-            .1
-            .iter()
-            .map(|l| (l.to_string(), rng.random_range(0..100)))
-            .collect();
-        return Widget {
-            title,
-            kind: random_kind(rng),
-            data,
-        };
+        let data = DIMENSIONS[d].1.iter().map(|l| (l.to_string(), rng.random_range(0..100))).collect();
+        return Widget { title, kind: random_kind(rng), data };
     }
 }
 
@@ -173,42 +106,21 @@ fn random_dashboard(rng: &mut Rng, name: &str) -> Dashboard {
                     w
                 })
                 .collect();
-            DashTab {
-                name: t.to_string(),
-                widgets,
-            }
+            DashTab { name: t.to_string(), widgets }
         })
         .collect();
-    Dashboard {
-        name: name.to_string(),
-        owner: vocab::random_person(rng),
-        tabs,
-    }
+    Dashboard { name: name.to_string(), owner: vocab::random_person(rng), tabs }
 }
 
 /// `n` random dashboards, none called one of `avoid`.
 pub(crate) fn random_dashboards(rng: &mut Rng, n: usize, avoid: &[&str]) -> Vec<Dashboard> {
-    let mut names: Vec<&str> = DASHBOARDS
-        .iter()
-        .copied()
-        .filter(|d| !avoid.contains(d))
-        .collect();
+    let mut names: Vec<&str> = DASHBOARDS.iter().copied().filter(|d| !avoid.contains(d)).collect();
     names.shuffle(rng);
-    names
-        .iter()
-        .take(n)
-        .map(|name| random_dashboard(rng, name))
-        .collect()
+    names.iter().take(n).map(|name| random_dashboard(rng, name)).collect()
 }
 
 /// The world with dashboard `dash` holding chart (metric, dim) with `data`; returns where.
-fn place_chart(
-    rng: &mut Rng,
-    dash: usize,
-    metric: usize,
-    dim: usize,
-    data: Vec<(String, u32)>,
-) -> Placed {
+fn place_chart(rng: &mut Rng, dash: usize, metric: usize, dim: usize, data: Vec<(String, u32)>) -> Placed {
     let mut world = base_world(rng);
     let name = DASHBOARDS[dash];
     let mut target = random_dashboard(rng, name);
@@ -218,14 +130,7 @@ fn place_chart(
     }
     let tab = rng.random_range(0..target.tabs.len());
     let at = rng.random_range(0..=target.tabs[tab].widgets.len());
-    target.tabs[tab].widgets.insert(
-        at,
-        Widget {
-            title: title.clone(),
-            kind: random_kind(rng),
-            data,
-        },
-    );
+    target.tabs[tab].widgets.insert(at, Widget { title: title.clone(), kind: random_kind(rng), data });
     let n_other = rng.random_range(3..=5);
     let mut dashboards = random_dashboards(rng, n_other, &[name]);
     let pos = rng.random_range(0..=dashboards.len());
@@ -239,17 +144,7 @@ type Placed = (crate::app::World, u8, u8, String);
 
 fn instance(placed: Placed, goal: String, reply: Reply) -> Instance {
     let (world, dashboard, tab, chart) = placed;
-    Instance {
-        goal,
-        world,
-        start: Route::Dashboards,
-        target: Target::Dash(DashTarget {
-            reply,
-            dashboard,
-            tab,
-            chart,
-        }),
-    }
+    Instance { goal, world, start: Route::Dashboards, target: Target::Dash(DashTarget { reply, dashboard, tab, chart }) }
 }
 
 pub(crate) fn read_value(name: &'static str, seed: u64) -> Instance {
@@ -263,45 +158,15 @@ pub(crate) fn read_value(name: &'static str, seed: u64) -> Instance {
     let labels = DIMENSIONS[dim].1;
     let li = pick.digit(labels.len());
     let value = pick.digit(100) as u32;
-    let data: Vec<(String, u32)> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            (
-                l.to_string(),
-                if i == li {
-                    value
-                } else {
-                    rng.random_range(0..100)
-                },
-            )
-        })
-        .collect();
-    let mut decoys: Vec<String> = data
-        .iter()
-        .filter(|p| p.1 != value)
-        .map(|p| p.1.to_string())
-        .collect();
+    let data: Vec<(String, u32)> = labels.iter().enumerate().map(|(i, l)| (l.to_string(), if i == li { value } else { rng.random_range(0..100) })).collect();
+    let mut decoys: Vec<String> = data.iter().filter(|p| p.1 != value).map(|p| p.1.to_string()).collect();
     decoys.push((value + 1).to_string());
     let label = labels[li];
     let placed = place_chart(&mut rng, dash, metric, dim, data);
     let chart = placed.3.clone();
-    let goal = format!(
-        "What is the value of {} in the {} chart on the {} dashboard? Report the number.",
-        q(label),
-        q(&chart),
-        q(DASHBOARDS[dash])
-    );
+    let goal = format!("What is the value of {} in the {} chart on the {} dashboard? Report the number.", q(label), q(&chart), q(DASHBOARDS[dash]));
     let message = format!("The value of {label} is {value}.");
-    instance(
-        placed,
-        goal,
-        Reply {
-            answer: value.to_string(),
-            message,
-            decoys,
-        },
-    )
+    instance(placed, goal, Reply { answer: value.to_string(), message, decoys })
 }
 
 pub(crate) fn find_max(name: &'static str, seed: u64) -> Instance {
@@ -316,52 +181,19 @@ pub(crate) fn find_max(name: &'static str, seed: u64) -> Instance {
     let labels = DIMENSIONS[dim].1;
     let li = pick.digit(labels.len());
     let max = rng.random_range(40..100);
-    let data: Vec<(String, u32)> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            (
-                l.to_string(),
-                if i == li {
-                    max
-                } else {
-                    rng.random_range(0..max)
-                },
-            )
-        })
-        .collect();
+    let data: Vec<(String, u32)> = labels.iter().enumerate().map(|(i, l)| (l.to_string(), if i == li { max } else { rng.random_range(0..max) })).collect();
     let label = labels[li];
-    let decoys: Vec<String> = labels
-        .iter()
-        .filter(|l| **l != label)
-        .map(|l| l.to_string())
-        .collect();
+    let decoys: Vec<String> = labels.iter().filter(|l| **l != label).map(|l| l.to_string()).collect();
     let placed = place_chart(&mut rng, dash, metric, dim, data);
     let chart = placed.3.clone();
     let dim_name = DIMENSIONS[dim].0.to_lowercase();
     let goal = if phrasing == 0 {
-        format!(
-            "Which {dim_name} has the highest value in the {} chart on the {} dashboard?",
-            q(&chart),
-            q(DASHBOARDS[dash])
-        )
+        format!("Which {dim_name} has the highest value in the {} chart on the {} dashboard?", q(&chart), q(DASHBOARDS[dash]))
     } else {
-        format!(
-            "In the {} chart of the {} dashboard, which {dim_name} has the largest value?",
-            q(&chart),
-            q(DASHBOARDS[dash])
-        )
+        format!("In the {} chart of the {} dashboard, which {dim_name} has the largest value?", q(&chart), q(DASHBOARDS[dash]))
     };
     let message = format!("{label} has the highest value ({max}).");
-    instance(
-        placed,
-        goal,
-        Reply {
-            answer: label.to_string(),
-            message,
-            decoys,
-        },
-    )
+    instance(placed, goal, Reply { answer: label.to_string(), message, decoys })
 }
 
 pub(crate) fn sum_values(name: &'static str, seed: u64) -> Instance {
@@ -375,9 +207,7 @@ pub(crate) fn sum_values(name: &'static str, seed: u64) -> Instance {
     let total = 60 + pick.digit(200) as u32;
     let labels = DIMENSIONS[dim].1;
     // A random split of `total` into one part per label.
-    let mut cuts: Vec<u32> = (0..labels.len() - 1)
-        .map(|_| rng.random_range(0..=total))
-        .collect();
+    let mut cuts: Vec<u32> = (0..labels.len() - 1).map(|_| rng.random_range(0..=total)).collect();
     cuts.sort_unstable();
     let mut prev = 0;
     let mut parts = Vec::with_capacity(labels.len());
@@ -386,34 +216,14 @@ pub(crate) fn sum_values(name: &'static str, seed: u64) -> Instance {
         prev = *c;
     }
     let data: Vec<(String, u32)> = labels.iter().map(|l| l.to_string()).zip(parts).collect();
-    let decoys = vec![
-        (total + 1).to_string(),
-        (total - 1).to_string(),
-        (total + 10).to_string(),
-    ];
+    let decoys = vec![(total + 1).to_string(), (total - 1).to_string(), (total + 10).to_string()];
     let placed = place_chart(&mut rng, dash, metric, dim, data);
     let chart = placed.3.clone();
     let goal = if phrasing == 0 {
-        format!(
-            "What is the total of all values in the {} chart on the {} dashboard? Report the number.",
-            q(&chart),
-            q(DASHBOARDS[dash])
-        )
+        format!("What is the total of all values in the {} chart on the {} dashboard? Report the number.", q(&chart), q(DASHBOARDS[dash]))
     } else {
-        format!(
-            "Add up all the values shown in the {} chart on the {} dashboard. What is the total?",
-            q(&chart),
-            q(DASHBOARDS[dash])
-        )
+        format!("Add up all the values shown in the {} chart on the {} dashboard. What is the total?", q(&chart), q(DASHBOARDS[dash]))
     };
     let message = format!("The values add up to {total}.");
-    instance(
-        placed,
-        goal,
-        Reply {
-            answer: total.to_string(),
-            message,
-            decoys,
-        },
-    )
+    instance(placed, goal, Reply { answer: total.to_string(), message, decoys })
 }

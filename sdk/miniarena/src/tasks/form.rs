@@ -22,21 +22,12 @@ pub(crate) struct RecordTarget {
 
 impl RecordTarget {
     pub fn satisfied(&self, w: &World) -> bool {
-        w.table(self.table)
-            .records
-            .iter()
-            .any(|r| r.created && self.values.iter().all(|(f, v)| r.values[*f as usize] == *v))
+        w.table(self.table).records.iter().any(|r| r.created && self.values.iter().all(|(f, v)| r.values[*f as usize] == *v))
     }
 
     pub fn plan(&self, cx: &mut PlanCx<'_>) -> Plan {
         let d = match (&cx.session.route, &cx.session.ui) {
-            (
-                Route::Form {
-                    table,
-                    record: None,
-                },
-                Ui::Form(d),
-            ) if *table == self.table => d,
+            (Route::Form { table, record: None }, Ui::Form(d)) if *table == self.table => d,
             _ => return cx.recover(Ctl::FormSubmit),
         };
         let spec = self.table.spec();
@@ -49,10 +40,7 @@ impl RecordTarget {
             }
             if field.tab != 0 && field.tab != d.tab {
                 let tab = spec.tabs[field.tab as usize - 1];
-                let why = format!(
-                    "the field '{}' that I still have to set is in the '{tab}' section, which is not shown",
-                    field.label
-                );
+                let why = format!("the field '{}' that I still have to set is in the '{tab}' section, which is not shown", field.label);
                 return cx.click(Ctl::FormTab(field.tab), why);
             }
             let why = if have.is_empty() || field.default.is_some_and(|d| d == have) {
@@ -66,11 +54,7 @@ impl RecordTarget {
                 _ => cx.fill(ctl, want, why),
             };
         }
-        let why = format!(
-            "all {} requested fields of the new {} are set",
-            self.values.len(),
-            spec.label.to_lowercase()
-        );
+        let why = format!("all {} requested fields of the new {} are set", self.values.len(), spec.label.to_lowercase());
         cx.click(Ctl::FormSubmit, why).finishing()
     }
 }
@@ -79,19 +63,9 @@ fn create(table: TableId, name: &str, seed: u64) -> Instance {
     let mut rng = pick::rng(name, seed);
     let world = base_world(&mut rng);
     let spec = table.spec();
-    let candidates: Vec<usize> = (0..spec.fields.len())
-        .filter(|&f| spec.fields[f].goal && spec.fields[f].kind.editable())
-        .collect();
-    let mut chosen: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|&f| spec.fields[f].required)
-        .collect();
-    let mut rest: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|&f| !spec.fields[f].required)
-        .collect();
+    let candidates: Vec<usize> = (0..spec.fields.len()).filter(|&f| spec.fields[f].goal && spec.fields[f].kind.editable()).collect();
+    let mut chosen: Vec<usize> = candidates.iter().copied().filter(|&f| spec.fields[f].required).collect();
+    let mut rest: Vec<usize> = candidates.iter().copied().filter(|&f| !spec.fields[f].required).collect();
     rest.shuffle(&mut rng);
     let n_total = rng.random_range(3..=6).max(chosen.len() + 1);
     let mut tab_fields = 0;
@@ -116,8 +90,7 @@ fn create(table: TableId, name: &str, seed: u64) -> Instance {
             let value = match field.kind {
                 FieldKind::Checkbox => (defaults[f] != "true").to_string(),
                 FieldKind::Choice(choices) => {
-                    let others: Vec<&&str> =
-                        choices.iter().filter(|c| **c != defaults[f]).collect();
+                    let others: Vec<&&str> = choices.iter().filter(|c| **c != defaults[f]).collect();
                     others[rng.random_range(0..others.len())].to_string()
                 }
                 _ => tables::random_value(field, &mut rng, &world.people),
@@ -125,31 +98,10 @@ fn create(table: TableId, name: &str, seed: u64) -> Instance {
             (f as u8, value)
         })
         .collect();
-    let mut parts: Vec<String> = values
-        .iter()
-        .map(|(f, v)| {
-            format!(
-                "a value of {} for field {}",
-                q(v),
-                q(spec.fields[*f as usize].label)
-            )
-        })
-        .collect();
+    let mut parts: Vec<String> = values.iter().map(|(f, v)| format!("a value of {} for field {}", q(v), q(spec.fields[*f as usize].label))).collect();
     parts.shuffle(&mut rng);
-    let goal = format!(
-        "Create a new {} with {}.",
-        spec.label.to_lowercase(),
-        join_and(&parts)
-    );
-    Instance {
-        goal,
-        world,
-        start: Route::Form {
-            table,
-            record: None,
-        },
-        target: Target::Record(RecordTarget { table, values }),
-    }
+    let goal = format!("Create a new {} with {}.", spec.label.to_lowercase(), join_and(&parts));
+    Instance { goal, world, start: Route::Form { table, record: None }, target: Target::Record(RecordTarget { table, values }) }
 }
 
 pub(crate) fn create_incident(name: &'static str, seed: u64) -> Instance {

@@ -31,31 +31,15 @@ impl KbTarget {
                 let r = &self.reply;
                 cx.answer(r.message.clone(), &r.answer, r.decoys.clone(), why)
             }
-            (Route::KbArticle(_), _) => cx.click(
-                Ctl::Go(Dest::KbHome),
-                format!("this article is not \"{title}\", which is the one I need"),
-            ),
+            (Route::KbArticle(_), _) => cx.click(Ctl::Go(Dest::KbHome), format!("this article is not \"{title}\", which is the one I need")),
             (Route::KbHome | Route::KbSearch(_), Ui::Kb(k)) => {
                 if k.results.contains(&self.article) {
-                    return cx.click(
-                        Ctl::Article(self.article),
-                        format!("the results list \"{title}\", which should contain the answer"),
-                    );
+                    return cx.click(Ctl::Article(self.article), format!("the results list \"{title}\", which should contain the answer"));
                 }
                 if k.typed != self.query && !cx.overlooks(Ctl::KbSearchBox) {
-                    return cx.fill(
-                        Ctl::KbSearchBox,
-                        &self.query,
-                        format!(
-                            "searching for \"{}\" should find the article with the answer",
-                            self.query
-                        ),
-                    );
+                    return cx.fill(Ctl::KbSearchBox, &self.query, format!("searching for \"{}\" should find the article with the answer", self.query));
                 }
-                let why = format!(
-                    "the search box holds \"{}\", so I can run the search",
-                    k.typed
-                );
+                let why = format!("the search box holds \"{}\", so I can run the search", k.typed);
                 if cx.memory.strategy & 2 == 0 {
                     cx.click(Ctl::KbSearchButton, why)
                 } else {
@@ -162,33 +146,14 @@ const SOFTWARE: &[&str] = &[
     "PuTTY",
     "Wireshark",
 ];
-const PLATFORMS: &[&str] = &[
-    "Windows 11",
-    "macOS Sonoma",
-    "Ubuntu 22.04",
-    "Windows 10",
-    "macOS Ventura",
-    "Windows Server 2022",
-    "Red Hat Enterprise Linux 9",
-];
-const HOURS: &[&str] = &[
-    "08:00-17:00",
-    "09:00-18:00",
-    "07:00-16:00",
-    "24/7",
-    "10:00-19:00",
-];
+const PLATFORMS: &[&str] = &["Windows 11", "macOS Sonoma", "Ubuntu 22.04", "Windows 10", "macOS Ventura", "Windows Server 2022", "Red Hat Enterprise Linux 9"];
+const HOURS: &[&str] = &["08:00-17:00", "09:00-18:00", "07:00-16:00", "24/7", "10:00-19:00"];
 
 /// `n` sentences of the bank, in random order (repeating only after the bank is used up).
 fn paragraphs(rng: &mut Rng, bank: &[&str], n: usize) -> Vec<Block> {
     let mut order: Vec<&str> = bank.to_vec();
     order.shuffle(rng);
-    order
-        .iter()
-        .cycle()
-        .take(n)
-        .map(|s| Block::Para(s.to_string()))
-        .collect()
+    order.iter().cycle().take(n).map(|s| Block::Para(s.to_string())).collect()
 }
 
 fn article(rng: &mut Rng, title: String, category: &str, body: Vec<Block>) -> Article {
@@ -204,13 +169,7 @@ fn article(rng: &mut Rng, title: String, category: &str, body: Vec<Block>) -> Ar
 }
 
 /// A body: intro, the key facts (a table, or sentences scattered through the text), more text.
-fn body(
-    rng: &mut Rng,
-    bank: &[&str],
-    heading: String,
-    table: Block,
-    sentences: Vec<String>,
-) -> Vec<Block> {
+fn body(rng: &mut Rng, bank: &[&str], heading: String, table: Block, sentences: Vec<String>) -> Vec<Block> {
     let mut b = vec![Block::Heading("Overview".to_string())];
     b.extend({
         let n = rng.random_range(3..=10);
@@ -272,124 +231,52 @@ fn travel_article(rng: &mut Rng, city: &str, t: &Travel) -> Article {
     let table = Block::Table {
         header: vec!["Item".into(), "Limit".into()],
         rows: vec![
-            vec![
-                "Maximum hotel rate per night".into(),
-                format!("${}", t.hotel),
-            ],
+            vec!["Maximum hotel rate per night".into(), format!("${}", t.hotel)],
             vec!["Daily meal allowance".into(), format!("${}", t.meal)],
             vec!["Approved airport transfer".into(), transfer.into()],
-            vec![
-                "Minimum booking lead time".into(),
-                format!("{} days", t.lead),
-            ],
+            vec!["Minimum booking lead time".into(), format!("{} days", t.lead)],
             vec!["Maximum taxi fare per ride".into(), format!("${}", t.taxi)],
             vec!["Rental car class".into(), car.into()],
         ],
     };
     let sentences = vec![
-        format!(
-            "The maximum hotel rate in {city} is ${} per night.",
-            t.hotel
-        ),
-        format!(
-            "Employees travelling to {city} receive a daily meal allowance of ${}.",
-            t.meal
-        ),
+        format!("The maximum hotel rate in {city} is ${} per night.", t.hotel),
+        format!("Employees travelling to {city} receive a daily meal allowance of ${}.", t.meal),
         format!("The approved airport transfer in {city} is: {transfer}."),
-        format!(
-            "Trips to {city} must be booked at least {} days in advance.",
-            t.lead
-        ),
+        format!("Trips to {city} must be booked at least {} days in advance.", t.lead),
         format!("A single taxi ride in {city} may cost up to ${}.", t.taxi),
         format!("Rental cars in {city} must be of the {car} class."),
     ];
-    let b = body(
-        rng,
-        TRAVEL_SENTENCES,
-        format!("Limits for {city}"),
-        table,
-        sentences,
-    );
-    article(
-        rng,
-        format!("Business travel guidelines: {city}"),
-        "Travel",
-        b,
-    )
+    let b = body(rng, TRAVEL_SENTENCES, format!("Limits for {city}"), table, sentences);
+    article(rng, format!("Business travel guidelines: {city}"), "Travel", b)
 }
 
 fn contact_article(rng: &mut Rng, team: &str, rows: &[(String, u32, &str)]) -> Article {
     let email = |city: &str| format!("{}-{}@example.com", vocab::slug(team), vocab::slug(city));
     let table = Block::Table {
-        header: vec![
-            "Office".into(),
-            "Phone extension".into(),
-            "Email".into(),
-            "Hours".into(),
-        ],
-        rows: rows
-            .iter()
-            .map(|(c, ext, h)| vec![c.clone(), format!("ext. {ext}"), email(c), h.to_string()])
-            .collect(),
+        header: vec!["Office".into(), "Phone extension".into(), "Email".into(), "Hours".into()],
+        rows: rows.iter().map(|(c, ext, h)| vec![c.clone(), format!("ext. {ext}"), email(c), h.to_string()]).collect(),
     };
-    let sentences = rows
-        .iter()
-        .map(|(c, ext, h)| {
-            format!(
-                "The {team} team in {c} can be reached on ext. {ext} ({h}) or at {}.",
-                email(c)
-            )
-        })
-        .collect();
-    let b = body(
-        rng,
-        CONTACT_SENTENCES,
-        "Office contacts".to_string(),
-        table,
-        sentences,
-    );
+    let sentences = rows.iter().map(|(c, ext, h)| format!("The {team} team in {c} can be reached on ext. {ext} ({h}) or at {}.", email(c))).collect();
+    let b = body(rng, CONTACT_SENTENCES, "Office contacts".to_string(), table, sentences);
     article(rng, format!("Contacting the {team} team"), "Support", b)
 }
 
 fn version_article(rng: &mut Rng, software: &str, rows: &[(&str, String, &str)]) -> Article {
     let table = Block::Table {
-        header: vec![
-            "Platform".into(),
-            "Approved version".into(),
-            "Status".into(),
-        ],
-        rows: rows
-            .iter()
-            .map(|(p, v, s)| vec![p.to_string(), v.clone(), s.to_string()])
-            .collect(),
+        header: vec!["Platform".into(), "Approved version".into(), "Status".into()],
+        rows: rows.iter().map(|(p, v, s)| vec![p.to_string(), v.clone(), s.to_string()]).collect(),
     };
-    let sentences = rows
-        .iter()
-        .map(|(p, v, s)| format!("On {p}, version {v} of {software} has the status: {s}."))
-        .collect();
-    let b = body(
-        rng,
-        SOFTWARE_SENTENCES,
-        "Approved versions".to_string(),
-        table,
-        sentences,
-    );
+    let sentences = rows.iter().map(|(p, v, s)| format!("On {p}, version {v} of {software} has the status: {s}.")).collect();
+    let b = body(rng, SOFTWARE_SENTENCES, "Approved versions".to_string(), table, sentences);
     article(rng, format!("Approved software: {software}"), "Software", b)
 }
 
 fn random_version(rng: &mut Rng) -> String {
-    format!(
-        "{}.{}.{}",
-        rng.random_range(1..=30),
-        rng.random_range(0..10),
-        rng.random_range(0..10)
-    )
+    format!("{}.{}.{}", rng.random_range(1..=30), rng.random_range(0..10), rng.random_range(0..10))
 }
 
-fn random_contact_rows(
-    rng: &mut Rng,
-    must: Option<(&str, u32)>,
-) -> Vec<(String, u32, &'static str)> {
+fn random_contact_rows(rng: &mut Rng, must: Option<(&str, u32)>) -> Vec<(String, u32, &'static str)> {
     let mut cities: Vec<&str> = LOCATIONS.to_vec();
     cities.shuffle(rng);
     let n = rng.random_range(4..=8);
@@ -414,10 +301,7 @@ fn random_contact_rows(
     rows
 }
 
-fn random_version_rows(
-    rng: &mut Rng,
-    must: Option<(&'static str, String)>,
-) -> Vec<(&'static str, String, &'static str)> {
+fn random_version_rows(rng: &mut Rng, must: Option<(&'static str, String)>) -> Vec<(&'static str, String, &'static str)> {
     let mut platforms: Vec<&'static str> = PLATFORMS.to_vec();
     platforms.shuffle(rng);
     let n = rng.random_range(3..=5);
@@ -432,14 +316,7 @@ fn random_version_rows(
         if rows.iter().any(|r| r.0 == p) {
             continue;
         }
-        let status = *[
-            "Approved",
-            "Approved",
-            "Approved with restrictions",
-            "Under review",
-        ]
-        .choose(rng)
-        .unwrap_or(&"Approved");
+        let status = *["Approved", "Approved", "Approved with restrictions", "Under review"].choose(rng).unwrap_or(&"Approved");
         rows.push((p, random_version(rng), status));
     }
     rows.shuffle(rng);
@@ -450,11 +327,7 @@ fn howto_article(rng: &mut Rng, title: &str) -> Article {
     let mut b = vec![Block::Heading("Steps".to_string())];
     let n = rng.random_range(5..=12);
     for i in 0..n {
-        b.push(Block::Para(format!(
-            "{}. {}",
-            i + 1,
-            vocab::pick(rng, CONTACT_SENTENCES)
-        )));
+        b.push(Block::Para(format!("{}. {}", i + 1, vocab::pick(rng, CONTACT_SENTENCES))));
     }
     article(rng, title.to_string(), "How-to", b)
 }
@@ -505,14 +378,7 @@ fn number_articles(articles: &mut [Article]) {
 }
 
 /// Builds the instance: the target article, similar distractors, fillers; all shuffled.
-fn kb_instance(
-    rng: &mut Rng,
-    goal: String,
-    target: Article,
-    distractors: Vec<Article>,
-    query: String,
-    reply: Reply,
-) -> Instance {
+fn kb_instance(rng: &mut Rng, goal: String, target: Article, distractors: Vec<Article>, query: String, reply: Reply) -> Instance {
     let mut world = base_world(rng);
     let title = target.title.clone();
     let mut articles = vec![target];
@@ -530,21 +396,12 @@ fn kb_instance(
         goal: format!("Answer the following question using the knowledge base: \"{goal}\""),
         world,
         start: Route::KbHome,
-        target: Target::Kb(KbTarget {
-            reply,
-            article,
-            title,
-            query,
-        }),
+        target: Target::Kb(KbTarget { reply, article, title, query }),
     }
 }
 
 fn numeric_decoys(v: u32, step: u32, fmt: impl Fn(u32) -> String) -> Vec<String> {
-    [v + step, v.saturating_sub(step).max(1), v + 2 * step]
-        .into_iter()
-        .filter(|d| *d != v)
-        .map(fmt)
-        .collect()
+    [v + step, v.saturating_sub(step).max(1), v + 2 * step].into_iter().filter(|d| *d != v).map(fmt).collect()
 }
 
 /// Three phrasings of each travel question (`{c}` is the city).
@@ -593,19 +450,11 @@ pub(crate) fn travel_policy(name: &'static str, seed: u64) -> Instance {
     let value = pick.digit(radix[attr] as usize) as u32;
     let mut t = Travel::random(&mut rng);
     let money = |v: u32| format!("${v}");
-    let labels = |list: &[&str], skip: &str| -> Vec<String> {
-        list.iter()
-            .filter(|x| **x != skip)
-            .map(|x| x.to_string())
-            .collect()
-    };
+    let labels = |list: &[&str], skip: &str| -> Vec<String> { list.iter().filter(|x| **x != skip).map(|x| x.to_string()).collect() };
     let (answer, message, decoys) = match attr {
         0 => {
             t.hotel = 120 + 5 * value;
-            let m = format!(
-                "The maximum hotel rate per night in {city} is ${}.",
-                t.hotel
-            );
+            let m = format!("The maximum hotel rate per night in {city} is ${}.", t.hotel);
             (money(t.hotel), m, numeric_decoys(t.hotel, 5, money))
         }
         1 => {
@@ -621,15 +470,8 @@ pub(crate) fn travel_policy(name: &'static str, seed: u64) -> Instance {
         }
         3 => {
             t.lead = 7 + value;
-            let m = format!(
-                "Trips to {city} must be booked at least {} days in advance.",
-                t.lead
-            );
-            (
-                t.lead.to_string(),
-                m,
-                numeric_decoys(t.lead, 1, |v| v.to_string()),
-            )
+            let m = format!("Trips to {city} must be booked at least {} days in advance.", t.lead);
+            (t.lead.to_string(), m, numeric_decoys(t.lead, 1, |v| v.to_string()))
         }
         4 => {
             t.taxi = 20 + 5 * value;
@@ -656,27 +498,12 @@ pub(crate) fn travel_policy(name: &'static str, seed: u64) -> Instance {
         })
         .collect();
     let query = format!("travel guidelines {city}");
-    kb_instance(
-        &mut rng,
-        question,
-        target,
-        distractors,
-        query,
-        Reply {
-            answer,
-            message,
-            decoys,
-        },
-    )
+    kb_instance(&mut rng, question, target, distractors, query, Reply { answer, message, decoys })
 }
 
 pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
     let mut rng = pick::rng(name, seed);
-    let mut pick = Pick::new(
-        name,
-        seed,
-        (TEAMS.len() * LOCATIONS.len() * 3 * 9000) as u64,
-    );
+    let mut pick = Pick::new(name, seed, (TEAMS.len() * LOCATIONS.len() * 3 * 9000) as u64);
     let team = TEAMS[pick.digit(TEAMS.len())];
     let city = LOCATIONS[pick.digit(LOCATIONS.len())];
     let question = match pick.digit(3) {
@@ -686,11 +513,7 @@ pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
     };
     let ext = 1000 + pick.digit(9000) as u32;
     let rows = random_contact_rows(&mut rng, Some((city, ext)));
-    let decoys: Vec<String> = rows
-        .iter()
-        .filter(|r| r.1 != ext)
-        .map(|r| r.1.to_string())
-        .collect();
+    let decoys: Vec<String> = rows.iter().filter(|r| r.1 != ext).map(|r| r.1.to_string()).collect();
     let target = contact_article(&mut rng, team, &rows);
     let mut others: Vec<&str> = TEAMS.iter().copied().filter(|t| *t != team).collect();
     others.shuffle(&mut rng);
@@ -708,21 +531,13 @@ pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
         target,
         distractors,
         format!("contacting {team}"),
-        Reply {
-            answer: ext.to_string(),
-            message: format!("The {team} team in {city} can be reached on ext. {ext}."),
-            decoys,
-        },
+        Reply { answer: ext.to_string(), message: format!("The {team} team in {city} can be reached on ext. {ext}."), decoys },
     )
 }
 
 pub(crate) fn approved_version(name: &'static str, seed: u64) -> Instance {
     let mut rng = pick::rng(name, seed);
-    let mut pick = Pick::new(
-        name,
-        seed,
-        (SOFTWARE.len() * PLATFORMS.len() * 3 * 3000) as u64,
-    );
+    let mut pick = Pick::new(name, seed, (SOFTWARE.len() * PLATFORMS.len() * 3 * 3000) as u64);
     let software = SOFTWARE[pick.digit(SOFTWARE.len())];
     let platform = PLATFORMS[pick.digit(PLATFORMS.len())];
     let question = match pick.digit(3) {
@@ -730,26 +545,13 @@ pub(crate) fn approved_version(name: &'static str, seed: u64) -> Instance {
         1 => format!("What is the approved {software} version on {platform}?"),
         _ => format!("Which {software} release may be installed on {platform}?"),
     };
-    let version = format!(
-        "{}.{}.{}",
-        1 + pick.digit(30),
-        pick.digit(10),
-        pick.digit(10)
-    );
+    let version = format!("{}.{}.{}", 1 + pick.digit(30), pick.digit(10), pick.digit(10));
     let rows = random_version_rows(&mut rng, Some((platform, version.clone())));
-    let mut decoys: Vec<String> = rows
-        .iter()
-        .filter(|r| r.1 != version)
-        .map(|r| r.1.clone())
-        .collect();
+    let mut decoys: Vec<String> = rows.iter().filter(|r| r.1 != version).map(|r| r.1.clone()).collect();
     decoys.push(random_version(&mut rng));
     decoys.retain(|d| *d != version);
     let target = version_article(&mut rng, software, &rows);
-    let mut others: Vec<&str> = SOFTWARE
-        .iter()
-        .copied()
-        .filter(|s| *s != software)
-        .collect();
+    let mut others: Vec<&str> = SOFTWARE.iter().copied().filter(|s| *s != software).collect();
     others.shuffle(&mut rng);
     let distractors = others
         .iter()
@@ -765,10 +567,6 @@ pub(crate) fn approved_version(name: &'static str, seed: u64) -> Instance {
         target,
         distractors,
         format!("approved software {software}"),
-        Reply {
-            message: format!("The approved version of {software} for {platform} is {version}."),
-            answer: version,
-            decoys,
-        },
+        Reply { message: format!("The approved version of {software} for {platform} is {version}."), answer: version, decoys },
     )
 }

@@ -19,15 +19,7 @@ use crate::pick::Rng;
 use crate::vocab;
 
 /// WorkArena L1's seven categories.
-pub const CATEGORIES: [&str; 7] = [
-    "form",
-    "list_filter",
-    "list_sort",
-    "service_catalog",
-    "menu",
-    "knowledge_base",
-    "dashboard",
-];
+pub const CATEGORIES: [&str; 7] = ["form", "list_filter", "list_sort", "service_catalog", "menu", "knowledge_base", "dashboard"];
 
 /// A task template.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -145,10 +137,7 @@ pub fn normalize_answer(s: &str) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     let mut cleaned = String::with_capacity(s.len());
     for (i, &c) in chars.iter().enumerate() {
-        let between_digits = i > 0
-            && i + 1 < chars.len()
-            && chars[i - 1].is_ascii_digit()
-            && chars[i + 1].is_ascii_digit();
+        let between_digits = i > 0 && i + 1 < chars.len() && chars[i - 1].is_ascii_digit() && chars[i + 1].is_ascii_digit();
         if c == ',' && between_digits {
             continue;
         }
@@ -158,15 +147,7 @@ pub fn normalize_answer(s: &str) -> Vec<String> {
             cleaned.push(' ');
         }
     }
-    cleaned
-        .split_whitespace()
-        .map(|w| {
-            w.trim_end_matches(['.', ':'])
-                .trim_start_matches(':')
-                .to_string()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
+    cleaned.split_whitespace().map(|w| w.trim_end_matches(['.', ':']).trim_start_matches(':').to_string()).filter(|w| !w.is_empty()).collect()
 }
 
 /// Whether the normalised `expected` words appear, in a row, in the normalised message.
@@ -178,40 +159,20 @@ pub fn answer_matches(msg: &str, expected: &str) -> bool {
 
 macro_rules! template {
     ($name:literal, $cat:literal, $desc:literal, $gen:path) => {
-        TemplateInfo {
-            name: $name,
-            category: $cat,
-            description: $desc,
-            generate: $gen,
-        }
+        TemplateInfo { name: $name, category: $cat, description: $desc, generate: $gen }
     };
 }
 
 static TEMPLATES: [TemplateInfo; 23] = [
-    template!(
-        "miniarena.form.create_incident",
-        "form",
-        "Create an incident with given field values (some on form tabs).",
-        form::create_incident
-    ),
+    template!("miniarena.form.create_incident", "form", "Create an incident with given field values (some on form tabs).", form::create_incident),
     template!(
         "miniarena.form.create_change_request",
         "form",
         "Create a change request with given field values, including planning and schedule tabs.",
         form::create_change_request
     ),
-    template!(
-        "miniarena.form.create_problem",
-        "form",
-        "Create a problem record with given field values.",
-        form::create_problem
-    ),
-    template!(
-        "miniarena.form.create_user",
-        "form",
-        "Create a user with given names, contact details, choices and checkboxes.",
-        form::create_user
-    ),
+    template!("miniarena.form.create_problem", "form", "Create a problem record with given field values.", form::create_problem),
+    template!("miniarena.form.create_user", "form", "Create a user with given names, contact details, choices and checkboxes.", form::create_user),
     template!(
         "miniarena.form.create_hardware_asset",
         "form",
@@ -236,18 +197,8 @@ static TEMPLATES: [TemplateInfo; 23] = [
         "Filter the hardware asset list with 2-3 conditions.",
         list::filter_hardware_assets
     ),
-    template!(
-        "miniarena.list_sort.sort_incidents",
-        "list_sort",
-        "Sort the incident list by three fields with given directions.",
-        list::sort_incidents
-    ),
-    template!(
-        "miniarena.list_sort.sort_users",
-        "list_sort",
-        "Sort the user list by three fields with given directions.",
-        list::sort_users
-    ),
+    template!("miniarena.list_sort.sort_incidents", "list_sort", "Sort the incident list by three fields with given directions.", list::sort_incidents),
+    template!("miniarena.list_sort.sort_users", "list_sort", "Sort the user list by three fields with given directions.", list::sort_users),
     template!(
         "miniarena.list_sort.sort_hardware_assets",
         "list_sort",
@@ -278,18 +229,8 @@ static TEMPLATES: [TemplateInfo; 23] = [
         "Order a monitor, keyboard or headset with options and quantity.",
         catalog::order_peripheral
     ),
-    template!(
-        "miniarena.menu.navigate_to_module",
-        "menu",
-        "Open a given module of a given application from the All menu.",
-        menu::navigate_to_module
-    ),
-    template!(
-        "miniarena.menu.impersonate_user",
-        "menu",
-        "Impersonate a given user from the user menu.",
-        menu::impersonate_user
-    ),
+    template!("miniarena.menu.navigate_to_module", "menu", "Open a given module of a given application from the All menu.", menu::navigate_to_module),
+    template!("miniarena.menu.impersonate_user", "menu", "Impersonate a given user from the user menu.", menu::impersonate_user),
     template!(
         "miniarena.knowledge_base.travel_policy",
         "knowledge_base",
@@ -308,24 +249,9 @@ static TEMPLATES: [TemplateInfo; 23] = [
         "Search the knowledge base for the approved version of a software on a platform.",
         knowledge::approved_version
     ),
-    template!(
-        "miniarena.dashboard.read_value",
-        "dashboard",
-        "Read one data point of a chart on a dashboard tab and report it.",
-        dashboard::read_value
-    ),
-    template!(
-        "miniarena.dashboard.find_max",
-        "dashboard",
-        "Report which label has the highest value in a chart.",
-        dashboard::find_max
-    ),
-    template!(
-        "miniarena.dashboard.sum_values",
-        "dashboard",
-        "Report the total of all values in a chart.",
-        dashboard::sum_values
-    ),
+    template!("miniarena.dashboard.read_value", "dashboard", "Read one data point of a chart on a dashboard tab and report it.", dashboard::read_value),
+    template!("miniarena.dashboard.find_max", "dashboard", "Report which label has the highest value in a chart.", dashboard::find_max),
+    template!("miniarena.dashboard.sum_values", "dashboard", "Report the total of all values in a chart.", dashboard::sum_values),
 ];
 
 /// All templates.
@@ -349,14 +275,7 @@ pub fn template(name: &str) -> anyhow::Result<&'static TemplateInfo> {
         .collect();
     near.sort_by(|a, b| b.0.total_cmp(&a.0));
     let hint = if near.is_empty() {
-        format!(
-            "known templates: {}",
-            TEMPLATES
-                .iter()
-                .map(|t| t.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!("known templates: {}", TEMPLATES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "))
     } else {
         let names: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
         format!("did you mean {}?", names.join(" or "))
@@ -398,11 +317,7 @@ pub(crate) fn base_world(rng: &mut Rng) -> World {
     let user = "System Administrator".to_string();
     let n_custom = rng.random_range(3..=5);
     let apps = build_apps(&user, random_custom_apps(rng, n_custom, None));
-    let filler = Filler {
-        seed: rng.random(),
-        articles: |rng| knowledge::filler_articles(rng, 8),
-        dashboards: |rng| dashboard::random_dashboards(rng, 4, &[]),
-    };
+    let filler = Filler { seed: rng.random(), articles: |rng| knowledge::filler_articles(rng, 8), dashboards: |rng| dashboard::random_dashboards(rng, 4, &[]) };
     World::new(user, people, apps, rng.random_range(0..60), filler)
 }
 
@@ -415,11 +330,7 @@ pub(crate) struct CustomApp {
 pub(crate) fn random_custom_apps(rng: &mut Rng, n: usize, avoid: Option<&str>) -> Vec<CustomApp> {
     let mut out: Vec<CustomApp> = Vec::new();
     while out.len() < n {
-        let name = format!(
-            "{} {}",
-            vocab::pick(rng, chrome::CUSTOM_PREFIXES),
-            vocab::pick(rng, chrome::CUSTOM_DOMAINS)
-        );
+        let name = format!("{} {}", vocab::pick(rng, chrome::CUSTOM_PREFIXES), vocab::pick(rng, chrome::CUSTOM_DOMAINS));
         if Some(name.as_str()) == avoid || out.iter().any(|a| a.name == name) {
             continue;
         }
@@ -435,10 +346,7 @@ pub(crate) fn random_custom_apps(rng: &mut Rng, n: usize, avoid: Option<&str>) -
 
 /// The navigator: standard and custom applications in alphabetical order.
 pub(crate) fn build_apps(user: &str, custom: Vec<CustomApp>) -> Vec<chrome::App> {
-    let mut entries: Vec<(String, Option<CustomApp>)> = chrome::standard_apps(user)
-        .into_iter()
-        .map(|a| (a.name, None))
-        .collect();
+    let mut entries: Vec<(String, Option<CustomApp>)> = chrome::standard_apps(user).into_iter().map(|a| (a.name, None)).collect();
     entries.extend(custom.into_iter().map(|c| (c.name.clone(), Some(c))));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let standard = chrome::standard_apps(user);
@@ -447,14 +355,7 @@ pub(crate) fn build_apps(user: &str, custom: Vec<CustomApp>) -> Vec<chrome::App>
         .enumerate()
         .map(|(i, (name, custom))| match custom {
             Some(c) => chrome::custom_app(c.name, i as u8, &c.modules),
-            None => standard
-                .iter()
-                .find(|a| a.name == name)
-                .cloned()
-                .unwrap_or(chrome::App {
-                    name,
-                    modules: Vec::new(),
-                }),
+            None => standard.iter().find(|a| a.name == name).cloned().unwrap_or(chrome::App { name, modules: Vec::new() }),
         })
         .collect()
 }
@@ -496,23 +397,12 @@ mod tests {
 
     #[test]
     fn lookup_suggests_near_names() {
-        let err = template("miniarena.form.create_incidnt")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("did you mean `miniarena.form.create_incident`"),
-            "{err}"
-        );
+        let err = template("miniarena.form.create_incidnt").unwrap_err().to_string();
+        assert!(err.contains("did you mean `miniarena.form.create_incident`"), "{err}");
         let err = template("zzz").unwrap_err().to_string();
-        assert!(
-            err.contains("known templates: miniarena.form.create_incident"),
-            "{err}"
-        );
+        assert!(err.contains("known templates: miniarena.form.create_incident"), "{err}");
         assert_eq!(select_templates(&["form"]).unwrap().len(), 5);
-        assert_eq!(
-            select_templates(&["all", "form"]).unwrap().len(),
-            TEMPLATES.len()
-        );
+        assert_eq!(select_templates(&["all", "form"]).unwrap().len(), TEMPLATES.len());
     }
 
     #[test]
@@ -522,11 +412,7 @@ mod tests {
             assert!(n >= 2, "{c}: {n}");
         }
         for t in &TEMPLATES {
-            assert!(
-                t.name.starts_with(&format!("miniarena.{}.", t.category)),
-                "{}",
-                t.name
-            );
+            assert!(t.name.starts_with(&format!("miniarena.{}.", t.category)), "{}", t.name);
         }
     }
 }

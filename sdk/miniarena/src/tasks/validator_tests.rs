@@ -19,17 +19,11 @@ fn show_list(w: &World, s: &mut Session, table: crate::app::tables::TableId, que
 
 #[test]
 fn record_needs_every_value() {
-    for task in [
-        "miniarena.form.create_incident",
-        "miniarena.form.create_user",
-        "miniarena.form.create_hardware_asset",
-    ] {
+    for task in ["miniarena.form.create_incident", "miniarena.form.create_user", "miniarena.form.create_hardware_asset"] {
         for seed in 0..20 {
             let mut e = env(task, seed);
             let (w, _, target) = e.parts_mut();
-            let Target::Record(t) = target.clone() else {
-                panic!("{task}")
-            };
+            let Target::Record(t) = target.clone() else { panic!("{task}") };
             let table = w.table(t.table);
             let mut values = crate::app::tables::defaults(table.spec());
             for (f, v) in &t.values {
@@ -53,79 +47,30 @@ fn record_needs_every_value() {
 
 #[test]
 fn filter_needs_exactly_the_conditions() {
-    for task in [
-        "miniarena.list_filter.filter_incidents",
-        "miniarena.list_filter.filter_hardware_assets",
-    ] {
+    for task in ["miniarena.list_filter.filter_incidents", "miniarena.list_filter.filter_hardware_assets"] {
         for seed in 0..20 {
             let mut e = env(task, seed);
             let (w, s, target) = e.parts_mut();
-            let Target::Filter(t) = target.clone() else {
-                panic!()
-            };
+            let Target::Filter(t) = target.clone() else { panic!() };
             assert!(!t.satisfied(s));
             let mut conds = t.conds.clone();
             conds.reverse();
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: conds.clone(),
-                    sort: vec![],
-                },
-            );
+            show_list(w, s, t.table, Query { conds: conds.clone(), sort: vec![] });
             assert!(t.satisfied(s), "order of conditions does not matter");
             let mut flipped = conds.clone();
-            flipped[0].op = if flipped[0].op == Op::Is {
-                Op::IsNot
-            } else {
-                Op::Is
-            };
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: flipped,
-                    sort: vec![],
-                },
-            );
+            flipped[0].op = if flipped[0].op == Op::Is { Op::IsNot } else { Op::Is };
+            show_list(w, s, t.table, Query { conds: flipped, sort: vec![] });
             assert!(!t.satisfied(s), "{task} {seed}: wrong operator accepted");
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: conds[1..].to_vec(),
-                    sort: vec![],
-                },
-            );
+            show_list(w, s, t.table, Query { conds: conds[1..].to_vec(), sort: vec![] });
             assert!(!t.satisfied(s), "{task} {seed}: missing condition accepted");
             let mut extra = conds.clone();
             extra.push(extra[0].clone());
             extra.last_mut().unwrap().value.push('x');
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: extra,
-                    sort: vec![],
-                },
-            );
+            show_list(w, s, t.table, Query { conds: extra, sort: vec![] });
             assert!(!t.satisfied(s), "{task} {seed}: extra condition accepted");
             let mut value = conds.clone();
             value[0].value.push('x');
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: value,
-                    sort: vec![],
-                },
-            );
+            show_list(w, s, t.table, Query { conds: value, sort: vec![] });
             assert!(!t.satisfied(s), "{task} {seed}: wrong value accepted");
         }
     }
@@ -133,66 +78,23 @@ fn filter_needs_exactly_the_conditions() {
 
 #[test]
 fn sort_needs_fields_directions_and_order() {
-    for task in [
-        "miniarena.list_sort.sort_incidents",
-        "miniarena.list_sort.sort_users",
-    ] {
+    for task in ["miniarena.list_sort.sort_incidents", "miniarena.list_sort.sort_users"] {
         for seed in 0..20 {
             let mut e = env(task, seed);
             let (w, s, target) = e.parts_mut();
-            let Target::Sort(t) = target.clone() else {
-                panic!()
-            };
+            let Target::Sort(t) = target.clone() else { panic!() };
             assert!(!t.satisfied(w, s));
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: vec![],
-                    sort: t.keys.clone(),
-                },
-            );
+            show_list(w, s, t.table, Query { conds: vec![], sort: t.keys.clone() });
             assert!(t.satisfied(w, s), "{task} {seed}");
             let mut dir = t.keys.clone();
             dir[1].desc = !dir[1].desc;
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: vec![],
-                    sort: dir,
-                },
-            );
-            assert!(
-                !t.satisfied(w, s),
-                "{task} {seed}: wrong direction accepted"
-            );
+            show_list(w, s, t.table, Query { conds: vec![], sort: dir });
+            assert!(!t.satisfied(w, s), "{task} {seed}: wrong direction accepted");
             let mut order = t.keys.clone();
             order.swap(0, 2);
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: vec![],
-                    sort: order,
-                },
-            );
-            assert!(
-                !t.satisfied(w, s),
-                "{task} {seed}: wrong key order accepted"
-            );
-            show_list(
-                w,
-                s,
-                t.table,
-                Query {
-                    conds: vec![],
-                    sort: t.keys[..2].to_vec(),
-                },
-            );
+            show_list(w, s, t.table, Query { conds: vec![], sort: order });
+            assert!(!t.satisfied(w, s), "{task} {seed}: wrong key order accepted");
+            show_list(w, s, t.table, Query { conds: vec![], sort: t.keys[..2].to_vec() });
             assert!(!t.satisfied(w, s), "{task} {seed}: missing key accepted");
         }
     }
@@ -200,20 +102,12 @@ fn sort_needs_fields_directions_and_order() {
 
 #[test]
 fn order_needs_item_options_and_quantity() {
-    for task in [
-        "miniarena.service_catalog.order_hardware",
-        "miniarena.service_catalog.order_software",
-    ] {
+    for task in ["miniarena.service_catalog.order_hardware", "miniarena.service_catalog.order_software"] {
         for seed in 0..20 {
             let mut e = env(task, seed);
             let (w, _, target) = e.parts_mut();
-            let Target::Order(t) = target.clone() else {
-                panic!()
-            };
-            let order = |lines| Order {
-                number: "REQ0010001".into(),
-                lines,
-            };
+            let Target::Order(t) = target.clone() else { panic!() };
+            let order = |lines| Order { number: "REQ0010001".into(), lines };
             let mut qty = t.line.clone();
             qty.quantity += 1;
             w.orders.push(order(vec![qty]));
@@ -235,9 +129,7 @@ fn page_and_impersonation_targets() {
     for seed in 0..30 {
         let mut e = env("miniarena.menu.navigate_to_module", seed);
         let (_, s, target) = e.parts_mut();
-        let Target::Page(t) = target.clone() else {
-            panic!()
-        };
+        let Target::Page(t) = target.clone() else { panic!() };
         assert!(!t.satisfied(s), "{seed}: the start page is not the target");
         s.route = Route::NotFound("/x".into());
         assert!(!t.satisfied(s));
@@ -246,9 +138,7 @@ fn page_and_impersonation_targets() {
 
         let mut e = env("miniarena.menu.impersonate_user", seed);
         let (w, _, target) = e.parts_mut();
-        let Target::Impersonate(t) = target.clone() else {
-            panic!()
-        };
+        let Target::Impersonate(t) = target.clone() else { panic!() };
         assert!(!t.satisfied(w));
         let other = w.people.iter().find(|p| **p != t.name).cloned();
         w.impersonating = other;
@@ -275,10 +165,7 @@ fn answers_must_contain_the_right_value() {
             assert!(!target.satisfied(w, s));
             let answer = target.answer().unwrap().to_string();
             assert!(target.answer_ok(&answer), "{task} {seed}");
-            assert!(
-                target.answer_ok(&format!("  The answer is:   {}. ", answer.to_uppercase())),
-                "{task} {seed}"
-            );
+            assert!(target.answer_ok(&format!("  The answer is:   {}. ", answer.to_uppercase())), "{task} {seed}");
             assert!(!target.answer_ok("I do not know."), "{task} {seed}");
             let decoys = match target {
                 Target::Kb(t) => t.reply.decoys.clone(),
@@ -287,10 +174,7 @@ fn answers_must_contain_the_right_value() {
             };
             assert!(!decoys.is_empty(), "{task} {seed}");
             for d in decoys {
-                assert!(
-                    !target.answer_ok(&format!("The answer is {d}.")),
-                    "{task} {seed}: decoy {d} accepted for {answer}"
-                );
+                assert!(!target.answer_ok(&format!("The answer is {d}.")), "{task} {seed}: decoy {d} accepted for {answer}");
             }
         }
     }

@@ -15,9 +15,5 @@ pub fn bid_of(axtree: &str, role: &str, name: &str) -> Option<String> {
 
 /// All bids of an AXTree text.
 pub fn bids(axtree: &str) -> Vec<String> {
-    axtree
-        .lines()
-        .filter_map(|l| l.trim_start_matches('\t').strip_prefix('['))
-        .filter_map(|r| r.split_once(']').map(|(b, _)| b.to_string()))
-        .collect()
+    axtree.lines().filter_map(|l| l.trim_start_matches('\t').strip_prefix('[')).filter_map(|r| r.split_once(']').map(|(b, _)| b.to_string())).collect()
 }
