@@ -62,6 +62,11 @@ fn traces_pipeline_collects_filters_and_builds_sft_data() {
         assert!(!ds.is_empty(), "{id}");
         assert_eq!(ds.len() as u64, r["examples"].as_u64().unwrap(), "{id}");
         assert!(output(&report, id, "preview").exists());
+        // Token statistics per task and per expert pool add up.
+        for group in ["per_task", "per_agent"] {
+            let sum: u64 = r[group].as_object().unwrap().values().map(|g| g["tokens"].as_u64().unwrap()).sum();
+            assert_eq!(sum, r["total_tokens"].as_u64().unwrap(), "{id} {group}");
+        }
     }
     let stats = &node(&report, "collected_stats")["outputs"]["stats"];
     assert_eq!(stats["episodes"], collected.len());

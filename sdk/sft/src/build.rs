@@ -3,6 +3,7 @@
 //! counting the samples that cannot be trained on, then written as an SFT token file with a
 //! readable preview.
 
+use std::collections::BTreeMap;
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -87,6 +88,18 @@ pub struct BuildReport {
     pub truncated_examples: usize,
     /// Mean AXTree lines deleted per kept example.
     pub mean_deleted_lines: f64,
+    /// Kept examples and their tokens per task template.
+    pub per_task: BTreeMap<String, TokenCount>,
+    /// Kept examples and their tokens per agent (`model_name/agent_name`).
+    pub per_agent: BTreeMap<String, TokenCount>,
+}
+
+/// Examples and tokens of one group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenCount {
+    pub examples: usize,
+    pub tokens: usize,
+    pub loss_tokens: usize,
 }
 
 /// Where a sample comes from.
@@ -94,6 +107,8 @@ pub struct BuildReport {
 pub struct SampleId {
     pub task_name: String,
     pub seed: u64,
+    /// The episode's agent, `model_name/agent_name`.
+    pub agent: String,
     /// The step number in the episode.
     pub step: usize,
 }
@@ -179,7 +194,8 @@ pub fn build_examples(
         .map(|&(e, i)| -> anyhow::Result<Result<BuiltExample, DroppedSample>> {
             let s = &e.steps[i];
             let action = s.action.as_deref().expect("action steps only");
-            let id = SampleId { task_name: e.task_name.clone(), seed: e.seed, step: s.step };
+            let agent = format!("{}/{}", e.agent.model_name, e.agent.agent_name);
+            let id = SampleId { task_name: e.task_name.clone(), seed: e.seed, agent, step: s.step };
             let drop = |reason, deleted_lines, detail: String| Err(DroppedSample { id: id.clone(), reason, deleted_lines, detail });
             let target = match parse_action(action) {
                 Ok(a) => a.target_bid().map(str::to_string),
@@ -293,8 +309,14 @@ pub fn build_sft(
     }
     let mut deleted = 0usize;
     for b in &kept {
-        report.total_tokens += b.example.ids.len();
-        report.loss_tokens += b.example.mask.iter().filter(|m| **m == 1).count();
+        let (tokens, loss) = (b.example.ids.len(), b.example.mask.iter().filter(|m| **m == 1).count());
+        report.total_tokens += tokens;
+        report.loss_tokens += loss;
+        for group in [report.per_task.entry(b.id.task_name.clone()).or_default(), report.per_agent.entry(b.id.agent.clone()).or_default()] {
+            group.examples += 1;
+            group.tokens += tokens;
+            group.loss_tokens += loss;
+        }
         report.with_think += b.response.starts_with("<think>") as usize;
         report.truncated_examples += (b.deleted_lines > 0) as usize;
         deleted += b.deleted_lines;
