@@ -153,15 +153,53 @@ pub fn fit_prompt(
     if !o.use_axtree {
         return Ok(Fitted { messages: full, tokens: n, deleted_lines: 0, dropped: Some(DropReason::TooLong) });
     }
-    // Largest number of kept lines that fits: binary search (token count grows with lines).
-    let (mut lo, mut hi) = (0usize, lines.len()); // invariant: hi does not fit
+    // The largest number of kept lines that fits (the count grows with lines). Guess it from
+    // the characters, assuming tokens spread over the AXTree like its characters, then gallop
+    // from the guess to a bracket and bisect it: a few counts instead of a bisection of the
+    // whole tree, and the same answer.
     let (msgs0, n0) = build(0)?;
     if n0 > budget {
         return Ok(Fitted { messages: msgs0, tokens: n0, deleted_lines: lines.len(), dropped: Some(DropReason::TooLong) });
     }
+    let total_chars: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let room = (budget - n0) as f64 / (n - n0).max(1) as f64 * total_chars as f64;
+    let mut chars = 0usize;
+    let guess = lines.iter().take_while(|l| {
+        chars += l.len() + 1;
+        chars as f64 <= room
+    });
+    let guess = guess.count().min(lines.len() - 1);
+    let fits = |k: usize| -> anyhow::Result<bool> { Ok(build(k)?.1 <= budget) };
+    // Invariant once bracketed: `lo` fits, `hi` does not.
+    let (mut lo, mut hi);
+    if fits(guess)? {
+        lo = guess;
+        let mut step = 1;
+        loop {
+            let next = (lo + step).min(lines.len());
+            if next == lines.len() || !fits(next)? {
+                hi = next;
+                break;
+            }
+            lo = next;
+            step *= 2;
+        }
+    } else {
+        hi = guess;
+        let mut step = 1;
+        loop {
+            let next = hi.saturating_sub(step);
+            if next == 0 || fits(next)? {
+                lo = next;
+                break;
+            }
+            hi = next;
+            step *= 2;
+        }
+    }
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
-        if build(mid)?.1 <= budget {
+        if fits(mid)? {
             lo = mid;
         } else {
             hi = mid;
@@ -192,6 +230,32 @@ mod tests {
             focused_element_bid: None,
             last_action_error: Some("bid a99 not found".into()),
             history: vec![(Some("look".into()), "scroll(0, 200)".into(), None)],
+        }
+    }
+
+    /// The guess-and-gallop search finds the same cut as trying every length.
+    #[test]
+    fn keeps_the_most_lines_that_fit() {
+        let t = ChatTemplate::default();
+        let o = PromptOptions::default();
+        // Lines of very different lengths, so the character-based guess is often off.
+        let mut p = step();
+        p.axtree = (0..60).map(|i| format!("[b{i}] {}", "word ".repeat(1 + (i * 7) % 13))).collect::<Vec<_>>().join("\n");
+        let full = fit_prompt(&p, &o, &t, 100_000, None, &words).unwrap().tokens;
+        let lines: Vec<&str> = p.axtree.lines().collect();
+        for budget in (full.saturating_sub(700)..full).step_by(7) {
+            let f = fit_prompt(&p, &o, &t, budget, None, &words).unwrap();
+            if f.dropped.is_some() {
+                continue;
+            }
+            let kept = lines.len() - f.deleted_lines;
+            let count = |k: usize| {
+                let msgs = vec![Message::new("system", o.system.clone()), Message::new("user", user_text(&p, &o, &lines[..k], lines.len() - k))];
+                words(&t.render(&msgs, true).unwrap()).unwrap()
+            };
+            let best = (0..=lines.len()).filter(|k| count(*k) <= budget).max().unwrap();
+            assert_eq!(kept, best, "budget {budget}");
+            assert!(f.tokens <= budget);
         }
     }
 
