@@ -177,9 +177,8 @@ impl TaskArithmetic {
                     }
                     if let (Some(sel), Sparse::Rank(order, _)) = (&mut d.select, &d.sparse) {
                         if pass < sel.passes() {
-                            for (v, b) in x.iter().zip(base) {
-                                sel.observe(select::key(*v - *b, *order));
-                            }
+                            let order = *order;
+                            sel.observe_all(x.iter().zip(base).map(move |(v, b)| select::key(*v - *b, order)));
                         }
                     }
                 }
@@ -318,13 +317,7 @@ impl<T: Float> Delta<T> {
         match &self.sparse {
             Sparse::None => {}
             Sparse::Rank(order, keep) => match mask {
-                Some(m) => {
-                    for v in out.iter_mut() {
-                        if !m.keep(select::key(*v, *order)) {
-                            *v = T::zero();
-                        }
-                    }
-                }
+                Some(m) => m.apply(out, *order),
                 None if keep.is_empty() => out.fill(T::zero()),
                 None => {}
             },
@@ -369,22 +362,21 @@ fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Conse
             // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
             let mut elected = vec![zero; n];
             for d in weighted {
-                for (v, x) in elected.iter_mut().zip(d) {
-                    *v += match c {
-                        Consensus::Sum => *x,
-                        Consensus::Count => sign(*x),
-                    };
+                match c {
+                    Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
+                    Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
                 }
             }
             for v in &mut elected {
                 *v = if *v >= zero { one } else { -one };
             }
             for (d, w) in weighted.iter().zip(weights) {
-                for (((m, q), x), e) in mixed.iter_mut().zip(&mut divisor).zip(d).zip(&elected) {
-                    // sign(x) = e (= ±1), without branches.
-                    let agrees = *x * *e > zero;
-                    *m += if agrees { *x } else { zero };
-                    *q += if agrees { *w } else { zero };
+                // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes.
+                let (d, w) = (&d[..n], *w);
+                for i in 0..n {
+                    let agrees = d[i] * elected[i] > zero;
+                    mixed[i] += if agrees { d[i] } else { zero };
+                    divisor[i] += if agrees { w } else { zero };
                 }
             }
             for q in &mut divisor {
