@@ -14,9 +14,10 @@ pub struct Collect {
     /// Templates: names (`miniarena.form.create_incident`), categories (`form`) or `all`.
     #[serde(default = "all")]
     pub templates: Vec<String>,
-    /// The task instances: seeds `start .. start+count`.
+    /// The task instances: `{start: 0, count: N}` = seeds `start .. start+count`.
     pub seeds: Seeds,
-    /// The expert pools ("expert model × agent config"): each a preset with overrides.
+    /// The expert pools ("expert model × agent config"): each `{preset: perfect|strong|medium|weak,
+    /// think, mistake_rate, wrong_element_rate, give_up_rate, name, model_name}`, all optional.
     pub experts: Vec<ExpertSpec>,
     /// Step limit per episode (BrowserGym's `max_steps`).
     #[serde(default = "fifteen")]

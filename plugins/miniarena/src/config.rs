@@ -99,7 +99,10 @@ impl ExpertSpec {
 /// Templates by name (`miniarena.form.create_incident`), category (`form`) or `all`.
 pub fn templates(selectors: &[String], field: &str) -> Result<Vec<&'static TemplateInfo>, ConfigError> {
     let s: Vec<&str> = selectors.iter().map(String::as_str).collect();
-    select_templates(&s).map_err(|e| ConfigError::new(field, format!("{e:#}")))
+    select_templates(&s).map_err(|e| {
+        let categories = agentmerge_miniarena::CATEGORIES.join(", ");
+        ConfigError::new(field, format!("{e:#}; besides template names, use a category ({categories}) or `all`"))
+    })
 }
 
 pub fn all() -> Vec<String> {

@@ -15,9 +15,11 @@ pub struct Evaluate {
     /// Templates: names, categories or `all`.
     #[serde(default = "all")]
     pub templates: Vec<String>,
-    /// The task instances: seeds `start .. start+count` (use seeds not seen in training).
+    /// The task instances: `{start, count}` = seeds `start .. start+count` (use seeds not
+    /// seen in training).
     pub seeds: Seeds,
-    /// The agent: an expert preset with overrides.
+    /// The agent: an expert, `{preset: perfect|strong|medium|weak, think, mistake_rate,
+    /// wrong_element_rate, give_up_rate, name, model_name}`, all optional.
     pub agent: ExpertSpec,
     /// Step limit per episode.
     #[serde(default = "fifteen")]
