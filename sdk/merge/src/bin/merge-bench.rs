@@ -1,7 +1,8 @@
 //! merge-bench: measures merge throughput and memory against the machine's memory-copy
 //! bandwidth. Generates a base and N fine-tuned Llama-shaped checkpoints of about `--params`
-//! parameters, measures a large parallel memcpy as the floor, then times each method in a
-//! fresh child process (so peak RSS is the merge's alone) and prints a table.
+//! parameters, measures a large parallel memcpy as the floor, runs one untimed warm-up merge,
+//! then times each method in a fresh child process (so peak RSS is the merge's alone) and
+//! prints a table.
 //!
 //!     cargo run --release -p agentmerge-merge --bin merge-bench -- \
 //!         --params 1e9 --models 3 --dtype bf16 [--dir DIR] [--methods linear,ties] [--keep]
@@ -227,6 +228,11 @@ fn main() -> Result<()> {
     };
     let floor = run(&["--child-memcpy".into()])?[0];
     println!("memcpy floor (1 GiB, all cores, best of 5): {floor:.2} GB/s\n");
+    // One untimed merge first: the memcpy child's freed gigabytes and the freshly written
+    // inputs otherwise slow whichever method runs next by a second or more.
+    if let Some(first) = args.methods.first() {
+        run(&["--child-merge".into(), dir.display().to_string(), first.clone(), args.models.to_string()])?;
+    }
     println!("| method | compute s | total s (with fsync) | input read GB | input GB/s (compute) | % of memcpy | peak RSS MB | RSS % of one model |");
     println!("|---|---|---|---|---|---|---|---|");
     for method in &args.methods {
