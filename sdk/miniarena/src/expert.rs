@@ -444,19 +444,7 @@ impl Expert {
         let &i = candidates.choose(&mut self.rng)?;
         let other = page.bid(i).to_string();
         let mut a = plan.action.clone();
-        match &mut a {
-            Action::Click { bid }
-            | Action::Dblclick { bid }
-            | Action::Fill { bid, .. }
-            | Action::SelectOption { bid, .. }
-            | Action::Check { bid }
-            | Action::Uncheck { bid }
-            | Action::Hover { bid }
-            | Action::Press { bid, .. }
-            | Action::Focus { bid }
-            | Action::Clear { bid } => *bid = other,
-            _ => return None,
-        }
+        *a.target_bid_mut()? = other;
         Some(a)
     }
 

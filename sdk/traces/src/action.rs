@@ -103,6 +103,26 @@ impl Selection {
     }
 }
 
+/// `$body` with `$bid` bound to the target element of the actions that have one; `None`
+/// for the others.
+macro_rules! on_target {
+    ($action:expr, $bid:ident => $body:expr) => {
+        match $action {
+            Action::Click { $bid }
+            | Action::Dblclick { $bid }
+            | Action::Fill { $bid, .. }
+            | Action::SelectOption { $bid, .. }
+            | Action::Check { $bid }
+            | Action::Uncheck { $bid }
+            | Action::Hover { $bid }
+            | Action::Press { $bid, .. }
+            | Action::Focus { $bid }
+            | Action::Clear { $bid } => $body,
+            _ => None,
+        }
+    };
+}
+
 impl Action {
     /// The function name, e.g. `select_option`.
     pub fn name(&self) -> &'static str {
@@ -129,19 +149,12 @@ impl Action {
 
     /// The element the action acts on, if it acts on one.
     pub fn target_bid(&self) -> Option<&str> {
-        match self {
-            Action::Click { bid }
-            | Action::Dblclick { bid }
-            | Action::Fill { bid, .. }
-            | Action::SelectOption { bid, .. }
-            | Action::Check { bid }
-            | Action::Uncheck { bid }
-            | Action::Hover { bid }
-            | Action::Press { bid, .. }
-            | Action::Focus { bid }
-            | Action::Clear { bid } => Some(bid),
-            _ => None,
-        }
+        on_target!(self, bid => Some(bid.as_str()))
+    }
+
+    /// The element the action acts on, to change it.
+    pub fn target_bid_mut(&mut self) -> Option<&mut String> {
+        on_target!(self, bid => Some(bid))
     }
 }
 
