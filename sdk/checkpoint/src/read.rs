@@ -36,6 +36,7 @@ impl TensorInfo {
 
 struct Shard {
     path: PathBuf,
+    file: File,
     map: Mmap,
     data_start: usize,
     metadata: BTreeMap<String, String>,
@@ -260,7 +261,7 @@ impl Checkpoint {
                 return Err(CheckpointError::Tensor { path: path.to_path_buf(), tensor: w[1].2.clone(), message: format!("overlaps tensor `{}`", w[0].2) });
             }
         }
-        self.shards.push(Shard { path: path.to_path_buf(), map, data_start, metadata });
+        self.shards.push(Shard { path: path.to_path_buf(), file, map, data_start, metadata });
         Ok(())
     }
 
@@ -317,6 +318,26 @@ impl Checkpoint {
             shape: &info.shape,
             bytes: &map[shard.data_start + info.start..shard.data_start + info.end],
         })
+    }
+
+    /// Copies the bytes of elements `range` of a tensor into `buf` with one positioned read
+    /// (no page faults, nothing left mapped: what a streaming reader wants).
+    pub fn read_bytes(&self, name: &str, range: Range<usize>, buf: &mut Vec<u8>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let view = self.view(name)?;
+        let s = view.dtype.size();
+        let info = &self.tensors[name];
+        if range.end > info.numel() {
+            return Err(CheckpointError::Tensor {
+                path: self.dir.clone(),
+                tensor: name.to_string(),
+                message: format!("elements {range:?} are past the end of its {} elements", info.numel()),
+            });
+        }
+        let shard = &self.shards[info.shard];
+        let start = (shard.data_start + info.start + range.start * s) as u64;
+        buf.resize(range.len() * s, 0);
+        shard.file.read_exact_at(buf, start).map_err(|e| CheckpointError::io(&shard.path, e))
     }
 
     /// Tells the kernel the process is done with these elements of a tensor for now, so the

@@ -2,10 +2,11 @@
 //! parameters before reading any data, then merges tensors (element-wise strategies in
 //! chunks) in parallel with rayon, writing each result straight into the output shards.
 //!
-//! Memory: each worker holds one unit in flight — the decoded inputs of one tensor, or of
-//! one chunk of [`CHUNK_ELEMENTS`] for element-wise strategies — and the pages of the
-//! memory-mapped inputs are released after each unit, so the resident set stays a few
-//! tensors (or chunks) per input, never the model size.
+//! Memory: each worker holds one unit in flight — the decoded inputs of one tensor, of one
+//! chunk of [`CHUNK_ELEMENTS`] for element-wise strategies, or of one streaming chunk for
+//! strategies that stream — read with positioned reads (the inputs' memory maps are only
+//! used for headers and for copying non-float tensors, whose pages are released after), so
+//! the resident set stays a few tensors (or chunks) per input, never the model size.
 
 use std::{
     collections::BTreeSet,
@@ -15,7 +16,9 @@ use std::{
     time::Instant,
 };
 
-use agentmerge_checkpoint::{f32_to_bytes, f64_to_bytes, layer_index, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, TensorView, WriteOptions};
+use agentmerge_checkpoint::{
+    f32_to_bytes, f64_to_bytes, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, WriteOptions,
+};
 use rayon::prelude::*;
 
 use crate::{
@@ -170,8 +173,10 @@ pub fn run_merge(
         } else {
             ctx.merge_unit::<f32>(t, u)?
         };
-        for m in &all {
-            m.ck.release(&t.name, u.range.clone());
+        if !t.float {
+            for m in &all {
+                m.ck.release(&t.name, u.range.clone());
+            }
         }
         read.fetch_add(r, Ordering::Relaxed);
         written.fetch_add(w, Ordering::Relaxed);
@@ -384,15 +389,15 @@ fn layer_t(name: &str, layer: Option<usize>, num_layers: usize) -> f64 {
 
 /// Decoding and encoding for the two compute types.
 trait Elem: Float {
-    fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [Self]) -> Result<(), MergeError>;
+    fn decode(dtype: DType, bytes: &[u8], out: &mut [Self]);
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, Self>) -> anyhow::Result<Vec<Self>>;
     fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, Self>) -> anyhow::Result<()>;
     fn encode(values: &[Self], dtype: DType) -> Vec<u8>;
 }
 
 impl Elem for f32 {
-    fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [f32]) -> Result<(), MergeError> {
-        Ok(view.read_f32_into(range, out)?)
+    fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+        to_f32_into(dtype, bytes, out)
     }
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
         strategy.merge(job)
@@ -406,8 +411,8 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
-    fn decode(view: &TensorView<'_>, range: Range<usize>, out: &mut [f64]) -> Result<(), MergeError> {
-        Ok(view.read_f64_into(range, out)?)
+    fn decode(dtype: DType, bytes: &[u8], out: &mut [f64]) {
+        to_f64_into(dtype, bytes, out)
     }
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
         strategy.merge_f64(job)
@@ -438,9 +443,16 @@ impl Context<'_> {
     }
 
     fn load<T: Elem>(&self, m: &Model, name: &str, range: Range<usize>) -> Result<(Vec<T>, u64), MergeError> {
+        // A positioned read into a per-thread buffer, then decode: no page faults on a mapping,
+        // and nothing stays resident once the unit is done.
+        thread_local!(static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
         let view = m.ck.view(name)?;
         let mut buf = vec![T::zero(); range.len()];
-        T::decode(&view, range.clone(), &mut buf)?;
+        RAW.with_borrow_mut(|raw| -> Result<(), MergeError> {
+            m.ck.read_bytes(name, range.clone(), raw)?;
+            T::decode(view.dtype, raw, &mut buf);
+            Ok(())
+        })?;
         // A branch-free scan first (it vectorizes); the position only when something is off.
         let bad = buf.iter().fold(false, |bad, x| bad | !x.is_finite());
         if let Some(i) = buf.iter().position(|x| bad && !x.is_finite()) {
@@ -454,7 +466,7 @@ impl Context<'_> {
     }
 
     /// Merges one tensor through [`Strategy::merge_stream`]: the strategy reads chunks of
-    /// the inputs as often as it needs (pages are released after each read) and writes the
+    /// the inputs as often as it needs and writes the
     /// output chunk by chunk. Returns (input bytes, output bytes), counting each input once.
     fn stream_tensor<T: Elem>(&self, t: &TensorPlan) -> Result<(u64, u64), MergeError> {
         let numel = t.shape.iter().product::<u64>() as usize;
@@ -466,7 +478,6 @@ impl Context<'_> {
             error.lock().unwrap().get_or_insert(e);
             anyhow::anyhow!(msg)
         };
-        let released = std::sync::Mutex::new(0usize);
         let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
             c.base = match self.base {
                 Some(b) => Some(self.load::<T>(b, &t.name, r.clone()).map_err(keep)?.0),
@@ -475,18 +486,6 @@ impl Context<'_> {
             c.values.clear();
             for m in self.models {
                 c.values.push(self.load::<T>(m, &t.name, r.clone()).map_err(keep)?.0);
-            }
-            // Drop the pages read so far every CHUNK_ELEMENTS (not every chunk: each release
-            // costs TLB shootdowns); passes start again at 0.
-            let mut from = released.lock().unwrap();
-            if r.start == 0 {
-                *from = 0;
-            }
-            if r.end - *from >= CHUNK_ELEMENTS || r.end == numel {
-                for m in &all {
-                    m.ck.release(&t.name, *from..r.end);
-                }
-                *from = r.end;
             }
             c.range = r;
             Ok(())
