@@ -1,5 +1,5 @@
 //! Merging Hugging Face checkpoints, tensor by tensor: mergekit's methods and AgentMerge's
-//! θ = θ_instruct + λ·(θ_agent − θ_base), streamed from memory-mapped inputs to a
+//! θ = θ_instruct + λ·(θ_agent − θ_base), streamed chunk by chunk from the inputs to a
 //! [`CheckpointWriter`](agentmerge_checkpoint::CheckpointWriter) in parallel, with memory
 //! bounded by a few tensors per input.
 //!
