@@ -3,6 +3,7 @@
 //! counting the samples that cannot be trained on, then written as an SFT token file with a
 //! readable preview.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::{
     fmt::Write as _,
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::{
-    dataset::{encode_example, Example, SftWriter},
+    dataset::{encode_example_with, Example, SftWriter},
     prompt::{fit_prompt, DropReason, PromptOptions, StepPrompt},
     template::ChatTemplate,
     tokenizer::encode,
@@ -185,7 +186,6 @@ pub fn build_examples(
     if cfg.max_len == 0 {
         bail!("SFT build: max_len must be at least 1");
     }
-    let count = |s: &str| -> anyhow::Result<usize> { Ok(encode(tok, s)?.len()) };
     // Every action step is independent: build them in parallel, keep them in order.
     let steps: Vec<(&Episode, usize)> =
         episodes.iter().flat_map(|e| e.steps.iter().enumerate().filter(|(_, s)| s.action.is_some()).map(move |(i, _)| (e, i))).collect();
@@ -194,6 +194,22 @@ pub fn build_examples(
         .map(|&(e, i)| -> anyhow::Result<Result<BuiltExample, DroppedSample>> {
             let s = &e.steps[i];
             let action = s.action.as_deref().expect("action steps only");
+            // The response and the fitted prompt are counted and then encoded again: remember
+            // the last few encodings instead of running the tokenizer twice.
+            let recent: RefCell<Vec<(String, Vec<u32>)>> = RefCell::new(Vec::new());
+            let encode_recent = |text: &str| -> anyhow::Result<Vec<u32>> {
+                if let Some((_, ids)) = recent.borrow().iter().find(|(t, _)| t == text) {
+                    return Ok(ids.clone());
+                }
+                let ids = encode(tok, text)?;
+                let mut r = recent.borrow_mut();
+                if r.len() == 3 {
+                    r.remove(1); // keep the first (the response), replace the older prompts
+                }
+                r.push((text.to_string(), ids.clone()));
+                Ok(ids)
+            };
+            let count = |text: &str| -> anyhow::Result<usize> { Ok(encode_recent(text)?.len()) };
             let agent = format!("{}/{}", e.agent.model_name, e.agent.agent_name);
             let id = SampleId { task_name: e.task_name.clone(), seed: e.seed, agent, step: s.step };
             let drop = |reason, deleted_lines, detail: String| Err(DroppedSample { id: id.clone(), reason, deleted_lines, detail });
@@ -218,7 +234,7 @@ pub fn build_examples(
                 }
                 None => {}
             }
-            Ok(match encode_example(tok, template, &fitted.messages, &response, cfg.max_len)? {
+            Ok(match encode_example_with(&encode_recent, template, &fitted.messages, &response, cfg.max_len)? {
                 Some(example) => Ok(BuiltExample { id, example, response, deleted_lines: fitted.deleted_lines }),
                 None => drop(SampleDrop::TooLong, fitted.deleted_lines, "longer than max_len once encoded".into()),
             })

@@ -37,9 +37,21 @@ pub struct Example {
 /// generation prompt), then the response and the end-of-sequence token. Only the response and
 /// the EOS are in the loss. Returns `None` when the example is longer than `max_len`.
 pub fn encode_example(tok: &Tokenizer, template: &ChatTemplate, prompt: &[Message], response: &str, max_len: usize) -> anyhow::Result<Option<Example>> {
+    encode_example_with(&|text| crate::tokenizer::encode(tok, text), template, prompt, response, max_len)
+}
+
+/// [`encode_example`] with the encoder given as a function (e.g. one that remembers texts it
+/// has just encoded).
+pub fn encode_example_with(
+    encode: &dyn Fn(&str) -> anyhow::Result<Vec<u32>>,
+    template: &ChatTemplate,
+    prompt: &[Message],
+    response: &str,
+    max_len: usize,
+) -> anyhow::Result<Option<Example>> {
     let prompt_text = template.render(prompt, true)?;
-    let p = crate::tokenizer::encode(tok, &prompt_text)?;
-    let r = crate::tokenizer::encode(tok, &format!("{response}{}", template.eos_token))?;
+    let p = encode(&prompt_text)?;
+    let r = encode(&format!("{response}{}", template.eos_token))?;
     if p.len() + r.len() > max_len {
         return Ok(None);
     }
