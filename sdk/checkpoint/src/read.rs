@@ -59,6 +59,9 @@ pub struct TensorView<'a> {
     pub dtype: DType,
     pub shape: &'a [u64],
     pub bytes: &'a [u8],
+    /// The open shard and where `bytes` start in it, for [`TensorView::read_into`].
+    handle: &'a File,
+    offset: u64,
 }
 
 impl TensorView<'_> {
@@ -89,6 +92,17 @@ impl TensorView<'_> {
             });
         }
         Ok(&self.bytes[range.start * s..range.end * s])
+    }
+
+    /// Copies the bytes of elements `range` into `buf` with one positioned read of the file,
+    /// not through the memory map: no page faults, nothing left resident (what a streaming
+    /// reader wants).
+    pub fn read_into(&self, range: Range<usize>, buf: &mut Vec<u8>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = self.bytes_of(range.clone())?.len();
+        buf.resize(len, 0);
+        let at = self.offset + (range.start * self.dtype.size()) as u64;
+        self.handle.read_exact_at(buf, at).map_err(|e| CheckpointError::io(self.file, e))
     }
 
     /// Decodes elements `range` into `out` (`out.len() == range.len()`), for streaming big
@@ -317,27 +331,9 @@ impl Checkpoint {
             dtype: info.dtype,
             shape: &info.shape,
             bytes: &map[shard.data_start + info.start..shard.data_start + info.end],
+            handle: &shard.file,
+            offset: (shard.data_start + info.start) as u64,
         })
-    }
-
-    /// Copies the bytes of elements `range` of a tensor into `buf` with one positioned read
-    /// (no page faults, nothing left mapped: what a streaming reader wants).
-    pub fn read_bytes(&self, name: &str, range: Range<usize>, buf: &mut Vec<u8>) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        let view = self.view(name)?;
-        let s = view.dtype.size();
-        let info = &self.tensors[name];
-        if range.end > info.numel() {
-            return Err(CheckpointError::Tensor {
-                path: self.dir.clone(),
-                tensor: name.to_string(),
-                message: format!("elements {range:?} are past the end of its {} elements", info.numel()),
-            });
-        }
-        let shard = &self.shards[info.shard];
-        let start = (shard.data_start + info.start + range.start * s) as u64;
-        buf.resize(range.len() * s, 0);
-        shard.file.read_exact_at(buf, start).map_err(|e| CheckpointError::io(&shard.path, e))
     }
 
     /// Tells the kernel the process is done with these elements of a tensor for now, so the

@@ -81,6 +81,11 @@ fn single_and_sharded_round_trip() {
             v.read_f32_into(2..5, &mut part).unwrap();
             assert!(v.read_f32_into(2..500, &mut part).is_err());
             assert_eq!(&part[..], &got[2..5]);
+            // positioned reads return the mapped bytes
+            let mut raw = Vec::new();
+            v.read_into(2..5, &mut raw).unwrap();
+            assert_eq!(raw, v.bytes_of(2..5).unwrap());
+            assert!(v.read_into(2..500, &mut raw).is_err());
         }
         if max == 400 {
             assert!(dir.join("model.safetensors.index.json").exists());

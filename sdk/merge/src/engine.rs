@@ -449,7 +449,7 @@ impl Context<'_> {
         let view = m.ck.view(name)?;
         let mut buf = vec![T::zero(); range.len()];
         RAW.with_borrow_mut(|raw| -> Result<(), MergeError> {
-            m.ck.read_bytes(name, range.clone(), raw)?;
+            view.read_into(range.clone(), raw)?;
             T::decode(view.dtype, raw, &mut buf);
             Ok(())
         })?;

@@ -151,7 +151,6 @@ impl TaskArithmetic {
         let align = if deltas.iter().any(|d| matches!(d.sparse, Sparse::Della(..))) { sparsify::della_group(s.shape) } else { 1 };
         let chunks = s.chunks(align);
         let mut chunk = Chunk::default();
-        let mut work: Vec<Vec<T>> = vec![Vec::new(); deltas.len()];
 
         // Statistics: L1 norms before sparsifying, and the radix passes of rank selections.
         let rescaling = rescale && deltas.iter().any(|d| !matches!(d.sparse, Sparse::None));
@@ -202,17 +201,14 @@ impl TaskArithmetic {
         // Rescaling: the L1 norm of what is kept (the same draws as the output pass).
         if rescaling {
             let mut l1_after = vec![0.0f64; deltas.len()];
-            let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
-            let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
-            for r in &chunks {
-                s.read(r.clone(), &mut chunk)?;
-                for (i, d) in deltas.iter().enumerate() {
-                    d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
-                    for v in &work[i] {
-                        l1_after[i] += v.abs().to_f64().unwrap_or(0.0);
+            sparsified_pass(s, &chunks, &deltas, |_, work| {
+                for (l1, w) in l1_after.iter_mut().zip(work.iter()) {
+                    for v in w {
+                        *l1 += v.abs().to_f64().unwrap_or(0.0);
                     }
                 }
-            }
+                Ok(())
+            })?;
             for (i, d) in deltas.iter_mut().enumerate() {
                 if !matches!(d.sparse, Sparse::None) && l1_before[i] >= 1e-7 && l1_after[i] >= 1e-7 {
                     d.scale = Some(T::of(l1_before[i] / l1_after[i]));
@@ -221,29 +217,24 @@ impl TaskArithmetic {
         }
 
         // The output.
-        let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
-        let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
         let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
         let mut out = Vec::new();
-        for r in &chunks {
-            s.read(r.clone(), &mut chunk)?;
-            for (i, d) in deltas.iter().enumerate() {
-                d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
-                let (scale, w) = (d.scale, d.weight);
-                for v in &mut work[i] {
-                    if let Some(c) = scale {
+        sparsified_pass(s, &chunks, &deltas, |chunk, work| {
+            for (d, w) in deltas.iter().zip(work.iter_mut()) {
+                for v in w.iter_mut() {
+                    if let Some(c) = d.scale {
                         *v = *v * c;
                     }
-                    *v = *v * w;
+                    *v = *v * d.weight;
                 }
             }
             let onto = match target {
                 Some(t) => &chunk.values[t],
                 None => chunk.base.as_ref().expect("base present"),
             };
-            combine(&work, &weights, consensus, normalize, lambda, onto, &mut out);
-            s.write(r.start, &out)?;
-        }
+            combine(work, &weights, consensus, normalize, lambda, onto, &mut out);
+            s.write(chunk.range.start, &out)
+        })?;
         Ok(())
     }
 }
@@ -284,6 +275,28 @@ impl TaskArithmetic {
         }
         Ok(mixed)
     }
+}
+
+/// One pass over the chunks with every model's task vector sparsified: fresh random
+/// generators and masks, so each pass makes the same draws and keeps the same elements.
+fn sparsified_pass<T: Float>(
+    s: &TensorStream<'_, T>,
+    chunks: &[Range<usize>],
+    deltas: &[Delta<T>],
+    mut each: impl FnMut(&Chunk<T>, &mut [Vec<T>]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
+    let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
+    let mut chunk = Chunk::default();
+    let mut work: Vec<Vec<T>> = vec![Vec::new(); deltas.len()];
+    for r in chunks {
+        s.read(r.clone(), &mut chunk)?;
+        for (i, d) in deltas.iter().enumerate() {
+            d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
+        }
+        each(&chunk, &mut work)?;
+    }
+    Ok(())
 }
 
 /// How one task vector is sparsified.
