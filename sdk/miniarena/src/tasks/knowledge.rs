@@ -156,6 +156,21 @@ fn paragraphs(rng: &mut Rng, bank: &[&str], n: usize) -> Vec<Block> {
     order.iter().cycle().take(n).map(|s| Block::Para(s.to_string())).collect()
 }
 
+/// The other articles a search turns up: one about each of a random number (in `counts`) of
+/// the subjects of `pool` other than `subject`, in a random order.
+fn distractors(
+    rng: &mut Rng,
+    pool: &[&'static str],
+    subject: &str,
+    counts: std::ops::RangeInclusive<usize>,
+    mut article: impl FnMut(&mut Rng, &'static str) -> Article,
+) -> Vec<Article> {
+    let mut others: Vec<&'static str> = pool.iter().copied().filter(|o| *o != subject).collect();
+    others.shuffle(rng);
+    let n = rng.random_range(counts);
+    others.into_iter().take(n).map(|o| article(rng, o)).collect()
+}
+
 fn article(rng: &mut Rng, title: String, category: &str, body: Vec<Block>) -> Article {
     Article {
         number: String::new(),
@@ -486,17 +501,10 @@ pub(crate) fn travel_policy(name: &'static str, seed: u64) -> Instance {
         }
     };
     let target = travel_article(&mut rng, city, &t);
-    let mut others: Vec<&str> = LOCATIONS.iter().copied().filter(|c| *c != city).collect();
-    others.shuffle(&mut rng);
-    let n_others = rng.random_range(4..=7);
-    let distractors = others
-        .iter()
-        .take(n_others)
-        .map(|c| {
-            let t = Travel::random(&mut rng);
-            travel_article(&mut rng, c, &t)
-        })
-        .collect();
+    let distractors = distractors(&mut rng, LOCATIONS, city, 4..=7, |rng, c| {
+        let t = Travel::random(rng);
+        travel_article(rng, c, &t)
+    });
     let query = format!("travel guidelines {city}");
     kb_instance(&mut rng, question, target, distractors, query, Reply { answer, message, decoys })
 }
@@ -515,16 +523,10 @@ pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
     let rows = random_contact_rows(&mut rng, Some((city, ext)));
     let decoys: Vec<String> = rows.iter().filter(|r| r.1 != ext).map(|r| r.1.to_string()).collect();
     let target = contact_article(&mut rng, team, &rows);
-    let mut others: Vec<&str> = TEAMS.iter().copied().filter(|t| *t != team).collect();
-    others.shuffle(&mut rng);
-    let distractors = others
-        .iter()
-        .take(rng.random_range(3..=6))
-        .map(|t| {
-            let rows = random_contact_rows(&mut rng, None);
-            contact_article(&mut rng, t, &rows)
-        })
-        .collect();
+    let distractors = distractors(&mut rng, TEAMS, team, 3..=6, |rng, t| {
+        let rows = random_contact_rows(rng, None);
+        contact_article(rng, t, &rows)
+    });
     kb_instance(
         &mut rng,
         question,
@@ -551,16 +553,10 @@ pub(crate) fn approved_version(name: &'static str, seed: u64) -> Instance {
     decoys.push(random_version(&mut rng));
     decoys.retain(|d| *d != version);
     let target = version_article(&mut rng, software, &rows);
-    let mut others: Vec<&str> = SOFTWARE.iter().copied().filter(|s| *s != software).collect();
-    others.shuffle(&mut rng);
-    let distractors = others
-        .iter()
-        .take(rng.random_range(3..=6))
-        .map(|s| {
-            let rows = random_version_rows(&mut rng, None);
-            version_article(&mut rng, s, &rows)
-        })
-        .collect();
+    let distractors = distractors(&mut rng, SOFTWARE, software, 3..=6, |rng, s| {
+        let rows = random_version_rows(rng, None);
+        version_article(rng, s, &rows)
+    });
     kb_instance(
         &mut rng,
         question,
