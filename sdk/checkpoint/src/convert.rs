@@ -2,52 +2,98 @@
 
 #[cfg(test)]
 use half::bf16;
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 
-use crate::DType;
+use crate::{vectorized, DType};
 
-/// Decodes `bytes` of `dtype` into `out` (exactly `out.len()` elements).
-pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+/// How far ahead of the decode loops to prefetch: one page, because the hardware prefetchers
+/// stop at page boundaries and the page cache's pages are scattered in physical memory
+/// (measured: about 5% off a bf16 merge).
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Asks for the cache line `PREFETCH_AHEAD` bytes after `p` (never faults, even past the end).
+#[inline(always)]
+fn prefetch_ahead(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it does not fault on any address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.wrapping_add(PREFETCH_AHEAD) as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Decodes `bytes` of `dtype` into `out` (exactly `out.len()` elements); returns whether
+/// every value is finite (no NaN or ±Inf), checked in the same pass.
+pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
+    let bytes = &bytes[..out.len() * dtype.size()];
     match dtype {
         // Aligned little-endian data (the usual case) is reinterpreted in place, so the loops
         // vectorize; unaligned data goes byte by byte.
         DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
-            Ok(v) if cfg!(target_endian = "little") => out.copy_from_slice(&v[..out.len()]),
+            Ok(v) if cfg!(target_endian = "little") => vectorized!({
+                let mut bad = false;
+                for (os, xs) in out.chunks_mut(16).zip(v.chunks(16)) {
+                    prefetch_ahead(xs.as_ptr() as *const u8);
+                    for (o, x) in os.iter_mut().zip(xs) {
+                        *o = *x;
+                        bad |= x.to_bits() & 0x7F80_0000 == 0x7F80_0000;
+                    }
+                }
+                !bad
+            }),
             _ => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
                     *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
+                out.iter().all(|x| x.is_finite())
             }
         },
         DType::BF16 => match bytemuck::try_cast_slice::<u8, u16>(bytes) {
-            Ok(v) if cfg!(target_endian = "little") => {
-                for (o, b) in out.iter_mut().zip(v) {
-                    *o = f32::from_bits((*b as u32) << 16);
+            Ok(v) if cfg!(target_endian = "little") => vectorized!({
+                let mut bad = false;
+                for (os, bs) in out.chunks_mut(32).zip(v.chunks(32)) {
+                    prefetch_ahead(bs.as_ptr() as *const u8);
+                    for (o, b) in os.iter_mut().zip(bs) {
+                        *o = f32::from_bits((*b as u32) << 16);
+                        bad |= *b & 0x7F80 == 0x7F80;
+                    }
                 }
-            }
+                !bad
+            }),
             _ => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
                     *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
                 }
+                out.iter().all(|x| x.is_finite())
             }
         },
-        DType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+        DType::F16 => match bytemuck::try_cast_slice::<u8, f16>(bytes) {
+            // `half` converts slices with F16C when the CPU has it.
+            Ok(v) if cfg!(target_endian = "little") => {
+                v.convert_to_f32_slice(out);
+                vectorized!(!v.iter().fold(false, |bad, h| bad | (h.to_bits() & 0x7C00 == 0x7C00)))
             }
-        }
+            _ => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                }
+                out.iter().all(|x| x.is_finite())
+            }
+        },
         _ => {
             let mut tmp = vec![0f64; out.len()];
             to_f64_into(dtype, bytes, &mut tmp);
             for (o, v) in out.iter_mut().zip(tmp) {
                 *o = v as f32;
             }
+            out.iter().all(|x| x.is_finite())
         }
     }
 }
 
-/// Decodes `bytes` of `dtype` into `out` as f64.
-pub fn to_f64_into(dtype: DType, bytes: &[u8], out: &mut [f64]) {
+/// Decodes `bytes` of `dtype` into `out` as f64; returns whether every value is finite.
+pub fn to_f64_into(dtype: DType, bytes: &[u8], out: &mut [f64]) -> bool {
     match dtype {
         DType::F64 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
@@ -77,6 +123,7 @@ pub fn to_f64_into(dtype: DType, bytes: &[u8], out: &mut [f64]) {
             }
         }
     }
+    vectorized!(!out.iter().fold(false, |bad, x| bad | !x.is_finite()))
 }
 
 /// f32 → bf16 bits, rounding to nearest even (NaN stays a quiet NaN), without branches so
@@ -92,46 +139,75 @@ fn bf16_bits(v: f32) -> u16 {
     }
 }
 
-/// Encodes f32 values as `dtype` into `out` (`values.len() * dtype.size()` bytes).
-pub fn cast_f32_into(values: &[f32], dtype: DType, out: &mut [u8]) {
+/// Encodes f32 values as `dtype` into `out` (`values.len() * dtype.size()` bytes); returns
+/// whether every encoded value is finite (for f16 and bf16: also that none overflowed to
+/// ±Inf), checked in the same pass.
+pub fn cast_f32_into(values: &[f32], dtype: DType, out: &mut [u8]) -> bool {
+    let finite = |values: &[f32]| !values.iter().fold(false, |bad, x| bad | !x.is_finite());
     match dtype {
-        DType::F32 => out.copy_from_slice(bytemuck::cast_slice(values)),
+        DType::F32 => {
+            out.copy_from_slice(bytemuck::cast_slice(values));
+            vectorized!(finite(values))
+        }
         DType::BF16 => match bytemuck::try_cast_slice_mut::<u8, u16>(out) {
-            Ok(o) if cfg!(target_endian = "little") => {
+            Ok(o) if cfg!(target_endian = "little") => vectorized!({
+                let mut bad = false;
                 for (o, v) in o.iter_mut().zip(values) {
                     *o = bf16_bits(*v);
+                    // On the output, so a finite f32 that rounds to ±Inf counts too.
+                    bad |= *o & 0x7F80 == 0x7F80;
                 }
-            }
+                !bad
+            }),
             _ => {
+                let mut bad = false;
                 for (c, v) in out.chunks_exact_mut(2).zip(values) {
-                    c.copy_from_slice(&bf16_bits(*v).to_le_bytes());
+                    let b = bf16_bits(*v);
+                    c.copy_from_slice(&b.to_le_bytes());
+                    bad |= b & 0x7F80 == 0x7F80;
                 }
+                !bad
             }
         },
-        DType::F16 => {
-            for (c, v) in out.chunks_exact_mut(2).zip(values) {
-                c.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+        DType::F16 => match bytemuck::try_cast_slice_mut::<u8, f16>(out) {
+            Ok(o) if cfg!(target_endian = "little") => {
+                o.convert_from_f32_slice(values);
+                // On the output, so values beyond ±65504 (which become ±Inf) count too.
+                vectorized!(!o.iter().fold(false, |bad, h| bad | (h.to_bits() & 0x7C00 == 0x7C00)))
             }
-        }
+            _ => {
+                let mut bad = false;
+                for (c, v) in out.chunks_exact_mut(2).zip(values) {
+                    let h = f16::from_f32(*v).to_bits();
+                    c.copy_from_slice(&h.to_le_bytes());
+                    bad |= h & 0x7C00 == 0x7C00;
+                }
+                !bad
+            }
+        },
         DType::F64 => {
             for (c, v) in out.chunks_exact_mut(8).zip(values) {
                 c.copy_from_slice(&(*v as f64).to_le_bytes());
             }
+            finite(values)
         }
         DType::I64 => {
             for (c, v) in out.chunks_exact_mut(8).zip(values) {
                 c.copy_from_slice(&(v.round() as i64).to_le_bytes());
             }
+            finite(values)
         }
         DType::I32 => {
             for (c, v) in out.chunks_exact_mut(4).zip(values) {
                 c.copy_from_slice(&(v.round() as i32).to_le_bytes());
             }
+            finite(values)
         }
         DType::U8 | DType::Bool => {
             for (c, v) in out.iter_mut().zip(values) {
                 *c = v.round().clamp(0.0, 255.0) as u8;
             }
+            finite(values)
         }
     }
 }

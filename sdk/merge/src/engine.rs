@@ -16,9 +16,7 @@ use std::{
     time::Instant,
 };
 
-use agentmerge_checkpoint::{
-    f32_to_bytes, f64_to_bytes, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, WriteOptions,
-};
+use agentmerge_checkpoint::{cast_f32_into, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, WriteOptions};
 use rayon::prelude::*;
 
 use crate::{
@@ -35,6 +33,11 @@ const STREAM_CHUNK_ELEMENTS: usize = 1 << 16;
 /// Element-wise units are computed in blocks of this many elements, so the decoded inputs
 /// and the output of a block stay in the core's cache.
 const BLOCK_ELEMENTS: usize = 1 << 14;
+
+/// Element-wise output is written every this many elements: large enough that the writes
+/// cost few system calls, small enough that the bytes are still in cache when the kernel
+/// copies them.
+const WRITE_ELEMENTS: usize = 1 << 17;
 
 /// What a finished merge did.
 #[derive(Clone, Debug)]
@@ -389,14 +392,17 @@ fn layer_t(name: &str, layer: Option<usize>, num_layers: usize) -> f64 {
 
 /// Decoding and encoding for the two compute types.
 trait Elem: Float {
-    fn decode(dtype: DType, bytes: &[u8], out: &mut [Self]);
+    /// Decodes `bytes` into `out`; false when a value is NaN or infinite.
+    fn decode(dtype: DType, bytes: &[u8], out: &mut [Self]) -> bool;
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, Self>) -> anyhow::Result<Vec<Self>>;
     fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, Self>) -> anyhow::Result<()>;
-    fn encode(values: &[Self], dtype: DType) -> Vec<u8>;
+    /// Appends `values` encoded as `dtype` to `out`; false when a value (after the cast) is
+    /// NaN or infinite.
+    fn encode(values: &[Self], dtype: DType, out: &mut Vec<u8>) -> bool;
 }
 
 impl Elem for f32 {
-    fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
         to_f32_into(dtype, bytes, out)
     }
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
@@ -405,13 +411,15 @@ impl Elem for f32 {
     fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, f32>) -> anyhow::Result<()> {
         strategy.merge_stream(s)
     }
-    fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
-        f32_to_bytes(values, dtype)
+    fn encode(values: &[f32], dtype: DType, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        out.resize(start + values.len() * dtype.size(), 0);
+        cast_f32_into(values, dtype, &mut out[start..])
     }
 }
 
 impl Elem for f64 {
-    fn decode(dtype: DType, bytes: &[u8], out: &mut [f64]) {
+    fn decode(dtype: DType, bytes: &[u8], out: &mut [f64]) -> bool {
         to_f64_into(dtype, bytes, out)
     }
     fn merge(strategy: &dyn Strategy, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
@@ -420,9 +428,29 @@ impl Elem for f64 {
     fn merge_stream(strategy: &dyn Strategy, s: &TensorStream<'_, f64>) -> anyhow::Result<()> {
         strategy.merge_stream_f64(s)
     }
-    fn encode(values: &[f64], dtype: DType) -> Vec<u8> {
-        f64_to_bytes(values, dtype)
+    fn encode(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> bool {
+        if dtype == DType::F64 {
+            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            return values.iter().all(|v| v.is_finite());
+        }
+        let narrow: Vec<f32> = values.iter().map(|v| *v as f32).collect();
+        f32::encode(&narrow, dtype, out)
     }
+}
+
+/// The first element of `values` that is NaN or infinite, as (index, value).
+fn first_bad<T: Float>(values: &[T]) -> Option<(usize, T)> {
+    values.iter().position(|x| !x.is_finite()).map(|i| (i, values[i]))
+}
+
+/// Says what went wrong when merged values (starting at element `start`) failed to encode
+/// as finite `dtype` values.
+fn bad_output<T: Float>(values: &[T], start: usize, dtype: DType) -> String {
+    let what = match first_bad(values) {
+        Some((i, x)) => format!("the merge produced {x:?} at element {}", start + i),
+        None => format!("the merge produced a value too large for {dtype} (it would be ±Inf)"),
+    };
+    format!("{what}; check the parameters (weights summing to zero, extreme lambda) or choose a wider `out_dtype`")
 }
 
 struct Context<'a> {
@@ -442,27 +470,34 @@ impl Context<'_> {
         Ok((v.bytes.len() as u64, v.bytes.len() as u64))
     }
 
-    fn load<T: Elem>(&self, m: &Model, name: &str, range: Range<usize>) -> Result<(Vec<T>, u64), MergeError> {
+    /// Reads and decodes elements `range` of a tensor of `m` into `out` (resized to fit);
+    /// returns the bytes read. NaN or Inf is an error naming the element.
+    fn load<T: Elem>(&self, m: &Model, name: &str, range: Range<usize>, out: &mut Vec<T>) -> Result<u64, MergeError> {
         // A positioned read into a per-thread buffer, then decode: no page faults on a mapping,
         // and nothing stays resident once the unit is done.
         thread_local!(static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+        RAW.with_borrow_mut(|raw| {
+            m.ck.view(name)?.read_into(range.clone(), raw)?;
+            self.decode(m, name, raw, range.start, out)?;
+            Ok(raw.len() as u64)
+        })
+    }
+
+    /// Decodes `raw`, the bytes of a tensor of `m` from element `start` on, into `out`
+    /// (resized to fit). NaN or Inf is an error naming the element.
+    fn decode<T: Elem>(&self, m: &Model, name: &str, raw: &[u8], start: usize, out: &mut Vec<T>) -> Result<(), MergeError> {
         let view = m.ck.view(name)?;
-        let mut buf = vec![T::zero(); range.len()];
-        RAW.with_borrow_mut(|raw| -> Result<(), MergeError> {
-            view.read_into(range.clone(), raw)?;
-            T::decode(view.dtype, raw, &mut buf);
-            Ok(())
-        })?;
-        // A branch-free scan first (it vectorizes); the position only when something is off.
-        let bad = buf.iter().fold(false, |bad, x| bad | !x.is_finite());
-        if let Some(i) = buf.iter().position(|x| bad && !x.is_finite()) {
-            return Err(MergeError::Tensor {
-                tensor: name.to_string(),
-                models: m.label.clone(),
-                message: format!("element {} is {:?} in {} ({}); fix or re-export that checkpoint", range.start + i, buf[i], m.label, view.file.display()),
-            });
+        // Resizing only when the length changes: the decode overwrites every element.
+        out.resize(raw.len() / view.dtype.size(), T::zero());
+        if T::decode(view.dtype, raw, out) {
+            return Ok(());
         }
-        Ok((buf, (range.len() * view.dtype.size()) as u64))
+        let (i, x) = first_bad(out).unwrap_or((0, T::zero()));
+        Err(MergeError::Tensor {
+            tensor: name.to_string(),
+            models: m.label.clone(),
+            message: format!("element {} is {x:?} in {} ({}); fix or re-export that checkpoint", start + i, m.label, view.file.display()),
+        })
     }
 
     /// Merges one tensor through [`Strategy::merge_stream`]: the strategy reads chunks of
@@ -479,24 +514,25 @@ impl Context<'_> {
             anyhow::anyhow!(msg)
         };
         let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
-            c.base = match self.base {
-                Some(b) => Some(self.load::<T>(b, &t.name, r.clone()).map_err(keep)?.0),
-                None => None,
-            };
-            c.values.clear();
-            for m in self.models {
-                c.values.push(self.load::<T>(m, &t.name, r.clone()).map_err(keep)?.0);
+            match self.base {
+                Some(b) => {
+                    self.load(b, &t.name, r.clone(), c.base.get_or_insert_with(Vec::new)).map_err(keep)?;
+                }
+                None => c.base = None,
+            }
+            c.values.resize_with(self.models.len(), Vec::new);
+            for (m, v) in self.models.iter().zip(&mut c.values) {
+                self.load(m, &t.name, r.clone(), v).map_err(keep)?;
             }
             c.range = r;
             Ok(())
         };
         let written = AtomicU64::new(0);
         let write = |start: usize, v: &[T]| -> anyhow::Result<()> {
-            let bad = v.iter().fold(false, |bad, x| bad | !x.is_finite());
-            if let Some(i) = v.iter().position(|x| bad && !x.is_finite()) {
-                anyhow::bail!("the merge produced {:?} at element {}; check the parameters (weights summing to zero, extreme lambda)", v[i], start + i);
+            let mut bytes = Vec::new();
+            if !T::encode(v, t.out_dtype, &mut bytes) {
+                anyhow::bail!(bad_output(v, start, t.out_dtype));
             }
-            let bytes = T::encode(v, t.out_dtype);
             self.writer.write_tensor_part(&t.name, start, &bytes).map_err(|e| keep(e.into()))?;
             written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Ok(())
@@ -538,50 +574,63 @@ impl Context<'_> {
         Ok((read_bytes, w))
     }
 
-    /// Merges one unit: element-wise strategies block by block, the others whole.
+    /// Merges one unit: element-wise strategies block by block, the others whole. Each
+    /// input's part of the unit is mapped in with one call ([`TensorView::populate`]) and
+    /// decoded straight from the page cache a cache-sized block at a time; the output goes
+    /// out every [`WRITE_ELEMENTS`], while it is still in cache.
     fn merge_unit<T: Elem>(&self, t: &TensorPlan, u: &Unit) -> Result<(u64, u64), MergeError> {
-        let mut read = 0;
         let block = if self.strategy.elementwise() { BLOCK_ELEMENTS } else { usize::MAX };
-        // The unit's output is written with one call: fewer syscalls, less contention on the
-        // output file between workers.
-        let mut bytes = Vec::with_capacity(u.range.len() * t.out_dtype.size());
-        let mut start = u.range.start;
-        while start < u.range.end {
-            let end = start.saturating_add(block).min(u.range.end);
-            read += self.merge_block::<T>(t, start..end, &mut bytes)?;
-            start = end;
+        let inputs: Vec<&Model> = self.base.into_iter().chain(self.models).collect();
+        let mut mapped = Vec::with_capacity(inputs.len());
+        for m in &inputs {
+            mapped.push(m.ck.view(&t.name)?.populate(u.range.clone())?);
         }
-        self.writer.write_tensor_part(&t.name, u.range.start, &bytes)?;
-        let written = bytes.len() as u64;
+        let result = self.merge_mapped::<T>(t, u, &inputs, &mapped, block);
+        for m in &inputs {
+            m.ck.release(&t.name, u.range.clone());
+        }
+        let written = result?;
         if u.whole || t.chunks.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.writer.mark_written(&t.name)?;
         }
-        Ok((read, written))
+        Ok((mapped.iter().map(|b| b.len() as u64).sum(), written))
     }
 
-    /// Merges elements `range` of a tensor, appending the encoded output to `bytes`; returns
-    /// the input bytes read.
-    fn merge_block<T: Elem>(&self, t: &TensorPlan, range: Range<usize>, bytes: &mut Vec<u8>) -> Result<u64, MergeError> {
-        let u = Unit { tensor: 0, range, whole: false, streamed: false };
-        let mut read = 0;
-        let base = match self.base {
-            Some(b) => {
-                let (v, n) = self.load::<T>(b, &t.name, u.range.clone())?;
-                read += n;
-                Some(v)
+    /// [`Context::merge_unit`]'s work on the mapped input bytes; returns the bytes written.
+    fn merge_mapped<T: Elem>(&self, t: &TensorPlan, u: &Unit, inputs: &[&Model], mapped: &[&[u8]], block: usize) -> Result<u64, MergeError> {
+        let mut decoded: Vec<Vec<T>> = vec![Vec::new(); inputs.len()];
+        let mut bytes = Vec::with_capacity(WRITE_ELEMENTS.min(u.range.len()) * t.out_dtype.size());
+        let mut written = 0;
+        let (mut start, mut pending) = (u.range.start, u.range.start);
+        while start < u.range.end {
+            let end = start.saturating_add(block).min(u.range.end);
+            for ((m, raw), out) in inputs.iter().zip(mapped).zip(decoded.iter_mut()) {
+                let size = raw.len() / u.range.len();
+                self.decode(m, &t.name, &raw[(start - u.range.start) * size..(end - u.range.start) * size], start, out)?;
             }
-            None => None,
-        };
-        let mut values = Vec::with_capacity(self.models.len());
-        for m in self.models {
-            let (v, n) = self.load::<T>(m, &t.name, u.range.clone())?;
-            read += n;
-            values.push(v);
+            self.merge_block::<T>(t, start..end, &decoded, &mut bytes)?;
+            start = end;
+            if start - pending >= WRITE_ELEMENTS || start == u.range.end {
+                self.writer.write_tensor_part(&t.name, pending, &bytes)?;
+                written += bytes.len() as u64;
+                bytes.clear();
+                pending = start;
+            }
         }
+        Ok(written)
+    }
+
+    /// Merges elements `range` of a tensor from the decoded inputs (the base first, when
+    /// there is one), appending the encoded output to `bytes`.
+    fn merge_block<T: Elem>(&self, t: &TensorPlan, range: Range<usize>, decoded: &[Vec<T>], bytes: &mut Vec<u8>) -> Result<(), MergeError> {
+        let (base, values) = match self.base {
+            Some(_) => (Some(decoded[0].as_slice()), &decoded[1..]),
+            None => (None, decoded),
+        };
         let inputs: Vec<Input<'_, T>> = self
             .models
             .iter()
-            .zip(&values)
+            .zip(values.iter())
             .zip(&t.model_params)
             .map(|((m, v), p)| Input { model: &m.label, values: v, params: p, is_base: m.is_base })
             .collect();
@@ -590,40 +639,25 @@ impl Context<'_> {
             shape: &t.shape,
             layer: t.layer,
             t: t.t,
-            base: base.as_deref(),
+            base,
             inputs: &inputs,
             params: &t.params,
             seed: self.plan.seed ^ fnv1a(&t.name),
-            range: u.range.clone(),
+            range: range.clone(),
         };
         let models = || self.models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", ");
         let out = T::merge(self.strategy, &job).map_err(|e| MergeError::Tensor { tensor: t.name.clone(), models: models(), message: format!("{e:#}") })?;
-        if out.len() != u.range.len() {
+        if out.len() != range.len() {
             return Err(MergeError::Tensor {
                 tensor: t.name.clone(),
                 models: models(),
-                message: format!(
-                    "merge method `{}` returned {} values for {} elements (a bug in the strategy)",
-                    self.strategy.name(),
-                    out.len(),
-                    u.range.len()
-                ),
+                message: format!("merge method `{}` returned {} values for {} elements (a bug in the strategy)", self.strategy.name(), out.len(), range.len()),
             });
         }
-        let bad = out.iter().fold(false, |bad, x| bad | !x.is_finite()); // vectorizes; `position` does not
-        if let Some(i) = out.iter().position(|x| bad && !x.is_finite()) {
-            return Err(MergeError::Tensor {
-                tensor: t.name.clone(),
-                models: models(),
-                message: format!(
-                    "the merge produced {:?} at element {}; check the parameters (weights summing to zero, extreme lambda)",
-                    out[i],
-                    u.range.start + i
-                ),
-            });
+        if !T::encode(&out, t.out_dtype, bytes) {
+            return Err(MergeError::Tensor { tensor: t.name.clone(), models: models(), message: bad_output(&out, range.start, t.out_dtype) });
         }
-        bytes.extend_from_slice(&T::encode(&out, t.out_dtype));
-        Ok(read)
+        Ok(())
     }
 }
 

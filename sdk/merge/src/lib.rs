@@ -8,6 +8,7 @@
 //! * A [`Strategy`] is one function per tensor; [`builtin`] finds mergekit's by name.
 //! * [`run_merge`] runs a plan with a strategy into a new checkpoint directory.
 //! * [`node::StrategyNode`] makes any strategy a pipeline node kind.
+//! * [`vectorized!`] runs a strategy's loops with AVX2/AVX-512 where the CPU has them.
 //!
 //! See docs/merging.md for every method's formula, parameters and defaults.
 
@@ -18,6 +19,7 @@ mod params;
 mod plan;
 mod strategy;
 
+pub use agentmerge_checkpoint::{run_vectorized, vectorized};
 pub use engine::{run_merge, MergeReport, CHUNK_ELEMENTS};
 pub use methods::{builtin, METHODS};
 pub use params::{Conditional, ParamDef, Params, Setting, Settings, Value};

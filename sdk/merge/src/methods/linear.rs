@@ -1,30 +1,34 @@
 //! `linear`: the model soup, Σ wᵢ·θᵢ, divided by Σ wᵢ when `normalize` (default true).
 
-use super::float_impls;
-use crate::{Float, ParamDef, ParamsView, Strategy, TensorJob};
+use super::{float_impls, tiled};
+use crate::{vectorized, Float, ParamDef, ParamsView, Strategy, TensorJob};
 
 /// Weighted average of the models (Wortsman et al. 2022, "Model soups").
 pub struct Linear;
 
 impl Linear {
     fn run<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
-        let mut out = vec![T::zero(); job.len()];
-        let mut total = 0.0;
-        for input in job.inputs {
-            let w = input.params.num("weight")?;
-            total += w;
-            let w = T::of(w);
-            for (o, x) in out.iter_mut().zip(input.values) {
-                *o += w * *x;
+        let weights = job.inputs.iter().map(|i| i.params.num("weight")).collect::<anyhow::Result<Vec<f64>>>()?;
+        let total = T::of(weights.iter().sum());
+        let normalize = job.params.flag("normalize")?;
+        // 0 + w₀x₀ + w₁x₁ + …, then ÷ Σw: the order of the reference, vectorized across elements.
+        Ok(vectorized!(tiled(
+            job.len(),
+            #[inline(always)]
+            |r, acc| {
+                for (input, w) in job.inputs.iter().zip(&weights) {
+                    let w = T::of(*w);
+                    for (a, x) in acc.iter_mut().zip(&input.values[r.clone()]) {
+                        *a += w * *x;
+                    }
+                }
+                if normalize {
+                    for a in acc {
+                        *a = *a / total;
+                    }
+                }
             }
-        }
-        if job.params.flag("normalize")? {
-            let total = T::of(total);
-            for o in &mut out {
-                *o = *o / total;
-            }
-        }
-        Ok(out)
+        )))
     }
 }
 

@@ -16,7 +16,9 @@ pub use passthrough::Passthrough;
 pub use slerp::Slerp;
 pub use task_arithmetic::{Consensus, Sparsification, TaskArithmetic};
 
-use crate::Strategy;
+use std::ops::Range;
+
+use crate::{Float, Strategy};
 
 /// The names [`builtin`] knows, as written in `merge_method:`.
 pub const METHODS: &[&str] = &[
@@ -69,4 +71,28 @@ pub(crate) fn check_range(name: &str, x: f64, lo: f64, hi: f64, open_low: bool) 
         anyhow::bail!("parameter `{name}` = {x} is outside {low}{lo}, {hi}]");
     }
     Ok(())
+}
+
+/// Elements per tile in [`tiled`]: a few vector registers' worth.
+const TILE: usize = 256;
+
+/// Builds an `n`-element output a tile at a time: `fill(range, tile)` gets a zeroed tile (the
+/// accumulator, small enough to stay in registers) and computes the outputs of `range` into
+/// it. Element-wise methods read every input once this way, instead of once per input into
+/// a tensor-sized accumulator. Call it inside [`vectorized!`](crate::vectorized).
+#[inline(always)]
+pub(crate) fn tiled<T: Float>(n: usize, mut fill: impl FnMut(Range<usize>, &mut [T])) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    while start + TILE <= n {
+        let mut tile = [T::zero(); TILE];
+        fill(start..start + TILE, &mut tile);
+        out.extend_from_slice(&tile);
+        start += TILE;
+    }
+    let mut tile = [T::zero(); TILE];
+    let rest = &mut tile[..n - start];
+    fill(start..n, rest);
+    out.extend_from_slice(rest);
+    out
 }

@@ -20,9 +20,9 @@ use rand_chacha::ChaCha8Rng;
 use super::{
     check_range,
     select::{self, Order, RadixSelect, RankMask},
-    sparsify,
+    sparsify, tiled,
 };
-use crate::{Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
+use crate::{vectorized, Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
 
 /// How task vectors are sparsified before they are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl TaskArithmetic {
     fn dense<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
         let base = job.base(self.name)?;
         let mut onto = base;
-        let mut mixed = vec![T::zero(); job.len()];
+        let mut deltas = Vec::new();
         let mut divisor = T::zero();
         for input in job.inputs {
             if self.add_to_model && input.params.flag("add_to")? {
@@ -257,23 +257,33 @@ impl TaskArithmetic {
             }
             let w = T::of(input.params.num("weight")?);
             divisor += w;
-            for ((m, x), b) in mixed.iter_mut().zip(input.values).zip(base) {
-                *m += (*x - *b) * w;
-            }
+            deltas.push((input.values, w));
         }
         let lambda = T::of(job.params.num("lambda")?);
-        if job.params.flag("normalize")? {
-            if divisor.abs() < T::of(1e-8) {
-                divisor = T::one();
-            }
-            for m in &mut mixed {
-                *m = *m / divisor;
-            }
+        let normalize = job.params.flag("normalize")?;
+        if divisor.abs() < T::of(1e-8) {
+            divisor = T::one();
         }
-        for (m, o) in mixed.iter_mut().zip(onto) {
-            *m = *o + *m * lambda;
-        }
-        Ok(mixed)
+        Ok(vectorized!(tiled(
+            job.len(),
+            #[inline(always)]
+            |r, acc| {
+                let (base, onto) = (&base[r.clone()], &onto[r.clone()]);
+                for (values, w) in &deltas {
+                    for ((a, x), b) in acc.iter_mut().zip(&values[r.clone()]).zip(base) {
+                        *a += (*x - *b) * *w;
+                    }
+                }
+                if normalize {
+                    for a in acc.iter_mut() {
+                        *a = *a / divisor;
+                    }
+                }
+                for (a, o) in acc.iter_mut().zip(onto) {
+                    *a = *o + *a * lambda;
+                }
+            }
+        )))
     }
 }
 
@@ -344,6 +354,11 @@ impl<T: Float> Delta<T> {
 /// by λ, onto `onto`. Written as whole-array passes (one per model) so the loops vectorize;
 /// each element still sums the models in order, as a per-element loop would.
 fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
+    vectorized!(combine_inner(weighted, weights, consensus, normalize, lambda, onto, out))
+}
+
+#[inline(always)]
+fn combine_inner<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
     let n = onto.len();
     let (zero, one) = (T::zero(), T::one());
     let sign = |x: T| {
