@@ -1,12 +1,19 @@
 //! Rank selection over a tensor read in chunks: which elements have magnitude rank in `a..b`,
-//! without holding the tensor. A radix select finds the keys at ranks `a` and `b − 1` with one
-//! pass per 16-bit digit (two for f32, four for f64) and 64 Ki-bucket histograms; a
-//! [`RankMask`] then marks the elements in index order, breaking ties by position (the
+//! without holding the tensor. Two ways find the keys at ranks `a` and `b − 1`:
+//!
+//! * [`BandSelect`], the fast one: a sample of the tensor brackets each wanted key in a narrow
+//!   band of keys, then one counting pass counts the keys below the band and keeps those in
+//!   it, and a selection among the kept keys finds the exact key. One pass over the tensor
+//!   (none for a tensor small enough to sample whole); it reports when a band missed.
+//! * [`RadixSelect`], the fallback that always works: one pass per 16-bit digit (two for f32,
+//!   four for f64) with 64 Ki-bucket histograms.
+//!
+//! A [`RankMask`] then marks the elements in index order, breaking ties by position (the
 //! earlier element ranks first), so the result equals a full sort's.
 
 use std::ops::Range;
 
-use crate::Float;
+use crate::{vectorized, Float};
 
 /// Order keys: sorting keys ascending gives the wanted order of magnitudes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +118,134 @@ impl RadixSelect {
     }
 }
 
+/// Exact keys at given ranks from a sample and one counting pass (see the module docs).
+pub struct BandSelect {
+    n: usize,
+    /// Sample keys, gathered by [`BandSelect::sample`].
+    sample: Vec<u64>,
+    /// Whether the sample is the whole tensor (then no counting pass is needed).
+    whole: bool,
+    targets: Vec<Band>,
+}
+
+/// One wanted rank: its band of keys `lo..=hi`, and the keys counted below it, equal to its
+/// ends (ties are common: the task vectors of bf16 models take few distinct values), and
+/// kept strictly inside it.
+struct Band {
+    rank: usize,
+    lo: u64,
+    hi: u64,
+    below: usize,
+    at_lo: usize,
+    at_hi: usize,
+    inside: Vec<u64>,
+    /// More keys fell inside than a band should hold: the sample was not representative.
+    overflow: bool,
+}
+
+/// Most keys a band may hold, as a fraction of the tensor, before the search gives up on it.
+const BAND_CAP: f64 = 1.0 / 16.0;
+
+impl BandSelect {
+    /// Ranks (each `< n`) of a tensor of `n` elements; `whole`: the sample will be every key.
+    pub fn new(n: usize, ranks: &[usize], whole: bool) -> BandSelect {
+        let targets = ranks.iter().map(|&rank| Band { rank, lo: 0, hi: u64::MAX, below: 0, at_lo: 0, at_hi: 0, inside: Vec::new(), overflow: false }).collect();
+        BandSelect { n, sample: Vec::new(), whole, targets }
+    }
+
+    /// Adds sample keys (every key of the tensor when `whole`).
+    pub fn sample(&mut self, keys: &[u64]) {
+        self.sample.extend_from_slice(keys);
+    }
+
+    /// Ends the sample: brackets each rank by sample quantiles around it, with a margin of
+    /// six standard errors of a sample quantile plus 0.3% of the ranks (the sample is runs of
+    /// neighbouring elements, not independent ones).
+    pub fn end_sample(&mut self) {
+        let m = self.sample.len();
+        if self.whole || m == 0 {
+            return;
+        }
+        for t in &mut self.targets {
+            let q = t.rank as f64 / self.n as f64;
+            let margin = 0.003 + 6.0 * (q * (1.0 - q) / m as f64).sqrt();
+            let at = |f: f64| ((f * m as f64) as usize).min(m - 1);
+            t.lo = if q - margin <= 0.0 { 0 } else { *self.sample.select_nth_unstable(at(q - margin)).1 };
+            t.hi = if q + margin >= 1.0 { u64::MAX } else { *self.sample.select_nth_unstable(at(q + margin)).1 };
+        }
+        self.sample = Vec::new();
+    }
+
+    /// Counts a run of keys (every key of the tensor, once, over the counting pass).
+    pub fn count(&mut self, keys: &[u64]) {
+        let cap = (self.n as f64 * BAND_CAP) as usize + 1024;
+        for t in &mut self.targets {
+            let (lo, hi) = (t.lo, t.hi);
+            // Branch-free counts (they vectorize); only the keys strictly inside are kept.
+            let (below, at_lo, at_hi) = vectorized!(keys
+                .iter()
+                .fold((0usize, 0usize, 0usize), |(b, l, h), k| { (b + (*k < lo) as usize, l + (*k == lo) as usize, h + (*k == hi) as usize) }));
+            t.below += below;
+            t.at_lo += at_lo;
+            t.at_hi += if hi == lo { 0 } else { at_hi };
+            if t.overflow {
+                continue;
+            }
+            // Without branches (whether a key is inside is often a coin flip): every key is
+            // written at the end, which moves only past the keys inside.
+            let start = t.inside.len();
+            t.inside.resize(start + keys.len(), 0);
+            let dst = &mut t.inside[start..];
+            let kept = vectorized!(keys.iter().fold(0usize, |j, k| {
+                if let Some(slot) = dst.get_mut(j) {
+                    *slot = *k;
+                }
+                j + ((*k > lo) & (*k < hi)) as usize
+            }));
+            t.inside.truncate(start + kept);
+            if t.inside.len() > cap {
+                t.overflow = true;
+                t.inside = Vec::new();
+            }
+        }
+    }
+
+    /// Per rank, (the key at that rank, how many keys are smaller); `None` when a band
+    /// missed its rank (then use [`RadixSelect`]).
+    pub fn result(mut self) -> Option<Vec<(u64, usize)>> {
+        if self.whole {
+            let mut keys = std::mem::take(&mut self.sample);
+            return Some(self.targets.iter().map(|t| exact(&mut keys, 0, t.rank)).collect());
+        }
+        self.targets
+            .iter_mut()
+            .map(|t| {
+                // In key order: `below` keys, `at_lo` copies of lo, the inside keys, `at_hi`
+                // copies of hi.
+                let r = t.rank.checked_sub(t.below)?;
+                if r < t.at_lo {
+                    return Some((t.lo, t.below));
+                }
+                let r = r - t.at_lo;
+                if t.overflow {
+                    return None;
+                }
+                if r < t.inside.len() {
+                    return Some(exact(&mut t.inside, t.below + t.at_lo, t.rank));
+                }
+                (r - t.inside.len() < t.at_hi).then_some((t.hi, t.below + t.at_lo + t.inside.len()))
+            })
+            .collect()
+    }
+}
+
+/// The key at `rank` among `below` smaller keys and `keys`, with its count of smaller keys.
+fn exact(keys: &mut [u64], below: usize, rank: usize) -> (u64, usize) {
+    let (smaller, key, _) = keys.select_nth_unstable(rank - below);
+    let key = *key;
+    (key, below + smaller.iter().filter(|k| **k < key).count())
+}
+
 /// Marks the elements of rank in `keep`, visiting them in index order; made from the keys at
 /// ranks `keep.start` and `keep.end − 1` and their counts of smaller keys.
 #[derive(Clone, Debug)]
@@ -129,8 +264,9 @@ impl RankMask {
         RankMask { keep, lo, hi, seen_lo: 0, seen_hi: 0 }
     }
 
-    /// Whether the next element (in index order) is kept.
-    #[inline]
+    /// Whether the next element (in index order) is kept (what [`RankMask::apply`] does for
+    /// a whole run; the tests check one against the other).
+    #[cfg(test)]
     pub fn keep(&mut self, key: u64) -> bool {
         if key != self.lo.0 && key != self.hi.0 {
             // The common case, decided without a data-dependent branch.
@@ -150,38 +286,60 @@ impl RankMask {
     }
 
     /// Zeroes the elements of `x` (the next ones in index order) that are not kept. The
-    /// elements strictly between the boundary keys are decided by a vectorizable select; the
-    /// few on a boundary key are found 64 at a time and ranked in index order.
+    /// elements strictly between the boundary keys are decided by a vectorized select; those
+    /// equal to a boundary key are kept by occurrence (the `j`-th copy of a boundary key with
+    /// `below` smaller keys has rank `below + j`), 64 at a time from bit masks.
     pub fn apply<T: Float>(&mut self, x: &mut [T], order: Order) {
         let (lo, hi) = (self.lo.0, self.hi.0);
-        let mut kept_on_boundary: Vec<(usize, T)> = Vec::new();
-        for (b, block) in x.chunks(64).enumerate() {
-            let mut bits = 0u64;
-            for (j, v) in block.iter().enumerate() {
+        let window = |below: usize| self.keep.start.saturating_sub(below)..self.keep.end.saturating_sub(below);
+        let (window_lo, window_hi) = (window(self.lo.1), window(self.hi.1));
+        let (seen_lo, seen_hi) = (&mut self.seen_lo, &mut self.seen_hi);
+        vectorized!(for block in x.chunks_mut(64) {
+            let (eq_lo, eq_hi) = block.iter().enumerate().fold((0u64, 0u64), |(l, h), (j, v)| {
                 let k = key(*v, order);
-                bits |= (((k == lo) | (k == hi)) as u64) << j;
+                (l | (((k == lo) as u64) << j), h | (((k == hi) as u64) << j))
+            });
+            let mut kept = take_window(eq_lo, seen_lo, &window_lo);
+            if hi != lo {
+                kept |= take_window(eq_hi, seen_hi, &window_hi);
             }
-            while bits != 0 {
-                let j = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if self.keep(key(block[j], order)) {
-                    kept_on_boundary.push((b * 64 + j, block[j]));
-                }
+            for (j, v) in block.iter_mut().enumerate() {
+                let k = key(*v, order);
+                let keep = ((k > lo) & (k < hi)) | ((kept >> j) & 1 == 1);
+                *v = if keep { *v } else { T::zero() };
             }
-        }
-        for v in x.iter_mut() {
-            let k = key(*v, order);
-            *v = if (k > lo) & (k < hi) { *v } else { T::zero() };
-        }
-        for (i, v) in kept_on_boundary {
-            x[i] = v;
-        }
+        });
     }
 
     /// The same mask, ready for another pass from the first element.
     pub fn restart(&self) -> RankMask {
         RankMask::new(self.keep.clone(), self.lo, self.hi)
     }
+}
+
+/// Of the set bits of `bits` (the next occurrences of a boundary key, `seen` of them before),
+/// those whose occurrence index falls in `window`; advances `seen`.
+#[inline(always)]
+fn take_window(bits: u64, seen: &mut usize, window: &Range<usize>) -> u64 {
+    let first = *seen;
+    *seen += bits.count_ones() as usize;
+    if first >= window.start && *seen <= window.end {
+        return bits;
+    }
+    if *seen <= window.start || first >= window.end {
+        return 0;
+    }
+    // The window starts or ends inside this block: at most twice per tensor.
+    let (mut out, mut rest, mut i) = (0, bits, first);
+    while rest != 0 {
+        let j = rest.trailing_zeros();
+        rest &= rest - 1;
+        if window.contains(&i) {
+            out |= 1 << j;
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Selects by rank over a whole slice (for tests and small tensors): the mask of elements of
@@ -266,6 +424,65 @@ mod tests {
                 assert_eq!(got.iter().filter(|v| **v != 0.0).count(), hi - lo);
             }
         }
+    }
+
+    /// The band search finds the same keys as the radix search, sampled or whole, and says
+    /// so when a band misses (a sample unlike the rest of the tensor).
+    #[test]
+    fn band_select_equals_radix_select() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let x: Vec<f32> = (0..300_000).map(|_| rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-3..2))).collect();
+        let keys: Vec<u64> = x.iter().map(|v| key(*v, Order::Descending)).collect();
+        let n = keys.len();
+        for ranks in [vec![0], vec![n / 2], vec![17, n - 1], vec![n / 10, 9 * n / 10]] {
+            let mut radix = RadixSelect::new(32, &ranks);
+            for _ in 0..radix.passes() {
+                radix.observe_all(keys.iter().copied());
+                radix.end_pass();
+            }
+            let want = radix.result();
+            let mut whole = BandSelect::new(n, &ranks, true);
+            whole.sample(&keys);
+            whole.end_sample();
+            assert_eq!(whole.result().unwrap(), want, "{ranks:?} whole");
+            let mut band = BandSelect::new(n, &ranks, false);
+            for c in keys.chunks(4096).step_by(8) {
+                band.sample(c);
+            }
+            band.end_sample();
+            for c in keys.chunks(5000) {
+                band.count(c);
+            }
+            assert_eq!(band.result().unwrap(), want, "{ranks:?} sampled");
+        }
+        // Heavy ties (few distinct values, as in bf16 task vectors): the band's ends are tied
+        // keys, counted rather than kept.
+        let tied: Vec<u64> = (0..200_000u64).map(|i| (i * 7919 % 13) * 1000 + (i % 3 == 0) as u64 * (i % 5)).collect();
+        let n2 = tied.len();
+        for rank in [0, n2 / 3, n2 / 2, n2 - 1] {
+            let mut radix = RadixSelect::new(32, &[rank]);
+            for _ in 0..radix.passes() {
+                radix.observe_all(tied.iter().copied());
+                radix.end_pass();
+            }
+            let mut band = BandSelect::new(n2, &[rank], false);
+            for c in tied.chunks(1000).step_by(10) {
+                band.sample(c);
+            }
+            band.end_sample();
+            for c in tied.chunks(777) {
+                band.count(c);
+            }
+            assert_eq!(band.result(), Some(radix.result()), "tied, rank {rank}");
+        }
+        // A sample of only the smallest magnitudes puts the band far from the median: a miss.
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        let mut band = BandSelect::new(n, &[n / 2], false);
+        band.sample(&sorted[n - 1000..]);
+        band.end_sample();
+        band.count(&keys);
+        assert!(band.result().is_none());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{
     check_range,
-    select::{self, Order, RadixSelect, RankMask},
+    select::{self, BandSelect, Order, RadixSelect, RankMask},
     sparsify, tiled,
 };
 use crate::{vectorized, Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
@@ -152,32 +152,78 @@ impl TaskArithmetic {
         let chunks = s.chunks(align);
         let mut chunk = Chunk::default();
 
-        // Statistics: L1 norms before sparsifying, and the radix passes of rank selections.
+        // Statistics: L1 norms before sparsifying, and the keys at the rank boundaries.
         let rescaling = rescale && deltas.iter().any(|d| !matches!(d.sparse, Sparse::None));
         let mut l1_before = vec![0.0f64; deltas.len()];
-        for d in &mut deltas {
-            if let Sparse::Rank(_, keep) = &d.sparse {
-                // Rank 0 needs no search: key 0 with nothing below works as its boundary.
-                let ranks: Vec<usize> = if keep.start == 0 { vec![keep.end - 1] } else { vec![keep.start, keep.end - 1] };
-                d.select = (!keep.is_empty()).then(|| RadixSelect::new(T::KEY_BITS, &ranks));
+        let whole = chunks.len() <= WHOLE_SAMPLE_CHUNKS;
+        let mut bands: Vec<Option<BandSelect>> = deltas
+            .iter()
+            .map(|d| match &d.sparse {
+                Sparse::Rank(_, keep) if !keep.is_empty() => Some(BandSelect::new(n, &boundary_ranks(keep), whole)),
+                _ => None,
+            })
+            .collect();
+        let ranking = bands.iter().any(Option::is_some);
+        let mut keys = Vec::new();
+        // The sample: every chunk of a small tensor, else runs of elements evenly spaced
+        // through it.
+        if ranking {
+            let sample: Vec<Range<usize>> = if whole { chunks.clone() } else { sample_runs(&s.range, align) };
+            for r in sample {
+                s.read(r, &mut chunk)?;
+                let base = chunk.base.as_deref().expect("base present");
+                for (i, d) in deltas.iter().enumerate() {
+                    let x = &chunk.values[d.stream];
+                    if whole && rescaling {
+                        add_l1_distance(&mut l1_before[i], x, base);
+                    }
+                    if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
+                        delta_keys(x, base, *order, &mut keys);
+                        b.sample(&keys);
+                    }
+                }
             }
+            bands.iter_mut().flatten().for_each(BandSelect::end_sample);
         }
-        let radix_passes = deltas.iter().filter_map(|d| d.select.as_ref()).map(|r| r.passes()).max().unwrap_or(0);
-        for pass in 0..radix_passes.max(rescaling as u32) {
+        // One pass over every chunk: counting for the bands, and the L1 norms (unless the sample
+        // was the whole tensor and did both).
+        let counting = ranking && !whole;
+        if counting || (rescaling && !(ranking && whole)) {
             for r in &chunks {
                 s.read(r.clone(), &mut chunk)?;
                 let base = chunk.base.as_deref().expect("base present");
-                for (i, d) in deltas.iter_mut().enumerate() {
+                for (i, d) in deltas.iter().enumerate() {
                     let x = &chunk.values[d.stream];
-                    if pass == 0 && rescaling {
-                        for (v, b) in x.iter().zip(base) {
-                            l1_before[i] += (*v - *b).abs().to_f64().unwrap_or(0.0);
-                        }
+                    if rescaling {
+                        add_l1_distance(&mut l1_before[i], x, base);
                     }
+                    if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
+                        delta_keys(x, base, *order, &mut keys);
+                        b.count(&keys);
+                    }
+                }
+            }
+        }
+        // A band that missed its rank (a sample unlike the rest of the tensor) falls back to
+        // radix selection: one more pass per 16-bit digit.
+        let mut found: Vec<Option<Vec<(u64, usize)>>> = Vec::new();
+        for (d, b) in deltas.iter_mut().zip(bands) {
+            let r = b.and_then(BandSelect::result);
+            if let (None, Sparse::Rank(_, keep)) = (&r, &d.sparse) {
+                d.select = (!keep.is_empty()).then(|| RadixSelect::new(T::KEY_BITS, &boundary_ranks(keep)));
+            }
+            found.push(r);
+        }
+        let radix_passes = deltas.iter().filter_map(|d| d.select.as_ref()).map(|r| r.passes()).max().unwrap_or(0);
+        for pass in 0..radix_passes {
+            for r in &chunks {
+                s.read(r.clone(), &mut chunk)?;
+                let base = chunk.base.as_deref().expect("base present");
+                for d in deltas.iter_mut() {
                     if let (Some(sel), Sparse::Rank(order, _)) = (&mut d.select, &d.sparse) {
                         if pass < sel.passes() {
                             let order = *order;
-                            sel.observe_all(x.iter().zip(base).map(move |(v, b)| select::key(*v - *b, order)));
+                            sel.observe_all(chunk.values[d.stream].iter().zip(base).map(move |(v, b)| select::key(*v - *b, order)));
                         }
                     }
                 }
@@ -190,9 +236,14 @@ impl TaskArithmetic {
                 }
             }
         }
-        for d in &mut deltas {
-            if let (Some(sel), Sparse::Rank(_, keep)) = (&d.select, &d.sparse) {
-                let r = sel.result();
+        for (d, r) in deltas.iter_mut().zip(found) {
+            if let Sparse::Rank(_, keep) = &d.sparse {
+                let r = match (r, &d.select) {
+                    (Some(r), _) => r,
+                    (None, Some(sel)) => sel.result(),
+                    (None, None) => continue,
+                };
+                // Rank 0 needs no search: key 0 with nothing below works as its boundary.
                 let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
                 d.mask = Some(RankMask::new(keep.clone(), lo, hi));
             }
@@ -221,11 +272,9 @@ impl TaskArithmetic {
         let mut out = Vec::new();
         sparsified_pass(s, &chunks, &deltas, |chunk, work| {
             for (d, w) in deltas.iter().zip(work.iter_mut()) {
-                for v in w.iter_mut() {
-                    if let Some(c) = d.scale {
-                        *v = *v * c;
-                    }
-                    *v = *v * d.weight;
+                match d.scale {
+                    Some(c) => vectorized!(w.iter_mut().for_each(|v| *v = *v * c * d.weight)),
+                    None => vectorized!(w.iter_mut().for_each(|v| *v = *v * d.weight)),
                 }
             }
             let onto = match target {
@@ -287,6 +336,44 @@ impl TaskArithmetic {
     }
 }
 
+/// Tensors of at most this many chunks are sampled whole: their rank selection needs no
+/// counting pass.
+const WHOLE_SAMPLE_CHUNKS: usize = 4;
+
+/// Bigger tensors are sampled in this many runs of [`SAMPLE_RUN`] elements, evenly spaced.
+const SAMPLE_RUNS: usize = 32;
+const SAMPLE_RUN: usize = 8 << 10;
+
+/// The sample of a tensor's `range`: [`SAMPLE_RUNS`] runs evenly spaced, each a multiple of
+/// `align` elements (DELLA's groups) and inside the range.
+fn sample_runs(range: &Range<usize>, align: usize) -> Vec<Range<usize>> {
+    let run = SAMPLE_RUN.div_ceil(align) * align;
+    let step = (range.len() / SAMPLE_RUNS) / align * align;
+    (0..SAMPLE_RUNS).map(|i| range.start + i * step).map(|s| s..(s + run).min(range.end)).filter(|r| !r.is_empty()).collect()
+}
+
+/// The ranks whose keys bound a kept range: rank 0 needs no search.
+fn boundary_ranks(keep: &Range<usize>) -> Vec<usize> {
+    if keep.start == 0 {
+        vec![keep.end - 1]
+    } else {
+        vec![keep.start, keep.end - 1]
+    }
+}
+
+/// The order keys of the task vector `x − base`, into `keys`.
+fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<u64>) {
+    keys.clear();
+    vectorized!(keys.extend(x.iter().zip(base).map(|(v, b)| select::key(*v - *b, order))))
+}
+
+/// Adds Σ |x − base| to `l1`, element by element in f64.
+fn add_l1_distance<T: Float>(l1: &mut f64, x: &[T], base: &[T]) {
+    for (v, b) in x.iter().zip(base) {
+        *l1 += (*v - *b).abs().to_f64().unwrap_or(0.0);
+    }
+}
+
 /// One pass over the chunks with every model's task vector sparsified: fresh random
 /// generators and masks, so each pass makes the same draws and keeps the same elements.
 fn sparsified_pass<T: Float>(
@@ -336,7 +423,7 @@ impl<T: Float> Delta<T> {
     fn sparsified(&self, chunk: &Chunk<T>, shape: &[u64], rng: &mut ChaCha8Rng, mask: &mut Option<RankMask>, out: &mut Vec<T>) {
         let base = chunk.base.as_deref().expect("base present");
         out.clear();
-        out.extend(chunk.values[self.stream].iter().zip(base).map(|(x, b)| *x - *b));
+        vectorized!(out.extend(chunk.values[self.stream].iter().zip(base).map(|(x, b)| *x - *b)));
         match &self.sparse {
             Sparse::None => {}
             Sparse::Rank(order, keep) => match mask {
