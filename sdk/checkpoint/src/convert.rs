@@ -279,4 +279,27 @@ mod tests {
         let b = f32_to_bytes(&[1.0 + 1.0 / 256.0], DType::BF16);
         assert_eq!(u16::from_le_bytes([b[0], b[1]]), 0x3f80);
     }
+
+    /// Decode and encode report NaN and ±Inf in the same pass, on every path; an encode also
+    /// reports a finite value that overflows the narrower type.
+    #[test]
+    fn non_finite_values_are_reported() {
+        for d in [DType::F32, DType::BF16, DType::F16] {
+            let ok = f32_to_bytes(&[1.0, -2.0, 0.5], d);
+            let mut out = vec![0f32; 3];
+            assert!(to_f32_into(d, &ok, &mut out), "{d}");
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut bytes = vec![0u8; 40 * d.size()];
+                let mut vals = vec![0.25f32; 40];
+                vals[33] = bad;
+                assert!(!cast_f32_into(&vals, d, &mut bytes), "{d} {bad}");
+                let mut out = vec![0f32; 40];
+                assert!(!to_f32_into(d, &bytes, &mut out), "{d} {bad}");
+            }
+        }
+        let mut two = [0u8; 2];
+        assert!(!cast_f32_into(&[70_000.0], DType::F16, &mut two), "beyond f16's 65504");
+        assert!(!cast_f32_into(&[f32::MAX], DType::BF16, &mut two), "rounds to bf16 Inf");
+        assert!(cast_f32_into(&[65_504.0], DType::F16, &mut two));
+    }
 }

@@ -214,3 +214,30 @@ fn release_keeps_data_readable() {
     assert_eq!(agentmerge_checkpoint::num_layers(&ck), 2);
     assert_eq!(agentmerge_checkpoint::layer_index("model.layers.12.mlp.up_proj.weight"), Some(12));
 }
+
+/// Mapping a tensor in ahead (`populate`) reads the same bytes as a positioned read, and a
+/// file cut short after it was opened is an error naming it, not a SIGBUS.
+#[cfg(target_os = "linux")]
+#[test]
+fn populate_reads_the_file_and_refuses_a_truncated_one() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ck");
+    let spec = TensorSpec { name: "w".into(), dtype: DType::F32, shape: vec![256, 256] };
+    let w = CheckpointWriter::plan(&dir, vec![spec], WriteOptions::default()).unwrap();
+    let v = values(256 * 256, 7);
+    w.write_f32("w", &v).unwrap();
+    w.finish().unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    let view = ck.view("w").unwrap();
+    let mut read = Vec::new();
+    view.read_into(1000..60_000, &mut read).unwrap();
+    assert_eq!(view.populate(1000..60_000).unwrap(), &read[..]);
+    ck.release("w", 0..256 * 256);
+
+    let file = dir.join("model.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 4).unwrap();
+    let e = view.populate(30_000..60_000).err().expect("a truncated file is an error");
+    assert!(matches!(e, CheckpointError::Corrupt { .. }) && e.to_string().contains("past the end of the file"), "{e}");
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+}

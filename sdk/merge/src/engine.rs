@@ -529,13 +529,16 @@ impl Context<'_> {
         };
         let written = AtomicU64::new(0);
         let write = |start: usize, v: &[T]| -> anyhow::Result<()> {
-            let mut bytes = Vec::new();
-            if !T::encode(v, t.out_dtype, &mut bytes) {
-                anyhow::bail!(bad_output(v, start, t.out_dtype));
-            }
-            self.writer.write_tensor_part(&t.name, start, &bytes).map_err(|e| keep(e.into()))?;
-            written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            Ok(())
+            thread_local!(static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+            BYTES.with_borrow_mut(|bytes| {
+                bytes.clear();
+                if !T::encode(v, t.out_dtype, bytes) {
+                    anyhow::bail!(bad_output(v, start, t.out_dtype));
+                }
+                self.writer.write_tensor_part(&t.name, start, bytes).map_err(|e| keep(e.into()))?;
+                written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })
         };
         let inputs: Vec<StreamInput<'_>> =
             self.models.iter().zip(&t.model_params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect();

@@ -182,19 +182,20 @@ impl BandSelect {
         for t in &mut self.targets {
             let (lo, hi) = (t.lo, t.hi);
             // Branch-free counts (they vectorize); only the keys strictly inside are kept.
-            let (below, at_lo, at_hi) = vectorized!(keys
-                .iter()
-                .fold((0usize, 0usize, 0usize), |(b, l, h), k| { (b + (*k < lo) as usize, l + (*k == lo) as usize, h + (*k == hi) as usize) }));
+            let (below, at_lo, at_hi, inside) = vectorized!(keys.iter().fold((0usize, 0usize, 0usize, 0usize), |(b, l, h, i), k| {
+                (b + (*k < lo) as usize, l + (*k == lo) as usize, h + (*k == hi) as usize, i + ((*k > lo) & (*k < hi)) as usize)
+            }));
             t.below += below;
             t.at_lo += at_lo;
             t.at_hi += if hi == lo { 0 } else { at_hi };
-            if t.overflow {
+            if t.overflow || inside == 0 {
                 continue;
             }
             // Without branches (whether a key is inside is often a coin flip): every key is
-            // written at the end, which moves only past the keys inside.
+            // written at the end, which moves only past the keys inside; writes past the
+            // `inside` new slots fall off.
             let start = t.inside.len();
-            t.inside.resize(start + keys.len(), 0);
+            t.inside.resize(start + inside, 0);
             let dst = &mut t.inside[start..];
             let kept = vectorized!(keys.iter().fold(0usize, |j, k| {
                 if let Some(slot) = dst.get_mut(j) {
@@ -202,7 +203,7 @@ impl BandSelect {
                 }
                 j + ((*k > lo) & (*k < hi)) as usize
             }));
-            t.inside.truncate(start + kept);
+            debug_assert_eq!(kept, inside);
             if t.inside.len() > cap {
                 t.overflow = true;
                 t.inside = Vec::new();

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{
     check_range,
     select::{self, BandSelect, Order, RadixSelect, RankMask},
-    sparsify, tiled,
+    sparsify, tiled, tiled_into, TILE,
 };
 use crate::{vectorized, Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
 
@@ -349,7 +349,10 @@ const SAMPLE_RUN: usize = 8 << 10;
 fn sample_runs(range: &Range<usize>, align: usize) -> Vec<Range<usize>> {
     let run = SAMPLE_RUN.div_ceil(align) * align;
     let step = (range.len() / SAMPLE_RUNS) / align * align;
-    (0..SAMPLE_RUNS).map(|i| range.start + i * step).map(|s| s..(s + run).min(range.end)).filter(|r| !r.is_empty()).collect()
+    if step < run {
+        return vec![range.clone()];
+    }
+    (0..SAMPLE_RUNS).map(|i| range.start + i * step).map(|s| s..(s + run).min(range.end)).collect()
 }
 
 /// The ranks whose keys bound a kept range: rank 0 needs no search.
@@ -444,9 +447,10 @@ fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Conse
     vectorized!(combine_inner(weighted, weights, consensus, normalize, lambda, onto, out))
 }
 
+/// [`combine`], a register-sized tile at a time: the sums, elected signs and divisors of a
+/// tile never leave the core's registers and L1.
 #[inline(always)]
 fn combine_inner<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
-    let n = onto.len();
     let (zero, one) = (T::zero(), T::one());
     let sign = |x: T| {
         if x > zero {
@@ -457,55 +461,58 @@ fn combine_inner<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option
             zero
         }
     };
-    let mut mixed = vec![zero; n];
-    let mut divisor = vec![zero; n];
-    match consensus {
-        None => {
-            let mut total = zero;
-            for (d, w) in weighted.iter().zip(weights) {
-                for (m, x) in mixed.iter_mut().zip(d) {
-                    *m += *x;
-                }
-                total += *w;
-            }
-            if total.abs() < T::of(1e-8) {
-                total = one;
-            }
-            divisor.fill(total);
-        }
-        Some(c) => {
-            // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
-            let mut elected = vec![zero; n];
-            for d in weighted {
-                match c {
-                    Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
-                    Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
-                }
-            }
-            for v in &mut elected {
-                *v = if *v >= zero { one } else { -one };
-            }
-            for (d, w) in weighted.iter().zip(weights) {
-                // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes.
-                let (d, w) = (&d[..n], *w);
-                for i in 0..n {
-                    let agrees = d[i] * elected[i] > zero;
-                    mixed[i] += if agrees { d[i] } else { zero };
-                    divisor[i] += if agrees { w } else { zero };
-                }
-            }
-            for q in &mut divisor {
-                if *q == zero {
-                    *q = one;
-                }
-            }
-        }
+    let mut total = weights.iter().fold(zero, |t, w| t + *w);
+    if total.abs() < T::of(1e-8) {
+        total = one;
     }
-    out.clear();
-    out.extend(mixed.iter().zip(&divisor).zip(onto).map(|((m, q), o)| {
-        let m = if normalize { *m / *q } else { *m };
-        *o + m * lambda
-    }));
+    tiled_into(
+        onto.len(),
+        out,
+        #[inline(always)]
+        |r, mixed| {
+            let mut divisor = [total; TILE];
+            let divisor = &mut divisor[..mixed.len()];
+            if let Some(c) = consensus {
+                // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
+                let mut elected = [zero; TILE];
+                let elected = &mut elected[..mixed.len()];
+                for d in weighted {
+                    let d = &d[r.clone()];
+                    match c {
+                        Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
+                        Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
+                    }
+                }
+                for v in elected.iter_mut() {
+                    *v = if *v >= zero { one } else { -one };
+                }
+                divisor.fill(zero);
+                for (d, w) in weighted.iter().zip(weights) {
+                    // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes.
+                    for (((m, q), x), e) in mixed.iter_mut().zip(divisor.iter_mut()).zip(&d[r.clone()]).zip(elected.iter()) {
+                        let agrees = *x * *e > zero;
+                        *m += if agrees { *x } else { zero };
+                        *q += if agrees { *w } else { zero };
+                    }
+                }
+                for q in divisor.iter_mut() {
+                    if *q == zero {
+                        *q = one;
+                    }
+                }
+            } else {
+                for d in weighted {
+                    for (m, x) in mixed.iter_mut().zip(&d[r.clone()]) {
+                        *m += *x;
+                    }
+                }
+            }
+            for ((m, q), o) in mixed.iter_mut().zip(divisor.iter()).zip(&onto[r]) {
+                let v = if normalize { *m / *q } else { *m };
+                *m = *o + v * lambda;
+            }
+        },
+    );
 }
 
 impl Strategy for TaskArithmetic {
@@ -687,5 +694,68 @@ mod tests {
             let changed = whole.iter().zip(&base).filter(|(a, b)| a != b).count();
             assert!(changed > n / 10 && changed < n, "{name}: {changed} of {n} changed");
         }
+    }
+
+    /// A sample unlike the rest of the tensor (tiny task-vector entries exactly where the
+    /// sample runs fall) makes the band miss; the radix fallback still gives the exact masks.
+    #[test]
+    fn a_misleading_sample_falls_back_to_exact_selection() {
+        let n = 600_000;
+        let shape = [n as u64];
+        let sampled = sample_runs(&(0..n), 1);
+        let mut g = ChaCha8Rng::seed_from_u64(4);
+        let base: Vec<f32> = (0..n).map(|_| g.random_range(-1.0f32..1.0)).collect();
+        let models: Vec<Vec<f32>> = (0..2)
+            .map(|_| {
+                (0..n)
+                    .map(|i| {
+                        let scale = if sampled.iter().any(|r| r.contains(&i)) { 1e-4 } else { 0.1 };
+                        base[i] + g.random_range(-1.0f32..1.0) * scale
+                    })
+                    .collect()
+            })
+            .collect();
+        let m = TaskArithmetic::named("ties").unwrap();
+        let params: Vec<Params> = (0..2)
+            .map(|_| {
+                let mut p = Params::default();
+                p.set("weight", Value::Num(1.0));
+                p.set("density", Value::Num(0.5));
+                p
+            })
+            .collect();
+        let mut global = Params::default();
+        for d in m.parameters().iter().filter(|d| !d.per_model) {
+            if let Some(v) = &d.default {
+                global.set(d.name, v.clone());
+            }
+        }
+        let inputs: Vec<Input<'_>> = models.iter().zip(&params).map(|(v, p)| Input { model: "m", values: v, params: p, is_base: false }).collect();
+        let job = TensorJob { name: "w", shape: &shape, layer: None, t: 0.0, base: Some(&base), inputs: &inputs, params: &global, seed: 1, range: 0..n };
+        let whole = m.merge(&job).unwrap();
+        let stream_inputs: Vec<StreamInput<'_>> = params.iter().map(|p| StreamInput { model: "m", params: p, is_base: false }).collect();
+        let read = |r: Range<usize>, c: &mut Chunk<f32>| -> anyhow::Result<()> {
+            c.base = Some(base[r.clone()].to_vec());
+            c.values = models.iter().map(|v| v[r.clone()].to_vec()).collect();
+            c.range = r;
+            Ok(())
+        };
+        let out = std::sync::Mutex::new(vec![f32::NAN; n]);
+        let write = |start: usize, v: &[f32]| -> anyhow::Result<()> {
+            out.lock().unwrap()[start..start + v.len()].copy_from_slice(v);
+            Ok(())
+        };
+        let s = TensorStream::new("w", &shape, None, 0.0, &global, &stream_inputs, true, 1, 1 << 16, &read, &write);
+        // The band from this sample misses the median.
+        let keys: Vec<u64> = models[0].iter().zip(&base).map(|(x, b)| select::key(*x - *b, Order::Descending)).collect();
+        let mut band = BandSelect::new(n, &[n / 2 - 1], false);
+        for r in &sampled {
+            band.sample(&keys[r.clone()]);
+        }
+        band.end_sample();
+        band.count(&keys);
+        assert!(band.result().is_none(), "the sample should mislead the band");
+        m.merge_stream(&s).unwrap();
+        assert_eq!(out.into_inner().unwrap(), whole);
     }
 }
