@@ -639,6 +639,48 @@ mod tests {
     use super::*;
     use crate::{Input, Params, StreamInput, Value};
 
+    /// The method's defaults as global parameters.
+    fn defaults(m: &TaskArithmetic) -> Params {
+        let mut global = Params::default();
+        for d in m.parameters().iter().filter(|d| !d.per_model) {
+            if let Some(v) = &d.default {
+                global.set(d.name, v.clone());
+            }
+        }
+        global
+    }
+
+    /// Merges one tensor twice: whole (one chunk) and streamed in chunks of `chunk` elements.
+    fn whole_and_streamed(
+        m: &TaskArithmetic,
+        shape: &[u64],
+        global: &Params,
+        params: &[Params],
+        base: &[f32],
+        models: &[Vec<f32>],
+        chunk: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n = base.len();
+        let inputs: Vec<Input<'_>> = models.iter().zip(params).map(|(v, p)| Input { model: "m", values: v, params: p, is_base: false }).collect();
+        let job = TensorJob { name: "w", shape, layer: None, t: 0.0, base: Some(base), inputs: &inputs, params: global, seed: 11, range: 0..n };
+        let whole = m.merge(&job).unwrap();
+        let stream_inputs: Vec<StreamInput<'_>> = params.iter().map(|p| StreamInput { model: "m", params: p, is_base: false }).collect();
+        let read = |r: Range<usize>, c: &mut Chunk<f32>| -> anyhow::Result<()> {
+            c.base = Some(base[r.clone()].to_vec());
+            c.values = models.iter().map(|v| v[r.clone()].to_vec()).collect();
+            c.range = r;
+            Ok(())
+        };
+        let out = std::sync::Mutex::new(vec![f32::NAN; n]);
+        let write = |start: usize, v: &[f32]| -> anyhow::Result<()> {
+            out.lock().unwrap()[start..start + v.len()].copy_from_slice(v);
+            Ok(())
+        };
+        let s = TensorStream::new("w", shape, None, 0.0, global, &stream_inputs, true, 11, chunk, &read, &write);
+        m.merge_stream(&s).unwrap();
+        (whole, out.into_inner().unwrap())
+    }
+
     /// Streaming in small chunks (several passes, pages of a few hundred elements) gives
     /// exactly the result of merging the tensor whole.
     #[test]
@@ -665,32 +707,10 @@ mod tests {
                     p
                 })
                 .collect();
-            let mut global = Params::default();
-            for d in m.parameters().iter().filter(|d| !d.per_model) {
-                if let Some(v) = &d.default {
-                    global.set(d.name, v.clone());
-                }
-            }
+            let mut global = defaults(&m);
             global.set("rescale", Value::Bool(true));
-            let inputs: Vec<Input<'_>> = models.iter().zip(&params).map(|(v, p)| Input { model: "m", values: v, params: p, is_base: false }).collect();
-            let job = TensorJob { name: "w", shape: &shape, layer: None, t: 0.0, base: Some(&base), inputs: &inputs, params: &global, seed: 11, range: 0..n };
-            let whole = m.merge(&job).unwrap();
-
-            let stream_inputs: Vec<StreamInput<'_>> = params.iter().map(|p| StreamInput { model: "m", params: p, is_base: false }).collect();
-            let read = |r: Range<usize>, c: &mut Chunk<f32>| -> anyhow::Result<()> {
-                c.base = Some(base[r.clone()].to_vec());
-                c.values = models.iter().map(|v| v[r.clone()].to_vec()).collect();
-                c.range = r;
-                Ok(())
-            };
-            let out = std::sync::Mutex::new(vec![f32::NAN; n]);
-            let write = |start: usize, v: &[f32]| -> anyhow::Result<()> {
-                out.lock().unwrap()[start..start + v.len()].copy_from_slice(v);
-                Ok(())
-            };
-            let s = TensorStream::new("w", &shape, None, 0.0, &global, &stream_inputs, true, 11, 100, &read, &write);
-            m.merge_stream(&s).unwrap();
-            assert_eq!(out.into_inner().unwrap(), whole, "{name}");
+            let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, &base, &models, 100);
+            assert_eq!(streamed, whole, "{name}");
             let changed = whole.iter().zip(&base).filter(|(a, b)| a != b).count();
             assert!(changed > n / 10 && changed < n, "{name}: {changed} of {n} changed");
         }
@@ -724,28 +744,7 @@ mod tests {
                 p
             })
             .collect();
-        let mut global = Params::default();
-        for d in m.parameters().iter().filter(|d| !d.per_model) {
-            if let Some(v) = &d.default {
-                global.set(d.name, v.clone());
-            }
-        }
-        let inputs: Vec<Input<'_>> = models.iter().zip(&params).map(|(v, p)| Input { model: "m", values: v, params: p, is_base: false }).collect();
-        let job = TensorJob { name: "w", shape: &shape, layer: None, t: 0.0, base: Some(&base), inputs: &inputs, params: &global, seed: 1, range: 0..n };
-        let whole = m.merge(&job).unwrap();
-        let stream_inputs: Vec<StreamInput<'_>> = params.iter().map(|p| StreamInput { model: "m", params: p, is_base: false }).collect();
-        let read = |r: Range<usize>, c: &mut Chunk<f32>| -> anyhow::Result<()> {
-            c.base = Some(base[r.clone()].to_vec());
-            c.values = models.iter().map(|v| v[r.clone()].to_vec()).collect();
-            c.range = r;
-            Ok(())
-        };
-        let out = std::sync::Mutex::new(vec![f32::NAN; n]);
-        let write = |start: usize, v: &[f32]| -> anyhow::Result<()> {
-            out.lock().unwrap()[start..start + v.len()].copy_from_slice(v);
-            Ok(())
-        };
-        let s = TensorStream::new("w", &shape, None, 0.0, &global, &stream_inputs, true, 1, 1 << 16, &read, &write);
+        let global = defaults(&m);
         // The band from this sample misses the median.
         let keys: Vec<u64> = models[0].iter().zip(&base).map(|(x, b)| select::key(*x - *b, Order::Descending)).collect();
         let mut band = BandSelect::new(n, &[n / 2 - 1], false);
@@ -755,7 +754,7 @@ mod tests {
         band.end_sample();
         band.count(&keys);
         assert!(band.result().is_none(), "the sample should mislead the band");
-        m.merge_stream(&s).unwrap();
-        assert_eq!(out.into_inner().unwrap(), whole);
+        let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, &base, &models, 1 << 16);
+        assert_eq!(streamed, whole);
     }
 }
