@@ -23,6 +23,11 @@ fn prefetch_ahead(p: *const u8) {
     let _ = p;
 }
 
+/// Whether no f16 value is NaN or ±Inf (all exponent bits set), in one vectorized pass.
+fn f16_all_finite(v: &[f16]) -> bool {
+    vectorized!(!v.iter().fold(false, |bad, h| bad | (h.to_bits() & 0x7C00 == 0x7C00)))
+}
+
 /// Decodes `bytes` of `dtype` into `out` (exactly `out.len()` elements); returns whether
 /// every value is finite (no NaN or ±Inf), checked in the same pass.
 pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
@@ -72,7 +77,7 @@ pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
             // `half` converts slices with F16C when the CPU has it.
             Ok(v) if cfg!(target_endian = "little") => {
                 v.convert_to_f32_slice(out);
-                vectorized!(!v.iter().fold(false, |bad, h| bad | (h.to_bits() & 0x7C00 == 0x7C00)))
+                f16_all_finite(v)
             }
             _ => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
@@ -173,7 +178,7 @@ pub fn cast_f32_into(values: &[f32], dtype: DType, out: &mut [u8]) -> bool {
             Ok(o) if cfg!(target_endian = "little") => {
                 o.convert_from_f32_slice(values);
                 // On the output, so values beyond ±65504 (which become ±Inf) count too.
-                vectorized!(!o.iter().fold(false, |bad, h| bad | (h.to_bits() & 0x7C00 == 0x7C00)))
+                f16_all_finite(o)
             }
             _ => {
                 let mut bad = false;
@@ -219,13 +224,24 @@ pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
     out
 }
 
+/// Encodes f64 values as `dtype` into `out` (F64 exactly; other dtypes through f32); returns
+/// whether every encoded value is finite, as [`cast_f32_into`].
+pub fn cast_f64_into(values: &[f64], dtype: DType, out: &mut [u8]) -> bool {
+    if dtype == DType::F64 {
+        for (c, v) in out.chunks_exact_mut(8).zip(values) {
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        return values.iter().all(|v| v.is_finite());
+    }
+    let narrow: Vec<f32> = values.iter().map(|v| *v as f32).collect();
+    cast_f32_into(&narrow, dtype, out)
+}
+
 /// f64 values encoded as `dtype` (F64 exactly; other dtypes through f32).
 pub fn f64_to_bytes(values: &[f64], dtype: DType) -> Vec<u8> {
-    if dtype == DType::F64 {
-        return values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    }
-    let f: Vec<f32> = values.iter().map(|v| *v as f32).collect();
-    f32_to_bytes(&f, dtype)
+    let mut out = vec![0u8; values.len() * dtype.size()];
+    cast_f64_into(values, dtype, &mut out);
+    out
 }
 
 #[cfg(test)]

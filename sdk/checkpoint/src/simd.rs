@@ -53,7 +53,9 @@ fn detected() -> SimdLevel {
 
 /// Runs `$body` (an expression, usually a block of loops) compiled for the best available
 /// [`SimdLevel`], and returns its value. Write the loops plainly: zips over slices, no early
-/// exits, so the compiler can vectorize them.
+/// exits, so the compiler can vectorize them. A closure that `$body` passes on to a helper
+/// (not an iterator adapter's small closure) needs `#[inline(always)]` too, or it is compiled
+/// once, for the baseline.
 ///
 /// ```
 /// let (a, b) = (vec![1.0f32; 1000], vec![2.0f32; 1000]);

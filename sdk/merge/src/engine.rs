@@ -2,11 +2,10 @@
 //! parameters before reading any data, then merges tensors (element-wise strategies in
 //! chunks) in parallel with rayon, writing each result straight into the output shards.
 //!
-//! Memory: each worker holds one unit in flight — the decoded inputs of one tensor, of one
-//! chunk of [`CHUNK_ELEMENTS`] for element-wise strategies, or of one streaming chunk for
-//! strategies that stream — read with positioned reads (the inputs' memory maps are only
-//! used for headers and for copying non-float tensors, whose pages are released after), so
-//! the resident set stays a few tensors (or chunks) per input, never the model size.
+//! Memory: each worker holds one unit in flight — the inputs of one tensor, or of one chunk
+//! of [`CHUNK_ELEMENTS`] for element-wise strategies, mapped in ahead and released after;
+//! or one streaming chunk, read with positioned reads, for strategies that stream — so the
+//! resident set stays a few tensors (or chunks) per input, never the model size.
 
 use std::{
     collections::BTreeSet,
@@ -16,7 +15,9 @@ use std::{
     time::Instant,
 };
 
-use agentmerge_checkpoint::{cast_f32_into, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, WriteOptions};
+use agentmerge_checkpoint::{
+    cast_f32_into, cast_f64_into, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, TensorView, WriteOptions,
+};
 use rayon::prelude::*;
 
 use crate::{
@@ -429,13 +430,26 @@ impl Elem for f64 {
         strategy.merge_stream_f64(s)
     }
     fn encode(values: &[f64], dtype: DType, out: &mut Vec<u8>) -> bool {
-        if dtype == DType::F64 {
-            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            return values.iter().all(|v| v.is_finite());
-        }
-        let narrow: Vec<f32> = values.iter().map(|v| *v as f32).collect();
-        f32::encode(&narrow, dtype, out)
+        let start = out.len();
+        out.resize(start + values.len() * dtype.size(), 0);
+        cast_f64_into(values, dtype, &mut out[start..])
     }
+}
+
+/// Decodes `raw`, the bytes of `view` (a tensor of `m`) from element `start` on, into `out`
+/// (resized to fit). NaN or Inf is an error naming the element.
+fn decode<T: Elem>(m: &Model, view: &TensorView<'_>, raw: &[u8], start: usize, out: &mut Vec<T>) -> Result<(), MergeError> {
+    // Resizing only when the length changes: the decode overwrites every element.
+    out.resize(raw.len() / view.dtype.size(), T::zero());
+    if T::decode(view.dtype, raw, out) {
+        return Ok(());
+    }
+    let (i, x) = first_bad(out).unwrap_or((0, T::zero()));
+    Err(MergeError::Tensor {
+        tensor: view.name.to_string(),
+        models: m.label.clone(),
+        message: format!("element {} is {x:?} in {} ({}); fix or re-export that checkpoint", start + i, m.label, view.file.display()),
+    })
 }
 
 /// The first element of `values` that is NaN or infinite, as (index, value).
@@ -477,26 +491,10 @@ impl Context<'_> {
         // and nothing stays resident once the unit is done.
         thread_local!(static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
         RAW.with_borrow_mut(|raw| {
-            m.ck.view(name)?.read_into(range.clone(), raw)?;
-            self.decode(m, name, raw, range.start, out)?;
+            let view = m.ck.view(name)?;
+            view.read_into(range.clone(), raw)?;
+            decode(m, &view, raw, range.start, out)?;
             Ok(raw.len() as u64)
-        })
-    }
-
-    /// Decodes `raw`, the bytes of a tensor of `m` from element `start` on, into `out`
-    /// (resized to fit). NaN or Inf is an error naming the element.
-    fn decode<T: Elem>(&self, m: &Model, name: &str, raw: &[u8], start: usize, out: &mut Vec<T>) -> Result<(), MergeError> {
-        let view = m.ck.view(name)?;
-        // Resizing only when the length changes: the decode overwrites every element.
-        out.resize(raw.len() / view.dtype.size(), T::zero());
-        if T::decode(view.dtype, raw, out) {
-            return Ok(());
-        }
-        let (i, x) = first_bad(out).unwrap_or((0, T::zero()));
-        Err(MergeError::Tensor {
-            tensor: name.to_string(),
-            models: m.label.clone(),
-            message: format!("element {} is {x:?} in {} ({}); fix or re-export that checkpoint", start + i, m.label, view.file.display()),
         })
     }
 
@@ -584,11 +582,12 @@ impl Context<'_> {
     fn merge_unit<T: Elem>(&self, t: &TensorPlan, u: &Unit) -> Result<(u64, u64), MergeError> {
         let block = if self.strategy.elementwise() { BLOCK_ELEMENTS } else { usize::MAX };
         let inputs: Vec<&Model> = self.base.into_iter().chain(self.models).collect();
+        let views = inputs.iter().map(|m| m.ck.view(&t.name)).collect::<Result<Vec<_>, _>>()?;
         let mut mapped = Vec::with_capacity(inputs.len());
-        for m in &inputs {
-            mapped.push(m.ck.view(&t.name)?.populate(u.range.clone())?);
+        for v in &views {
+            mapped.push(v.populate(u.range.clone())?);
         }
-        let result = self.merge_mapped::<T>(t, u, &inputs, &mapped, block);
+        let result = self.merge_mapped::<T>(t, u, &inputs, &views, &mapped, block);
         for m in &inputs {
             m.ck.release(&t.name, u.range.clone());
         }
@@ -600,16 +599,24 @@ impl Context<'_> {
     }
 
     /// [`Context::merge_unit`]'s work on the mapped input bytes; returns the bytes written.
-    fn merge_mapped<T: Elem>(&self, t: &TensorPlan, u: &Unit, inputs: &[&Model], mapped: &[&[u8]], block: usize) -> Result<u64, MergeError> {
+    fn merge_mapped<T: Elem>(
+        &self,
+        t: &TensorPlan,
+        u: &Unit,
+        inputs: &[&Model],
+        views: &[TensorView<'_>],
+        mapped: &[&[u8]],
+        block: usize,
+    ) -> Result<u64, MergeError> {
         let mut decoded: Vec<Vec<T>> = vec![Vec::new(); inputs.len()];
         let mut bytes = Vec::with_capacity(WRITE_ELEMENTS.min(u.range.len()) * t.out_dtype.size());
         let mut written = 0;
         let (mut start, mut pending) = (u.range.start, u.range.start);
         while start < u.range.end {
             let end = start.saturating_add(block).min(u.range.end);
-            for ((m, raw), out) in inputs.iter().zip(mapped).zip(decoded.iter_mut()) {
-                let size = raw.len() / u.range.len();
-                self.decode(m, &t.name, &raw[(start - u.range.start) * size..(end - u.range.start) * size], start, out)?;
+            for (((m, view), raw), out) in inputs.iter().zip(views).zip(mapped).zip(decoded.iter_mut()) {
+                let size = view.dtype.size();
+                decode(m, view, &raw[(start - u.range.start) * size..(end - u.range.start) * size], start, out)?;
             }
             self.merge_block::<T>(t, start..end, &decoded, &mut bytes)?;
             start = end;

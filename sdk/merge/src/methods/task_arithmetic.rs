@@ -164,45 +164,20 @@ impl TaskArithmetic {
             })
             .collect();
         let ranking = bands.iter().any(Option::is_some);
-        let mut keys = Vec::new();
-        // The sample: every chunk of a small tensor, else runs of elements evenly spaced
-        // through it.
+        // The sample: every chunk of a small tensor (then it also sums the L1 norms), else
+        // runs of elements evenly spaced through it.
         if ranking {
             let sample: Vec<Range<usize>> = if whole { chunks.clone() } else { sample_runs(&s.range, align) };
-            for r in sample {
-                s.read(r, &mut chunk)?;
-                let base = chunk.base.as_deref().expect("base present");
-                for (i, d) in deltas.iter().enumerate() {
-                    let x = &chunk.values[d.stream];
-                    if whole && rescaling {
-                        add_l1_distance(&mut l1_before[i], x, base);
-                    }
-                    if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
-                        delta_keys(x, base, *order, &mut keys);
-                        b.sample(&keys);
-                    }
-                }
-            }
+            let l1 = (whole && rescaling).then_some(&mut l1_before[..]);
+            stats_pass(s, &sample, &deltas, &mut chunk, l1, &mut bands, BandSelect::sample)?;
             bands.iter_mut().flatten().for_each(BandSelect::end_sample);
         }
         // One pass over every chunk: counting for the bands, and the L1 norms (unless the sample
         // was the whole tensor and did both).
         let counting = ranking && !whole;
         if counting || (rescaling && !(ranking && whole)) {
-            for r in &chunks {
-                s.read(r.clone(), &mut chunk)?;
-                let base = chunk.base.as_deref().expect("base present");
-                for (i, d) in deltas.iter().enumerate() {
-                    let x = &chunk.values[d.stream];
-                    if rescaling {
-                        add_l1_distance(&mut l1_before[i], x, base);
-                    }
-                    if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
-                        delta_keys(x, base, *order, &mut keys);
-                        b.count(&keys);
-                    }
-                }
-            }
+            let l1 = rescaling.then_some(&mut l1_before[..]);
+            stats_pass(s, &chunks, &deltas, &mut chunk, l1, &mut bands, BandSelect::count)?;
         }
         // A band that missed its rank (a sample unlike the rest of the tensor) falls back to
         // radix selection: one more pass per 16-bit digit.
@@ -362,6 +337,35 @@ fn boundary_ranks(keep: &Range<usize>) -> Vec<usize> {
     } else {
         vec![keep.start, keep.end - 1]
     }
+}
+
+/// One statistics pass over `ranges`: adds each task vector's L1 norm to `l1` (when given)
+/// and hands each band its task vector's keys (`feed`: sample or count).
+fn stats_pass<T: Float>(
+    s: &TensorStream<'_, T>,
+    ranges: &[Range<usize>],
+    deltas: &[Delta<T>],
+    chunk: &mut Chunk<T>,
+    mut l1: Option<&mut [f64]>,
+    bands: &mut [Option<BandSelect>],
+    feed: fn(&mut BandSelect, &[u64]),
+) -> anyhow::Result<()> {
+    let mut keys = Vec::new();
+    for r in ranges {
+        s.read(r.clone(), chunk)?;
+        let base = chunk.base.as_deref().expect("base present");
+        for (i, d) in deltas.iter().enumerate() {
+            let x = &chunk.values[d.stream];
+            if let Some(l1) = l1.as_deref_mut() {
+                add_l1_distance(&mut l1[i], x, base);
+            }
+            if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
+                delta_keys(x, base, *order, &mut keys);
+                feed(b, &keys);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The order keys of the task vector `x − base`, into `keys`.
