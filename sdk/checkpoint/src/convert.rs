@@ -11,16 +11,21 @@ use crate::{vectorized, DType};
 /// (measured: about 5% off a bf16 merge).
 const PREFETCH_AHEAD: usize = 4096;
 
-/// Asks for the cache line `PREFETCH_AHEAD` bytes after `p` (never faults, even past the end).
+/// The decode loops work in blocks of this many input bytes: a prefetch per cache line of
+/// the block, then one flat loop the compiler vectorizes whole.
+const BLOCK_BYTES: usize = 1024;
+
+/// Asks for the cache lines `PREFETCH_AHEAD` bytes after `block` (never faults, even past
+/// the end).
 #[inline(always)]
-fn prefetch_ahead(p: *const u8) {
+fn prefetch_ahead<T>(block: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it does not fault on any address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p.wrapping_add(PREFETCH_AHEAD) as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    for line in (0..std::mem::size_of_val(block)).step_by(64) {
+        // SAFETY: a prefetch is only a hint; it does not fault on any address.
+        unsafe { std::arch::x86_64::_mm_prefetch((block.as_ptr() as *const i8).wrapping_add(PREFETCH_AHEAD + line), std::arch::x86_64::_MM_HINT_T0) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    let _ = block;
 }
 
 /// Whether no f16 value is NaN or ±Inf (all exponent bits set), in one vectorized pass.
@@ -37,15 +42,16 @@ pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
         // vectorize; unaligned data goes byte by byte.
         DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
             Ok(v) if cfg!(target_endian = "little") => vectorized!({
-                let mut bad = false;
-                for (os, xs) in out.chunks_mut(16).zip(v.chunks(16)) {
-                    prefetch_ahead(xs.as_ptr() as *const u8);
+                // The largest exponent field seen: all ones is NaN or ±Inf.
+                let mut top = 0u32;
+                for (os, xs) in out.chunks_mut(BLOCK_BYTES / 4).zip(v.chunks(BLOCK_BYTES / 4)) {
+                    prefetch_ahead(xs);
                     for (o, x) in os.iter_mut().zip(xs) {
                         *o = *x;
-                        bad |= x.to_bits() & 0x7F80_0000 == 0x7F80_0000;
+                        top = top.max(x.to_bits() & 0x7F80_0000);
                     }
                 }
-                !bad
+                top != 0x7F80_0000
             }),
             _ => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -56,15 +62,16 @@ pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> bool {
         },
         DType::BF16 => match bytemuck::try_cast_slice::<u8, u16>(bytes) {
             Ok(v) if cfg!(target_endian = "little") => vectorized!({
-                let mut bad = false;
-                for (os, bs) in out.chunks_mut(32).zip(v.chunks(32)) {
-                    prefetch_ahead(bs.as_ptr() as *const u8);
+                // The largest exponent field seen: all ones is NaN or ±Inf.
+                let mut top = 0u16;
+                for (os, bs) in out.chunks_mut(BLOCK_BYTES / 2).zip(v.chunks(BLOCK_BYTES / 2)) {
+                    prefetch_ahead(bs);
                     for (o, b) in os.iter_mut().zip(bs) {
                         *o = f32::from_bits((*b as u32) << 16);
-                        bad |= *b & 0x7F80 == 0x7F80;
+                        top = top.max(*b & 0x7F80);
                     }
                 }
-                !bad
+                top != 0x7F80
             }),
             _ => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {

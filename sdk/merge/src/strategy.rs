@@ -10,27 +10,32 @@ use crate::params::{ParamDef, Params};
 
 /// The element types merges are computed in: f32, or f64 when an input is f64.
 pub trait Float: num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static {
-    /// Width of [`Float::magnitude_bits`].
+    /// The unsigned integer of the same width: order keys of magnitudes compare in it (16
+    /// to a 512-bit vector for f32).
+    type Key: num_traits::PrimInt + Into<u64> + Send + Sync + std::fmt::Debug + 'static;
+    /// Width of [`Float::Key`].
     const KEY_BITS: u32;
-    /// The largest [`Float::magnitude_bits`] value.
+    /// The largest [`Float::Key`] value.
     const KEY_MAX: u64;
     fn of(x: f64) -> Self;
     /// The bits of a non-negative value: their order is the values' order.
-    fn magnitude_bits(self) -> u64;
+    fn magnitude_bits(self) -> Self::Key;
 }
 
 impl Float for f32 {
+    type Key = u32;
     const KEY_BITS: u32 = 32;
     const KEY_MAX: u64 = u32::MAX as u64;
     fn of(x: f64) -> f32 {
         x as f32
     }
-    fn magnitude_bits(self) -> u64 {
-        self.to_bits() as u64
+    fn magnitude_bits(self) -> u32 {
+        self.to_bits()
     }
 }
 
 impl Float for f64 {
+    type Key = u64;
     const KEY_BITS: u32 = 64;
     const KEY_MAX: u64 = u64::MAX;
     fn of(x: f64) -> f64 {

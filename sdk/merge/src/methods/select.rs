@@ -13,6 +13,8 @@
 
 use std::ops::Range;
 
+use num_traits::{Bounded, PrimInt, Zero};
+
 use crate::{vectorized, Float};
 
 /// Order keys: sorting keys ascending gives the wanted order of magnitudes.
@@ -27,11 +29,27 @@ pub enum Order {
 /// The order key of `x`: |x|'s bits (monotonic for non-negative floats), reversed for
 /// [`Order::Descending`].
 pub fn key<T: Float>(x: T, order: Order) -> u64 {
-    let bits = x.abs().magnitude_bits();
+    native_key(x, flip::<T>(order)).into()
+}
+
+/// [`key`] in `T`'s own width (u32 for f32, so twice as many fit a vector); `flip` from
+/// [`flip`].
+#[inline(always)]
+pub fn native_key<T: Float>(x: T, flip: T::Key) -> T::Key {
+    x.abs().magnitude_bits() ^ flip
+}
+
+/// What [`native_key`] XORs the bits with: all ones reverses the order (`KEY_MAX − bits`).
+pub fn flip<T: Float>(order: Order) -> T::Key {
     match order {
-        Order::Ascending => bits,
-        Order::Descending => T::KEY_MAX - bits,
+        Order::Ascending => T::Key::zero(),
+        Order::Descending => T::Key::max_value(),
     }
+}
+
+/// A key (of `T`'s width, as every key here is) in `T`'s own width.
+fn narrow<K: PrimInt>(key: u64) -> K {
+    K::from(key).unwrap_or_else(K::max_value)
 }
 
 const DIGIT: u32 = 16;
@@ -154,8 +172,8 @@ impl BandSelect {
     }
 
     /// Adds sample keys (every key of the tensor when `whole`).
-    pub fn sample(&mut self, keys: &[u64]) {
-        self.sample.extend_from_slice(keys);
+    pub fn sample<K: PrimInt + Into<u64>>(&mut self, keys: &[K]) {
+        self.sample.extend(keys.iter().map(|k| (*k).into()));
     }
 
     /// Ends the sample: brackets each rank by sample quantiles around it, with a margin of
@@ -177,14 +195,21 @@ impl BandSelect {
     }
 
     /// Counts a run of keys (every key of the tensor, once, over the counting pass).
-    pub fn count(&mut self, keys: &[u64]) {
+    pub fn count<K: PrimInt + Into<u64>>(&mut self, keys: &[K]) {
         let cap = (self.n as f64 * BAND_CAP) as usize + 1024;
         for t in &mut self.targets {
-            let (lo, hi) = (t.lo, t.hi);
-            // Branch-free counts (they vectorize); only the keys strictly inside are kept.
-            let (below, at_lo, at_hi, inside) = vectorized!(keys.iter().fold((0usize, 0usize, 0usize, 0usize), |(b, l, h, i), k| {
-                (b + (*k < lo) as usize, l + (*k == lo) as usize, h + (*k == hi) as usize, i + ((*k > lo) & (*k < hi)) as usize)
-            }));
+            // An open top end is the largest key of this width.
+            t.hi = t.hi.min(K::max_value().into());
+            let (lo, hi): (K, K) = (narrow(t.lo), narrow(t.hi));
+            // Branch-free counts in u32 (they vectorize at the keys' width); only the keys
+            // strictly inside are kept.
+            let (mut below, mut at_lo, mut at_hi, mut inside) = (0, 0, 0, 0);
+            for part in keys.chunks(1 << 30) {
+                let (b, l, h, i) = vectorized!(part.iter().fold((0u32, 0u32, 0u32, 0u32), |(b, l, h, i), k| {
+                    (b + (*k < lo) as u32, l + (*k == lo) as u32, h + (*k == hi) as u32, i + ((*k > lo) & (*k < hi)) as u32)
+                }));
+                (below, at_lo, at_hi, inside) = (below + b as usize, at_lo + l as usize, at_hi + h as usize, inside + i as usize);
+            }
             t.below += below;
             t.at_lo += at_lo;
             t.at_hi += if hi == lo { 0 } else { at_hi };
@@ -199,7 +224,7 @@ impl BandSelect {
             let dst = &mut t.inside[start..];
             let kept = vectorized!(keys.iter().fold(0usize, |j, k| {
                 if let Some(slot) = dst.get_mut(j) {
-                    *slot = *k;
+                    *slot = (*k).into();
                 }
                 j + ((*k > lo) & (*k < hi)) as usize
             }));
@@ -265,12 +290,10 @@ impl RankMask {
         RankMask { keep, lo, hi, seen_lo: 0, seen_hi: 0 }
     }
 
-    /// Whether the next element (in index order) is kept (what [`RankMask::apply`] does for
-    /// a whole run; the tests check one against the other).
-    #[cfg(test)]
+    /// Whether the next element (in index order) is kept: one element at a time, what
+    /// [`RankMask::apply`] does a block at a time (the tests check one against the other).
     pub fn keep(&mut self, key: u64) -> bool {
         if key != self.lo.0 && key != self.hi.0 {
-            // The common case, decided without a data-dependent branch.
             (key > self.lo.0) & (key < self.hi.0)
         } else {
             // Equal to a boundary key: its rank is the smaller keys plus the equal ones
@@ -289,27 +312,50 @@ impl RankMask {
     /// Zeroes the elements of `x` (the next ones in index order) that are not kept. The
     /// elements strictly between the boundary keys are decided by a vectorized select; those
     /// equal to a boundary key are kept by occurrence (the `j`-th copy of a boundary key with
-    /// `below` smaller keys has rank `below + j`), 64 at a time from bit masks.
+    /// `below` smaller keys has rank `below + j`): a block's copies are usually all kept or
+    /// all dropped, decided once for the block.
+    #[cfg(test)]
     pub fn apply<T: Float>(&mut self, x: &mut [T], order: Order) {
-        let (lo, hi) = (self.lo.0, self.hi.0);
+        vectorized!(self.apply_inline(x, order))
+    }
+
+    /// [`RankMask::apply`], inlined into a caller that is already
+    /// [`vectorized!`](crate::vectorized) (as when masking a tile at a time).
+    #[inline(always)]
+    pub fn apply_inline<T: Float>(&mut self, x: &mut [T], order: Order) {
+        let flip = flip::<T>(order);
+        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
+        // The occurrences of each boundary key that are kept.
         let window = |below: usize| self.keep.start.saturating_sub(below)..self.keep.end.saturating_sub(below);
         let (window_lo, window_hi) = (window(self.lo.1), window(self.hi.1));
-        let (seen_lo, seen_hi) = (&mut self.seen_lo, &mut self.seen_hi);
-        vectorized!(for block in x.chunks_mut(64) {
-            let (eq_lo, eq_hi) = block.iter().enumerate().fold((0u64, 0u64), |(l, h), (j, v)| {
-                let k = key(*v, order);
-                (l | (((k == lo) as u64) << j), h | (((k == hi) as u64) << j))
-            });
-            let mut kept = take_window(eq_lo, seen_lo, &window_lo);
-            if hi != lo {
-                kept |= take_window(eq_hi, seen_hi, &window_hi);
+        for block in x.chunks_mut(MASK_BLOCK) {
+            let mut keys = [T::Key::zero(); MASK_BLOCK];
+            let keys = &mut keys[..block.len()];
+            keys.iter_mut().zip(block.iter()).for_each(|(k, v)| *k = native_key(*v, flip));
+            let (n_lo, n_hi) = keys.iter().fold((0u32, 0u32), |(l, h), k| (l + (*k == lo) as u32, h + (*k == hi) as u32));
+            // Copies of one key (lo = hi) count as lo's.
+            let n_hi = if hi == lo { 0 } else { n_hi as usize };
+            let (n_lo, n_hi) = (n_lo as usize, n_hi);
+            match (all_or_none(self.seen_lo, n_lo, &window_lo), all_or_none(self.seen_hi, n_hi, &window_hi)) {
+                (Some(keep_lo), Some(keep_hi)) => {
+                    let keep_hi = if hi == lo { keep_lo } else { keep_hi };
+                    for (v, k) in block.iter_mut().zip(keys.iter()) {
+                        let keep = ((*k > lo) & (*k < hi)) | ((*k == lo) & keep_lo) | ((*k == hi) & keep_hi);
+                        *v = if keep { *v } else { T::zero() };
+                    }
+                    self.seen_lo += n_lo;
+                    self.seen_hi += n_hi;
+                }
+                // A window ends inside this block (at most twice per tensor): one at a time.
+                _ => {
+                    for (v, k) in block.iter_mut().zip(keys.iter()) {
+                        if !self.keep((*k).into()) {
+                            *v = T::zero();
+                        }
+                    }
+                }
             }
-            for (j, v) in block.iter_mut().enumerate() {
-                let k = key(*v, order);
-                let keep = ((k > lo) & (k < hi)) | ((kept >> j) & 1 == 1);
-                *v = if keep { *v } else { T::zero() };
-            }
-        });
+        }
     }
 
     /// The same mask, ready for another pass from the first element.
@@ -318,29 +364,22 @@ impl RankMask {
     }
 }
 
-/// Of the set bits of `bits` (the next occurrences of a boundary key, `seen` of them before),
-/// those whose occurrence index falls in `window`; advances `seen`.
+/// [`RankMask::apply`] decides the copies of the boundary keys for blocks of this many
+/// elements at once.
+const MASK_BLOCK: usize = 256;
+
+/// Whether the next `count` copies of a boundary key (`seen` before them) are all kept
+/// (`Some(true)`), all dropped (`Some(false)`), or some of each (`None`), given the
+/// occurrences `window` that are kept.
 #[inline(always)]
-fn take_window(bits: u64, seen: &mut usize, window: &Range<usize>) -> u64 {
-    let first = *seen;
-    *seen += bits.count_ones() as usize;
-    if first >= window.start && *seen <= window.end {
-        return bits;
+fn all_or_none(seen: usize, count: usize, window: &Range<usize>) -> Option<bool> {
+    if seen >= window.start && seen + count <= window.end {
+        Some(true)
+    } else if seen + count <= window.start || seen >= window.end {
+        Some(false)
+    } else {
+        None
     }
-    if *seen <= window.start || first >= window.end {
-        return 0;
-    }
-    // The window starts or ends inside this block: at most twice per tensor.
-    let (mut out, mut rest, mut i) = (0, bits, first);
-    while rest != 0 {
-        let j = rest.trailing_zeros();
-        rest &= rest - 1;
-        if window.contains(&i) {
-            out |= 1 << j;
-        }
-        i += 1;
-    }
-    out
 }
 
 /// Selects by rank over a whole slice (for tests and small tensors): the mask of elements of

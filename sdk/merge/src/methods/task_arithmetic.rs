@@ -227,14 +227,20 @@ impl TaskArithmetic {
         // Rescaling: the L1 norm of what is kept (the same draws as the output pass).
         if rescaling {
             let mut l1_after = vec![0.0f64; deltas.len()];
-            sparsified_pass(s, &chunks, &deltas, |_, work| {
-                for (l1, w) in l1_after.iter_mut().zip(work.iter()) {
-                    for v in w {
-                        *l1 += v.abs().to_f64().unwrap_or(0.0);
+            sparsified_pass(
+                s,
+                &chunks,
+                &deltas,
+                |_| true,
+                |_, work, _| {
+                    for (l1, w) in l1_after.iter_mut().zip(work.iter()) {
+                        for v in w {
+                            *l1 += v.abs().to_f64().unwrap_or(0.0);
+                        }
                     }
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                },
+            )?;
             for (i, d) in deltas.iter_mut().enumerate() {
                 if !matches!(d.sparse, Sparse::None) && l1_before[i] >= 1e-7 && l1_after[i] >= 1e-7 {
                     d.scale = Some(T::of(l1_before[i] / l1_after[i]));
@@ -242,21 +248,38 @@ impl TaskArithmetic {
             }
         }
 
-        // The output.
+        // The output, a tile at a time: each model's task vector (masked by rank right here;
+        // drawn at random for the whole chunk first), weighted, then combined.
         let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
+        let combiner = Combiner::new(&weights, consensus, normalize, lambda);
+        let mut tiles = vec![T::zero(); deltas.len() * TILE];
         let mut out = Vec::new();
-        sparsified_pass(s, &chunks, &deltas, |chunk, work| {
-            for (d, w) in deltas.iter().zip(work.iter_mut()) {
-                match d.scale {
-                    Some(c) => vectorized!(w.iter_mut().for_each(|v| *v = *v * c * d.weight)),
-                    None => vectorized!(w.iter_mut().for_each(|v| *v = *v * d.weight)),
-                }
-            }
+        sparsified_pass(s, &chunks, &deltas, Delta::random, |chunk, work, masks| {
+            let base = chunk.base.as_deref().expect("base present");
             let onto = match target {
                 Some(t) => &chunk.values[t],
-                None => chunk.base.as_ref().expect("base present"),
+                None => base,
             };
-            combine(work, &weights, consensus, normalize, lambda, onto, &mut out);
+            vectorized!(tiled_into(
+                onto.len(),
+                &mut out,
+                #[inline(always)]
+                |r, mixed| {
+                    for (i, (d, tile)) in deltas.iter().zip(tiles.chunks_exact_mut(TILE)).enumerate() {
+                        let tile = &mut tile[..r.len()];
+                        if d.random() {
+                            tile.copy_from_slice(&work[i][r.clone()]);
+                        } else {
+                            d.masked(&chunk.values[d.stream][r.clone()], &base[r.clone()], &mut masks[i], tile);
+                        }
+                        match d.scale {
+                            Some(c) => tile.iter_mut().for_each(|v| *v = *v * c * d.weight),
+                            None => tile.iter_mut().for_each(|v| *v = *v * d.weight),
+                        }
+                    }
+                    combiner.tile(&tiles, &onto[r], mixed);
+                }
+            ));
             s.write(chunk.range.start, &out)
         })?;
         Ok(())
@@ -348,7 +371,7 @@ fn stats_pass<T: Float>(
     chunk: &mut Chunk<T>,
     mut l1: Option<&mut [f64]>,
     bands: &mut [Option<BandSelect>],
-    feed: fn(&mut BandSelect, &[u64]),
+    feed: fn(&mut BandSelect, &[T::Key]),
 ) -> anyhow::Result<()> {
     let mut keys = Vec::new();
     for r in ranges {
@@ -368,10 +391,11 @@ fn stats_pass<T: Float>(
     Ok(())
 }
 
-/// The order keys of the task vector `x − base`, into `keys`.
-fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<u64>) {
+/// The order keys of the task vector `x − base` (in `T`'s width), into `keys`.
+fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<T::Key>) {
+    let flip = select::flip::<T>(order);
     keys.clear();
-    vectorized!(keys.extend(x.iter().zip(base).map(|(v, b)| select::key(*v - *b, order))))
+    vectorized!(keys.extend(x.iter().zip(base).map(|(v, b)| select::native_key(*v - *b, flip))))
 }
 
 /// Adds Σ |x − base| to `l1`, element by element in f64.
@@ -381,13 +405,16 @@ fn add_l1_distance<T: Float>(l1: &mut f64, x: &[T], base: &[T]) {
     }
 }
 
-/// One pass over the chunks with every model's task vector sparsified: fresh random
-/// generators and masks, so each pass makes the same draws and keeps the same elements.
+/// One pass over the chunks with the task vectors of the models `whole` picks sparsified
+/// whole-chunk into `work` (the others are left empty): fresh random generators and masks,
+/// so each pass makes the same draws and keeps the same elements. `each` also gets the
+/// masks, to apply to the other task vectors as it goes.
 fn sparsified_pass<T: Float>(
     s: &TensorStream<'_, T>,
     chunks: &[Range<usize>],
     deltas: &[Delta<T>],
-    mut each: impl FnMut(&Chunk<T>, &mut [Vec<T>]) -> anyhow::Result<()>,
+    whole: fn(&Delta<T>) -> bool,
+    mut each: impl FnMut(&Chunk<T>, &[Vec<T>], &mut [Option<RankMask>]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
     let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
@@ -396,9 +423,11 @@ fn sparsified_pass<T: Float>(
     for r in chunks {
         s.read(r.clone(), &mut chunk)?;
         for (i, d) in deltas.iter().enumerate() {
-            d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
+            if whole(d) {
+                d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
+            }
         }
-        each(&chunk, &mut work)?;
+        each(&chunk, &work, &mut masks)?;
     }
     Ok(())
 }
@@ -426,97 +455,126 @@ struct Delta<T> {
 }
 
 impl<T: Float> Delta<T> {
+    /// Whether it is sparsified at random (DARE, DELLA): such draws are made a whole chunk
+    /// at a time.
+    fn random(&self) -> bool {
+        matches!(self.sparse, Sparse::Random(..) | Sparse::Della(..))
+    }
+
     /// This chunk of the task vector, sparsified, into `out`.
     fn sparsified(&self, chunk: &Chunk<T>, shape: &[u64], rng: &mut ChaCha8Rng, mask: &mut Option<RankMask>, out: &mut Vec<T>) {
         let base = chunk.base.as_deref().expect("base present");
         out.clear();
-        vectorized!(out.extend(chunk.values[self.stream].iter().zip(base).map(|(x, b)| *x - *b)));
+        out.resize(base.len(), T::zero());
+        let x = &chunk.values[self.stream];
         match &self.sparse {
-            Sparse::None => {}
-            Sparse::Rank(order, keep) => match mask {
-                Some(m) => m.apply(out, *order),
+            Sparse::None | Sparse::Rank(..) => vectorized!(self.masked(x, base, mask, out)),
+            Sparse::Random(density) => {
+                vectorized!(out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b));
+                sparsify::bernoulli(out, *density, rng)
+            }
+            Sparse::Della(density, epsilon) => {
+                vectorized!(out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b));
+                sparsify::della(out, shape, *density, *epsilon, rng)
+            }
+        }
+    }
+
+    /// The task vector `x − base` of the next elements (in index order), masked by rank when
+    /// it is sparsified that way, into `out`. Not for random sparsification.
+    #[inline(always)]
+    fn masked(&self, x: &[T], base: &[T], mask: &mut Option<RankMask>, out: &mut [T]) {
+        out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b);
+        if let Sparse::Rank(order, keep) = &self.sparse {
+            match mask {
+                Some(m) => m.apply_inline(out, *order),
                 None if keep.is_empty() => out.fill(T::zero()),
                 None => {}
-            },
-            Sparse::Random(density) => sparsify::bernoulli(out, *density, rng),
-            Sparse::Della(density, epsilon) => sparsify::della(out, shape, *density, *epsilon, rng),
+            }
         }
     }
 }
 
 /// Combines weighted (and sparsified) task vectors element by element and adds them, scaled
-/// by λ, onto `onto`. Written as whole-array passes (one per model) so the loops vectorize;
-/// each element still sums the models in order, as a per-element loop would.
-fn combine<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
-    vectorized!(combine_inner(weighted, weights, consensus, normalize, lambda, onto, out))
+/// by λ, onto the target: the sums, elected signs and divisors of a tile never leave the
+/// core's registers and L1.
+struct Combiner<'a, T> {
+    weights: &'a [T],
+    consensus: Option<Consensus>,
+    normalize: bool,
+    lambda: T,
+    /// Σ wᵢ, the divisor without sign election.
+    total: T,
 }
 
-/// [`combine`], a register-sized tile at a time: the sums, elected signs and divisors of a
-/// tile never leave the core's registers and L1.
-#[inline(always)]
-fn combine_inner<T: Float>(weighted: &[Vec<T>], weights: &[T], consensus: Option<Consensus>, normalize: bool, lambda: T, onto: &[T], out: &mut Vec<T>) {
-    let (zero, one) = (T::zero(), T::one());
-    let sign = |x: T| {
-        if x > zero {
-            one
-        } else if x < zero {
-            -one
-        } else {
-            zero
+impl<'a, T: Float> Combiner<'a, T> {
+    fn new(weights: &'a [T], consensus: Option<Consensus>, normalize: bool, lambda: T) -> Combiner<'a, T> {
+        let mut total = weights.iter().fold(T::zero(), |t, w| t + *w);
+        if total.abs() < T::of(1e-8) {
+            total = T::one();
         }
-    };
-    let mut total = weights.iter().fold(zero, |t, w| t + *w);
-    if total.abs() < T::of(1e-8) {
-        total = one;
+        Combiner { weights, consensus, normalize, lambda, total }
     }
-    tiled_into(
-        onto.len(),
-        out,
-        #[inline(always)]
-        |r, mixed| {
-            let mut divisor = [total; TILE];
-            let divisor = &mut divisor[..mixed.len()];
-            if let Some(c) = consensus {
-                // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
-                let mut elected = [zero; TILE];
-                let elected = &mut elected[..mixed.len()];
-                for d in weighted {
-                    let d = &d[r.clone()];
-                    match c {
-                        Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
-                        Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
-                    }
-                }
-                for v in elected.iter_mut() {
-                    *v = if *v >= zero { one } else { -one };
-                }
-                divisor.fill(zero);
-                for (d, w) in weighted.iter().zip(weights) {
-                    // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes.
-                    for (((m, q), x), e) in mixed.iter_mut().zip(divisor.iter_mut()).zip(&d[r.clone()]).zip(elected.iter()) {
-                        let agrees = *x * *e > zero;
-                        *m += if agrees { *x } else { zero };
-                        *q += if agrees { *w } else { zero };
-                    }
-                }
-                for q in divisor.iter_mut() {
-                    if *q == zero {
-                        *q = one;
-                    }
-                }
+
+    /// One tile: `weighted` holds model i's weighted task vector at `i * TILE` (the first
+    /// `mixed.len()` elements of each slot); the result, `onto + λ·mix`, goes into `mixed`
+    /// (zeroed). Each element sums the models in order, as a per-element loop would.
+    #[inline(always)]
+    fn tile(&self, weighted: &[T], onto: &[T], mixed: &mut [T]) {
+        let (zero, one) = (T::zero(), T::one());
+        let sign = |x: T| {
+            if x > zero {
+                one
+            } else if x < zero {
+                -one
             } else {
-                for d in weighted {
-                    for (m, x) in mixed.iter_mut().zip(&d[r.clone()]) {
-                        *m += *x;
-                    }
+                zero
+            }
+        };
+        let n = mixed.len();
+        let models = weighted.chunks_exact(TILE).map(|d| &d[..n]);
+        let mut divisor = [self.total; TILE];
+        let divisor = &mut divisor[..n];
+        if let Some(c) = self.consensus {
+            // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
+            let mut elected = [zero; TILE];
+            let elected = &mut elected[..n];
+            for d in models.clone() {
+                match c {
+                    Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
+                    Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
                 }
             }
-            for ((m, q), o) in mixed.iter_mut().zip(divisor.iter()).zip(&onto[r]) {
-                let v = if normalize { *m / *q } else { *m };
-                *m = *o + v * lambda;
+            for v in elected.iter_mut() {
+                *v = if *v >= zero { one } else { -one };
             }
-        },
-    );
+            divisor.fill(zero);
+            for (d, &w) in models.zip(self.weights) {
+                // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes
+                // (`w` by value: a select of `*w` compiles to a gather).
+                for (((m, q), x), e) in mixed.iter_mut().zip(divisor.iter_mut()).zip(d).zip(elected.iter()) {
+                    let agrees = *x * *e > zero;
+                    *m += if agrees { *x } else { zero };
+                    *q += if agrees { w } else { zero };
+                }
+            }
+            for q in divisor.iter_mut() {
+                if *q == zero {
+                    *q = one;
+                }
+            }
+        } else {
+            for d in models {
+                for (m, x) in mixed.iter_mut().zip(d) {
+                    *m += *x;
+                }
+            }
+        }
+        for ((m, q), o) in mixed.iter_mut().zip(divisor.iter()).zip(onto) {
+            let v = if self.normalize { *m / *q } else { *m };
+            *m = *o + v * self.lambda;
+        }
+    }
 }
 
 impl Strategy for TaskArithmetic {
