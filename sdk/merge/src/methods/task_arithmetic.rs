@@ -15,12 +15,11 @@
 
 use std::ops::Range;
 
-use rand_chacha::ChaCha8Rng;
-
 use super::{
     check_range,
     select::{self, BandSelect, Order, RadixSelect, RankMask},
-    sparsify, tiled, tiled_into, TILE,
+    sparsify::{self, Draws},
+    tiled, tiled_into, TILE,
 };
 use crate::{vectorized, Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
 
@@ -154,7 +153,7 @@ impl TaskArithmetic {
 
         // Statistics: L1 norms before sparsifying, and the keys at the rank boundaries.
         let rescaling = rescale && deltas.iter().any(|d| !matches!(d.sparse, Sparse::None));
-        let mut l1_before = vec![0.0f64; deltas.len()];
+        let mut l1_before = vec![L1Norm::default(); deltas.len()];
         let whole = chunks.len() <= WHOLE_SAMPLE_CHUNKS;
         let mut bands: Vec<Option<BandSelect>> = deltas
             .iter()
@@ -172,13 +171,14 @@ impl TaskArithmetic {
             stats_pass(s, &sample, &deltas, &mut chunk, l1, &mut bands, BandSelect::sample)?;
             bands.iter_mut().flatten().for_each(BandSelect::end_sample);
         }
-        // One pass over every chunk: counting for the bands, and the L1 norms (unless the sample
-        // was the whole tensor and did both).
+        // One pass over every chunk for the bands' counts (unless the sample was the whole
+        // tensor), which also sums the L1 norms; without one, the rescaling pass sums them.
         let counting = ranking && !whole;
-        if counting || (rescaling && !(ranking && whole)) {
+        if counting {
             let l1 = rescaling.then_some(&mut l1_before[..]);
             stats_pass(s, &chunks, &deltas, &mut chunk, l1, &mut bands, BandSelect::count)?;
         }
+        let l1_later = rescaling && !ranking;
         // A band that missed its rank (a sample unlike the rest of the tensor) falls back to
         // radix selection: one more pass per 16-bit digit.
         let mut found: Vec<Option<Vec<(u64, usize)>>> = Vec::new();
@@ -226,24 +226,26 @@ impl TaskArithmetic {
 
         // Rescaling: the L1 norm of what is kept (the same draws as the output pass).
         if rescaling {
-            let mut l1_after = vec![0.0f64; deltas.len()];
+            let mut l1_after = vec![L1Norm::default(); deltas.len()];
             sparsified_pass(
                 s,
                 &chunks,
                 &deltas,
                 |_| true,
-                |_, work, _| {
-                    for (l1, w) in l1_after.iter_mut().zip(work.iter()) {
-                        for v in w {
-                            *l1 += v.abs().to_f64().unwrap_or(0.0);
+                |chunk, work, _| {
+                    for (i, d) in deltas.iter().enumerate() {
+                        l1_after[i].add(chunk.range.start, &work[i], None);
+                        if l1_later {
+                            l1_before[i].add(chunk.range.start, &chunk.values[d.stream], chunk.base.as_deref());
                         }
                     }
                     Ok(())
                 },
             )?;
             for (i, d) in deltas.iter_mut().enumerate() {
-                if !matches!(d.sparse, Sparse::None) && l1_before[i] >= 1e-7 && l1_after[i] >= 1e-7 {
-                    d.scale = Some(T::of(l1_before[i] / l1_after[i]));
+                let (before, after) = (l1_before[i].total(), l1_after[i].total());
+                if !matches!(d.sparse, Sparse::None) && before >= 1e-7 && after >= 1e-7 {
+                    d.scale = Some(T::of(before / after));
                 }
             }
         }
@@ -369,7 +371,7 @@ fn stats_pass<T: Float>(
     ranges: &[Range<usize>],
     deltas: &[Delta<T>],
     chunk: &mut Chunk<T>,
-    mut l1: Option<&mut [f64]>,
+    mut l1: Option<&mut [L1Norm]>,
     bands: &mut [Option<BandSelect>],
     feed: fn(&mut BandSelect, &[T::Key]),
 ) -> anyhow::Result<()> {
@@ -380,7 +382,7 @@ fn stats_pass<T: Float>(
         for (i, d) in deltas.iter().enumerate() {
             let x = &chunk.values[d.stream];
             if let Some(l1) = l1.as_deref_mut() {
-                add_l1_distance(&mut l1[i], x, base);
+                l1[i].add(r.start, x, Some(base));
             }
             if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
                 delta_keys(x, base, *order, &mut keys);
@@ -398,10 +400,50 @@ fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<T::Key
     vectorized!(keys.extend(x.iter().zip(base).map(|(v, b)| select::native_key(*v - *b, flip))))
 }
 
-/// Adds Σ |x − base| to `l1`, element by element in f64.
-fn add_l1_distance<T: Float>(l1: &mut f64, x: &[T], base: &[T]) {
-    for (v, b) in x.iter().zip(base) {
-        *l1 += (*v - *b).abs().to_f64().unwrap_or(0.0);
+/// An L1 norm summed in f64 over a tensor read in chunks: element `i` goes to lane
+/// `i mod LANES`, so the loops vectorize and the sum is the same however the tensor is cut.
+#[derive(Clone, Default)]
+struct L1Norm {
+    lanes: [f64; L1_LANES],
+}
+
+/// Lanes of [`L1Norm`]: four 512-bit vectors of f64, enough to hide the adds' latency.
+const L1_LANES: usize = 32;
+
+impl L1Norm {
+    /// Adds Σ |x − base| (Σ |x| without a base) over elements `first..first + x.len()`.
+    fn add<T: Float>(&mut self, first: usize, x: &[T], base: Option<&[T]>) {
+        let abs = |j: usize| match base {
+            Some(b) => (x[j] - b[j]).abs(),
+            None => x[j].abs(),
+        };
+        // Up to the next lane boundary, then whole rows of lanes, then the rest.
+        let head = ((L1_LANES - first % L1_LANES) % L1_LANES).min(x.len());
+        for j in 0..head {
+            self.lanes[(first + j) % L1_LANES] += abs(j).to_f64().unwrap_or(0.0);
+        }
+        let rows = (x.len() - head) / L1_LANES;
+        let body = head..head + rows * L1_LANES;
+        let lanes = &mut self.lanes;
+        match base {
+            Some(b) => vectorized!(for (xs, bs) in x[body.clone()].chunks_exact(L1_LANES).zip(b[body.clone()].chunks_exact(L1_LANES)) {
+                for ((l, v), b) in lanes.iter_mut().zip(xs).zip(bs) {
+                    *l += (*v - *b).abs().to_f64().unwrap_or(0.0);
+                }
+            }),
+            None => vectorized!(for xs in x[body.clone()].chunks_exact(L1_LANES) {
+                for (l, v) in lanes.iter_mut().zip(xs) {
+                    *l += v.abs().to_f64().unwrap_or(0.0);
+                }
+            }),
+        }
+        for j in body.end..x.len() {
+            self.lanes[(first + j) % L1_LANES] += abs(j).to_f64().unwrap_or(0.0);
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.lanes.iter().sum()
     }
 }
 
@@ -416,7 +458,7 @@ fn sparsified_pass<T: Float>(
     whole: fn(&Delta<T>) -> bool,
     mut each: impl FnMut(&Chunk<T>, &[Vec<T>], &mut [Option<RankMask>]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut rngs: Vec<ChaCha8Rng> = deltas.iter().map(|d| s.rng(d.stream as u64)).collect();
+    let draws: Vec<Draws> = deltas.iter().map(|d| Draws::new(s.seed, d.stream as u64)).collect();
     let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
     let mut chunk = Chunk::default();
     let mut work: Vec<Vec<T>> = vec![Vec::new(); deltas.len()];
@@ -424,7 +466,7 @@ fn sparsified_pass<T: Float>(
         s.read(r.clone(), &mut chunk)?;
         for (i, d) in deltas.iter().enumerate() {
             if whole(d) {
-                d.sparsified(&chunk, s.shape, &mut rngs[i], &mut masks[i], &mut work[i]);
+                d.sparsified(&chunk, s.shape, &draws[i], &mut masks[i], &mut work[i]);
             }
         }
         each(&chunk, &work, &mut masks)?;
@@ -462,7 +504,7 @@ impl<T: Float> Delta<T> {
     }
 
     /// This chunk of the task vector, sparsified, into `out`.
-    fn sparsified(&self, chunk: &Chunk<T>, shape: &[u64], rng: &mut ChaCha8Rng, mask: &mut Option<RankMask>, out: &mut Vec<T>) {
+    fn sparsified(&self, chunk: &Chunk<T>, shape: &[u64], draws: &Draws, mask: &mut Option<RankMask>, out: &mut Vec<T>) {
         let base = chunk.base.as_deref().expect("base present");
         out.clear();
         out.resize(base.len(), T::zero());
@@ -471,11 +513,11 @@ impl<T: Float> Delta<T> {
             Sparse::None | Sparse::Rank(..) => vectorized!(self.masked(x, base, mask, out)),
             Sparse::Random(density) => {
                 vectorized!(out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b));
-                sparsify::bernoulli(out, *density, rng)
+                sparsify::bernoulli(out, *density, draws, chunk.range.start)
             }
             Sparse::Della(density, epsilon) => {
                 vectorized!(out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b));
-                sparsify::della(out, shape, *density, *epsilon, rng)
+                sparsify::della(out, shape, *density, *epsilon, draws, chunk.range.start)
             }
         }
     }
@@ -533,46 +575,51 @@ impl<'a, T: Float> Combiner<'a, T> {
         };
         let n = mixed.len();
         let models = weighted.chunks_exact(TILE).map(|d| &d[..n]);
-        let mut divisor = [self.total; TILE];
-        let divisor = &mut divisor[..n];
-        if let Some(c) = self.consensus {
-            // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
-            let mut elected = [zero; TILE];
-            let elected = &mut elected[..n];
-            for d in models.clone() {
-                match c {
-                    Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
-                    Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
-                }
-            }
-            for v in elected.iter_mut() {
-                *v = if *v >= zero { one } else { -one };
-            }
-            divisor.fill(zero);
-            for (d, &w) in models.zip(self.weights) {
-                // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes
-                // (`w` by value: a select of `*w` compiles to a gather).
-                for (((m, q), x), e) in mixed.iter_mut().zip(divisor.iter_mut()).zip(d).zip(elected.iter()) {
-                    let agrees = *x * *e > zero;
-                    *m += if agrees { *x } else { zero };
-                    *q += if agrees { w } else { zero };
-                }
-            }
-            for q in divisor.iter_mut() {
-                if *q == zero {
-                    *q = one;
-                }
-            }
-        } else {
+        let Some(c) = self.consensus else {
             for d in models {
                 for (m, x) in mixed.iter_mut().zip(d) {
                     *m += *x;
                 }
             }
+            let total = if self.normalize { self.total } else { one };
+            for (m, o) in mixed.iter_mut().zip(onto) {
+                *m = *o + *m / total * self.lambda;
+            }
+            return;
+        };
+        // The elected sign: that of Σ wᵢΔᵢ ("sum") or of Σ sign(wᵢΔᵢ) ("count"); ≥ 0 is +.
+        let mut elected = [zero; TILE];
+        let elected = &mut elected[..n];
+        for d in models.clone() {
+            match c {
+                Consensus::Sum => elected.iter_mut().zip(d).for_each(|(v, x)| *v += *x),
+                Consensus::Count => elected.iter_mut().zip(d).for_each(|(v, x)| *v += sign(*x)),
+            }
         }
-        for ((m, q), o) in mixed.iter_mut().zip(divisor.iter()).zip(onto) {
-            let v = if self.normalize { *m / *q } else { *m };
-            *m = *o + v * self.lambda;
+        for v in elected.iter_mut() {
+            *v = if *v >= zero { one } else { -one };
+        }
+        // The agreeing entries and the sum of their models' weights.
+        let mut divisor = [zero; TILE];
+        let divisor = &mut divisor[..n];
+        for (d, &w) in models.zip(self.weights) {
+            // sign(x) = e (= ±1) exactly when x·e > 0; as a select, so the loop vectorizes
+            // (`w` by value: a select of `*w` compiles to a gather).
+            for (((m, q), x), e) in mixed.iter_mut().zip(divisor.iter_mut()).zip(d).zip(elected.iter()) {
+                let agrees = *x * *e > zero;
+                *m += if agrees { *x } else { zero };
+                *q += if agrees { w } else { zero };
+            }
+        }
+        if self.normalize {
+            for ((m, q), o) in mixed.iter_mut().zip(divisor.iter()).zip(onto) {
+                let q = if *q == zero { one } else { *q };
+                *m = *o + *m / q * self.lambda;
+            }
+        } else {
+            for (m, o) in mixed.iter_mut().zip(onto) {
+                *m = *o + *m * self.lambda;
+            }
         }
     }
 }
@@ -697,6 +744,7 @@ impl Strategy for TaskArithmetic {
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     use super::*;
     use crate::{Input, Params, StreamInput, Value};
