@@ -15,8 +15,6 @@ pub trait Float: num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug +
     type Key: num_traits::PrimInt + Into<u64> + Send + Sync + std::fmt::Debug + 'static;
     /// Width of [`Float::Key`].
     const KEY_BITS: u32;
-    /// The largest [`Float::Key`] value.
-    const KEY_MAX: u64;
     fn of(x: f64) -> Self;
     /// The bits of a non-negative value: their order is the values' order.
     fn magnitude_bits(self) -> Self::Key;
@@ -25,7 +23,6 @@ pub trait Float: num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug +
 impl Float for f32 {
     type Key = u32;
     const KEY_BITS: u32 = 32;
-    const KEY_MAX: u64 = u32::MAX as u64;
     fn of(x: f64) -> f32 {
         x as f32
     }
@@ -37,7 +34,6 @@ impl Float for f32 {
 impl Float for f64 {
     type Key = u64;
     const KEY_BITS: u32 = 64;
-    const KEY_MAX: u64 = u64::MAX;
     fn of(x: f64) -> f64 {
         x
     }

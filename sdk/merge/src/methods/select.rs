@@ -39,7 +39,7 @@ pub fn native_key<T: Float>(x: T, flip: T::Key) -> T::Key {
     x.abs().magnitude_bits() ^ flip
 }
 
-/// What [`native_key`] XORs the bits with: all ones reverses the order (`KEY_MAX − bits`).
+/// What [`native_key`] XORs the bits with: all ones reverses the order (max − bits).
 pub fn flip<T: Float>(order: Order) -> T::Key {
     match order {
         Order::Ascending => T::Key::zero(),
@@ -334,8 +334,7 @@ impl RankMask {
             keys.iter_mut().zip(block.iter()).for_each(|(k, v)| *k = native_key(*v, flip));
             let (n_lo, n_hi) = keys.iter().fold((0u32, 0u32), |(l, h), k| (l + (*k == lo) as u32, h + (*k == hi) as u32));
             // Copies of one key (lo = hi) count as lo's.
-            let n_hi = if hi == lo { 0 } else { n_hi as usize };
-            let (n_lo, n_hi) = (n_lo as usize, n_hi);
+            let (n_lo, n_hi) = (n_lo as usize, if hi == lo { 0 } else { n_hi as usize });
             match (all_or_none(self.seen_lo, n_lo, &window_lo), all_or_none(self.seen_hi, n_hi, &window_hi)) {
                 (Some(keep_lo), Some(keep_hi)) => {
                     let keep_hi = if hi == lo { keep_lo } else { keep_hi };

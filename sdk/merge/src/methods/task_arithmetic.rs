@@ -448,8 +448,8 @@ impl L1Norm {
 }
 
 /// One pass over the chunks with the task vectors of the models `whole` picks sparsified
-/// whole-chunk into `work` (the others are left empty): fresh random generators and masks,
-/// so each pass makes the same draws and keeps the same elements. `each` also gets the
+/// whole-chunk into `work` (the others are left empty): the draws depend only on the
+/// element index and the masks start afresh, so each pass keeps the same elements. `each` also gets the
 /// masks, to apply to the other task vectors as it goes.
 fn sparsified_pass<T: Float>(
     s: &TensorStream<'_, T>,
@@ -508,22 +508,16 @@ impl<T: Float> Delta<T> {
         let base = chunk.base.as_deref().expect("base present");
         out.clear();
         out.resize(base.len(), T::zero());
-        let x = &chunk.values[self.stream];
+        vectorized!(self.masked(&chunk.values[self.stream], base, mask, out));
         match &self.sparse {
-            Sparse::None | Sparse::Rank(..) => vectorized!(self.masked(x, base, mask, out)),
-            Sparse::Random(density) => {
-                vectorized!(out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b));
-                sparsify::bernoulli(out, *density, draws, chunk.range.start)
-            }
-            Sparse::Della(density, epsilon) => {
-                vectorized!(out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b));
-                sparsify::della(out, shape, *density, *epsilon, draws, chunk.range.start)
-            }
+            Sparse::Random(density) => sparsify::bernoulli(out, *density, draws, chunk.range.start),
+            Sparse::Della(density, epsilon) => sparsify::della(out, shape, *density, *epsilon, draws, chunk.range.start),
+            Sparse::None | Sparse::Rank(..) => {}
         }
     }
 
     /// The task vector `x − base` of the next elements (in index order), masked by rank when
-    /// it is sparsified that way, into `out`. Not for random sparsification.
+    /// it is sparsified that way, into `out` (random sparsification is left to the caller).
     #[inline(always)]
     fn masked(&self, x: &[T], base: &[T], mask: &mut Option<RankMask>, out: &mut [T]) {
         out.iter_mut().zip(x).zip(base).for_each(|((o, x), b)| *o = *x - *b);
@@ -581,9 +575,14 @@ impl<'a, T: Float> Combiner<'a, T> {
                     *m += *x;
                 }
             }
-            let total = if self.normalize { self.total } else { one };
-            for (m, o) in mixed.iter_mut().zip(onto) {
-                *m = *o + *m / total * self.lambda;
+            if self.normalize {
+                for (m, o) in mixed.iter_mut().zip(onto) {
+                    *m = *o + *m / self.total * self.lambda;
+                }
+            } else {
+                for (m, o) in mixed.iter_mut().zip(onto) {
+                    *m = *o + *m * self.lambda;
+                }
             }
             return;
         };
