@@ -44,7 +44,9 @@ impl CheckpointError {
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
 /// Names for [`DType`] beyond its safetensors name: the PyTorch names used in `config.json`'s
-/// `torch_dtype`, and whether it is a floating-point type.
+/// `torch_dtype`, and whether it is a floating-point type. `DType` is `Copy`, so these take
+/// it by value.
+#[allow(clippy::wrong_self_convention)]
 pub trait DTypeExt: Sized {
     /// `"F32"`, `"BF16"`, ... as in a safetensors header.
     fn as_safetensors_str(self) -> &'static str;

@@ -131,7 +131,7 @@ impl CheckpointWriter {
                 offset += nb;
             }
             let mut text = serde_json::to_vec(&Json::Object(header)).expect("header serializes");
-            while (8 + text.len()) % 8 != 0 {
+            while !(8 + text.len()).is_multiple_of(8) {
                 text.push(b' ');
             }
             let path = w.tmp_dir.join(&w.shard_names[shard]);

@@ -142,7 +142,7 @@ pub fn parse_mergekit_yaml(text: &str, file_name: &str) -> Result<(MergePlan, St
     let [doc] = &docs[..] else {
         return Err(bad(format!("expected one YAML document, found {}", docs.len())));
     };
-    let root = yaml_to_json(doc).map_err(|e| bad(e))?;
+    let root = yaml_to_json(doc).map_err(&bad)?;
     let Some(root) = root.as_object() else {
         return Err(bad("the recipe must be a mapping (merge_method: ..., models: ...)".into()));
     };

@@ -192,6 +192,39 @@ impl<'a, T: Float> TensorStream<'a, T> {
         rng.set_stream(stream);
         rng
     }
+
+    /// Passes over this tensor in chunks of a multiple of `align` elements: call
+    /// [`Passes::each`] once per pass (measure, then write). A tensor that fits in one chunk
+    /// is read only once.
+    pub fn passes(&self, align: usize) -> Passes<'_, 'a, T> {
+        Passes { stream: self, chunks: self.chunks(align), chunk: Chunk::default(), loaded: false }
+    }
+}
+
+/// Repeated passes over a [`TensorStream`]'s chunks (see [`TensorStream::passes`]).
+/// `slerp` is a short example: one pass sums the norms and the dot product, the second
+/// writes the interpolation.
+pub struct Passes<'s, 'a, T> {
+    stream: &'s TensorStream<'a, T>,
+    chunks: Vec<Range<usize>>,
+    chunk: Chunk<T>,
+    /// The single chunk is already in `chunk`.
+    loaded: bool,
+}
+
+impl<T: Float> Passes<'_, '_, T> {
+    /// One pass: reads each chunk of every input in order and hands it to `f`.
+    pub fn each(&mut self, mut f: impl FnMut(&Chunk<T>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let single = self.chunks.len() == 1;
+        for r in &self.chunks {
+            if !(single && self.loaded) {
+                self.stream.read(r.clone(), &mut self.chunk)?;
+                self.loaded = single;
+            }
+            f(&self.chunk)?;
+        }
+        Ok(())
+    }
 }
 
 impl<'a, T: Float> TensorJob<'a, T> {

@@ -19,7 +19,7 @@ use std::{
 };
 
 use agentmerge_checkpoint::{parse_dtype, CheckpointWriter, DType, TensorSpec, WriteOptions};
-use agentmerge_merge::{builtin, run_merge, MergePlan, ModelEntry, Setting};
+use agentmerge_merge::{builtin, run_merge, MergePlan, ModelEntry, Setting, Settings};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
@@ -140,22 +140,46 @@ fn memcpy_gbs() -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The bench's recipe for `method` over up to `models` fine-tuned models: (how many it takes,
+/// global parameters, per-model parameters).
+fn recipe(method: &str, models: usize) -> (usize, Settings, Settings) {
+    let (mut global, mut each) = (Settings::new(), Settings::new());
+    let count = match method {
+        "slerp" => {
+            global.insert("t".into(), Setting::num(0.5));
+            1
+        }
+        "model_stock" => models.max(2),
+        "nuslerp" => {
+            each.insert("weight".into(), Setting::num(0.5));
+            2
+        }
+        "linear" => {
+            each.insert("weight".into(), Setting::num(1.0));
+            models
+        }
+        _ => {
+            each.insert("weight".into(), Setting::num(1.0 / models as f64));
+            if method != "task_arithmetic" {
+                each.insert("density".into(), Setting::num(0.5));
+            }
+            models
+        }
+    };
+    (count, global, each)
+}
+
 fn child_merge(dir: &Path, method: &str, models: usize) -> Result<()> {
     let strategy = builtin(method).with_context(|| format!("unknown method {method}"))?;
     // The base is read only by the methods that use it (not by the soup).
     let base = strategy.needs_base().then(|| dir.join("model0"));
-    let entries = (1..=models)
-        .map(|m| {
-            let mut params = agentmerge_merge::Settings::new();
-            let weight = if method == "linear" { 1.0 } else { 1.0 / models as f64 };
-            params.insert("weight".into(), Setting::num(weight));
-            if method != "linear" && method != "task_arithmetic" {
-                params.insert("density".into(), Setting::num(0.5));
-            }
-            ModelEntry { path: dir.join(format!("model{m}")), params }
-        })
-        .collect();
-    let plan = MergePlan::new(base, entries);
+    let (count, global, each) = recipe(method, models);
+    if count > models {
+        bail!("{method} needs {count} models besides the base; pass --models {count}");
+    }
+    let entries = (1..=count).map(|m| ModelEntry { path: dir.join(format!("model{m}")), params: each.clone() }).collect();
+    let mut plan = MergePlan::new(base, entries);
+    plan.params = global;
     let out = dir.join(format!("out-{method}"));
     let started = Instant::now();
     let compute_done = Mutex::new(0.0f64);

@@ -3,53 +3,120 @@
 //! cosine between their task vectors — over the whole tensor, or per row with
 //! `filter_wise: true`.
 
-use super::float_impls;
-use crate::{Float, ParamDef, ParamsView, Strategy, TensorJob};
+use super::{stream_impls, sums::LaneSum};
+use crate::{Chunk, Float, ParamDef, ParamsView, Strategy, TensorStream};
 
 /// Geometric interpolation between the base and the average of the models.
 pub struct ModelStock;
 
 impl ModelStock {
-    fn run<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
-        let w0 = job.base("model_stock")?;
-        let ws: Vec<&[T]> = job.others().map(|i| i.values).collect();
-        if ws.len() < 2 {
+    /// Whole tensor: one pass measures the task vectors' norms and pairwise dot products,
+    /// a second writes the interpolation. `filter_wise`: rows (the last dimension) are
+    /// measured and written in one pass, since each chunk holds whole rows.
+    fn run<T: Float>(&self, s: &TensorStream<'_, T>) -> anyhow::Result<()> {
+        let others: Vec<usize> = s.inputs.iter().enumerate().filter(|(_, i)| !i.is_base).map(|(k, _)| k).collect();
+        if others.len() < 2 {
             anyhow::bail!("model_stock needs at least two models besides the base");
         }
-        let n = w0.len();
-        let row = if job.params.flag("filter_wise")? { job.shape.last().map_or(n, |&d| d as usize).max(1) } else { n };
-        let f = |x: T| x.to_f64().unwrap_or(0.0);
-        let mut out = vec![T::zero(); n];
-        for start in (0..n).step_by(row) {
-            let r = start..start + row;
-            let mut cos_sum = 0.0;
-            let mut pairs = 0;
-            for i in 0..ws.len() {
-                for j in i + 1..ws.len() {
-                    let (mut dot, mut ni, mut nj) = (0.0, 0.0, 0.0);
-                    for k in r.clone() {
-                        let (a, b) = (f(ws[i][k] - w0[k]), f(ws[j][k] - w0[k]));
-                        dot += a * b;
-                        ni += a * a;
-                        nj += b * b;
-                    }
-                    cos_sum += (dot / (ni.sqrt() * nj.sqrt()).max(1e-6)).clamp(-1.0, 1.0);
-                    pairs += 1;
+        let mut stats = Stats::new(others.len());
+        let mut deltas: Vec<Vec<T>> = vec![Vec::new(); others.len()];
+        let mut out = Vec::new();
+        if s.params.flag("filter_wise")? {
+            let row = s.shape.last().map_or(s.numel, |&d| d as usize).max(1);
+            return s.passes(row).each(|c| {
+                let base = base_of(c)?;
+                out.clear();
+                for start in (0..base.len()).step_by(row) {
+                    let r = start..start + row;
+                    stats.reset();
+                    stats.add(c.range.start + start, &base[r.clone()], others.iter().map(|&k| &c.values[k][r.clone()]), &mut deltas);
+                    stats.interpolate(&base[r.clone()], others.iter().map(|&k| &c.values[k][r.clone()]), &mut out);
                 }
-            }
-            let cos = cos_sum / pairs as f64;
-            let count = ws.len() as f64;
-            let t = count * cos / (1.0 + (count - 1.0) * cos);
-            let (t, one_minus_t, inv) = (T::of(t), T::of(1.0 - t), T::of(1.0 / count));
-            for k in r {
-                let mut avg = T::zero();
-                for w in &ws {
-                    avg += w[k];
-                }
-                out[k] = t * (avg * inv) + one_minus_t * w0[k];
+                s.write(c.range.start, &out)
+            });
+        }
+        let mut passes = s.passes(1);
+        passes.each(|c| {
+            stats.add(c.range.start, base_of(c)?, others.iter().map(|&k| c.values[k].as_slice()), &mut deltas);
+            Ok(())
+        })?;
+        passes.each(|c| {
+            out.clear();
+            stats.interpolate(base_of(c)?, others.iter().map(|&k| c.values[k].as_slice()), &mut out);
+            s.write(c.range.start, &out)
+        })
+    }
+}
+
+fn base_of<T>(c: &Chunk<T>) -> anyhow::Result<&[T]> {
+    c.base.as_deref().ok_or_else(|| anyhow::anyhow!("merge method `model_stock` needs `base_model` in the recipe"))
+}
+
+/// The task vectors' squared norms and pairwise dot products over a tensor or a row.
+struct Stats {
+    norms: Vec<LaneSum>,
+    /// Pairs (i, j), i < j, in order.
+    dots: Vec<LaneSum>,
+}
+
+impl Stats {
+    fn new(models: usize) -> Stats {
+        Stats { norms: vec![LaneSum::default(); models], dots: vec![LaneSum::default(); models * (models - 1) / 2] }
+    }
+
+    fn reset(&mut self) {
+        self.norms.iter_mut().chain(&mut self.dots).for_each(|s| *s = LaneSum::default());
+    }
+
+    /// Adds the elements `first..` of the models' task vectors (`deltas` is scratch).
+    fn add<'v, T: Float>(&mut self, first: usize, base: &[T], models: impl Iterator<Item = &'v [T]>, deltas: &mut [Vec<T>]) {
+        for (d, w) in deltas.iter_mut().zip(models) {
+            d.clear();
+            d.extend(w.iter().zip(base).map(|(x, b)| *x - *b));
+        }
+        let mut pair = 0;
+        for i in 0..deltas.len() {
+            self.norms[i].add_dot(first, &deltas[i], &deltas[i]);
+            for j in i + 1..deltas.len() {
+                self.dots[pair].add_dot(first, &deltas[i], &deltas[j]);
+                pair += 1;
             }
         }
-        Ok(out)
+    }
+
+    /// t = N·cos θ / (1 + (N−1)·cos θ), cos θ the mean pairwise cosine (each clamped to
+    /// [−1, 1], norms' product floored at 1e-6).
+    fn t(&self) -> f64 {
+        let n = self.norms.len();
+        let mut cos_sum = 0.0;
+        let mut pair = 0;
+        for i in 0..n {
+            for j in i + 1..n {
+                let norms = self.norms[i].total().sqrt() * self.norms[j].total().sqrt();
+                cos_sum += (self.dots[pair].total() / norms.max(1e-6)).clamp(-1.0, 1.0);
+                pair += 1;
+            }
+        }
+        let cos = cos_sum / self.dots.len() as f64;
+        let count = n as f64;
+        count * cos / (1.0 + (count - 1.0) * cos)
+    }
+
+    /// Appends t·mean(models) + (1 − t)·base for these elements to `out`.
+    fn interpolate<'v, T: Float>(&self, base: &[T], models: impl Iterator<Item = &'v [T]>, out: &mut Vec<T>) {
+        let t = self.t();
+        let (t, one_minus_t, inv) = (T::of(t), T::of(1.0 - t), T::of(1.0 / self.norms.len() as f64));
+        let start = out.len();
+        out.resize(start + base.len(), T::zero());
+        let avg = &mut out[start..];
+        for w in models {
+            for (a, x) in avg.iter_mut().zip(w) {
+                *a += *x;
+            }
+        }
+        for (a, b) in avg.iter_mut().zip(base) {
+            *a = t * (*a * inv) + one_minus_t * *b;
+        }
     }
 }
 
@@ -74,5 +141,5 @@ impl Strategy for ModelStock {
         Ok(())
     }
 
-    float_impls!();
+    stream_impls!();
 }

@@ -2,8 +2,8 @@
 //! over the whole tensor as one vector; plain lerp when the two are nearly colinear
 //! (|cos θ| > 0.9995).
 
-use super::{check_range, float_impls};
-use crate::{Float, ParamDef, ParamsView, Strategy, TensorJob};
+use super::{check_range, stream_impls, sums::LaneSum, the_other};
+use crate::{Float, ParamDef, ParamsView, Strategy, TensorStream};
 
 /// Spherical linear interpolation between two models.
 pub struct Slerp;
@@ -12,34 +12,48 @@ pub struct Slerp;
 pub const DOT_THRESHOLD: f64 = 0.9995;
 
 impl Slerp {
-    fn run<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
-        let v0 = job.base("slerp")?;
-        let mut others = job.others();
-        let (Some(other), None) = (others.next(), others.next()) else {
-            anyhow::bail!("slerp takes the base model and exactly one other model");
-        };
-        let t = job.params.num("t")?;
-        Ok(slerp(t, v0, other.values))
+    /// Two passes: the norms and the dot product, then `s₀·v₀ + s₁·v₁` chunk by chunk.
+    fn run<T: Float>(&self, s: &TensorStream<'_, T>) -> anyhow::Result<()> {
+        let other = the_other(s.inputs, "slerp")?;
+        let t = s.params.num("t")?;
+        let (mut n0, mut n1, mut dot) = (LaneSum::default(), LaneSum::default(), LaneSum::default());
+        let mut passes = s.passes(1);
+        passes.each(|c| {
+            let (v0, v1) = (base_of(c)?, &c.values[other]);
+            n0.add_dot(c.range.start, v0, v0);
+            n1.add_dot(c.range.start, v1, v1);
+            dot.add_dot(c.range.start, v0, v1);
+            Ok(())
+        })?;
+        let (s0, s1) = coefficients(t, n0.total().sqrt(), n1.total().sqrt(), dot.total());
+        let (s0, s1) = (T::of(s0), T::of(s1));
+        let mut out = Vec::new();
+        passes.each(|c| {
+            out.clear();
+            out.extend(base_of(c)?.iter().zip(&c.values[other]).map(|(a, b)| s0 * *a + s1 * *b));
+            s.write(c.range.start, &out)
+        })
     }
 }
 
-/// Slerp of two equally long vectors.
-pub fn slerp<T: Float>(t: f64, v0: &[T], v1: &[T]) -> Vec<T> {
-    let norm = |v: &[T]| v.iter().map(|x| x.to_f64().unwrap_or(0.0).powi(2)).sum::<f64>().sqrt();
+fn base_of<T>(c: &crate::Chunk<T>) -> anyhow::Result<&[T]> {
+    c.base.as_deref().ok_or_else(|| anyhow::anyhow!("merge method `slerp` needs `base_model` in the recipe"))
+}
+
+/// The weights of v₀ and v₁ at `t`, from their norms and dot product: the vectors are
+/// normalised (a norm below 1e-8 counts as 1), and nearly colinear ones are lerped.
+fn coefficients(t: f64, n0: f64, n1: f64, dot: f64) -> (f64, f64) {
     let eps = 1e-8;
-    let (n0, n1) = (norm(v0), norm(v1));
     let (d0, d1) = (if n0 > eps { n0 } else { 1.0 }, if n1 > eps { n1 } else { 1.0 });
-    let dot: f64 = v0.iter().zip(v1).map(|(a, b)| a.to_f64().unwrap_or(0.0) / d0 * (b.to_f64().unwrap_or(0.0) / d1)).sum();
-    let (s0, s1) = if dot.abs() > DOT_THRESHOLD {
+    let cos = dot / (d0 * d1);
+    if cos.abs() > DOT_THRESHOLD {
         (1.0 - t, t)
     } else {
-        let theta0 = dot.acos();
+        let theta0 = cos.acos();
         let sin0 = theta0.sin();
         let theta_t = theta0 * t;
         ((theta0 - theta_t).sin() / sin0, theta_t.sin() / sin0)
-    };
-    let (s0, s1) = (T::of(s0), T::of(s1));
-    v0.iter().zip(v1).map(|(a, b)| s0 * *a + s1 * *b).collect()
+    }
 }
 
 impl Strategy for Slerp {
@@ -63,5 +77,5 @@ impl Strategy for Slerp {
         check_range("t", p.params.num("t")?, 0.0, 1.0, false)
     }
 
-    float_impls!();
+    stream_impls!();
 }

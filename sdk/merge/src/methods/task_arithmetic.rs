@@ -19,6 +19,7 @@ use super::{
     check_range,
     select::{self, BandSelect, Order, RadixSelect, RankMask},
     sparsify::{self, Draws},
+    sums::LaneSum,
     tiled, tiled_into, TILE,
 };
 use crate::{vectorized, Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
@@ -153,7 +154,7 @@ impl TaskArithmetic {
 
         // Statistics: L1 norms before sparsifying, and the keys at the rank boundaries.
         let rescaling = rescale && deltas.iter().any(|d| !matches!(d.sparse, Sparse::None));
-        let mut l1_before = vec![L1Norm::default(); deltas.len()];
+        let mut l1_before = vec![LaneSum::default(); deltas.len()];
         let whole = chunks.len() <= WHOLE_SAMPLE_CHUNKS;
         let mut bands: Vec<Option<BandSelect>> = deltas
             .iter()
@@ -226,7 +227,7 @@ impl TaskArithmetic {
 
         // Rescaling: the L1 norm of what is kept (the same draws as the output pass).
         if rescaling {
-            let mut l1_after = vec![L1Norm::default(); deltas.len()];
+            let mut l1_after = vec![LaneSum::default(); deltas.len()];
             sparsified_pass(
                 s,
                 &chunks,
@@ -234,9 +235,9 @@ impl TaskArithmetic {
                 |_| true,
                 |chunk, work, _| {
                     for (i, d) in deltas.iter().enumerate() {
-                        l1_after[i].add(chunk.range.start, &work[i], None);
+                        l1_after[i].add_abs(chunk.range.start, &work[i], None);
                         if l1_later {
-                            l1_before[i].add(chunk.range.start, &chunk.values[d.stream], chunk.base.as_deref());
+                            l1_before[i].add_abs(chunk.range.start, &chunk.values[d.stream], chunk.base.as_deref());
                         }
                     }
                     Ok(())
@@ -371,7 +372,7 @@ fn stats_pass<T: Float>(
     ranges: &[Range<usize>],
     deltas: &[Delta<T>],
     chunk: &mut Chunk<T>,
-    mut l1: Option<&mut [L1Norm]>,
+    mut l1: Option<&mut [LaneSum]>,
     bands: &mut [Option<BandSelect>],
     feed: fn(&mut BandSelect, &[T::Key]),
 ) -> anyhow::Result<()> {
@@ -382,7 +383,7 @@ fn stats_pass<T: Float>(
         for (i, d) in deltas.iter().enumerate() {
             let x = &chunk.values[d.stream];
             if let Some(l1) = l1.as_deref_mut() {
-                l1[i].add(r.start, x, Some(base));
+                l1[i].add_abs(r.start, x, Some(base));
             }
             if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
                 delta_keys(x, base, *order, &mut keys);
@@ -398,53 +399,6 @@ fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<T::Key
     let flip = select::flip::<T>(order);
     keys.clear();
     vectorized!(keys.extend(x.iter().zip(base).map(|(v, b)| select::native_key(*v - *b, flip))))
-}
-
-/// An L1 norm summed in f64 over a tensor read in chunks: element `i` goes to lane
-/// `i mod LANES`, so the loops vectorize and the sum is the same however the tensor is cut.
-#[derive(Clone, Default)]
-struct L1Norm {
-    lanes: [f64; L1_LANES],
-}
-
-/// Lanes of [`L1Norm`]: four 512-bit vectors of f64, enough to hide the adds' latency.
-const L1_LANES: usize = 32;
-
-impl L1Norm {
-    /// Adds Σ |x − base| (Σ |x| without a base) over elements `first..first + x.len()`.
-    fn add<T: Float>(&mut self, first: usize, x: &[T], base: Option<&[T]>) {
-        let abs = |j: usize| match base {
-            Some(b) => (x[j] - b[j]).abs(),
-            None => x[j].abs(),
-        };
-        // Up to the next lane boundary, then whole rows of lanes, then the rest.
-        let head = ((L1_LANES - first % L1_LANES) % L1_LANES).min(x.len());
-        for j in 0..head {
-            self.lanes[(first + j) % L1_LANES] += abs(j).to_f64().unwrap_or(0.0);
-        }
-        let rows = (x.len() - head) / L1_LANES;
-        let body = head..head + rows * L1_LANES;
-        let lanes = &mut self.lanes;
-        match base {
-            Some(b) => vectorized!(for (xs, bs) in x[body.clone()].chunks_exact(L1_LANES).zip(b[body.clone()].chunks_exact(L1_LANES)) {
-                for ((l, v), b) in lanes.iter_mut().zip(xs).zip(bs) {
-                    *l += (*v - *b).abs().to_f64().unwrap_or(0.0);
-                }
-            }),
-            None => vectorized!(for xs in x[body.clone()].chunks_exact(L1_LANES) {
-                for (l, v) in lanes.iter_mut().zip(xs) {
-                    *l += v.abs().to_f64().unwrap_or(0.0);
-                }
-            }),
-        }
-        for j in body.end..x.len() {
-            self.lanes[(first + j) % L1_LANES] += abs(j).to_f64().unwrap_or(0.0);
-        }
-    }
-
-    fn total(&self) -> f64 {
-        self.lanes.iter().sum()
-    }
 }
 
 /// One pass over the chunks with the task vectors of the models `whole` picks sparsified
@@ -746,7 +700,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::{Input, Params, StreamInput, Value};
+    use crate::{methods::testing::whole_and_streamed, Params, Value};
 
     /// The method's defaults as global parameters.
     fn defaults(m: &TaskArithmetic) -> Params {
@@ -757,37 +711,6 @@ mod tests {
             }
         }
         global
-    }
-
-    /// Merges one tensor twice: whole (one chunk) and streamed in chunks of `chunk` elements.
-    fn whole_and_streamed(
-        m: &TaskArithmetic,
-        shape: &[u64],
-        global: &Params,
-        params: &[Params],
-        base: &[f32],
-        models: &[Vec<f32>],
-        chunk: usize,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let n = base.len();
-        let inputs: Vec<Input<'_>> = models.iter().zip(params).map(|(v, p)| Input { model: "m", values: v, params: p, is_base: false }).collect();
-        let job = TensorJob { name: "w", shape, layer: None, t: 0.0, base: Some(base), inputs: &inputs, params: global, seed: 11, range: 0..n };
-        let whole = m.merge(&job).unwrap();
-        let stream_inputs: Vec<StreamInput<'_>> = params.iter().map(|p| StreamInput { model: "m", params: p, is_base: false }).collect();
-        let read = |r: Range<usize>, c: &mut Chunk<f32>| -> anyhow::Result<()> {
-            c.base = Some(base[r.clone()].to_vec());
-            c.values = models.iter().map(|v| v[r.clone()].to_vec()).collect();
-            c.range = r;
-            Ok(())
-        };
-        let out = std::sync::Mutex::new(vec![f32::NAN; n]);
-        let write = |start: usize, v: &[f32]| -> anyhow::Result<()> {
-            out.lock().unwrap()[start..start + v.len()].copy_from_slice(v);
-            Ok(())
-        };
-        let s = TensorStream::new("w", shape, None, 0.0, global, &stream_inputs, true, 11, chunk, &read, &write);
-        m.merge_stream(&s).unwrap();
-        (whole, out.into_inner().unwrap())
     }
 
     /// Streaming in small chunks (several passes, pages of a few hundred elements) gives
@@ -818,7 +741,7 @@ mod tests {
                 .collect();
             let mut global = defaults(&m);
             global.set("rescale", Value::Bool(true));
-            let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, &base, &models, 100);
+            let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, Some(&base), &models, 100);
             assert_eq!(streamed, whole, "{name}");
             let changed = whole.iter().zip(&base).filter(|(a, b)| a != b).count();
             assert!(changed > n / 10 && changed < n, "{name}: {changed} of {n} changed");
@@ -863,7 +786,7 @@ mod tests {
         band.end_sample();
         band.count(&keys);
         assert!(band.result().is_none(), "the sample should mislead the band");
-        let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, &base, &models, 1 << 16);
+        let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, Some(&base), &models, 1 << 16);
         assert_eq!(streamed, whole);
     }
 }
