@@ -94,51 +94,22 @@ impl<'a> TensorView<'a> {
         Ok(&self.bytes[range.start * s..range.end * s])
     }
 
-    /// The bytes of elements `range` through the memory map, with their pages mapped ahead in
-    /// one call (`madvise(MADV_POPULATE_READ)`, Linux 5.14+; elsewhere they fault in as they
-    /// are read). Reading them then costs no page faults and no copy, the fastest way to
-    /// stream a tensor; and a file that shrank since it was opened is an error here rather
-    /// than a SIGBUS on first touch. Pair with [`Checkpoint::release`] to keep the resident
-    /// set small.
-    pub fn populate(&self, range: Range<usize>) -> Result<&'a [u8]> {
-        let bytes = self.bytes_of(range)?;
-        #[cfg(target_os = "linux")]
-        if !bytes.is_empty() {
-            static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-            // SAFETY: sysconf has no preconditions.
-            let page = *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize);
-            let addr = bytes.as_ptr() as usize;
-            let start = addr / page * page;
-            // SAFETY: the range lies inside this shard's read-only file mapping; populating only
-            // maps pages in.
-            let rc = unsafe { libc::madvise(start as *mut libc::c_void, addr + bytes.len() - start, libc::MADV_POPULATE_READ) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
-                match err.raw_os_error() {
-                    // A kernel before 5.14: the pages fault in on first touch instead.
-                    Some(libc::EINVAL) => {}
-                    Some(libc::EFAULT) => {
-                        return Err(CheckpointError::Corrupt {
-                            path: self.file.to_path_buf(),
-                            message: format!("tensor `{}` lies past the end of the file (was it truncated or rewritten while in use?)", self.name),
-                        })
-                    }
-                    _ => return Err(CheckpointError::io(self.file, err)),
-                }
-            }
-        }
-        Ok(bytes)
-    }
-
     /// Copies the bytes of elements `range` into `buf` with one positioned read of the file,
-    /// not through the memory map: no page faults, nothing left resident (what a streaming
-    /// reader wants).
+    /// not through the memory map: no page faults, nothing left resident, and cheaper than
+    /// mapping the pages in and out (what a streaming reader wants). A file that shrank since
+    /// it was opened is an error naming it.
     pub fn read_into(&self, range: Range<usize>, buf: &mut Vec<u8>) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let len = self.bytes_of(range.clone())?.len();
         buf.resize(len, 0);
         let at = self.offset + (range.start * self.dtype.size()) as u64;
-        self.handle.read_exact_at(buf, at).map_err(|e| CheckpointError::io(self.file, e))
+        self.handle.read_exact_at(buf, at).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => CheckpointError::Corrupt {
+                path: self.file.to_path_buf(),
+                message: format!("tensor `{}` lies past the end of the file (was it truncated or rewritten while in use?)", self.name),
+            },
+            _ => CheckpointError::io(self.file, e),
+        })
     }
 
     /// Decodes elements `range` into `out` (`out.len() == range.len()`), for streaming big
