@@ -592,23 +592,25 @@ impl Context<'_> {
         let block = if self.strategy.elementwise() { BLOCK_ELEMENTS } else { usize::MAX };
         let inputs: Vec<&Model> = self.base.into_iter().chain(self.models).collect();
         let views = inputs.iter().map(|m| m.ck.view(&t.name)).collect::<Result<Vec<_>, _>>()?;
-        let (read, written) = RAW.with_borrow_mut(|raw| {
-            raw.resize_with(inputs.len(), Vec::new);
-            let result = (|| {
-                for (v, buf) in views.iter().zip(raw.iter_mut()) {
-                    v.read_into(u.range.clone(), buf)?;
-                }
-                let bytes: Vec<&[u8]> = raw.iter().take(inputs.len()).map(Vec::as_slice).collect();
-                let written = self.merge_mapped::<T>(t, u, &inputs, &views, &bytes, block)?;
-                Ok::<_, MergeError>((bytes.iter().map(|b| b.len() as u64).sum(), written))
-            })();
-            // A whole tensor's buffers (methods that are not element-wise) are not kept for
-            // the rest of the run.
-            for b in raw.iter_mut().filter(|b| b.capacity() > KEEP_BUFFER_BYTES) {
-                *b = Vec::new();
+        // Taken out of the thread-local while in use (not borrowed): a strategy that runs
+        // rayon jobs inside `merge` may get another unit on this thread meanwhile.
+        let mut raw = RAW.take();
+        raw.resize_with(inputs.len(), Vec::new);
+        let result = (|| {
+            for (v, buf) in views.iter().zip(raw.iter_mut()) {
+                v.read_into(u.range.clone(), buf)?;
             }
-            result
-        })?;
+            let bytes: Vec<&[u8]> = raw.iter().take(inputs.len()).map(Vec::as_slice).collect();
+            let written = self.merge_mapped::<T>(t, u, &inputs, &views, &bytes, block)?;
+            Ok::<_, MergeError>((bytes.iter().map(|b| b.len() as u64).sum(), written))
+        })();
+        // A whole tensor's buffers (methods that are not element-wise) are not kept for the
+        // rest of the run.
+        for b in raw.iter_mut().filter(|b| b.capacity() > KEEP_BUFFER_BYTES) {
+            *b = Vec::new();
+        }
+        RAW.set(raw);
+        let (read, written) = result?;
         if u.whole || t.chunks.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.writer.mark_written(&t.name)?;
         }
@@ -627,13 +629,15 @@ impl Context<'_> {
     ) -> Result<u64, MergeError> {
         thread_local!(static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
         let mut decoded: Vec<Vec<T>> = vec![Vec::new(); inputs.len()];
-        BYTES.with_borrow_mut(|bytes| {
-            // Encoded output waiting to be written: `bytes[..filled]`, elements `pending..start`.
-            // The buffer is reused from unit to unit and only grows, so it is zeroed once.
-            let mut filled = 0;
-            let mut written = 0;
-            let size = t.out_dtype.size();
-            let (mut start, mut pending) = (u.range.start, u.range.start);
+        // Taken out of the thread-local while in use, as in `merge_unit`.
+        let mut bytes = BYTES.take();
+        // Encoded output waiting to be written: `bytes[..filled]`, elements `pending..start`.
+        // The buffer is reused from unit to unit and only grows, so it is zeroed once.
+        let mut filled = 0;
+        let mut written = 0;
+        let size = t.out_dtype.size();
+        let (mut start, mut pending) = (u.range.start, u.range.start);
+        let result = (|| {
             while start < u.range.end {
                 let end = start.saturating_add(block).min(u.range.end);
                 for (((m, view), raw), out) in inputs.iter().zip(views).zip(raw).zip(decoded.iter_mut()) {
@@ -654,12 +658,13 @@ impl Context<'_> {
                     pending = start;
                 }
             }
-            // A whole tensor's output (methods that are not element-wise) is not kept.
-            if bytes.capacity() > KEEP_BUFFER_BYTES {
-                *bytes = Vec::new();
-            }
             Ok(written)
-        })
+        })();
+        // A whole tensor's output (methods that are not element-wise) is not kept.
+        if bytes.capacity() <= KEEP_BUFFER_BYTES {
+            BYTES.set(bytes);
+        }
+        result
     }
 
     /// Merges elements `range` of a tensor from the decoded inputs (the base first, when
