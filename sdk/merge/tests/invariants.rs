@@ -291,6 +291,52 @@ fn custom_strategy_and_chunked_streaming() {
     });
 }
 
+/// The mean of the models, computed with rayon inside `merge`: while it waits for its own
+/// jobs, an engine worker may run another unit, so the engine must not hold its per-thread
+/// buffers borrowed across the call.
+struct ParallelMean;
+
+impl Strategy for ParallelMean {
+    fn name(&self) -> &str {
+        "parallel_mean"
+    }
+    fn elementwise(&self) -> bool {
+        true
+    }
+    fn merge(&self, job: &TensorJob<'_>) -> anyhow::Result<Vec<f32>> {
+        use rayon::prelude::*;
+        // Runs a pending job here, such as another unit of this merge (what waiting on a
+        // rayon job can do), which makes the re-entrant case certain rather than likely.
+        rayon::yield_now();
+        let mut out = vec![0f32; job.len()];
+        out.par_chunks_mut(256).enumerate().for_each(|(c, o)| {
+            for (k, v) in o.iter_mut().enumerate() {
+                *v = job.inputs.iter().map(|m| m.values[c * 256 + k]).sum::<f32>() / job.inputs.len() as f32;
+            }
+        });
+        Ok(out)
+    }
+}
+
+#[test]
+fn a_strategy_may_use_rayon_inside_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shapes: Vec<(String, Vec<u64>)> = (0..6).map(|i| (format!("t{i}"), vec![(2 * CHUNK_ELEMENTS + 77 * i) as u64])).collect();
+    let shapes: Vec<(&str, Vec<u64>)> = shapes.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let t: Vec<Tensors> = (0..2).map(|i| random_tensors(30 + i, &shapes)).collect();
+    let paths: Vec<PathBuf> = t.iter().enumerate().map(|(i, t)| write(&tmp.path().join(format!("m{i}")), t, DType::F32, "X")).collect();
+    let plan = MergePlan::new(None, paths.iter().map(|p| entry(p, &[])).collect());
+    run_merge(&plan, &ParallelMean, &tmp.path().join("mean"), &|_, _| {}, &|| false).unwrap();
+    let got = Checkpoint::open(&tmp.path().join("mean")).unwrap();
+    let (a, b) = (read_all(&paths[0]), read_all(&paths[1]));
+    for (k, (name, _)) in shapes.iter().enumerate() {
+        let v = got.view(name).unwrap().to_f32_vec();
+        for i in (0..v.len()).step_by(1009) {
+            assert_eq!(v[i], (a[k][i] + b[k][i]) / 2.0, "{name}[{i}]");
+        }
+    }
+}
+
 #[test]
 fn f64_inputs_are_merged_in_f64() {
     let tmp = tempfile::tempdir().unwrap();
