@@ -600,8 +600,8 @@ impl Context<'_> {
             for (v, buf) in views.iter().zip(raw.iter_mut()) {
                 v.read_into(u.range.clone(), buf)?;
             }
-            let bytes: Vec<&[u8]> = raw.iter().take(inputs.len()).map(Vec::as_slice).collect();
-            let written = self.merge_mapped::<T>(t, u, &inputs, &views, &bytes, block)?;
+            let bytes: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+            let written = self.merge_read::<T>(t, u, &inputs, &views, &bytes, block)?;
             Ok::<_, MergeError>((bytes.iter().map(|b| b.len() as u64).sum(), written))
         })();
         // A whole tensor's buffers (methods that are not element-wise) are not kept for the
@@ -618,7 +618,7 @@ impl Context<'_> {
     }
 
     /// [`Context::merge_unit`]'s work on the input bytes; returns the bytes written.
-    fn merge_mapped<T: Elem>(
+    fn merge_read<T: Elem>(
         &self,
         t: &TensorPlan,
         u: &Unit,

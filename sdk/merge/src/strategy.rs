@@ -120,6 +120,14 @@ pub struct Chunk<T> {
     pub values: Vec<Vec<T>>,
 }
 
+impl<T> Chunk<T> {
+    /// The base values, or an error saying the method needs `base_model` (as
+    /// [`TensorJob::base`]).
+    pub fn base(&self, method: &str) -> anyhow::Result<&[T]> {
+        self.base.as_deref().ok_or_else(|| anyhow::anyhow!("merge method `{method}` needs `base_model` in the recipe"))
+    }
+}
+
 /// Reads a range of every input into a chunk.
 pub type ReadFn<'a, T> = dyn Fn(Range<usize>, &mut Chunk<T>) -> anyhow::Result<()> + Sync + 'a;
 /// Writes merged values starting at an element offset.
@@ -164,6 +172,12 @@ impl<'a, T: Float> TensorStream<'a, T> {
     ) -> TensorStream<'a, T> {
         let numel = shape.iter().product::<u64>() as usize;
         TensorStream { name, shape, layer, t, params, inputs, has_base, seed, numel, range: 0..numel, chunk_elements, read, write }
+    }
+
+    /// The indices (into [`TensorStream::inputs`] and [`Chunk::values`]) of the inputs that
+    /// are not the base model, as [`TensorJob::others`].
+    pub fn others(&self) -> Vec<usize> {
+        self.inputs.iter().enumerate().filter(|(_, i)| !i.is_base).map(|(k, _)| k).collect()
     }
 
     /// The chunks of one pass, in order; each a multiple of `align` elements (the last may be

@@ -87,15 +87,6 @@ macro_rules! stream_impls {
 }
 pub(crate) use stream_impls;
 
-/// The index (in `models:` order) of the one model besides the base, or an error.
-pub(crate) fn the_other(inputs: &[crate::StreamInput<'_>], method: &str) -> anyhow::Result<usize> {
-    let mut others = inputs.iter().enumerate().filter(|(_, i)| !i.is_base).map(|(k, _)| k);
-    match (others.next(), others.next()) {
-        (Some(k), None) => Ok(k),
-        _ => anyhow::bail!("{method} takes the base model and exactly one other model"),
-    }
-}
-
 /// Errors unless `x` is within `lo..=hi` (or `lo < x` when `open_low`).
 pub(crate) fn check_range(name: &str, x: f64, lo: f64, hi: f64, open_low: bool) -> anyhow::Result<()> {
     let ok = x.is_finite() && (if open_low { x > lo } else { x >= lo }) && x <= hi;

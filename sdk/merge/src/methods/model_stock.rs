@@ -4,7 +4,7 @@
 //! `filter_wise: true`.
 
 use super::{stream_impls, sums::LaneSum};
-use crate::{Chunk, Float, ParamDef, ParamsView, Strategy, TensorStream};
+use crate::{Float, ParamDef, ParamsView, Strategy, TensorStream};
 
 /// Geometric interpolation between the base and the average of the models.
 pub struct ModelStock;
@@ -14,7 +14,7 @@ impl ModelStock {
     /// a second writes the interpolation. `filter_wise`: rows (the last dimension) are
     /// measured and written in one pass, since each chunk holds whole rows.
     fn run<T: Float>(&self, s: &TensorStream<'_, T>) -> anyhow::Result<()> {
-        let others: Vec<usize> = s.inputs.iter().enumerate().filter(|(_, i)| !i.is_base).map(|(k, _)| k).collect();
+        let others = s.others();
         if others.len() < 2 {
             anyhow::bail!("model_stock needs at least two models besides the base");
         }
@@ -24,7 +24,7 @@ impl ModelStock {
         if s.params.flag("filter_wise")? {
             let row = s.shape.last().map_or(s.numel, |&d| d as usize).max(1);
             return s.passes(row).each(|c| {
-                let base = base_of(c)?;
+                let base = c.base("model_stock")?;
                 out.clear();
                 for start in (0..base.len()).step_by(row) {
                     let r = start..start + row;
@@ -37,19 +37,15 @@ impl ModelStock {
         }
         let mut passes = s.passes(1);
         passes.each(|c| {
-            stats.add(c.range.start, base_of(c)?, others.iter().map(|&k| c.values[k].as_slice()), &mut deltas);
+            stats.add(c.range.start, c.base("model_stock")?, others.iter().map(|&k| c.values[k].as_slice()), &mut deltas);
             Ok(())
         })?;
         passes.each(|c| {
             out.clear();
-            stats.interpolate(base_of(c)?, others.iter().map(|&k| c.values[k].as_slice()), &mut out);
+            stats.interpolate(c.base("model_stock")?, others.iter().map(|&k| c.values[k].as_slice()), &mut out);
             s.write(c.range.start, &out)
         })
     }
-}
-
-fn base_of<T>(c: &Chunk<T>) -> anyhow::Result<&[T]> {
-    c.base.as_deref().ok_or_else(|| anyhow::anyhow!("merge method `model_stock` needs `base_model` in the recipe"))
 }
 
 /// The task vectors' squared norms and pairwise dot products over a tensor or a row.

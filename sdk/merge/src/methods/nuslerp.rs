@@ -23,8 +23,7 @@ enum Vectors {
 
 impl NuSlerp {
     fn run<T: Float>(&self, s: &TensorStream<'_, T>) -> anyhow::Result<()> {
-        let others: Vec<usize> = s.inputs.iter().enumerate().filter(|(_, i)| !i.is_base).map(|(k, _)| k).collect();
-        let [a, b] = others[..] else {
+        let [a, b] = s.others()[..] else {
             anyhow::bail!("nuslerp takes exactly two models besides the base");
         };
         let (wa, wb) = (s.inputs[a].params.num("weight")?, s.inputs[b].params.num("weight")?);

@@ -2,7 +2,7 @@
 //! over the whole tensor as one vector; plain lerp when the two are nearly colinear
 //! (|cos θ| > 0.9995).
 
-use super::{check_range, stream_impls, sums::LaneSum, the_other};
+use super::{check_range, stream_impls, sums::LaneSum};
 use crate::{Float, ParamDef, ParamsView, Strategy, TensorStream};
 
 /// Spherical linear interpolation between two models.
@@ -14,12 +14,14 @@ pub const DOT_THRESHOLD: f64 = 0.9995;
 impl Slerp {
     /// Two passes: the norms and the dot product, then `s₀·v₀ + s₁·v₁` chunk by chunk.
     fn run<T: Float>(&self, s: &TensorStream<'_, T>) -> anyhow::Result<()> {
-        let other = the_other(s.inputs, "slerp")?;
+        let [other] = s.others()[..] else {
+            anyhow::bail!("slerp takes the base model and exactly one other model");
+        };
         let t = s.params.num("t")?;
         let (mut n0, mut n1, mut dot) = (LaneSum::default(), LaneSum::default(), LaneSum::default());
         let mut passes = s.passes(1);
         passes.each(|c| {
-            let (v0, v1) = (base_of(c)?, &c.values[other]);
+            let (v0, v1) = (c.base("slerp")?, &c.values[other]);
             n0.add_dot(c.range.start, v0, v0);
             n1.add_dot(c.range.start, v1, v1);
             dot.add_dot(c.range.start, v0, v1);
@@ -30,14 +32,10 @@ impl Slerp {
         let mut out = Vec::new();
         passes.each(|c| {
             out.clear();
-            out.extend(base_of(c)?.iter().zip(&c.values[other]).map(|(a, b)| s0 * *a + s1 * *b));
+            out.extend(c.base("slerp")?.iter().zip(&c.values[other]).map(|(a, b)| s0 * *a + s1 * *b));
             s.write(c.range.start, &out)
         })
     }
-}
-
-fn base_of<T>(c: &crate::Chunk<T>) -> anyhow::Result<&[T]> {
-    c.base.as_deref().ok_or_else(|| anyhow::anyhow!("merge method `slerp` needs `base_model` in the recipe"))
 }
 
 /// The weights of v₀ and v₁ at `t`, from their norms and dot product: the vectors are
