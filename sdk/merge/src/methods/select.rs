@@ -216,18 +216,25 @@ impl BandSelect {
             if t.overflow || inside == 0 {
                 continue;
             }
-            // Without branches (whether a key is inside is often a coin flip): every key is
-            // written at the end, which moves only past the keys inside; writes past the
-            // `inside` new slots fall off.
+            // Keys inside are few (the band is a narrow slice of the ranks): the groups of
+            // 16 keys with none inside are skipped by a vectorized test, and the rest are
+            // written without branches (every key is written at the end, which moves only
+            // past the keys inside; writes past the `inside` new slots fall off).
             let start = t.inside.len();
             t.inside.resize(start + inside, 0);
             let dst = &mut t.inside[start..];
-            let kept = vectorized!(keys.iter().fold(0usize, |j, k| {
-                if let Some(slot) = dst.get_mut(j) {
-                    *slot = (*k).into();
+            let is_inside = |k: &K| (*k > lo) & (*k < hi);
+            let mut kept = 0usize;
+            vectorized!(for group in keys.chunks(16) {
+                if group.iter().fold(false, |a, k| a | is_inside(k)) {
+                    for k in group {
+                        if let Some(slot) = dst.get_mut(kept) {
+                            *slot = (*k).into();
+                        }
+                        kept += is_inside(k) as usize;
+                    }
                 }
-                j + ((*k > lo) & (*k < hi)) as usize
-            }));
+            });
             debug_assert_eq!(kept, inside);
             if t.inside.len() > cap {
                 t.overflow = true;
@@ -325,28 +332,20 @@ impl RankMask {
     pub fn apply_inline<T: Float>(&mut self, x: &mut [T], order: Order) {
         let flip = flip::<T>(order);
         let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
-        // The occurrences of each boundary key that are kept.
-        let window = |below: usize| self.keep.start.saturating_sub(below)..self.keep.end.saturating_sub(below);
-        let (window_lo, window_hi) = (window(self.lo.1), window(self.hi.1));
         for block in x.chunks_mut(MASK_BLOCK) {
             let mut keys = [T::Key::zero(); MASK_BLOCK];
             let keys = &mut keys[..block.len()];
             keys.iter_mut().zip(block.iter()).for_each(|(k, v)| *k = native_key(*v, flip));
             let (n_lo, n_hi) = keys.iter().fold((0u32, 0u32), |(l, h), k| (l + (*k == lo) as u32, h + (*k == hi) as u32));
-            // Copies of one key (lo = hi) count as lo's.
-            let (n_lo, n_hi) = (n_lo as usize, if hi == lo { 0 } else { n_hi as usize });
-            match (all_or_none(self.seen_lo, n_lo, &window_lo), all_or_none(self.seen_hi, n_hi, &window_hi)) {
-                (Some(keep_lo), Some(keep_hi)) => {
-                    let keep_hi = if hi == lo { keep_lo } else { keep_hi };
+            match self.block::<T>(order, n_lo as usize, n_hi as usize) {
+                Some(m) => {
                     for (v, k) in block.iter_mut().zip(keys.iter()) {
-                        let keep = ((*k > lo) & (*k < hi)) | ((*k == lo) & keep_lo) | ((*k == hi) & keep_hi);
-                        *v = if keep { *v } else { T::zero() };
+                        *v = if m.keeps(*k) { *v } else { T::zero() };
                     }
-                    self.seen_lo += n_lo;
-                    self.seen_hi += n_hi;
+                    self.advance(n_lo as usize, n_hi as usize);
                 }
                 // A window ends inside this block (at most twice per tensor): one at a time.
-                _ => {
+                None => {
                     for (v, k) in block.iter_mut().zip(keys.iter()) {
                         if !self.keep((*k).into()) {
                             *v = T::zero();
@@ -354,6 +353,39 @@ impl RankMask {
                     }
                 }
             }
+        }
+    }
+
+    /// The mask of the next elements, as a [`BlockMask`], when they hold at most `n_lo`
+    /// copies of the low boundary key and `n_hi` of the high one, and all those copies are
+    /// kept alike; `None` when the kept occurrences of a boundary key may start or end among
+    /// them (then decide them one at a time with [`RankMask::keep`], or count the copies
+    /// exactly and ask again). Follow it with [`RankMask::advance`].
+    #[inline(always)]
+    pub fn block<T: Float>(&self, order: Order, n_lo: usize, n_hi: usize) -> Option<BlockMask<T::Key>> {
+        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
+        // The occurrences of each boundary key that are kept. Copies of one key (lo = hi)
+        // count as lo's.
+        let window = |below: usize| self.keep.start.saturating_sub(below)..self.keep.end.saturating_sub(below);
+        let keep_lo = all_or_none(self.seen_lo, n_lo, &window(self.lo.1))?;
+        let keep_hi = if hi == lo { keep_lo } else { all_or_none(self.seen_hi, n_hi, &window(self.hi.1))? };
+        Some(BlockMask { flip: flip::<T>(order), lo, hi, keep_lo, keep_hi })
+    }
+
+    /// The copies of the low and the high boundary key among the values `x`.
+    pub fn copies<T: Float>(&self, order: Order, x: impl Iterator<Item = T>) -> (usize, usize) {
+        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
+        let flip = flip::<T>(order);
+        x.map(|v| native_key(v, flip)).fold((0, 0), |(l, h), k| (l + (k == lo) as usize, h + (k == hi) as usize))
+    }
+
+    /// Moves past elements that held `n_lo` copies of the low boundary key and `n_hi` of the
+    /// high one (ignored when both boundaries are the same key).
+    #[inline(always)]
+    pub fn advance(&mut self, n_lo: usize, n_hi: usize) {
+        self.seen_lo += n_lo;
+        if self.hi.0 != self.lo.0 {
+            self.seen_hi += n_hi;
         }
     }
 
@@ -366,6 +398,37 @@ impl RankMask {
 /// [`RankMask::apply`] decides the copies of the boundary keys for blocks of this many
 /// elements at once.
 const MASK_BLOCK: usize = 256;
+
+/// A rank mask over a run of elements in which every copy of each boundary key is decided
+/// alike: the key `k` of an element (see [`native_key`], with `flip`) is kept when
+/// `lo < k < hi`, or `k = lo` and `keep_lo`, or `k = hi` and `keep_hi`. Branch-free, so a
+/// loop over elements that tests it vectorizes.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockMask<K> {
+    pub flip: K,
+    pub lo: K,
+    pub hi: K,
+    pub keep_lo: bool,
+    pub keep_hi: bool,
+}
+
+impl<K: PrimInt> BlockMask<K> {
+    /// Keeps every element.
+    pub fn all() -> BlockMask<K> {
+        BlockMask { flip: K::zero(), lo: K::zero(), hi: K::max_value(), keep_lo: true, keep_hi: true }
+    }
+
+    /// Keeps no element.
+    pub fn none() -> BlockMask<K> {
+        BlockMask { flip: K::zero(), lo: K::zero(), hi: K::zero(), keep_lo: false, keep_hi: false }
+    }
+
+    /// Whether the element of key `k` is kept.
+    #[inline(always)]
+    pub fn keeps(&self, k: K) -> bool {
+        ((k > self.lo) & (k < self.hi)) | ((k == self.lo) & self.keep_lo) | ((k == self.hi) & self.keep_hi)
+    }
+}
 
 /// Whether the next `count` copies of a boundary key (`seen` before them) are all kept
 /// (`Some(true)`), all dropped (`Some(false)`), or some of each (`None`), given the

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use super::{
     check_range,
-    select::{self, BandSelect, Order, RadixSelect, RankMask},
+    select::{self, BandSelect, BlockMask, Order, RadixSelect, RankMask},
     sparsify::{self, Draws},
     sums::LaneSum,
     tiled, tiled_into, TILE,
@@ -251,11 +251,10 @@ impl TaskArithmetic {
             }
         }
 
-        // The output, a tile at a time: each model's task vector (masked by rank right here;
-        // drawn at random for the whole chunk first), weighted, then combined.
+        // The output: each model's task vector (masked by rank as it goes; drawn at random for
+        // the whole chunk first), weighted and combined element by element ([`mix`]).
         let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
         let combiner = Combiner::new(&weights, consensus, normalize, lambda);
-        let mut tiles = vec![T::zero(); deltas.len() * TILE];
         let mut out = Vec::new();
         sparsified_pass(s, &chunks, &deltas, Delta::random, |chunk, work, masks| {
             let base = chunk.base.as_deref().expect("base present");
@@ -263,26 +262,26 @@ impl TaskArithmetic {
                 Some(t) => &chunk.values[t],
                 None => base,
             };
-            vectorized!(tiled_into(
-                onto.len(),
-                &mut out,
-                #[inline(always)]
-                |r, mixed| {
-                    for (i, (d, tile)) in deltas.iter().zip(tiles.chunks_exact_mut(TILE)).enumerate() {
-                        let tile = &mut tile[..r.len()];
-                        if d.random() {
-                            tile.copy_from_slice(&work[i][r.clone()]);
-                        } else {
-                            d.masked(&chunk.values[d.stream][r.clone()], &base[r.clone()], &mut masks[i], tile);
-                        }
-                        match d.scale {
-                            Some(c) => tile.iter_mut().for_each(|v| *v = *v * c * d.weight),
-                            None => tile.iter_mut().for_each(|v| *v = *v * d.weight),
-                        }
-                    }
-                    combiner.tile(&tiles, &onto[r], mixed);
-                }
-            ));
+            let sources: Vec<Source<'_, T>> = deltas
+                .iter()
+                .enumerate()
+                .map(|(i, d)| Source {
+                    values: if d.random() { &work[i] } else { &chunk.values[d.stream] },
+                    is_delta: d.random(),
+                    order: match d.sparse {
+                        Sparse::Rank(order, _) => order,
+                        _ => Order::Ascending,
+                    },
+                    fixed: match (&d.sparse, &masks[i]) {
+                        (Sparse::Rank(_, keep), None) if keep.is_empty() => Some(BlockMask::none()),
+                        (Sparse::Rank(..), Some(_)) => None,
+                        _ => Some(BlockMask::all()),
+                    },
+                    scale: d.scale.unwrap_or(T::one()),
+                    weight: d.weight,
+                })
+                .collect();
+            mix(&sources, masks, base, onto, &combiner, &mut out);
             s.write(chunk.range.start, &out)
         })?;
         Ok(())
@@ -386,13 +385,19 @@ fn stats_pass<T: Float>(
                 l1[i].add_abs(r.start, x, Some(base));
             }
             if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
-                delta_keys(x, base, *order, &mut keys);
-                feed(b, &keys);
+                // A few thousand keys at a time: they stay in the core's cache.
+                for (x, base) in x.chunks(KEY_BLOCK).zip(base.chunks(KEY_BLOCK)) {
+                    delta_keys(x, base, *order, &mut keys);
+                    feed(b, &keys);
+                }
             }
         }
     }
     Ok(())
 }
+
+/// Keys computed and fed to a band at a time in the statistics passes.
+const KEY_BLOCK: usize = 4096;
 
 /// The order keys of the task vector `x − base` (in `T`'s width), into `keys`.
 fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<T::Key>) {
@@ -485,6 +490,227 @@ impl<T: Float> Delta<T> {
     }
 }
 
+/// One task vector's input to [`mix`] for one chunk.
+struct Source<'a, T: Float> {
+    /// The model's values, or its task vector already sparsified (`is_delta`).
+    values: &'a [T],
+    is_delta: bool,
+    /// The order its rank mask keeps (when it has one).
+    order: Order,
+    /// The mask when it does not come from a [`RankMask`]: keep all or none.
+    fixed: Option<BlockMask<T::Key>>,
+    /// DARE/DELLA's rescaling (1 without) and the model's weight.
+    scale: T,
+    weight: T,
+}
+
+/// Most task vectors [`mix`] combines in one fused loop; more go a tile per model at a time.
+const FUSED_MODELS: usize = 6;
+
+/// The merged chunk into `out`: every element's task vectors, masks, weights and sign
+/// election in one loop that keeps them in registers, for up to [`FUSED_MODELS`] models.
+fn mix<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+    fn fixed<T: Float, const N: usize>(
+        sources: &[Source<'_, T>],
+        masks: &mut [Option<RankMask>],
+        base: &[T],
+        onto: &[T],
+        combiner: &Combiner<'_, T>,
+        out: &mut Vec<T>,
+    ) {
+        let sources: &[Source<'_, T>; N] = sources.try_into().expect("N sources");
+        match combiner.consensus {
+            None => fused(
+                sources,
+                masks,
+                base,
+                onto,
+                out,
+                #[inline(always)]
+                |v, _, o| combiner.plain(v, o),
+            ),
+            Some(Consensus::Sum) => fused(
+                sources,
+                masks,
+                base,
+                onto,
+                out,
+                #[inline(always)]
+                |v, w, o| {
+                    combiner.elect(
+                        v,
+                        w,
+                        o,
+                        #[inline(always)]
+                        |x| x,
+                    )
+                },
+            ),
+            Some(Consensus::Count) => fused(
+                sources,
+                masks,
+                base,
+                onto,
+                out,
+                #[inline(always)]
+                |v, w, o| combiner.elect(v, w, o, sign),
+            ),
+        }
+    }
+    match sources.len() {
+        1 => fixed::<T, 1>(sources, masks, base, onto, combiner, out),
+        2 => fixed::<T, 2>(sources, masks, base, onto, combiner, out),
+        3 => fixed::<T, 3>(sources, masks, base, onto, combiner, out),
+        4 => fixed::<T, 4>(sources, masks, base, onto, combiner, out),
+        5 => fixed::<T, 5>(sources, masks, base, onto, combiner, out),
+        6 => fixed::<T, 6>(sources, masks, base, onto, combiner, out),
+        n => {
+            debug_assert!(n > FUSED_MODELS);
+            tiles(sources, masks, base, onto, combiner, out)
+        }
+    }
+}
+
+/// [`mix`] for `N` models. Each tile takes every model's [`BlockMask`]: from its
+/// [`RankMask`] with the tile's length as the bound on boundary-key copies, else with the
+/// copies counted; in the rare tile where a kept window of copies starts or ends, one element
+/// at a time.
+#[inline(always)]
+fn fused<T: Float, const N: usize>(
+    sources: &[Source<'_, T>; N],
+    masks: &mut [Option<RankMask>],
+    base: &[T],
+    onto: &[T],
+    out: &mut Vec<T>,
+    combine: impl Fn(&[T; N], &[T; N], T) -> T,
+) {
+    vectorized!(tiled_into(
+        base.len(),
+        out,
+        #[inline(always)]
+        |r, mixed| {
+            let mut m: [Option<BlockMask<T::Key>>; N] = std::array::from_fn(|i| block_mask(&sources[i], &masks[i], r.len()));
+            for i in 0..N {
+                if let (None, Some(rank)) = (m[i], &masks[i]) {
+                    // Near a window's end: count the copies exactly.
+                    let d = sources[i].values[r.clone()].iter().zip(&base[r.clone()]).map(|(x, b)| if sources[i].is_delta { *x } else { *x - *b });
+                    let (lo, hi) = rank.copies(sources[i].order, d);
+                    m[i] = rank.block::<T>(sources[i].order, lo, hi);
+                }
+            }
+            if m.iter().all(Option::is_some) {
+                let copies = fused_tile(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, &combine);
+                advance(sources, masks, &copies);
+            } else {
+                // A window starts or ends in this tile (a few times per tensor).
+                for (j, mixed) in r.zip(mixed.chunks_mut(1)) {
+                    let one = std::array::from_fn(|i| block_mask(&sources[i], &masks[i], 1).expect("one element is always decided"));
+                    let copies = fused_tile(sources, j, &one, base, onto, mixed, &combine);
+                    advance(sources, masks, &copies);
+                }
+            }
+        }
+    ));
+}
+
+/// A model's mask for the next `len` elements, with `len` as the bound on the copies of
+/// its boundary keys.
+#[inline(always)]
+fn block_mask<T: Float>(source: &Source<'_, T>, mask: &Option<RankMask>, len: usize) -> Option<BlockMask<T::Key>> {
+    match (&source.fixed, mask) {
+        (Some(m), _) => Some(*m),
+        (_, Some(rank)) => rank.block::<T>(source.order, len, len),
+        (None, None) => Some(BlockMask::all()),
+    }
+}
+
+/// Moves the rank masks past a tile with these copies of their boundary keys.
+#[inline(always)]
+fn advance<T: Float, const N: usize>(sources: &[Source<'_, T>; N], masks: &mut [Option<RankMask>], copies: &[(u32, u32); N]) {
+    for (i, (lo, hi)) in copies.iter().enumerate() {
+        if let (None, Some(rank)) = (&sources[i].fixed, &mut masks[i]) {
+            rank.advance(*lo as usize, *hi as usize);
+        }
+    }
+}
+
+/// The merged elements from `start` (`mixed.len()` of them) under the masks `m`; returns
+/// each model's copies of its low and high boundary keys among them.
+#[inline(always)]
+fn fused_tile<T: Float, const N: usize>(
+    sources: &[Source<'_, T>; N],
+    start: usize,
+    m: &[BlockMask<T::Key>; N],
+    base: &[T],
+    onto: &[T],
+    mixed: &mut [T],
+    combine: &impl Fn(&[T; N], &[T; N], T) -> T,
+) -> [(u32, u32); N] {
+    let mut copies = [(0u32, 0u32); N];
+    // Every slice cut to the tile's length: the loop runs without bounds checks.
+    let n = mixed.len();
+    let values: [&[T]; N] = std::array::from_fn(|i| &sources[i].values[start..start + n]);
+    let (base, onto) = (&base[start..start + n], &onto[start..start + n]);
+    let weights: [T; N] = std::array::from_fn(|i| sources[i].weight);
+    let scales: [T; N] = std::array::from_fn(|i| sources[i].scale);
+    for j in 0..n {
+        let mut v = [T::zero(); N];
+        for i in 0..N {
+            let x = values[i][j];
+            let d = if sources[i].is_delta { x } else { x - base[j] };
+            let k = select::native_key(d, m[i].flip);
+            copies[i].0 += (k == m[i].lo) as u32;
+            copies[i].1 += (k == m[i].hi) as u32;
+            let d = if m[i].keeps(k) { d } else { T::zero() };
+            v[i] = d * scales[i] * weights[i];
+        }
+        mixed[j] = combine(&v, &weights, onto[j]);
+    }
+    copies
+}
+
+/// [`mix`] for more than [`FUSED_MODELS`] models: a tile of each model's weighted task
+/// vector at a time, then [`Combiner::tile`]. The same operations in the same order, so the
+/// same bits.
+fn tiles<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+    let mut tiles = vec![T::zero(); sources.len() * TILE];
+    vectorized!(tiled_into(
+        base.len(),
+        out,
+        #[inline(always)]
+        |r, mixed| {
+            for (i, (src, tile)) in sources.iter().zip(tiles.chunks_exact_mut(TILE)).enumerate() {
+                let tile = &mut tile[..r.len()];
+                let x = &src.values[r.clone()];
+                if src.is_delta {
+                    tile.copy_from_slice(x);
+                } else {
+                    tile.iter_mut().zip(x).zip(&base[r.clone()]).for_each(|((t, x), b)| *t = *x - *b);
+                }
+                match (&src.fixed, &mut masks[i]) {
+                    (Some(m), _) => tile.iter_mut().for_each(|v| *v = if m.keeps(select::native_key(*v, m.flip)) { *v } else { T::zero() }),
+                    (None, Some(rank)) => rank.apply_inline(tile, src.order),
+                    (None, None) => {}
+                }
+                tile.iter_mut().for_each(|v| *v = *v * src.scale * src.weight);
+            }
+            combiner.tile(&tiles, &onto[r], mixed);
+        }
+    ));
+}
+
+/// A vote for "count" sign election: the sign of `x` (0 for 0).
+#[inline(always)]
+fn sign<T: Float>(x: T) -> T {
+    if x > T::zero() {
+        T::one()
+    } else if x < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
 /// Combines weighted (and sparsified) task vectors element by element and adds them, scaled
 /// by λ, onto the target: the sums, elected signs and divisors of a tile never leave the
 /// core's registers and L1.
@@ -512,15 +738,6 @@ impl<'a, T: Float> Combiner<'a, T> {
     #[inline(always)]
     fn tile(&self, weighted: &[T], onto: &[T], mixed: &mut [T]) {
         let (zero, one) = (T::zero(), T::one());
-        let sign = |x: T| {
-            if x > zero {
-                one
-            } else if x < zero {
-                -one
-            } else {
-                zero
-            }
-        };
         let n = mixed.len();
         let models = weighted.chunks_exact(TILE).map(|d| &d[..n]);
         let Some(c) = self.consensus else {
@@ -574,6 +791,41 @@ impl<'a, T: Float> Combiner<'a, T> {
                 *m = *o + *m * self.lambda;
             }
         }
+    }
+}
+
+impl<T: Float> Combiner<'_, T> {
+    /// One element without sign election: what [`Combiner::tile`] computes for it, from the
+    /// models' weighted task vector entries `v`. Without `normalize` it divides by 1 (exact),
+    /// so the loop it is in has no branch.
+    #[inline(always)]
+    fn plain<const N: usize>(&self, v: &[T; N], onto: T) -> T {
+        let mut m = T::zero();
+        for x in v {
+            m += *x;
+        }
+        let divisor = if self.normalize { self.total } else { T::one() };
+        onto + m / divisor * self.lambda
+    }
+
+    /// One element with sign election: `vote` is the entry itself ("sum") or its sign
+    /// ("count"); `weights` are the models' weights.
+    #[inline(always)]
+    fn elect<const N: usize>(&self, v: &[T; N], weights: &[T; N], onto: T, vote: impl Fn(T) -> T) -> T {
+        let (zero, one) = (T::zero(), T::one());
+        let mut elected = zero;
+        for x in v {
+            elected += vote(*x);
+        }
+        let elected = if elected >= zero { one } else { -one };
+        let (mut m, mut q) = (zero, zero);
+        for i in 0..N {
+            let agrees = v[i] * elected > zero;
+            m += if agrees { v[i] } else { zero };
+            q += if agrees { weights[i] } else { zero };
+        }
+        let divisor = if self.normalize && q != zero { q } else { one };
+        onto + m / divisor * self.lambda
     }
 }
 
@@ -788,5 +1040,65 @@ mod tests {
         assert!(band.result().is_none(), "the sample should mislead the band");
         let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, Some(&base), &models, 1 << 16);
         assert_eq!(streamed, whole);
+    }
+
+    /// The fused loop gives the same bits as the tile-per-model path, chunk after chunk: rank
+    /// masks whose kept windows of boundary-key copies end mid-tile, a DARE-style task vector
+    /// given whole, a model kept whole, every consensus, with and without `normalize`.
+    #[test]
+    fn fused_mixing_equals_tiles() {
+        let mut g = ChaCha8Rng::seed_from_u64(9);
+        let n = 20_000;
+        let base: Vec<f32> = (0..n).map(|_| g.random_range(-1.0f32..1.0)).collect();
+        // Quantised deltas: every boundary key has many copies.
+        let models: Vec<Vec<f32>> = (0..4).map(|_| base.iter().map(|b| b + g.random_range(-6i32..=6) as f32 * 0.125).collect()).collect();
+        let given: Vec<f32> = (0..n).map(|_| if g.random_bool(0.3) { g.random_range(-0.5f32..0.5) } else { 0.0 }).collect();
+        let rank = |m: usize, keep: Range<usize>, order: Order| {
+            let mut sel = RadixSelect::new(32, &boundary_ranks(&keep));
+            for _ in 0..sel.passes() {
+                sel.observe_all(models[m].iter().zip(&base).map(|(x, b)| select::key(*x - *b, order)));
+                sel.end_pass();
+            }
+            let r = sel.result();
+            let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
+            RankMask::new(keep, lo, hi)
+        };
+        let masks = vec![
+            Some(rank(0, 0..n * 2 / 5, Order::Descending)),
+            Some(rank(1, 3000..n - 1000, Order::Ascending)),
+            None,
+            Some(rank(3, 0..n / 2 + 7, Order::Descending)),
+            None,
+        ];
+        let weights = [0.7f32, -0.4, 1.3, 0.5, 0.9];
+        let source = |i: usize| Source {
+            values: if i == 4 { &given[..] } else { &models[i][..] },
+            is_delta: i == 4,
+            order: if i == 1 { Order::Ascending } else { Order::Descending },
+            fixed: (i == 2 || i == 4).then(BlockMask::all),
+            scale: if i == 4 { 1.25 } else { 1.0 },
+            weight: weights[i],
+        };
+        for consensus in [None, Some(Consensus::Sum), Some(Consensus::Count)] {
+            for normalize in [false, true] {
+                let combiner = Combiner::new(&weights, consensus, normalize, 0.8);
+                let (mut fused, mut tiled) = (masks.clone(), masks.clone());
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let mut start = 0;
+                while start < n {
+                    let end = (start + g.random_range(1..3000)).min(n);
+                    let sources: Vec<Source<'_, f32>> = (0..5).map(|i| Source { values: &source(i).values[start..end], ..source(i) }).collect();
+                    let (x, o) = (&base[start..end], &models[2][start..end]);
+                    mix(&sources, &mut fused, x, o, &combiner, &mut a);
+                    tiles(&sources, &mut tiled, x, o, &combiner, &mut b);
+                    assert_eq!(
+                        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{consensus:?} {normalize} at {start}"
+                    );
+                    start = end;
+                }
+            }
+        }
     }
 }
