@@ -188,8 +188,10 @@ impl BandSelect {
             let q = t.rank as f64 / self.n as f64;
             let margin = 0.003 + 6.0 * (q * (1.0 - q) / m as f64).sqrt();
             let at = |f: f64| ((f * m as f64) as usize).min(m - 1);
-            t.lo = if q - margin <= 0.0 { 0 } else { *self.sample.select_nth_unstable(at(q - margin)).1 };
-            t.hi = if q + margin >= 1.0 { u64::MAX } else { *self.sample.select_nth_unstable(at(q + margin)).1 };
+            // The high quantile is searched above the low one only.
+            let (lo_at, hi_at) = (at((q - margin).max(0.0)), at(q + margin));
+            t.lo = if q - margin <= 0.0 { 0 } else { *self.sample.select_nth_unstable(lo_at).1 };
+            t.hi = if q + margin >= 1.0 { u64::MAX } else { *self.sample[lo_at..].select_nth_unstable(hi_at - lo_at).1 };
         }
         self.sample = Vec::new();
     }
