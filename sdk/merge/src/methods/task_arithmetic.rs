@@ -504,6 +504,12 @@ struct Source<'a, T: Float> {
     weight: T,
 }
 
+/// How [`fused`] combines the models (a const parameter, so each is its own loop): no sign
+/// election, or election by the sum or the count of the signs.
+const PLAIN: u8 = 0;
+const SUM: u8 = 1;
+const COUNT: u8 = 2;
+
 /// Most task vectors [`mix`] combines in one fused loop; more go a tile per model at a time.
 const FUSED_MODELS: usize = 6;
 
@@ -520,41 +526,9 @@ fn mix<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base
     ) {
         let sources: &[Source<'_, T>; N] = sources.try_into().expect("N sources");
         match combiner.consensus {
-            None => fused(
-                sources,
-                masks,
-                base,
-                onto,
-                out,
-                #[inline(always)]
-                |v, _, o| combiner.plain(v, o),
-            ),
-            Some(Consensus::Sum) => fused(
-                sources,
-                masks,
-                base,
-                onto,
-                out,
-                #[inline(always)]
-                |v, w, o| {
-                    combiner.elect(
-                        v,
-                        w,
-                        o,
-                        #[inline(always)]
-                        |x| x,
-                    )
-                },
-            ),
-            Some(Consensus::Count) => fused(
-                sources,
-                masks,
-                base,
-                onto,
-                out,
-                #[inline(always)]
-                |v, w, o| combiner.elect(v, w, o, sign),
-            ),
+            None => fused::<T, N, PLAIN>(sources, masks, base, onto, combiner, out),
+            Some(Consensus::Sum) => fused::<T, N, SUM>(sources, masks, base, onto, combiner, out),
+            Some(Consensus::Count) => fused::<T, N, COUNT>(sources, masks, base, onto, combiner, out),
         }
     }
     match sources.len() {
@@ -576,13 +550,13 @@ fn mix<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base
 /// copies counted; in the rare tile where a kept window of copies starts or ends, one element
 /// at a time.
 #[inline(always)]
-fn fused<T: Float, const N: usize>(
+fn fused<T: Float, const N: usize, const VOTE: u8>(
     sources: &[Source<'_, T>; N],
     masks: &mut [Option<RankMask>],
     base: &[T],
     onto: &[T],
+    combiner: &Combiner<'_, T>,
     out: &mut Vec<T>,
-    combine: impl Fn(&[T; N], &[T; N], T) -> T,
 ) {
     vectorized!(tiled_into(
         base.len(),
@@ -599,13 +573,13 @@ fn fused<T: Float, const N: usize>(
                 }
             }
             if m.iter().all(Option::is_some) {
-                let copies = fused_tile(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, &combine);
+                let copies = fused_tile::<T, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
                 advance(sources, masks, &copies);
             } else {
                 // A window starts or ends in this tile (a few times per tensor).
                 for (j, mixed) in r.zip(mixed.chunks_mut(1)) {
                     let one = std::array::from_fn(|i| block_mask(&sources[i], &masks[i], 1).expect("one element is always decided"));
-                    let copies = fused_tile(sources, j, &one, base, onto, mixed, &combine);
+                    let copies = fused_tile::<T, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
                     advance(sources, masks, &copies);
                 }
             }
@@ -637,14 +611,14 @@ fn advance<T: Float, const N: usize>(sources: &[Source<'_, T>; N], masks: &mut [
 /// The merged elements from `start` (`mixed.len()` of them) under the masks `m`; returns
 /// each model's copies of its low and high boundary keys among them.
 #[inline(always)]
-fn fused_tile<T: Float, const N: usize>(
+fn fused_tile<T: Float, const N: usize, const VOTE: u8>(
     sources: &[Source<'_, T>; N],
     start: usize,
     m: &[BlockMask<T::Key>; N],
     base: &[T],
     onto: &[T],
     mixed: &mut [T],
-    combine: &impl Fn(&[T; N], &[T; N], T) -> T,
+    combiner: &Combiner<'_, T>,
 ) -> [(u32, u32); N] {
     let mut copies = [(0u32, 0u32); N];
     // Every slice cut to the tile's length: the loop runs without bounds checks.
@@ -664,7 +638,11 @@ fn fused_tile<T: Float, const N: usize>(
             let d = if m[i].keeps(k) { d } else { T::zero() };
             v[i] = d * scales[i] * weights[i];
         }
-        mixed[j] = combine(&v, &weights, onto[j]);
+        mixed[j] = match VOTE {
+            PLAIN => combiner.plain(&v, onto[j]),
+            SUM => combiner.elect(&v, &weights, onto[j], |x| x),
+            _ => combiner.elect(&v, &weights, onto[j], sign),
+        };
     }
     copies
 }
