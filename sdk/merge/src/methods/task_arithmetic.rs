@@ -1025,14 +1025,20 @@ mod tests {
     /// given whole, a model kept whole, every consensus, with and without `normalize`.
     #[test]
     fn fused_mixing_equals_tiles() {
+        fused_equals_tiles::<f32>();
+        fused_equals_tiles::<f64>();
+    }
+
+    fn fused_equals_tiles<T: Float>() {
         let mut g = ChaCha8Rng::seed_from_u64(9);
         let n = 20_000;
-        let base: Vec<f32> = (0..n).map(|_| g.random_range(-1.0f32..1.0)).collect();
+        let of = |x: f32| T::of(x as f64);
+        let base: Vec<T> = (0..n).map(|_| of(g.random_range(-1.0f32..1.0))).collect();
         // Quantised deltas: every boundary key has many copies.
-        let models: Vec<Vec<f32>> = (0..4).map(|_| base.iter().map(|b| b + g.random_range(-6i32..=6) as f32 * 0.125).collect()).collect();
-        let given: Vec<f32> = (0..n).map(|_| if g.random_bool(0.3) { g.random_range(-0.5f32..0.5) } else { 0.0 }).collect();
+        let models: Vec<Vec<T>> = (0..4).map(|_| base.iter().map(|b| *b + of(g.random_range(-6i32..=6) as f32 * 0.125)).collect()).collect();
+        let given: Vec<T> = (0..n).map(|_| of(if g.random_bool(0.3) { g.random_range(-0.5f32..0.5) } else { 0.0 })).collect();
         let rank = |m: usize, keep: Range<usize>, order: Order| {
-            let mut sel = RadixSelect::new(32, &boundary_ranks(&keep));
+            let mut sel = RadixSelect::new(T::KEY_BITS, &boundary_ranks(&keep));
             for _ in 0..sel.passes() {
                 sel.observe_all(models[m].iter().zip(&base).map(|(x, b)| select::key(*x - *b, order)));
                 sel.end_pass();
@@ -1048,32 +1054,29 @@ mod tests {
             Some(rank(3, 0..n / 2 + 7, Order::Descending)),
             None,
         ];
-        let weights = [0.7f32, -0.4, 1.3, 0.5, 0.9];
+        let weights = [0.7, -0.4, 1.3, 0.5, 0.9].map(of);
         let source = |i: usize| Source {
             values: if i == 4 { &given[..] } else { &models[i][..] },
             is_delta: i == 4,
             order: if i == 1 { Order::Ascending } else { Order::Descending },
             fixed: (i == 2 || i == 4).then(BlockMask::all),
-            scale: if i == 4 { 1.25 } else { 1.0 },
+            scale: of(if i == 4 { 1.25 } else { 1.0 }),
             weight: weights[i],
         };
+        let bits = |v: &[T]| v.iter().map(|x| x.to_f64().expect("a float").to_bits()).collect::<Vec<_>>();
         for consensus in [None, Some(Consensus::Sum), Some(Consensus::Count)] {
             for normalize in [false, true] {
-                let combiner = Combiner::new(&weights, consensus, normalize, 0.8);
+                let combiner = Combiner::new(&weights, consensus, normalize, of(0.8));
                 let (mut fused, mut tiled) = (masks.clone(), masks.clone());
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 let mut start = 0;
                 while start < n {
                     let end = (start + g.random_range(1..3000)).min(n);
-                    let sources: Vec<Source<'_, f32>> = (0..5).map(|i| Source { values: &source(i).values[start..end], ..source(i) }).collect();
+                    let sources: Vec<Source<'_, T>> = (0..5).map(|i| Source { values: &source(i).values[start..end], ..source(i) }).collect();
                     let (x, o) = (&base[start..end], &models[2][start..end]);
                     mix(&sources, &mut fused, x, o, &combiner, &mut a);
                     tiles(&sources, &mut tiled, x, o, &combiner, &mut b);
-                    assert_eq!(
-                        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        "{consensus:?} {normalize} at {start}"
-                    );
+                    assert_eq!(bits(&a), bits(&b), "{consensus:?} {normalize} at {start}");
                     start = end;
                 }
             }
