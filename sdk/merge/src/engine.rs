@@ -33,7 +33,7 @@ pub const CHUNK_ELEMENTS: usize = 1 << 18;
 
 /// Streamed tensors are read in chunks of this many elements per pass (measured: TIES 10%
 /// faster than with 2¹⁶, and no faster with 2¹⁸).
-const STREAM_CHUNK_ELEMENTS: usize = 1 << 17;
+pub(crate) const STREAM_CHUNK_ELEMENTS: usize = 1 << 17;
 
 /// Per-thread read and output buffers bigger than this (a whole tensor's, for methods that
 /// are not element-wise) are freed after their unit rather than kept for the rest of the run.

@@ -242,8 +242,10 @@ impl<T: Float> Passes<'_, '_, T> {
 }
 
 impl<'a, T: Float> TensorJob<'a, T> {
-    /// Runs a streaming merge on this in-memory job (one chunk) and returns its output; lets
-    /// a strategy implement [`Strategy::merge`] with its [`Strategy::merge_stream`].
+    /// Runs a streaming merge on this in-memory job, in the engine's chunks, and returns its
+    /// output; lets a strategy implement [`Strategy::merge`] with its
+    /// [`Strategy::merge_stream`]. (As one chunk, a big tensor's rank selection would sample
+    /// every key: TIES took 43 ns per element on an 11.5 M-element tensor, against 6 in chunks.)
     pub fn run_stream(&self, f: impl FnOnce(&TensorStream<'_, T>) -> anyhow::Result<()>) -> anyhow::Result<Vec<T>> {
         let offset = self.range.start;
         let inputs: Vec<StreamInput<'_>> = self.inputs.iter().map(|i| StreamInput { model: i.model, params: i.params, is_base: i.is_base }).collect();
@@ -260,10 +262,20 @@ impl<'a, T: Float> TensorJob<'a, T> {
             out.lock().unwrap()[s..s + v.len()].copy_from_slice(v);
             Ok(())
         };
-        let mut stream =
-            TensorStream::new(self.name, self.shape, self.layer, self.t, self.params, &inputs, self.base.is_some(), self.seed, usize::MAX, &read, &write);
+        let mut stream = TensorStream::new(
+            self.name,
+            self.shape,
+            self.layer,
+            self.t,
+            self.params,
+            &inputs,
+            self.base.is_some(),
+            self.seed,
+            crate::engine::STREAM_CHUNK_ELEMENTS,
+            &read,
+            &write,
+        );
         stream.range = self.range.clone();
-        stream.chunk_elements = self.len().max(1);
         f(&stream)?;
         Ok(out.into_inner().unwrap())
     }
