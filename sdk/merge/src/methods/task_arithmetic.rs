@@ -262,26 +262,23 @@ impl TaskArithmetic {
                 Some(t) => &chunk.values[t],
                 None => base,
             };
-            let sources: Vec<Source<'_, T>> = deltas
+            let mut sources: Vec<Source<'_, T>> = deltas
                 .iter()
-                .enumerate()
-                .map(|(i, d)| Source {
-                    values: if d.random() { &work[i] } else { &chunk.values[d.stream] },
+                .zip(work)
+                .zip(masks.iter_mut())
+                .map(|((d, work), rank)| Source {
+                    values: if d.random() { work } else { &chunk.values[d.stream] },
                     is_delta: d.random(),
-                    order: match d.sparse {
-                        Sparse::Rank(order, _) => order,
-                        _ => Order::Ascending,
-                    },
-                    fixed: match (&d.sparse, &masks[i]) {
-                        (Sparse::Rank(_, keep), None) if keep.is_empty() => Some(BlockMask::none()),
-                        (Sparse::Rank(..), Some(_)) => None,
-                        _ => Some(BlockMask::all()),
+                    mask: match (&d.sparse, rank.as_mut()) {
+                        (Sparse::Rank(order, _), Some(rank)) => Mask::Rank(*order, rank),
+                        (Sparse::Rank(_, keep), None) if keep.is_empty() => Mask::Fixed(BlockMask::none()),
+                        _ => Mask::Fixed(BlockMask::all()),
                     },
                     scale: d.scale.unwrap_or(T::one()),
                     weight: d.weight,
                 })
                 .collect();
-            mix(&sources, masks, base, onto, &combiner, &mut out);
+            mix(&mut sources, base, onto, &combiner, &mut out);
             s.write(chunk.range.start, &out)
         })?;
         Ok(())
@@ -495,13 +492,38 @@ struct Source<'a, T: Float> {
     /// The model's values, or its task vector already sparsified (`is_delta`).
     values: &'a [T],
     is_delta: bool,
-    /// The order its rank mask keeps (when it has one).
-    order: Order,
-    /// The mask when it does not come from a [`RankMask`]: keep all or none.
-    fixed: Option<BlockMask<T::Key>>,
+    mask: Mask<'a, T::Key>,
     /// DARE/DELLA's rescaling (1 without) and the model's weight.
     scale: T,
     weight: T,
+}
+
+/// Which of a [`Source`]'s entries are kept.
+enum Mask<'a, K> {
+    /// The same for every element: keep all, or none.
+    Fixed(BlockMask<K>),
+    /// By magnitude rank in this order; the mask moves on as the elements go by.
+    Rank(Order, &'a mut RankMask),
+}
+
+impl<T: Float> Source<'_, T> {
+    /// The mask of the next `len` elements, with `len` as the bound on the copies of the
+    /// boundary keys among them; `None` when that does not decide them.
+    #[inline(always)]
+    fn block(&self, len: usize) -> Option<BlockMask<T::Key>> {
+        match &self.mask {
+            Mask::Fixed(m) => Some(*m),
+            Mask::Rank(order, rank) => rank.block::<T>(*order, len, len),
+        }
+    }
+
+    /// Moves the rank mask past elements with these copies of its boundary keys.
+    #[inline(always)]
+    fn advance(&mut self, (lo, hi): (u32, u32)) {
+        if let Mask::Rank(_, rank) = &mut self.mask {
+            rank.advance(lo as usize, hi as usize);
+        }
+    }
 }
 
 /// How [`fused`] combines the models (a const parameter, so each is its own loop): no sign
@@ -515,32 +537,25 @@ const FUSED_MODELS: usize = 6;
 
 /// The merged chunk into `out`: every element's task vectors, masks, weights and sign
 /// election in one loop that keeps them in registers, for up to [`FUSED_MODELS`] models.
-fn mix<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
-    fn fixed<T: Float, const N: usize>(
-        sources: &[Source<'_, T>],
-        masks: &mut [Option<RankMask>],
-        base: &[T],
-        onto: &[T],
-        combiner: &Combiner<'_, T>,
-        out: &mut Vec<T>,
-    ) {
-        let sources: &[Source<'_, T>; N] = sources.try_into().expect("N sources");
+fn mix<T: Float>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+    fn fixed<T: Float, const N: usize>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+        let sources: &mut [Source<'_, T>; N] = sources.try_into().expect("N sources");
         match combiner.consensus {
-            None => fused::<T, N, PLAIN>(sources, masks, base, onto, combiner, out),
-            Some(Consensus::Sum) => fused::<T, N, SUM>(sources, masks, base, onto, combiner, out),
-            Some(Consensus::Count) => fused::<T, N, COUNT>(sources, masks, base, onto, combiner, out),
+            None => fused::<T, N, PLAIN>(sources, base, onto, combiner, out),
+            Some(Consensus::Sum) => fused::<T, N, SUM>(sources, base, onto, combiner, out),
+            Some(Consensus::Count) => fused::<T, N, COUNT>(sources, base, onto, combiner, out),
         }
     }
     match sources.len() {
-        1 => fixed::<T, 1>(sources, masks, base, onto, combiner, out),
-        2 => fixed::<T, 2>(sources, masks, base, onto, combiner, out),
-        3 => fixed::<T, 3>(sources, masks, base, onto, combiner, out),
-        4 => fixed::<T, 4>(sources, masks, base, onto, combiner, out),
-        5 => fixed::<T, 5>(sources, masks, base, onto, combiner, out),
-        6 => fixed::<T, 6>(sources, masks, base, onto, combiner, out),
+        1 => fixed::<T, 1>(sources, base, onto, combiner, out),
+        2 => fixed::<T, 2>(sources, base, onto, combiner, out),
+        3 => fixed::<T, 3>(sources, base, onto, combiner, out),
+        4 => fixed::<T, 4>(sources, base, onto, combiner, out),
+        5 => fixed::<T, 5>(sources, base, onto, combiner, out),
+        6 => fixed::<T, 6>(sources, base, onto, combiner, out),
         n => {
             debug_assert!(n > FUSED_MODELS);
-            tiles(sources, masks, base, onto, combiner, out)
+            tiles(sources, base, onto, combiner, out)
         }
     }
 }
@@ -550,62 +565,34 @@ fn mix<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base
 /// copies counted; in the rare tile where a kept window of copies starts or ends, one element
 /// at a time.
 #[inline(always)]
-fn fused<T: Float, const N: usize, const VOTE: u8>(
-    sources: &[Source<'_, T>; N],
-    masks: &mut [Option<RankMask>],
-    base: &[T],
-    onto: &[T],
-    combiner: &Combiner<'_, T>,
-    out: &mut Vec<T>,
-) {
+fn fused<T: Float, const N: usize, const VOTE: u8>(sources: &mut [Source<'_, T>; N], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
     vectorized!(tiled_into(
         base.len(),
         out,
         #[inline(always)]
         |r, mixed| {
-            let mut m: [Option<BlockMask<T::Key>>; N] = std::array::from_fn(|i| block_mask(&sources[i], &masks[i], r.len()));
-            for i in 0..N {
-                if let (None, Some(rank)) = (m[i], &masks[i]) {
+            let mut m: [Option<BlockMask<T::Key>>; N] = std::array::from_fn(|i| sources[i].block(r.len()));
+            for (m, source) in m.iter_mut().zip(sources.iter()) {
+                if let (None, Mask::Rank(order, rank)) = (&m, &source.mask) {
                     // Near a window's end: count the copies exactly.
-                    let d = sources[i].values[r.clone()].iter().zip(&base[r.clone()]).map(|(x, b)| if sources[i].is_delta { *x } else { *x - *b });
-                    let (lo, hi) = rank.copies(sources[i].order, d);
-                    m[i] = rank.block::<T>(sources[i].order, lo, hi);
+                    let d = source.values[r.clone()].iter().zip(&base[r.clone()]).map(|(x, b)| if source.is_delta { *x } else { *x - *b });
+                    let (lo, hi) = rank.copies(*order, d);
+                    *m = rank.block::<T>(*order, lo, hi);
                 }
             }
             if m.iter().all(Option::is_some) {
                 let copies = fused_tile::<T, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
-                advance(sources, masks, &copies);
+                sources.iter_mut().zip(copies).for_each(|(s, c)| s.advance(c));
             } else {
                 // A window starts or ends in this tile (a few times per tensor).
                 for (j, mixed) in r.zip(mixed.chunks_mut(1)) {
-                    let one = std::array::from_fn(|i| block_mask(&sources[i], &masks[i], 1).expect("one element is always decided"));
+                    let one = std::array::from_fn(|i| sources[i].block(1).expect("one element is always decided"));
                     let copies = fused_tile::<T, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
-                    advance(sources, masks, &copies);
+                    sources.iter_mut().zip(copies).for_each(|(s, c)| s.advance(c));
                 }
             }
         }
     ));
-}
-
-/// A model's mask for the next `len` elements, with `len` as the bound on the copies of
-/// its boundary keys.
-#[inline(always)]
-fn block_mask<T: Float>(source: &Source<'_, T>, mask: &Option<RankMask>, len: usize) -> Option<BlockMask<T::Key>> {
-    match (&source.fixed, mask) {
-        (Some(m), _) => Some(*m),
-        (_, Some(rank)) => rank.block::<T>(source.order, len, len),
-        (None, None) => Some(BlockMask::all()),
-    }
-}
-
-/// Moves the rank masks past a tile with these copies of their boundary keys.
-#[inline(always)]
-fn advance<T: Float, const N: usize>(sources: &[Source<'_, T>; N], masks: &mut [Option<RankMask>], copies: &[(u32, u32); N]) {
-    for (i, (lo, hi)) in copies.iter().enumerate() {
-        if let (None, Some(rank)) = (&sources[i].fixed, &mut masks[i]) {
-            rank.advance(*lo as usize, *hi as usize);
-        }
-    }
 }
 
 /// The merged elements from `start` (`mixed.len()` of them) under the masks `m`; returns
@@ -650,14 +637,14 @@ fn fused_tile<T: Float, const N: usize, const VOTE: u8>(
 /// [`mix`] for more than [`FUSED_MODELS`] models: a tile of each model's weighted task
 /// vector at a time, then [`Combiner::tile`]. The same operations in the same order, so the
 /// same bits.
-fn tiles<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+fn tiles<T: Float>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
     let mut tiles = vec![T::zero(); sources.len() * TILE];
     vectorized!(tiled_into(
         base.len(),
         out,
         #[inline(always)]
         |r, mixed| {
-            for (i, (src, tile)) in sources.iter().zip(tiles.chunks_exact_mut(TILE)).enumerate() {
+            for (src, tile) in sources.iter_mut().zip(tiles.chunks_exact_mut(TILE)) {
                 let tile = &mut tile[..r.len()];
                 let x = &src.values[r.clone()];
                 if src.is_delta {
@@ -665,10 +652,9 @@ fn tiles<T: Float>(sources: &[Source<'_, T>], masks: &mut [Option<RankMask>], ba
                 } else {
                     tile.iter_mut().zip(x).zip(&base[r.clone()]).for_each(|((t, x), b)| *t = *x - *b);
                 }
-                match (&src.fixed, &mut masks[i]) {
-                    (Some(m), _) => tile.iter_mut().for_each(|v| *v = if m.keeps(select::native_key(*v, m.flip)) { *v } else { T::zero() }),
-                    (None, Some(rank)) => rank.apply_inline(tile, src.order),
-                    (None, None) => {}
+                match &mut src.mask {
+                    Mask::Fixed(m) => tile.iter_mut().for_each(|v| *v = if m.keeps(select::native_key(*v, m.flip)) { *v } else { T::zero() }),
+                    Mask::Rank(order, rank) => rank.apply_inline(tile, *order),
                 }
                 tile.iter_mut().for_each(|v| *v = *v * src.scale * src.weight);
             }
@@ -1055,14 +1041,29 @@ mod tests {
             None,
         ];
         let weights = [0.7, -0.4, 1.3, 0.5, 0.9].map(of);
-        let source = |i: usize| Source {
-            values: if i == 4 { &given[..] } else { &models[i][..] },
-            is_delta: i == 4,
-            order: if i == 1 { Order::Ascending } else { Order::Descending },
-            fixed: (i == 2 || i == 4).then(BlockMask::all),
-            scale: of(if i == 4 { 1.25 } else { 1.0 }),
-            weight: weights[i],
-        };
+        // Each model's entries in `at`, with the path's own copy of its rank mask.
+        fn sources<'a, T: Float>(
+            masks: &'a mut [Option<RankMask>],
+            models: &'a [Vec<T>],
+            given: &'a [T],
+            weights: &[T],
+            at: Range<usize>,
+        ) -> Vec<Source<'a, T>> {
+            masks
+                .iter_mut()
+                .enumerate()
+                .map(|(i, rank)| Source {
+                    values: if i == 4 { &given[at.clone()] } else { &models[i][at.clone()] },
+                    is_delta: i == 4,
+                    mask: match rank {
+                        Some(rank) => Mask::Rank(if i == 1 { Order::Ascending } else { Order::Descending }, rank),
+                        None => Mask::Fixed(BlockMask::all()),
+                    },
+                    scale: T::of(if i == 4 { 1.25 } else { 1.0 }),
+                    weight: weights[i],
+                })
+                .collect()
+        }
         let bits = |v: &[T]| v.iter().map(|x| x.to_f64().expect("a float").to_bits()).collect::<Vec<_>>();
         for consensus in [None, Some(Consensus::Sum), Some(Consensus::Count)] {
             for normalize in [false, true] {
@@ -1072,10 +1073,9 @@ mod tests {
                 let mut start = 0;
                 while start < n {
                     let end = (start + g.random_range(1..3000)).min(n);
-                    let sources: Vec<Source<'_, T>> = (0..5).map(|i| Source { values: &source(i).values[start..end], ..source(i) }).collect();
                     let (x, o) = (&base[start..end], &models[2][start..end]);
-                    mix(&sources, &mut fused, x, o, &combiner, &mut a);
-                    tiles(&sources, &mut tiled, x, o, &combiner, &mut b);
+                    mix(&mut sources(&mut fused, &models, &given, &weights, start..end), x, o, &combiner, &mut a);
+                    tiles(&mut sources(&mut tiled, &models, &given, &weights, start..end), x, o, &combiner, &mut b);
                     assert_eq!(bits(&a), bits(&b), "{consensus:?} {normalize} at {start}");
                     start = end;
                 }
