@@ -6,7 +6,7 @@
 //!
 //!     cargo run --release -p agentmerge-merge --bin merge-bench -- \
 //!         --params 1e9 --models 3 --dtype bf16 [--dir DIR] [--methods linear,ties] [--keep]
-//!         [--page-cache read|written]
+//!         [--page-cache read|written] [--row-spread X]
 //!
 //! Inputs are read from the page cache when they fit in RAM, which is what the memcpy floor
 //! compares against. By default (`--page-cache read`) each input file is first dropped from
@@ -14,6 +14,10 @@
 //! `--page-cache written` times the files as the generator left them (freshly written: use a
 //! new `--dir`). "compute" ends when the last tensor is written
 //! to the page cache; "total" adds fsync and the rename of the output directory.
+//!
+//! The fine-tuned models' task vectors are uniform noise by default. `--row-spread X` scales
+//! each row's noise by 2^u, u uniform in [−X, X], as real fine-tunes change some output
+//! channels more than others; a model directory keeps the spread it was generated with.
 
 use std::{
     path::{Path, PathBuf},
@@ -36,6 +40,8 @@ struct Args {
     keep: bool,
     /// Re-read the inputs into the page cache before timing (see [`recache`]).
     recache: bool,
+    /// Row-to-row spread of the task vectors' scale, in powers of two (see [`generate`]).
+    row_spread: f32,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -47,6 +53,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         methods: vec!["linear".into(), "task_arithmetic".into(), "ties".into()],
         keep: false,
         recache: true,
+        row_spread: 0.0,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -60,6 +67,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--dir" => a.dir = Some(PathBuf::from(value()?)),
             "--methods" => a.methods = value()?.split(',').map(str::to_string).collect(),
             "--keep" => a.keep = true,
+            "--row-spread" => a.row_spread = value()?.parse().context("--row-spread: a number of powers of two, like 1")?,
             "--page-cache" => {
                 a.recache = match value()?.as_str() {
                     "read" => true,
@@ -68,7 +76,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
                 }
             }
             "-h" | "--help" => {
-                println!("merge-bench [--params 1e9] [--models 3] [--dtype bf16|f16|f32] [--dir DIR] [--methods linear,task_arithmetic,ties] [--keep] [--page-cache read|written]");
+                println!("merge-bench [--params 1e9] [--models 3] [--dtype bf16|f16|f32] [--dir DIR] [--methods linear,task_arithmetic,ties] [--keep] [--page-cache read|written] [--row-spread X]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}; see --help"),
@@ -117,15 +125,18 @@ fn uniform(seed: u64, i: u64) -> f32 {
     (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
 }
 
-/// Model 0 is the base; model m > 0 is the base plus 1% noise.
-fn generate(dir: &Path, m: usize, shapes: &[(String, Vec<u64>)], dtype: DType) -> Result<()> {
+/// Model 0 is the base; model m > 0 is the base plus 1% noise, its scale varying from row
+/// to row by 2^u with u uniform in [−`row_spread`, `row_spread`].
+fn generate(dir: &Path, m: usize, shapes: &[(String, Vec<u64>)], dtype: DType, row_spread: f32) -> Result<()> {
     let specs = shapes.iter().map(|(n, s)| TensorSpec { name: n.clone(), dtype, shape: s.clone() }).collect();
     let mut w = CheckpointWriter::plan(dir, specs, WriteOptions::default())?;
     let error = Mutex::new(None);
     shapes.par_iter().enumerate().for_each(|(t, (name, shape))| {
         let n = shape.iter().product::<u64>();
         let (bs, ms) = (t as u64 * 1_000_003, (m as u64) << 40 | t as u64);
-        let values: Vec<f32> = (0..n).into_par_iter().map(|i| 0.05 * uniform(bs, i) + if m == 0 { 0.0 } else { 0.0005 * uniform(ms, i) }).collect();
+        let row = *shape.last().expect("tensors have a shape");
+        let noise = |i: u64| 0.0005 * (row_spread * uniform(!ms, i / row)).exp2() * uniform(ms, i);
+        let values: Vec<f32> = (0..n).into_par_iter().map(|i| 0.05 * uniform(bs, i) + if m == 0 { 0.0 } else { noise(i) }).collect();
         if let Err(e) = w.write_f32(name, &values) {
             *error.lock().unwrap() = Some(e);
         }
@@ -279,7 +290,7 @@ fn main() -> Result<()> {
     for m in 0..=args.models {
         let d = dir.join(format!("model{m}"));
         if !d.exists() {
-            generate(&d, m, &shapes, args.dtype)?;
+            generate(&d, m, &shapes, args.dtype, args.row_spread)?;
         }
     }
     println!("generated in {:.1} s", t.elapsed().as_secs_f64());
