@@ -185,11 +185,11 @@ impl TaskArithmetic {
         let mut found: Vec<Option<Vec<(u64, usize)>>> = Vec::new();
         for (d, b) in deltas.iter_mut().zip(bands) {
             let r = b.and_then(BandSelect::result);
-            if r.is_none() && matches!(d.sparse, Sparse::Rank(..)) {
-                tracing::debug!(tensor = s.name, "the sample's band missed a rank boundary; exact radix selection takes more passes");
-            }
             if let (None, Sparse::Rank(_, keep)) = (&r, &d.sparse) {
-                d.select = (!keep.is_empty()).then(|| RadixSelect::new(T::KEY_BITS, &boundary_ranks(keep)));
+                if !keep.is_empty() {
+                    tracing::debug!(tensor = s.name, "the sample's band missed a rank boundary; exact radix selection takes more passes");
+                    d.select = Some(RadixSelect::new(T::KEY_BITS, &boundary_ranks(keep)));
+                }
             }
             found.push(r);
         }
