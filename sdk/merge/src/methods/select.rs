@@ -161,6 +161,31 @@ struct Band {
     overflow: bool,
 }
 
+/// Where a rank lies against its band, once every key is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Below,
+    Inside,
+    Above,
+    /// The band overflowed: its keys inside were not kept.
+    Unknown,
+}
+
+impl Band {
+    fn side(&self) -> Side {
+        let Some(r) = self.rank.checked_sub(self.below) else { return Side::Below };
+        if r < self.at_lo {
+            Side::Inside
+        } else if self.overflow {
+            Side::Unknown
+        } else if r - self.at_lo < self.inside.len() + self.at_hi {
+            Side::Inside
+        } else {
+            Side::Above
+        }
+    }
+}
+
 /// Most keys a band may hold, as a fraction of the tensor, before the search gives up on it.
 const BAND_CAP: f64 = 1.0 / 16.0;
 
@@ -245,8 +270,39 @@ impl BandSelect {
         }
     }
 
+    /// Whether a band missed its rank (after the counting pass): what makes
+    /// [`BandSelect::result`] `None`, without its selection.
+    pub fn missed(&self) -> bool {
+        !self.whole && self.targets.iter().any(|t| t.side() != Side::Inside)
+    }
+
+    /// A new search for the same ranks, for when this one missed: bands from `sample` (keys
+    /// of single elements spread through the tensor), narrowed by what this one counted (a
+    /// rank below its band lies below the band's low end, one above it above its high end).
+    /// It needs its own counting pass.
+    pub fn retry<K: PrimInt + Into<u64>>(&self, sample: &[K]) -> BandSelect {
+        let ranks: Vec<usize> = self.targets.iter().map(|t| t.rank).collect();
+        let mut again = BandSelect::new(self.n, &ranks, false);
+        again.sample(sample);
+        again.end_sample();
+        for (new, old) in again.targets.iter_mut().zip(&self.targets) {
+            let (lo, hi) = match old.side() {
+                Side::Below => (new.lo, new.hi.min(old.lo)),
+                Side::Above => (new.lo.max(old.hi), new.hi),
+                Side::Inside | Side::Unknown => (new.lo, new.hi),
+            };
+            // A sample at odds with the counts: search all of the side the counts allow.
+            (new.lo, new.hi) = match old.side() {
+                _ if lo <= hi => (lo, hi),
+                Side::Below => (0, old.lo),
+                _ => (old.hi, u64::MAX),
+            };
+        }
+        again
+    }
+
     /// Per rank, (the key at that rank, how many keys are smaller); `None` when a band
-    /// missed its rank (then use [`RadixSelect`]).
+    /// missed its rank (then use [`BandSelect::retry`] or [`RadixSelect`]).
     pub fn result(mut self) -> Option<Vec<(u64, usize)>> {
         if self.whole {
             let mut keys = std::mem::take(&mut self.sample);
@@ -255,20 +311,19 @@ impl BandSelect {
         self.targets
             .iter_mut()
             .map(|t| {
-                // In key order: `below` keys, `at_lo` copies of lo, the inside keys, `at_hi`
-                // copies of hi.
-                let r = t.rank.checked_sub(t.below)?;
-                if r < t.at_lo {
-                    return Some((t.lo, t.below));
-                }
-                let r = r - t.at_lo;
-                if t.overflow {
+                if t.side() != Side::Inside {
                     return None;
                 }
-                if r < t.inside.len() {
-                    return Some(exact(&mut t.inside, t.below + t.at_lo, t.rank));
-                }
-                (r - t.inside.len() < t.at_hi).then_some((t.hi, t.below + t.at_lo + t.inside.len()))
+                // In key order: `below` keys, `at_lo` copies of lo, the inside keys, `at_hi`
+                // copies of hi.
+                let r = t.rank - t.below;
+                Some(if r < t.at_lo {
+                    (t.lo, t.below)
+                } else if r - t.at_lo < t.inside.len() {
+                    exact(&mut t.inside, t.below + t.at_lo, t.rank)
+                } else {
+                    (t.hi, t.below + t.at_lo + t.inside.len())
+                })
             })
             .collect()
     }

@@ -169,25 +169,48 @@ impl TaskArithmetic {
         if ranking {
             let sample: Vec<Range<usize>> = if whole { chunks.clone() } else { sample_runs(&s.range, align) };
             let l1 = (whole && rescaling).then_some(&mut l1_before[..]);
-            stats_pass(s, &sample, &deltas, &mut chunk, l1, &mut bands, BandSelect::sample)?;
+            stats_pass(s, &sample, &deltas, &mut chunk, l1, &mut bands, BandSelect::sample, None)?;
             bands.iter_mut().flatten().for_each(BandSelect::end_sample);
         }
         // One pass over every chunk for the bands' counts (unless the sample was the whole
-        // tensor), which also sums the L1 norms; without one, the rescaling pass sums them.
+        // tensor), which also sums the L1 norms (without one, the rescaling pass sums them)
+        // and keeps a second sample: single elements spread through the whole tensor.
         let counting = ranking && !whole;
+        let mut spread = Spread { positions: if counting { spread_positions(&s.range, s.seed) } else { Vec::new() }, keys: vec![Vec::new(); deltas.len()] };
         if counting {
             let l1 = rescaling.then_some(&mut l1_before[..]);
-            stats_pass(s, &chunks, &deltas, &mut chunk, l1, &mut bands, BandSelect::count)?;
+            stats_pass(s, &chunks, &deltas, &mut chunk, l1, &mut bands, BandSelect::count, Some(&mut spread))?;
         }
+        // A band that missed its rank (the runs were unlike the rest of the tensor, as when
+        // a task vector's rows differ in scale) searches again with a band from the spread
+        // sample: one more counting pass.
+        let mut retries: Vec<Option<BandSelect>> = bands
+            .iter_mut()
+            .zip(&spread.keys)
+            .map(|(b, keys)| {
+                let band = b.take_if(|b| b.missed())?;
+                tracing::debug!(tensor = s.name, "the sample's band missed a rank boundary; searching again with a sample spread through the tensor");
+                Some(band.retry(keys))
+            })
+            .collect();
+        if retries.iter().any(Option::is_some) {
+            stats_pass(s, &chunks, &deltas, &mut chunk, None, &mut retries, BandSelect::count, None)?;
+            for (b, retry) in bands.iter_mut().zip(retries) {
+                if retry.is_some() {
+                    *b = retry;
+                }
+            }
+        }
+        drop(spread);
         let l1_later = rescaling && !ranking;
-        // A band that missed its rank (a sample unlike the rest of the tensor) falls back to
-        // radix selection: one more pass per 16-bit digit.
+        // A band that missed again falls back to radix selection: one more pass per 16-bit
+        // digit.
         let mut found: Vec<Option<Vec<(u64, usize)>>> = Vec::new();
         for (d, b) in deltas.iter_mut().zip(bands) {
             let r = b.and_then(BandSelect::result);
             if let (None, Sparse::Rank(_, keep)) = (&r, &d.sparse) {
                 if !keep.is_empty() {
-                    tracing::debug!(tensor = s.name, "the sample's band missed a rank boundary; exact radix selection takes more passes");
+                    tracing::debug!(tensor = s.name, "the second band missed too; exact radix selection takes more passes");
                     d.select = Some(RadixSelect::new(T::KEY_BITS, &boundary_ranks(keep)));
                 }
             }
@@ -364,8 +387,10 @@ fn boundary_ranks(keep: &Range<usize>) -> Vec<usize> {
     }
 }
 
-/// One statistics pass over `ranges`: adds each task vector's L1 norm to `l1` (when given)
-/// and hands each band its task vector's keys (`feed`: sample or count).
+/// One statistics pass over `ranges`: adds each task vector's L1 norm to `l1` (when given),
+/// hands each band its task vector's keys (`feed`: sample or count) and, when given
+/// `spread`, keeps the keys at its positions.
+#[allow(clippy::too_many_arguments)]
 fn stats_pass<T: Float>(
     s: &TensorStream<'_, T>,
     ranges: &[Range<usize>],
@@ -374,6 +399,7 @@ fn stats_pass<T: Float>(
     mut l1: Option<&mut [LaneSum]>,
     bands: &mut [Option<BandSelect>],
     feed: fn(&mut BandSelect, &[T::Key]),
+    mut spread: Option<&mut Spread<T::Key>>,
 ) -> anyhow::Result<()> {
     let mut keys = Vec::new();
     for r in ranges {
@@ -386,15 +412,60 @@ fn stats_pass<T: Float>(
             }
             if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
                 // A few thousand keys at a time: they stay in the core's cache.
-                for (x, base) in x.chunks(KEY_BLOCK).zip(base.chunks(KEY_BLOCK)) {
+                for (at, (x, base)) in (r.start..).step_by(KEY_BLOCK).zip(x.chunks(KEY_BLOCK).zip(base.chunks(KEY_BLOCK))) {
                     delta_keys(x, base, *order, &mut keys);
                     feed(b, &keys);
+                    if let Some(spread) = spread.as_deref_mut() {
+                        spread.pick(i, at, &keys);
+                    }
                 }
             }
         }
     }
     Ok(())
 }
+
+/// A sample of single elements spread through a tensor, taken during the counting pass for a
+/// band that missed: one element drawn at random from each of [`SPREAD_SAMPLE`] equal strata.
+/// Every part of the tensor is in it, whatever its rows and columns look like, so its band
+/// holds where the runs' did not (`the_spread_sample_brackets_ranks_of_structured_task_vectors`).
+struct Spread<K> {
+    /// Ascending.
+    positions: Vec<usize>,
+    /// Per task vector, its keys at `positions`.
+    keys: Vec<Vec<K>>,
+}
+
+impl<K: Copy> Spread<K> {
+    /// Keeps task vector `i`'s keys at the positions among elements `at..at + keys.len()`.
+    /// Blocks come in order, so the positions before them are already kept.
+    fn pick(&mut self, i: usize, at: usize, keys: &[K]) {
+        let kept = &mut self.keys[i];
+        for &p in self.positions[kept.len()..].iter().take_while(|p| **p < at + keys.len()) {
+            kept.push(keys[p - at]);
+        }
+    }
+}
+
+/// The spread sample's size (as keys, 512 KiB per f32 task vector).
+const SPREAD_SAMPLE: usize = 128 << 10;
+
+/// The positions of the spread sample of a tensor's `range` (every one of a smaller range),
+/// ascending: one drawn from each of [`SPREAD_SAMPLE`] equal strata by a hash of the tensor's
+/// `seed`.
+fn spread_positions(range: &Range<usize>, seed: u64) -> Vec<usize> {
+    let (n, m) = (range.len(), SPREAD_SAMPLE.min(range.len()));
+    let draws = Draws::new(seed, SPREAD_STREAM);
+    (0..m)
+        .map(|i| {
+            let (a, b) = (i * n / m, (i + 1) * n / m);
+            range.start + a + draws.at(i as u64) as usize % (b - a)
+        })
+        .collect()
+}
+
+/// The draws that place the spread sample have their own stream, apart from every model's.
+const SPREAD_STREAM: u64 = u64::MAX;
 
 /// Keys computed and fed to a band at a time in the statistics passes.
 const KEY_BLOCK: usize = 4096;
@@ -967,20 +1038,24 @@ mod tests {
         }
     }
 
-    /// A sample unlike the rest of the tensor (tiny task-vector entries exactly where the
-    /// sample runs fall) makes the band miss; the radix fallback still gives the exact masks.
+    /// Samples unlike the rest of the tensor (tiny task-vector entries exactly where the runs
+    /// and the spread sample fall) make both bands miss; the radix fallback still gives the
+    /// exact masks.
     #[test]
     fn a_misleading_sample_falls_back_to_exact_selection() {
         let n = 600_000;
         let shape = [n as u64];
-        let sampled = sample_runs(&(0..n), 1);
+        let runs = sample_runs(&(0..n), 1);
+        // `whole_and_streamed` merges with seed 11.
+        let spread = spread_positions(&(0..n), 11);
+        let sampled = |i: usize| runs.iter().any(|r| r.contains(&i)) || spread.binary_search(&i).is_ok();
         let mut g = ChaCha8Rng::seed_from_u64(4);
         let base: Vec<f32> = (0..n).map(|_| g.random_range(-1.0f32..1.0)).collect();
         let models: Vec<Vec<f32>> = (0..2)
             .map(|_| {
                 (0..n)
                     .map(|i| {
-                        let scale = if sampled.iter().any(|r| r.contains(&i)) { 1e-4 } else { 0.1 };
+                        let scale = if sampled(i) { 1e-4 } else { 0.1 };
                         base[i] + g.random_range(-1.0f32..1.0) * scale
                     })
                     .collect()
@@ -996,17 +1071,97 @@ mod tests {
             })
             .collect();
         let global = defaults(&m);
-        // The band from this sample misses the median.
+        // The band from the runs misses the median, and so does the spread sample's.
         let keys: Vec<u64> = models[0].iter().zip(&base).map(|(x, b)| select::key(*x - *b, Order::Descending)).collect();
         let mut band = BandSelect::new(n, &[n / 2 - 1], false);
-        for r in &sampled {
+        for r in &runs {
             band.sample(&keys[r.clone()]);
         }
         band.end_sample();
         band.count(&keys);
-        assert!(band.result().is_none(), "the sample should mislead the band");
+        assert!(band.missed(), "the runs should mislead the band");
+        let mut again = band.retry(&spread.iter().map(|&i| keys[i]).collect::<Vec<_>>());
+        again.count(&keys);
+        assert!(again.result().is_none(), "the spread sample should mislead the second band");
         let (whole, streamed) = whole_and_streamed(&m, &shape, &global, &params, Some(&base), &models, 1 << 16);
         assert_eq!(streamed, whole);
+    }
+
+    /// Task vectors whose rows and columns differ in scale (as real fine-tunes' do): the band
+    /// from 32 runs of neighbouring elements (a few dozen rows) often misses, and the second
+    /// band, from the sample spread through the tensor, brackets every rank.
+    #[test]
+    fn the_spread_sample_brackets_ranks_of_structured_task_vectors() {
+        let (rows, cols) = (1500, 2048);
+        let n = rows * cols;
+        let mut g = ChaCha8Rng::seed_from_u64(8);
+        // Log-normal scales: rows with σ 1, columns with σ 0.5.
+        let normal = |g: &mut ChaCha8Rng| (-2.0 * (1.0 - g.random::<f64>()).ln()).sqrt() * (std::f64::consts::TAU * g.random::<f64>()).cos();
+        let row: Vec<f64> = (0..rows).map(|_| normal(&mut g).exp()).collect();
+        let col: Vec<f64> = (0..cols).map(|_| (0.5 * normal(&mut g)).exp()).collect();
+        let x: Vec<f32> = (0..n).map(|i| (normal(&mut g) * row[i / cols] * col[i % cols]) as f32).collect();
+        let keys: Vec<u32> = x.iter().map(|v| select::native_key(*v, select::flip::<f32>(Order::Descending))).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        let mut missed = 0;
+        for seed in 0..4 {
+            let runs = sample_runs(&(seed as usize * 1000..n), 1);
+            let spread: Vec<u32> = spread_positions(&(0..n), seed).iter().map(|&i| keys[i]).collect();
+            assert_eq!(spread.len(), SPREAD_SAMPLE);
+            for ranks in [vec![n / 2], vec![n / 10], vec![n / 100, 9 * n / 10]] {
+                let mut band = BandSelect::new(n, &ranks, false);
+                for r in &runs {
+                    band.sample(&keys[r.clone()]);
+                }
+                band.end_sample();
+                keys.chunks(1 << 17).for_each(|c| band.count(c));
+                if !band.missed() {
+                    continue;
+                }
+                missed += 1;
+                let mut again = band.retry(&spread);
+                keys.chunks(1 << 17).for_each(|c| again.count(c));
+                let found = again.result().expect("the second band holds its ranks");
+                for (&rank, (key, below)) in ranks.iter().zip(found) {
+                    assert_eq!(key, sorted[rank] as u64, "seed {seed}, rank {rank}");
+                    assert_eq!(below, sorted.partition_point(|k| (*k as u64) < key));
+                }
+            }
+        }
+        assert!(missed >= 6, "the runs' band missed only {missed} of 12 times");
+
+        // The same task vector merged by TIES (one model, weight 1), whole and streamed,
+        // keeps exactly the top `density` of magnitudes, ties broken by position.
+        let base: Vec<f32> = (0..n).map(|_| g.random_range(-1.0f32..1.0)).collect();
+        let model: Vec<f32> = base.iter().zip(&x).map(|(b, d)| b + d).collect();
+        let m = TaskArithmetic::named("ties").unwrap();
+        for density in [0.5, 0.1] {
+            let k = (density * n as f64) as usize;
+            let mut band = BandSelect::new(n, &[k - 1], false);
+            let delta_keys: Vec<u32> = model.iter().zip(&base).map(|(v, b)| select::native_key(*v - *b, select::flip::<f32>(Order::Descending))).collect();
+            for r in sample_runs(&(0..n), 1) {
+                band.sample(&delta_keys[r]);
+            }
+            band.end_sample();
+            band.count(&delta_keys);
+            assert!(band.missed(), "density {density}: the runs' band should miss, so the merge searches again");
+            // `whole_and_streamed` merges with seed 11: its second band holds.
+            let mut again = band.retry(&spread_positions(&(0..n), 11).iter().map(|&i| delta_keys[i]).collect::<Vec<_>>());
+            again.count(&delta_keys);
+            assert!(again.result().is_some(), "density {density}: the second band should hold");
+            let mut by_size: Vec<(u32, usize)> = delta_keys.iter().copied().zip(0..).collect();
+            by_size.sort_unstable();
+            let mut want = base.clone();
+            for &(_, i) in &by_size[..k] {
+                want[i] = base[i] + (model[i] - base[i]);
+            }
+            let mut p = Params::default();
+            p.set("weight", Value::Num(1.0));
+            p.set("density", Value::Num(density));
+            let (whole, streamed) = whole_and_streamed(&m, &[rows as u64, cols as u64], &defaults(&m), &[p], Some(&base), &[model.clone()], 1 << 16);
+            assert!(whole == want, "density {density}: whole");
+            assert!(streamed == want, "density {density}: streamed");
+        }
     }
 
     /// The fused loop gives the same bits as the tile-per-model path, chunk after chunk: rank
