@@ -3,7 +3,9 @@
 The merge engine brackets a tensor's magnitude threshold with a band taken from a sample of
 32 runs of neighbouring elements (sdk/merge/src/methods/task_arithmetic.rs, `sample_runs`;
 select.rs, `BandSelect::end_sample`), then counts the whole tensor once. When the band
-misses, exact radix selection takes more passes. This script applies the same rule to
+misses, the engine now searches again with a band from a second sample of single elements
+spread through the tensor (kept during the counting pass), then falls back to exact radix
+selection. This script applies the same rule to
 |N(0,1) * row_scale * col_scale| matrices (log-normal scales) and prints how often the band
 holds the median and what share of the tensor falls inside it, with the fixed margin the
 engine uses and with a margin widened by the spread between runs.
