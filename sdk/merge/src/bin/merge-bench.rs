@@ -17,7 +17,8 @@
 //!
 //! The fine-tuned models' task vectors are uniform noise by default. `--row-spread X` scales
 //! each row's noise by 2^u, u uniform in [−X, X], as real fine-tunes change some output
-//! channels more than others; a model directory keeps the spread it was generated with.
+//! channels more than others. A kept model directory records the options it was generated
+//! with (in its config.json); a run with other options refuses it.
 
 use std::{
     path::{Path, PathBuf},
@@ -145,9 +146,35 @@ fn generate(dir: &Path, m: usize, shapes: &[(String, Vec<u64>)], dtype: DType, r
         return Err(e.into());
     }
     let h = shapes[2].1[0];
-    w.set_config(serde_json::json!({"architectures": ["LlamaForCausalLM"], "hidden_size": h, "num_hidden_layers": (shapes.len() - 3) / 9}), Some(dtype));
+    w.set_config(
+        serde_json::json!({"architectures": ["LlamaForCausalLM"], "hidden_size": h, "num_hidden_layers": (shapes.len() - 3) / 9, "merge_bench": generated_with(shapes, dtype, row_spread)}),
+        Some(dtype),
+    );
     w.finish()?;
     Ok(())
+}
+
+/// What a generated model directory records of how it was made, so that a later run with
+/// other options does not time it by mistake.
+fn generated_with(shapes: &[(String, Vec<u64>)], dtype: DType, row_spread: f32) -> serde_json::Value {
+    let params: u64 = shapes.iter().map(|(_, s)| s.iter().product::<u64>()).sum();
+    serde_json::json!({"params": params, "dtype": dtype.to_string(), "row_spread": row_spread})
+}
+
+/// Checks that the model directory `d`, kept from an earlier run, was generated with the
+/// options of this one.
+fn check_reused(d: &Path, want: &serde_json::Value) -> Result<()> {
+    let path = d.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (a model kept from an earlier run)", path.display()))?;
+    let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    match config.get("merge_bench") {
+        Some(had) if had == want => Ok(()),
+        had => bail!(
+            "{} was generated with {} but this run asks for {want}; pass another --dir, or delete it to generate it again",
+            d.display(),
+            had.map_or("an older merge-bench".to_string(), |h| h.to_string())
+        ),
+    }
 }
 
 /// Drops `file` from the page cache and reads it back sequentially, so it is cached as a
@@ -287,10 +314,17 @@ fn main() -> Result<()> {
         dir.display()
     );
     let t = Instant::now();
-    for m in 0..=args.models {
-        let d = dir.join(format!("model{m}"));
+    // Only the models generated here are deleted at the end (without --keep): a directory
+    // kept from an earlier run stays.
+    let model_dirs: Vec<PathBuf> = (0..=args.models).map(|m| dir.join(format!("model{m}"))).collect();
+    for d in model_dirs.iter().filter(|d| d.exists()) {
+        check_reused(d, &generated_with(&shapes, args.dtype, args.row_spread))?;
+    }
+    let mut generated = Vec::new();
+    for (m, d) in model_dirs.into_iter().enumerate() {
         if !d.exists() {
             generate(&d, m, &shapes, args.dtype, args.row_spread)?;
+            generated.push(d);
         }
     }
     println!("generated in {:.1} s", t.elapsed().as_secs_f64());
@@ -354,8 +388,8 @@ fn main() -> Result<()> {
     if args.keep {
         println!("\nkept the models in {} (pass --dir {0} to reuse them)", dir.display());
     } else {
-        for m in 0..=args.models {
-            std::fs::remove_dir_all(dir.join(format!("model{m}")))?;
+        for d in &generated {
+            std::fs::remove_dir_all(d)?;
         }
         if args.dir.is_none() {
             std::fs::remove_dir(&dir)?;
