@@ -147,7 +147,7 @@ impl Store {
             let p = p.canonicalize().with_context(|| format!("output `{port}` names {}, which does not exist", p.display()))?;
             let tmp = tmp.canonicalize()?;
             if let Ok(rel) = p.strip_prefix(&tmp) {
-                Ok(rel_str(&final_dir.join(rel).strip_prefix(&self.root)?.to_path_buf()))
+                Ok(rel_str(final_dir.join(rel).strip_prefix(&self.root)?))
             } else if let Ok(rel) = p.strip_prefix(self.root.join("nodes")) {
                 Ok(rel_str(&Path::new("nodes").join(rel)))
             } else {
@@ -163,7 +163,7 @@ impl Store {
                 let mut h = blake3::Hasher::new();
                 h.update(format!("{}{:?}", t.dtype(), t.shape()).as_bytes());
                 h.update(t.bytes());
-                let file = rel_str(&final_dir.join(&name).strip_prefix(&self.root)?.to_path_buf());
+                let file = rel_str(final_dir.join(&name).strip_prefix(&self.root)?);
                 Record::Tensor { dtype: t.dtype(), shape: t.shape().to_vec(), file, digest: h.finalize().to_hex().to_string() }
             }
             Value::Metrics(m) => Record::Metrics { digest: digest_json(&Json::Object(m.clone())), value: m },

@@ -123,7 +123,7 @@ pub fn play(ctx: &Ctx, jobs: &[(&ExpertConfig, &str, u64)], max_steps: usize) ->
             ctx.check()?;
             let ep = rollout(task, *seed, &mut Expert::new((*expert).clone())?, max_steps)?;
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if d % 64 == 0 || d == total {
+            if d.is_multiple_of(64) || d == total {
                 ctx.progress(d, total, "episodes");
             }
             Ok(ep)

@@ -154,10 +154,10 @@ impl NodeKind for RandomLlama {
                 return Err(ConfigError::new(field, "must be at least 1"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::new("num_attention_heads", format!("must divide hidden_size ({})", self.hidden_size)));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(ConfigError::new("num_key_value_heads", format!("must divide num_attention_heads ({})", self.num_attention_heads)));
         }
         if !(self.init_std > 0.0 && self.init_std.is_finite()) {

@@ -235,7 +235,7 @@ fn positioned_reads_match_the_map_and_refuse_a_truncated_file() {
     let file = dir.join("model.safetensors");
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 4).unwrap();
-    let e = view.read_into(30_000..60_000, &mut read).err().expect("a truncated file is an error");
+    let e = view.read_into(30_000..60_000, &mut read).expect_err("a truncated file is an error");
     assert!(matches!(e, CheckpointError::Corrupt { .. }) && e.to_string().contains("past the end of the file"), "{e}");
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 }

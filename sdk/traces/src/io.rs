@@ -195,7 +195,7 @@ mod tests {
             category: "form".into(),
             seed,
             goal: "Create an incident".into(),
-            success: seed % 2 == 0,
+            success: seed.is_multiple_of(2),
             n_steps: 1,
             steps: vec![Step {
                 obs: Observation { goal: "Create an incident".into(), axtree_txt: "[a1] button 'Save'".into(), ..Default::default() },

@@ -1158,7 +1158,8 @@ mod tests {
             let mut p = Params::default();
             p.set("weight", Value::Num(1.0));
             p.set("density", Value::Num(density));
-            let (whole, streamed) = whole_and_streamed(&m, &[rows as u64, cols as u64], &defaults(&m), &[p], Some(&base), &[model.clone()], 1 << 16);
+            let (whole, streamed) =
+                whole_and_streamed(&m, &[rows as u64, cols as u64], &defaults(&m), &[p], Some(&base), std::slice::from_ref(&model), 1 << 16);
             assert!(whole == want, "density {density}: whole");
             assert!(streamed == want, "density {density}: streamed");
         }
