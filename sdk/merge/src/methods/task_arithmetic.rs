@@ -425,8 +425,8 @@ fn stats_pass<T: Float>(
     Ok(())
 }
 
-/// A sample of single elements spread through a tensor, taken during the counting pass for a
-/// band that missed: one element drawn at random from each of [`SPREAD_SAMPLE`] equal strata.
+/// A sample of single elements spread through a tensor, kept during the counting pass in case
+/// a band misses: one element drawn at random from each of [`SPREAD_SAMPLE`] equal strata.
 /// Every part of the tensor is in it, whatever its rows and columns look like, so its band
 /// holds where the runs' did not (`the_spread_sample_brackets_ranks_of_structured_task_vectors`).
 struct Spread<K> {
@@ -441,6 +441,9 @@ impl<K: Copy> Spread<K> {
     /// Blocks come in order, so the positions before them are already kept.
     fn pick(&mut self, i: usize, at: usize, keys: &[K]) {
         let kept = &mut self.keys[i];
+        if kept.capacity() == 0 {
+            kept.reserve_exact(self.positions.len());
+        }
         for &p in self.positions[kept.len()..].iter().take_while(|p| **p < at + keys.len()) {
             kept.push(keys[p - at]);
         }
