@@ -450,8 +450,8 @@ impl<K: Copy> Spread<K> {
     }
 }
 
-/// The spread sample's size (as keys, 512 KiB per f32 task vector).
-const SPREAD_SAMPLE: usize = 128 << 10;
+/// The spread sample's size (as keys, 128 KiB per f32 task vector).
+const SPREAD_SAMPLE: usize = 32 << 10;
 
 /// The positions of the spread sample of a tensor's `range` (every one of a smaller range),
 /// ascending: one drawn from each of [`SPREAD_SAMPLE`] equal strata by a hash of the tensor's
