@@ -317,8 +317,9 @@ fn main() -> Result<()> {
     // Only the models generated here are deleted at the end (without --keep): a directory
     // kept from an earlier run stays.
     let model_dirs: Vec<PathBuf> = (0..=args.models).map(|m| dir.join(format!("model{m}"))).collect();
+    let want = generated_with(&shapes, args.dtype, args.row_spread);
     for d in model_dirs.iter().filter(|d| d.exists()) {
-        check_reused(d, &generated_with(&shapes, args.dtype, args.row_spread))?;
+        check_reused(d, &want)?;
     }
     let mut generated = Vec::new();
     for (m, d) in model_dirs.into_iter().enumerate() {

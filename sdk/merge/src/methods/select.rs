@@ -286,16 +286,14 @@ impl BandSelect {
         again.sample(sample);
         again.end_sample();
         for (new, old) in again.targets.iter_mut().zip(&self.targets) {
-            let (lo, hi) = match old.side() {
-                Side::Below => (new.lo, new.hi.min(old.lo)),
-                Side::Above => (new.lo.max(old.hi), new.hi),
-                Side::Inside | Side::Unknown => (new.lo, new.hi),
-            };
-            // A sample at odds with the counts: search all of the side the counts allow.
+            // A sample at odds with the counts (its band on the wrong side of the old one)
+            // searches all of the side the counts allow.
             (new.lo, new.hi) = match old.side() {
-                _ if lo <= hi => (lo, hi),
+                Side::Below if new.lo <= old.lo => (new.lo, new.hi.min(old.lo)),
                 Side::Below => (0, old.lo),
-                _ => (old.hi, u64::MAX),
+                Side::Above if new.hi >= old.hi => (new.lo.max(old.hi), new.hi),
+                Side::Above => (old.hi, u64::MAX),
+                Side::Inside | Side::Unknown => (new.lo, new.hi),
             };
         }
         again
