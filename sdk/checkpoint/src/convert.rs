@@ -140,8 +140,8 @@ pub fn to_f64_into(dtype: DType, bytes: &[u8], out: &mut [f64]) -> bool {
 
 /// f32 → bf16 bits, rounding to nearest even (NaN stays a quiet NaN), without branches so
 /// the loops around it vectorize; equal to `half::bf16::from_f32`.
-#[inline]
-fn bf16_bits(v: f32) -> u16 {
+#[inline(always)]
+pub fn bf16_bits(v: f32) -> u16 {
     let b = v.to_bits();
     let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
     if v.is_nan() {

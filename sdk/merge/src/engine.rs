@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::{
     params::{ParamDef, Params, Settings},
-    Chunk, Float, Input, MergeError, MergePlan, ParamsView, Strategy, StreamInput, TensorJob, TensorStream, TokenizerSource,
+    Chunk, Float, Input, MergeError, MergePlan, Operand, ParamsView, Strategy, StreamInput, TensorJob, TensorStream, TokenizerSource, WeightedSum,
 };
 
 /// Element-wise strategies process big tensors in chunks of this many elements. A quarter of
@@ -47,6 +47,12 @@ const BLOCK_ELEMENTS: usize = 1 << 14;
 /// cost few system calls, small enough that the bytes are still in cache when the kernel
 /// copies them.
 const WRITE_ELEMENTS: usize = 1 << 17;
+
+thread_local! {
+    /// Each worker's encoded output of [`Context::merge_fused`], waiting to be written;
+    /// reused from unit to unit and only grown, so it is zeroed once.
+    static OUTPUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// What a finished merge did.
 #[derive(Clone, Debug)]
@@ -83,6 +89,9 @@ struct TensorPlan {
     out_dtype: DType,
     float: bool,
     wide: bool,
+    /// The strategy's weighted sum for this tensor, when the engine can run it fused (BF16
+    /// and F32 operands and output; see [`WeightedSum::fused`]).
+    weighted: Option<WeightedSum>,
     chunks: AtomicUsize,
 }
 
@@ -393,6 +402,21 @@ fn plan_tensors(plan: &MergePlan, strategy: &dyn Strategy, reference: &Model, mo
             || reference.ck.info(name).is_some_and(|i| i.dtype == DType::F64)
             || models.iter().any(|m| m.ck.info(name).is_some_and(|i| i.dtype == DType::F64));
         let out_dtype = if float { plan.out_dtype.or(plan.dtype).unwrap_or(info.dtype) } else { info.dtype };
+        let weighted = if float && !wide && strategy.elementwise() {
+            let inputs: Vec<StreamInput<'_>> =
+                models.iter().zip(&model_params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect();
+            let sum = strategy.weighted_sum(&params, &inputs).map_err(|e| tensor_err(format!("{e:#}")))?;
+            let fusable = |d: Option<DType>| matches!(d, Some(DType::BF16 | DType::F32));
+            let dtype = |op: Operand| match op {
+                Operand::Base if plan.base.is_some() => reference.ck.info(name).map(|i| i.dtype),
+                Operand::Base => None,
+                Operand::Model(i) => models.get(i).and_then(|m| m.ck.info(name)).map(|i| i.dtype),
+            };
+            let operands = [Operand::Base].into_iter().chain((0..models.len()).map(Operand::Model));
+            sum.filter(|s| fusable(Some(out_dtype)) && operands.filter(|op| s.reads(*op)).all(|op| fusable(dtype(op))))
+        } else {
+            None
+        };
         out.push(TensorPlan {
             name: name.to_string(),
             shape: info.shape.clone(),
@@ -403,6 +427,7 @@ fn plan_tensors(plan: &MergePlan, strategy: &dyn Strategy, reference: &Model, mo
             out_dtype,
             float,
             wide,
+            weighted,
             chunks: AtomicUsize::new(1),
         });
     }
@@ -619,12 +644,31 @@ impl Context<'_> {
         let mut raw = RAW.take();
         raw.resize_with(inputs.len(), Vec::new);
         let result = (|| {
-            for (v, buf) in views.iter().zip(raw.iter_mut()) {
-                v.read_into(u.range.clone(), buf)?;
+            let mut read = vec![false; inputs.len()];
+            let mut read_bytes = 0;
+            let mut read_in = |which: &mut dyn Iterator<Item = usize>, raw: &mut [Vec<u8>]| -> Result<(), MergeError> {
+                for i in which {
+                    if !read[i] {
+                        views[i].read_into(u.range.clone(), &mut raw[i])?;
+                        read_bytes += raw[i].len() as u64;
+                        read[i] = true;
+                    }
+                }
+                Ok(())
+            };
+            if let Some(sum) = &t.weighted {
+                // Only what the sum reads; the rest only if it falls back.
+                let has_base = self.base.is_some();
+                let operand = |i: usize| if has_base && i == 0 { Operand::Base } else { Operand::Model(i - has_base as usize) };
+                read_in(&mut (0..inputs.len()).filter(|i| sum.reads(operand(*i))), &mut raw)?;
+                if let Some(written) = self.merge_fused(t, u, sum, &views, &raw)? {
+                    return Ok((read_bytes, written));
+                }
             }
+            read_in(&mut (0..inputs.len()), &mut raw)?;
             let bytes: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
             let written = self.merge_read::<T>(t, u, &inputs, &views, &bytes, block)?;
-            Ok::<_, MergeError>((bytes.iter().map(|b| b.len() as u64).sum(), written))
+            Ok::<_, MergeError>((read_bytes, written))
         })();
         // A whole tensor's buffers (methods that are not element-wise) are not kept for the
         // rest of the run.
@@ -637,6 +681,36 @@ impl Context<'_> {
             self.writer.mark_written(&t.name)?;
         }
         Ok((read, written))
+    }
+
+    /// [`Context::merge_unit`]'s work for a strategy that is a weighted sum: decodes, sums and
+    /// encodes the input bytes a tile at a time ([`WeightedSum::fused`]), writing every
+    /// [`WRITE_ELEMENTS`]. Returns the bytes written, or None when the sum cannot take these
+    /// buffers or an output is not finite: the caller then merges the unit the ordinary way
+    /// (rewriting what was written), whose checks name the model and element at fault.
+    fn merge_fused(&self, t: &TensorPlan, u: &Unit, sum: &WeightedSum, views: &[TensorView<'_>], raw: &[Vec<u8>]) -> Result<Option<u64>, MergeError> {
+        let size = t.out_dtype.size();
+        OUTPUT.with_borrow_mut(|bytes| {
+            let mut written = 0;
+            let mut start = u.range.start;
+            while start < u.range.end {
+                let end = (start + WRITE_ELEMENTS).min(u.range.end);
+                let at = start - u.range.start..end - u.range.start;
+                let parts: Vec<(DType, &[u8])> =
+                    views.iter().zip(raw).map(|(v, r)| (v.dtype, r.get(at.start * v.dtype.size()..at.end * v.dtype.size()).unwrap_or(&[]))).collect();
+                let len = (end - start) * size;
+                if bytes.len() < len {
+                    bytes.resize(len, 0);
+                }
+                if sum.fused(self.base.is_some(), &parts, t.out_dtype, &mut bytes[..len]) != Some(true) {
+                    return Ok(None);
+                }
+                self.writer.write_tensor_part(&t.name, start, &bytes[..len])?;
+                written += len as u64;
+                start = end;
+            }
+            Ok(Some(written))
+        })
     }
 
     /// [`Context::merge_unit`]'s work on the input bytes; returns the bytes written.

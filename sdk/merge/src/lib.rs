@@ -18,6 +18,7 @@ pub mod node;
 mod params;
 mod plan;
 mod strategy;
+mod weighted;
 
 pub use agentmerge_checkpoint::{run_vectorized, vectorized};
 pub use engine::{run_merge, MergeReport, CHUNK_ELEMENTS};
@@ -25,6 +26,7 @@ pub use methods::{builtin, METHODS};
 pub use params::{Conditional, ParamDef, Params, Setting, Settings, Value};
 pub use plan::{parse_mergekit_yaml, MergePlan, ModelEntry, TokenizerSource};
 pub use strategy::{Chunk, Float, Input, ParamsView, Passes, ReadFn, Strategy, StreamInput, TensorJob, TensorStream, WriteFn};
+pub use weighted::{Operand, WeightedSum};
 
 use std::path::PathBuf;
 

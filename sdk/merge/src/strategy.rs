@@ -6,7 +6,10 @@ use std::ops::{AddAssign, Range};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::params::{ParamDef, Params};
+use crate::{
+    params::{ParamDef, Params},
+    WeightedSum,
+};
 
 /// The element types merges are computed in: f32, or f64 when an input is f64.
 pub trait Float: num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static {
@@ -89,6 +92,11 @@ impl<'a, T> TensorJob<'a, T> {
     /// The inputs that are not the base model.
     pub fn others(&self) -> impl Iterator<Item = &Input<'a, T>> {
         self.inputs.iter().filter(|i| !i.is_base)
+    }
+
+    /// The inputs without their values: what [`Strategy::weighted_sum`] is given.
+    pub fn stream_inputs(&self) -> Vec<StreamInput<'a>> {
+        self.inputs.iter().map(|i| StreamInput { model: i.model, params: i.params, is_base: i.is_base }).collect()
     }
 
     /// The base values, or an error saying the method needs `base_model`.
@@ -358,6 +366,15 @@ pub trait Strategy: Send + Sync {
     /// [`Strategy::merge_stream`] for f64 inputs.
     fn merge_stream_f64(&self, s: &TensorStream<'_, f64>) -> anyhow::Result<()> {
         anyhow::bail!("merge method `{}` cannot stream tensor `{}`", self.name(), s.name)
+    }
+
+    /// For strategies whose output is a weighted sum of the inputs: that sum for one tensor,
+    /// from its resolved parameters (`params`, and each input's). The engine then merges
+    /// chunks of BF16 and F32 tensors with [`WeightedSum::fused`], decoding, summing and
+    /// encoding in one pass, instead of calling [`Strategy::merge`]; `merge` must give the
+    /// same values ([`WeightedSum::apply`] does). Default: None.
+    fn weighted_sum(&self, _params: &Params, _inputs: &[StreamInput<'_>]) -> anyhow::Result<Option<WeightedSum>> {
+        Ok(None)
     }
 
     /// Merges one tensor in f32; returns `job.len()` values.

@@ -409,6 +409,15 @@ fn bad_input_is_an_error_naming_what_is_wrong() {
     let plan = MergePlan::new(Some(inf), vec![entry(&s.a, &w1)]);
     expect_err(&plan, "ties", &out, &[shapes()[2].0, "inf"]);
 
+    // Inf in a bf16 model of a soup. bf16 soups are merged by the fused weighted-sum path,
+    // which hands a unit with a non-finite output back to the checks that name the element.
+    let clean16 = write(&s.root.join("clean16"), &base_t, DType::BF16, "LlamaForCausalLM");
+    let mut inf = base_t.clone();
+    inf[3].2[7] = f32::INFINITY;
+    let inf16 = write(&s.root.join("inf16"), &inf, DType::BF16, "LlamaForCausalLM");
+    let plan = MergePlan::new(None, vec![entry(&clean16, &w1), entry(&inf16, &w1)]);
+    expect_err(&plan, "linear", &out, &["model.norm.weight", "element 7 is inf", "inf16"]);
+
     // Parameters out of range, and missing.
     for density in [0.0, 1.5, f64::NAN] {
         let plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &[("weight", num(1.0)), ("density", num(density))])]);

@@ -1,34 +1,20 @@
 //! `linear`: the model soup, Σ wᵢ·θᵢ, divided by Σ wᵢ when `normalize` (default true).
 
-use super::{float_impls, tiled};
-use crate::{vectorized, Float, ParamDef, ParamsView, Strategy, TensorJob};
+use super::float_impls;
+use crate::{Float, ParamDef, Params, ParamsView, Strategy, StreamInput, TensorJob, WeightedSum};
 
 /// Weighted average of the models (Wortsman et al. 2022, "Model soups").
 pub struct Linear;
 
 impl Linear {
+    /// Σ wᵢ·θᵢ (÷ Σ wᵢ when `normalize`): 0 + w₀x₀ + w₁x₁ + …, the order of the reference.
+    fn sum(&self, params: &Params, inputs: &[StreamInput<'_>]) -> anyhow::Result<WeightedSum> {
+        let terms = inputs.iter().enumerate().map(|(i, m)| Ok((i, m.params.num("weight")?))).collect::<anyhow::Result<_>>()?;
+        Ok(WeightedSum { terms, centered: false, normalize: params.flag("normalize")?, onto: None })
+    }
+
     fn run<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
-        let weights = job.inputs.iter().map(|i| i.params.num("weight")).collect::<anyhow::Result<Vec<f64>>>()?;
-        let total = T::of(weights.iter().sum());
-        let normalize = job.params.flag("normalize")?;
-        // 0 + w₀x₀ + w₁x₁ + …, then ÷ Σw: the order of the reference, vectorized across elements.
-        Ok(vectorized!(tiled(
-            job.len(),
-            #[inline(always)]
-            |r, acc| {
-                for (input, w) in job.inputs.iter().zip(&weights) {
-                    let w = T::of(*w);
-                    for (a, x) in acc.iter_mut().zip(&input.values[r.clone()]) {
-                        *a += w * *x;
-                    }
-                }
-                if normalize {
-                    for a in acc {
-                        *a = *a / total;
-                    }
-                }
-            }
-        )))
+        self.sum(job.params, &job.stream_inputs())?.apply(job)
     }
 }
 
@@ -57,10 +43,15 @@ impl Strategy for Linear {
             }
             total += w;
         }
-        if p.params.flag("normalize")? && total.abs() < 1e-12 {
+        // Sums this small divide by 1 in the compute type (as in task arithmetic): refused.
+        if p.params.flag("normalize")? && total.abs() < 1e-8 {
             anyhow::bail!("the weights sum to 0, so `normalize: true` would divide by zero; change the weights or set normalize: false");
         }
         Ok(())
+    }
+
+    fn weighted_sum(&self, params: &Params, inputs: &[StreamInput<'_>]) -> anyhow::Result<Option<WeightedSum>> {
+        self.sum(params, inputs).map(Some)
     }
 
     float_impls!();

@@ -97,22 +97,14 @@ pub(crate) fn check_range(name: &str, x: f64, lo: f64, hi: f64, open_low: bool) 
     Ok(())
 }
 
-/// Elements per tile in [`tiled`]: a few vector registers' worth.
+/// Elements per tile in [`tiled_into`] and weighted sums: a few vector registers' worth.
 pub(crate) const TILE: usize = 256;
 
-/// Builds an `n`-element output a tile at a time: `fill(range, tile)` gets a zeroed tile (the
-/// accumulator, small enough to stay in registers and L1) and computes the outputs of
-/// `range` into it. Element-wise methods read every input once this way, instead of once
-/// per input into a tensor-sized accumulator. Call it inside
-/// [`vectorized!`](crate::vectorized), with `fill` marked `#[inline(always)]`.
-#[inline(always)]
-pub(crate) fn tiled<T: Float>(n: usize, fill: impl FnMut(Range<usize>, &mut [T])) -> Vec<T> {
-    let mut out = Vec::with_capacity(n);
-    tiled_into(n, &mut out, fill);
-    out
-}
-
-/// [`tiled`] into `out` (cleared first), reusing its allocation.
+/// Builds an `n`-element output into `out` (cleared first, its allocation reused) a tile at
+/// a time: `fill(range, tile)` gets a zeroed tile (the accumulator, small enough to stay in
+/// registers and L1) and computes the outputs of `range` into it. Element-wise methods read
+/// every input once this way, instead of once per input into a tensor-sized accumulator.
+/// Call it inside [`vectorized!`](crate::vectorized), with `fill` marked `#[inline(always)]`.
 #[inline(always)]
 pub(crate) fn tiled_into<T: Float>(n: usize, out: &mut Vec<T>, mut fill: impl FnMut(Range<usize>, &mut [T])) {
     out.clear();

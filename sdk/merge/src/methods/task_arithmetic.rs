@@ -20,9 +20,9 @@ use super::{
     select::{self, BandSelect, BlockMask, Order, RadixSelect, RankMask},
     sparsify::{self, Draws},
     sums::LaneSum,
-    tiled, tiled_into, TILE,
+    tiled_into, TILE,
 };
-use crate::{vectorized, Chunk, Float, ParamDef, ParamsView, Strategy, TensorJob, TensorStream};
+use crate::{vectorized, Chunk, Float, Operand, ParamDef, ParamsView, Strategy, StreamInput, TensorJob, TensorStream, WeightedSum};
 
 /// How task vectors are sparsified before they are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,50 +312,26 @@ impl TaskArithmetic {
 }
 
 impl TaskArithmetic {
-    /// Plain task arithmetic (no sparsification, no sign election) on a chunk in memory:
-    /// the same sums in the same order as [`TaskArithmetic::run`], without its copies.
-    fn dense<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
-        let base = job.base(self.name)?;
-        let mut onto = base;
-        let mut deltas = Vec::new();
-        let mut divisor = T::zero();
-        for input in job.inputs {
+    /// Plain task arithmetic (no sparsification, no sign election) as a weighted sum: the
+    /// same sums in the same order as [`TaskArithmetic::run`], without its copies.
+    fn dense(&self, params: &crate::Params, inputs: &[StreamInput<'_>]) -> anyhow::Result<WeightedSum> {
+        let mut onto = Operand::Base;
+        let mut terms = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
             if self.add_to_model && input.params.flag("add_to")? {
-                onto = input.values;
+                onto = Operand::Model(i);
                 continue;
             }
             if input.is_base {
                 continue;
             }
-            let w = T::of(input.params.num("weight")?);
-            divisor += w;
-            deltas.push((input.values, w));
+            terms.push((i, input.params.num("weight")?));
         }
-        let lambda = T::of(job.params.num("lambda")?);
-        let normalize = job.params.flag("normalize")?;
-        if divisor.abs() < T::of(1e-8) {
-            divisor = T::one();
-        }
-        Ok(vectorized!(tiled(
-            job.len(),
-            #[inline(always)]
-            |r, acc| {
-                let (base, onto) = (&base[r.clone()], &onto[r.clone()]);
-                for (values, w) in &deltas {
-                    for ((a, x), b) in acc.iter_mut().zip(&values[r.clone()]).zip(base) {
-                        *a += (*x - *b) * *w;
-                    }
-                }
-                if normalize {
-                    for a in acc.iter_mut() {
-                        *a = *a / divisor;
-                    }
-                }
-                for (a, o) in acc.iter_mut().zip(onto) {
-                    *a = *o + *a * lambda;
-                }
-            }
-        )))
+        Ok(WeightedSum { terms, centered: true, normalize: params.flag("normalize")?, onto: Some((onto, params.num("lambda")?)) })
+    }
+
+    fn is_dense(&self) -> bool {
+        self.sparsification.is_none() && self.consensus.is_none()
     }
 }
 
@@ -920,17 +896,29 @@ impl Strategy for TaskArithmetic {
         self.run(s)
     }
 
+    fn weighted_sum(&self, params: &crate::Params, inputs: &[StreamInput<'_>]) -> anyhow::Result<Option<WeightedSum>> {
+        if self.is_dense() {
+            self.dense(params, inputs).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     fn merge(&self, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
-        match self.sparsification {
-            None if self.consensus.is_none() => self.dense(job),
-            _ => job.run_stream(|s| self.run(s)),
+        if self.is_dense() {
+            job.base(self.name)?;
+            self.dense(job.params, &job.stream_inputs())?.apply(job)
+        } else {
+            job.run_stream(|s| self.run(s))
         }
     }
 
     fn merge_f64(&self, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
-        match self.sparsification {
-            None if self.consensus.is_none() => self.dense(job),
-            _ => job.run_stream(|s| self.run(s)),
+        if self.is_dense() {
+            job.base(self.name)?;
+            self.dense(job.params, &job.stream_inputs())?.apply(job)
+        } else {
+            job.run_stream(|s| self.run(s))
         }
     }
 
