@@ -403,17 +403,13 @@ fn plan_tensors(plan: &MergePlan, strategy: &dyn Strategy, reference: &Model, mo
             || models.iter().any(|m| m.ck.info(name).is_some_and(|i| i.dtype == DType::F64));
         let out_dtype = if float { plan.out_dtype.or(plan.dtype).unwrap_or(info.dtype) } else { info.dtype };
         let weighted = if float && !wide && strategy.elementwise() {
-            let inputs: Vec<StreamInput<'_>> =
-                models.iter().zip(&model_params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect();
-            let sum = strategy.weighted_sum(&params, &inputs).map_err(|e| tensor_err(format!("{e:#}")))?;
-            let fusable = |d: Option<DType>| matches!(d, Some(DType::BF16 | DType::F32));
+            let sum = strategy.weighted_sum(&params, &stream_inputs(models, &model_params)).map_err(|e| tensor_err(format!("{e:#}")))?;
             let dtype = |op: Operand| match op {
                 Operand::Base if plan.base.is_some() => reference.ck.info(name).map(|i| i.dtype),
                 Operand::Base => None,
                 Operand::Model(i) => models.get(i).and_then(|m| m.ck.info(name)).map(|i| i.dtype),
             };
-            let operands = [Operand::Base].into_iter().chain((0..models.len()).map(Operand::Model));
-            sum.filter(|s| fusable(Some(out_dtype)) && operands.filter(|op| s.reads(*op)).all(|op| fusable(dtype(op))))
+            sum.filter(|s| s.fusable(models.len(), dtype, out_dtype))
         } else {
             None
         };
@@ -432,6 +428,12 @@ fn plan_tensors(plan: &MergePlan, strategy: &dyn Strategy, reference: &Model, mo
         });
     }
     Ok(out)
+}
+
+/// The models as a strategy sees them before any values: label, resolved parameters, and
+/// whether each is the base.
+fn stream_inputs<'a>(models: &'a [Model], params: &'a [Params]) -> Vec<StreamInput<'a>> {
+    models.iter().zip(params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect()
 }
 
 /// Where a tensor sits for layer gradients, as mergekit plans it: `layer / (layers − 1)` in
@@ -590,8 +592,7 @@ impl Context<'_> {
                 Ok(())
             })
         };
-        let inputs: Vec<StreamInput<'_>> =
-            self.models.iter().zip(&t.model_params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect();
+        let inputs = stream_inputs(self.models, &t.model_params);
         let stream = TensorStream::new(
             &t.name,
             &t.shape,
@@ -659,8 +660,7 @@ impl Context<'_> {
             if let Some(sum) = &t.weighted {
                 // Only what the sum reads; the rest only if it falls back.
                 let has_base = self.base.is_some();
-                let operand = |i: usize| if has_base && i == 0 { Operand::Base } else { Operand::Model(i - has_base as usize) };
-                read_in(&mut (0..inputs.len()).filter(|i| sum.reads(operand(*i))), &mut raw)?;
+                read_in(&mut (0..inputs.len()).filter(|i| sum.reads(Operand::at_slot(*i, has_base))), &mut raw)?;
                 if let Some(written) = self.merge_fused(t, u, sum, &views, &raw)? {
                     return Ok((read_bytes, written));
                 }

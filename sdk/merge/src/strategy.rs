@@ -256,7 +256,7 @@ impl<'a, T: Float> TensorJob<'a, T> {
     /// every key: TIES took 43 ns per element on an 11.5 M-element tensor, against 6 in chunks.)
     pub fn run_stream(&self, f: impl FnOnce(&TensorStream<'_, T>) -> anyhow::Result<()>) -> anyhow::Result<Vec<T>> {
         let offset = self.range.start;
-        let inputs: Vec<StreamInput<'_>> = self.inputs.iter().map(|i| StreamInput { model: i.model, params: i.params, is_base: i.is_base }).collect();
+        let inputs = self.stream_inputs();
         let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
             let local = r.start - offset..r.end - offset;
             c.base = self.base.map(|b| b[local.clone()].to_vec());

@@ -19,6 +19,25 @@ pub enum Operand {
     Model(usize),
 }
 
+impl Operand {
+    /// Its index among the engine's inputs: the base first (when there is one), then the
+    /// models.
+    pub fn slot(self, has_base: bool) -> usize {
+        match self {
+            Operand::Base => 0,
+            Operand::Model(i) => i + has_base as usize,
+        }
+    }
+
+    /// The operand at the engine's input `slot` ([`Operand::slot`]'s inverse).
+    pub fn at_slot(slot: usize, has_base: bool) -> Operand {
+        match slot.checked_sub(has_base as usize) {
+            Some(i) => Operand::Model(i),
+            None => Operand::Base,
+        }
+    }
+}
+
 /// Every output element is
 ///
 /// ```text
@@ -74,6 +93,16 @@ impl WeightedSum {
         }
     }
 
+    /// Whether [`WeightedSum::fused`] takes a tensor whose operands have these dtypes
+    /// (`dtype`, for the base and `models` models) and whose output is `out`: everything it
+    /// reads in one dtype, BF16 or F32, and the output BF16 or F32.
+    pub fn fusable(&self, models: usize, dtype: impl Fn(Operand) -> Option<DType>, out: DType) -> bool {
+        let fusable = |d: Option<DType>| matches!(d, Some(DType::BF16 | DType::F32));
+        let mut read = [Operand::Base].into_iter().chain((0..models).map(Operand::Model)).filter(|op| self.reads(*op)).map(dtype);
+        let first = read.next().flatten();
+        fusable(first) && fusable(Some(out)) && read.all(|d| d == first)
+    }
+
     /// The sum over decoded values: what a strategy's `merge` returns.
     pub fn apply<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
         let r = self.resolve::<T>();
@@ -118,10 +147,7 @@ impl WeightedSum {
     /// then merges the unit the ordinary way, whose checks say which model and element.
     pub fn fused(&self, has_base: bool, raw: &[(DType, &[u8])], out_dtype: DType, out: &mut [u8]) -> Option<bool> {
         let r = self.resolve::<f32>();
-        let slot = |op: Operand| match op {
-            Operand::Base => 0,
-            Operand::Model(i) => i + has_base as usize,
-        };
+        let slot = |op: Operand| op.slot(has_base);
         let dtype = raw.get(slot(r.terms.first()?.0))?.0;
         let n = out.len() / out_dtype.size();
         // The bytes of `op`, as `V`'s elements (none when it is not read).
@@ -384,5 +410,34 @@ mod tests {
         let shifted: Vec<Vec<u8>> = raw.iter().map(|r| [&[0u8][..], r].concat()).collect();
         let views: Vec<(DType, &[u8])> = shifted.iter().map(|r| (DType::F32, &r[1..])).collect();
         assert_eq!(sum.fused(true, &views, DType::F32, &mut vec![0u8; 4 * n]), None, "misaligned");
+    }
+
+    /// The engine plans a fused merge only where `fused` will take it: the operands it reads
+    /// in one BF16 or F32 dtype, whatever the ones it does not read are; and its inputs'
+    /// slots map back to the operands.
+    #[test]
+    fn fusable_needs_one_decodable_dtype_among_what_is_read() {
+        let soup = &sums()[0];
+        let tasks = &sums()[3];
+        let all = |d: DType| move |_: Operand| Some(d);
+        assert!(soup.fusable(3, all(DType::BF16), DType::BF16));
+        assert!(tasks.fusable(3, all(DType::F32), DType::BF16));
+        assert!(!soup.fusable(3, all(DType::F16), DType::BF16));
+        assert!(!soup.fusable(3, all(DType::BF16), DType::F16));
+        let mixed = |op: Operand| Some(if op == Operand::Model(2) { DType::F32 } else { DType::BF16 });
+        assert!(!soup.fusable(3, mixed, DType::BF16));
+        // Model 1 is not a term of the task sum, and the soup does not read the base.
+        let unread = |op: Operand| Some(if op == Operand::Model(1) { DType::F16 } else { DType::BF16 });
+        assert!(tasks.fusable(3, unread, DType::BF16));
+        let f16_base = |op: Operand| Some(if op == Operand::Base { DType::F16 } else { DType::BF16 });
+        assert!(soup.fusable(3, f16_base, DType::BF16));
+        assert!(!tasks.fusable(3, f16_base, DType::BF16));
+        for has_base in [false, true] {
+            for slot in 0..4 {
+                assert_eq!(Operand::at_slot(slot, has_base).slot(has_base), slot);
+            }
+        }
+        assert_eq!(Operand::at_slot(0, true), Operand::Base);
+        assert_eq!(Operand::at_slot(0, false), Operand::Model(0));
     }
 }

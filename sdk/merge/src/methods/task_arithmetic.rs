@@ -333,6 +333,17 @@ impl TaskArithmetic {
     fn is_dense(&self) -> bool {
         self.sparsification.is_none() && self.consensus.is_none()
     }
+
+    /// [`Strategy::merge`] in either compute type: the weighted sum when dense, else the
+    /// streamed passes over the job's values.
+    fn merge_job<T: Float>(&self, job: &TensorJob<'_, T>) -> anyhow::Result<Vec<T>> {
+        if self.is_dense() {
+            job.base(self.name)?;
+            self.dense(job.params, &job.stream_inputs())?.apply(job)
+        } else {
+            job.run_stream(|s| self.run(s))
+        }
+    }
 }
 
 /// Tensors of at most this many chunks are sampled whole: their rank selection needs no
@@ -905,21 +916,11 @@ impl Strategy for TaskArithmetic {
     }
 
     fn merge(&self, job: &TensorJob<'_, f32>) -> anyhow::Result<Vec<f32>> {
-        if self.is_dense() {
-            job.base(self.name)?;
-            self.dense(job.params, &job.stream_inputs())?.apply(job)
-        } else {
-            job.run_stream(|s| self.run(s))
-        }
+        self.merge_job(job)
     }
 
     fn merge_f64(&self, job: &TensorJob<'_, f64>) -> anyhow::Result<Vec<f64>> {
-        if self.is_dense() {
-            job.base(self.name)?;
-            self.dense(job.params, &job.stream_inputs())?.apply(job)
-        } else {
-            job.run_stream(|s| self.run(s))
-        }
+        self.merge_job(job)
     }
 
     fn check(&self, p: &ParamsView<'_>) -> anyhow::Result<()> {
