@@ -50,6 +50,19 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, TensorInfo>,
 }
 
+/// Some of a tensor's bytes, mapped on their own by [`TensorView::map`] and unmapped when
+/// dropped.
+pub struct Mapped {
+    map: Mmap,
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 /// A tensor's bytes, borrowed from the memory map.
 #[derive(Clone, Copy)]
 pub struct TensorView<'a> {
@@ -59,7 +72,7 @@ pub struct TensorView<'a> {
     pub dtype: DType,
     pub shape: &'a [u64],
     pub bytes: &'a [u8],
-    /// The open shard and where `bytes` start in it, for [`TensorView::read_into`].
+    /// The open shard and where `bytes` start in it, for [`TensorView::map`].
     handle: &'a File,
     offset: u64,
 }
@@ -94,22 +107,27 @@ impl<'a> TensorView<'a> {
         Ok(&self.bytes[range.start * s..range.end * s])
     }
 
-    /// Copies the bytes of elements `range` into `buf` with one positioned read of the file,
-    /// not through the memory map: no page faults, nothing left resident, and cheaper than
-    /// mapping the pages in and out (what a streaming reader wants). A file that shrank since
-    /// it was opened is an error naming it.
-    pub fn read_into(&self, range: Range<usize>, buf: &mut Vec<u8>) -> Result<()> {
-        use std::os::unix::fs::FileExt;
+    /// Maps the bytes of elements `range` on their own, for streaming readers: decode them
+    /// straight from the page cache, then drop the [`Mapped`] to unmap them, so nothing stays
+    /// resident. Cheaper than copying them out with `read` (measured on a 2-core VM, four 2 GB
+    /// bf16 files decoded by two threads: 0.48–0.51 s mapped 4 MB at a time against
+    /// 0.75–0.87 s read), as long as the ranges are a few MB: unmapping costs every other
+    /// core a TLB flush, and at 256 KB a range that made mapping no faster than reading. A
+    /// file that shrank since it was opened is an error naming it.
+    pub fn map(&self, range: Range<usize>) -> Result<Mapped> {
         let len = self.bytes_of(range.clone())?.len();
-        buf.resize(len, 0);
         let at = self.offset + (range.start * self.dtype.size()) as u64;
-        self.handle.read_exact_at(buf, at).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => CheckpointError::Corrupt {
+        let size = self.handle.metadata().map_err(|e| CheckpointError::io(self.file, e))?.len();
+        if at + len as u64 > size {
+            return Err(CheckpointError::Corrupt {
                 path: self.file.to_path_buf(),
                 message: format!("tensor `{}` lies past the end of the file (was it truncated or rewritten while in use?)", self.name),
-            },
-            _ => CheckpointError::io(self.file, e),
-        })
+            });
+        }
+        // SAFETY: checkpoints are not modified while open (documented requirement); the range
+        // was just checked against the file's length.
+        let map = unsafe { memmap2::MmapOptions::new().offset(at).len(len).map(self.handle) }.map_err(|e| CheckpointError::io(self.file, e))?;
+        Ok(Mapped { map })
     }
 
     /// Decodes elements `range` into `out` (`out.len() == range.len()`), for streaming big

@@ -2,42 +2,52 @@
 //! parameters before reading any data, then merges tensors (element-wise strategies in
 //! chunks) in parallel with rayon, writing each result straight into the output shards.
 //!
-//! Memory: each worker holds one unit in flight, read with positioned reads into per-thread
-//! buffers: the inputs of one chunk of [`CHUNK_ELEMENTS`] for element-wise strategies, one
-//! streaming chunk per input for strategies that stream, or one whole tensor per input for
-//! the rest. The resident set stays a few chunks (or tensors) per input, never the model
-//! size.
+//! Memory: each worker holds one unit in flight, its inputs mapped range by range
+//! ([`TensorView::map`]) and unmapped when done: the inputs of one chunk of [`CHUNK_ELEMENTS`]
+//! for element-wise strategies, a window of [`WINDOW_BYTES`] per input for strategies that
+//! stream, or one whole tensor per input for the rest. The resident set stays a few chunks
+//! (or tensors) per input, never the model size.
 
 use std::{
     collections::BTreeSet,
     ops::Range,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
     time::Instant,
 };
 
 use agentmerge_checkpoint::{
-    cast_f32_into, cast_f64_into, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, TensorSpec, TensorView, WriteOptions,
+    cast_f32_into, cast_f64_into, layer_index, to_f32_into, to_f64_into, Checkpoint, CheckpointWriter, DType, DTypeExt, Mapped, TensorSpec, TensorView,
+    WriteOptions,
 };
 use rayon::prelude::*;
 
 use crate::{
     params::{ParamDef, Params, Settings},
-    Chunk, Float, Input, MergeError, MergePlan, Operand, ParamsView, Strategy, StreamInput, TensorJob, TensorStream, TokenizerSource, WeightedSum,
+    strategy::StoredPart,
+    Chunk, Float, Input, MergeError, MergePlan, Operand, ParamsView, StoredChunk, Strategy, StreamInput, TensorJob, TensorStream, TokenizerSource, WeightedSum,
 };
 
-/// Element-wise strategies process big tensors in chunks of this many elements. A quarter of
-/// the 2²⁰ used before: the inputs of a unit then stay in cache between the read and the
-/// decode (measured: 3–5% faster at 1 B parameters; 2¹⁷ is no better).
-pub const CHUNK_ELEMENTS: usize = 1 << 18;
+/// Element-wise strategies process big tensors in chunks of this many elements (4 MiB per
+/// bf16 input), each input's part mapped at once: unmapping costs every other core a TLB
+/// flush, so small ranges make mapping slower than copying the bytes out (see
+/// [`TensorView::map`]).
+pub const CHUNK_ELEMENTS: usize = 1 << 21;
+
+/// Streamed tensors map each input this many bytes at a time (or one chunk, if bigger), for
+/// the same reason.
+const WINDOW_BYTES: usize = 4 << 20;
 
 /// Streamed tensors are read in chunks of this many elements per pass (measured: TIES 10%
 /// faster than with 2¹⁶, and no faster with 2¹⁸).
 pub(crate) const STREAM_CHUNK_ELEMENTS: usize = 1 << 17;
 
-/// Per-thread read and output buffers bigger than this (a whole tensor's, for methods that
-/// are not element-wise) are freed after their unit rather than kept for the rest of the run.
-const KEEP_BUFFER_BYTES: usize = 8 * CHUNK_ELEMENTS;
+/// Per-thread output buffers bigger than this (a whole tensor's, for methods that are not
+/// element-wise) are freed after their unit rather than kept for the rest of the run.
+const KEEP_BUFFER_BYTES: usize = 2 << 20;
 
 /// Element-wise units are computed in blocks of this many elements, so the decoded inputs
 /// and the output of a block stay in the core's cache.
@@ -520,6 +530,34 @@ fn bad_output<T: Float>(values: &[T], start: usize, dtype: DType) -> String {
     format!("{what}; check the parameters (weights summing to zero, extreme lambda) or choose a wider `out_dtype`")
 }
 
+/// The bytes of each mapped input; empty for those not mapped.
+fn mapped_bytes(maps: &[Option<Mapped>]) -> Vec<&[u8]> {
+    maps.iter().map(|m| m.as_deref().unwrap_or(&[])).collect()
+}
+
+/// Elements of one input of a streamed tensor, mapped while the passes read chunks of them.
+struct Window {
+    elements: Range<usize>,
+    map: Arc<Mapped>,
+}
+
+impl Window {
+    /// The mapping that holds elements `range` of `view` and where their bytes are in it:
+    /// `window`, or a new one of [`WINDOW_BYTES`] from `range` on (the old one is unmapped,
+    /// unless a [`StoredChunk`] still holds it).
+    fn over<'w>(window: &'w mut Option<Window>, view: &TensorView<'_>, range: Range<usize>) -> Result<(&'w Arc<Mapped>, Range<usize>), MergeError> {
+        let size = view.dtype.size();
+        if !window.as_ref().is_some_and(|w| w.elements.start <= range.start && range.end <= w.elements.end) {
+            *window = None;
+            let elements = range.start..(range.start + (WINDOW_BYTES / size).max(range.len())).min(view.numel());
+            *window = Some(Window { map: Arc::new(view.map(elements.clone())?), elements });
+        }
+        let w = window.as_ref().expect("mapped above");
+        let at = range.start - w.elements.start;
+        Ok((&w.map, at * size..(at + range.len()) * size))
+    }
+}
+
 struct Context<'a> {
     plan: &'a MergePlan,
     strategy: &'a dyn Strategy,
@@ -537,18 +575,12 @@ impl Context<'_> {
         Ok((v.bytes.len() as u64, v.bytes.len() as u64))
     }
 
-    /// Reads and decodes elements `range` of a tensor of `m` into `out` (resized to fit);
-    /// returns the bytes read. NaN or Inf is an error naming the element.
-    fn load<T: Elem>(&self, m: &Model, name: &str, range: Range<usize>, out: &mut Vec<T>) -> Result<u64, MergeError> {
-        // A positioned read into a per-thread buffer, then decode: no page faults on a mapping,
-        // and nothing stays resident once the unit is done.
-        thread_local!(static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
-        RAW.with_borrow_mut(|raw| {
-            let view = m.ck.view(name)?;
-            view.read_into(range.clone(), raw)?;
-            decode(m, &view, raw, range.start, out)?;
-            Ok(raw.len() as u64)
-        })
+    /// Decodes elements `range` of a tensor of `m` into `out` (resized to fit), straight from
+    /// its `window`. NaN or Inf is an error naming the element.
+    fn load<T: Elem>(&self, m: &Model, name: &str, range: Range<usize>, window: &mut Option<Window>, out: &mut Vec<T>) -> Result<(), MergeError> {
+        let view = m.ck.view(name)?;
+        let (map, bytes) = Window::over(window, &view, range.clone())?;
+        decode(m, &view, &map[bytes], range.start, out)
     }
 
     /// Merges one tensor through [`Strategy::merge_stream`]: the strategy reads chunks of
@@ -564,19 +596,45 @@ impl Context<'_> {
             error.lock().unwrap().get_or_insert(e);
             anyhow::anyhow!(msg)
         };
+        // Each input's mapped window, the base's last.
+        let windows = std::sync::Mutex::new((0..=self.models.len()).map(|_| None).collect::<Vec<Option<Window>>>());
         let read = |r: Range<usize>, c: &mut Chunk<T>| -> anyhow::Result<()> {
+            let mut windows = windows.lock().unwrap();
+            let (windows, base_window) = windows.split_at_mut(self.models.len());
             match self.base {
                 Some(b) => {
-                    self.load(b, &t.name, r.clone(), c.base.get_or_insert_with(Vec::new)).map_err(keep)?;
+                    self.load(b, &t.name, r.clone(), &mut base_window[0], c.base.get_or_insert_with(Vec::new)).map_err(keep)?;
                 }
                 None => c.base = None,
             }
             c.values.resize_with(self.models.len(), Vec::new);
-            for (m, v) in self.models.iter().zip(&mut c.values) {
-                self.load(m, &t.name, r.clone(), v).map_err(keep)?;
+            for ((m, v), w) in self.models.iter().zip(&mut c.values).zip(windows) {
+                self.load(m, &t.name, r.clone(), w, v).map_err(keep)?;
             }
             c.range = r;
             Ok(())
+        };
+        // The same windows, as stored: when every input is BF16, or every one F32, and aligned.
+        let read_stored = |r: Range<usize>, c: &mut StoredChunk| -> anyhow::Result<bool> {
+            let mut windows = windows.lock().unwrap();
+            let views = self.models.iter().chain(self.base).map(|m| m.ck.view(&t.name)).collect::<Result<Vec<_>, _>>().map_err(|e| keep(e.into()))?;
+            let dtype = views[0].dtype;
+            if !matches!(dtype, DType::BF16 | DType::F32) || views.iter().any(|v| v.dtype != dtype) {
+                return Ok(false);
+            }
+            let mut parts = Vec::with_capacity(views.len());
+            for (view, w) in views.iter().zip(windows.iter_mut()) {
+                let (map, bytes) = Window::over(w, view, r.clone()).map_err(keep)?;
+                if !(map.as_ptr() as usize + bytes.start).is_multiple_of(dtype.size()) {
+                    return Ok(false);
+                }
+                parts.push(StoredPart { map: map.clone(), bytes });
+            }
+            c.base = if self.base.is_some() { parts.pop() } else { None };
+            c.values = parts;
+            c.dtype = Some(dtype);
+            c.range = r;
+            Ok(true)
         };
         let written = AtomicU64::new(0);
         let write = |start: usize, v: &[T]| -> anyhow::Result<()> {
@@ -605,7 +663,8 @@ impl Context<'_> {
             STREAM_CHUNK_ELEMENTS,
             &read,
             &write,
-        );
+        )
+        .with_stored(&read_stored);
         if let Err(e) = T::merge_stream(self.strategy, &stream) {
             // An input or output error keeps its own message; a strategy error names the
             // tensor and the models.
@@ -629,54 +688,37 @@ impl Context<'_> {
     }
 
     /// Merges one unit: element-wise strategies block by block, the others whole. Each
-    /// input's part of the unit is copied into a per-thread buffer with one positioned read,
-    /// then decoded a cache-sized block at a time; the output goes out every
-    /// [`WRITE_ELEMENTS`], while it is still in cache.
-    ///
-    /// The positioned read costs less than mapping the same pages in and out (measured: 25%
-    /// less CPU for read and decode together on a bf16 model), and leaves nothing resident.
+    /// input's part of the unit is mapped at once, then decoded a cache-sized block at a time;
+    /// the output goes out every [`WRITE_ELEMENTS`], while it is still in cache. The
+    /// mappings go when the unit is done, so nothing stays resident.
     fn merge_unit<T: Elem>(&self, t: &TensorPlan, u: &Unit) -> Result<(u64, u64), MergeError> {
-        thread_local!(static RAW: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) });
         let block = if self.strategy.elementwise() { BLOCK_ELEMENTS } else { usize::MAX };
         let inputs: Vec<&Model> = self.base.into_iter().chain(self.models).collect();
         let views = inputs.iter().map(|m| m.ck.view(&t.name)).collect::<Result<Vec<_>, _>>()?;
-        // Taken out of the thread-local while in use (not borrowed): a strategy that runs
-        // rayon jobs inside `merge` may get another unit on this thread meanwhile.
-        let mut raw = RAW.take();
-        raw.resize_with(inputs.len(), Vec::new);
-        let result = (|| {
-            let mut read = vec![false; inputs.len()];
-            let mut read_bytes = 0;
-            let mut read_in = |which: &mut dyn Iterator<Item = usize>, raw: &mut [Vec<u8>]| -> Result<(), MergeError> {
-                for i in which {
-                    if !read[i] {
-                        views[i].read_into(u.range.clone(), &mut raw[i])?;
-                        read_bytes += raw[i].len() as u64;
-                        read[i] = true;
-                    }
-                }
-                Ok(())
-            };
-            if let Some(sum) = &t.weighted {
-                // Only what the sum reads; the rest only if it falls back.
-                let has_base = self.base.is_some();
-                read_in(&mut (0..inputs.len()).filter(|i| sum.reads(Operand::at_slot(*i, has_base))), &mut raw)?;
-                if let Some(written) = self.merge_fused(t, u, sum, &views, &raw)? {
-                    return Ok((read_bytes, written));
+        let mut maps: Vec<Option<Mapped>> = (0..inputs.len()).map(|_| None).collect();
+        let mut read_bytes = 0;
+        let mut map = |which: &mut dyn Iterator<Item = usize>, maps: &mut [Option<Mapped>]| -> Result<(), MergeError> {
+            for i in which {
+                if maps[i].is_none() {
+                    let m = views[i].map(u.range.clone())?;
+                    read_bytes += m.len() as u64;
+                    maps[i] = Some(m);
                 }
             }
-            read_in(&mut (0..inputs.len()), &mut raw)?;
-            let bytes: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
-            let written = self.merge_read::<T>(t, u, &inputs, &views, &bytes, block)?;
-            Ok::<_, MergeError>((read_bytes, written))
-        })();
-        // A whole tensor's buffers (methods that are not element-wise) are not kept for the
-        // rest of the run.
-        for b in raw.iter_mut().filter(|b| b.capacity() > KEEP_BUFFER_BYTES) {
-            *b = Vec::new();
+            Ok(())
+        };
+        let mut written = None;
+        if let Some(sum) = &t.weighted {
+            // Only what the sum reads; the rest only if it falls back.
+            let has_base = self.base.is_some();
+            map(&mut (0..inputs.len()).filter(|i| sum.reads(Operand::at_slot(*i, has_base))), &mut maps)?;
+            written = self.merge_fused(t, u, sum, &views, &mapped_bytes(&maps))?;
         }
-        RAW.set(raw);
-        let (read, written) = result?;
+        if written.is_none() {
+            map(&mut (0..inputs.len()), &mut maps)?;
+            written = Some(self.merge_read::<T>(t, u, &inputs, &views, &mapped_bytes(&maps), block)?);
+        }
+        let (read, written) = (read_bytes, written.expect("merged above"));
         if u.whole || t.chunks.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.writer.mark_written(&t.name)?;
         }
@@ -688,7 +730,7 @@ impl Context<'_> {
     /// [`WRITE_ELEMENTS`]. Returns the bytes written, or None when the sum cannot take these
     /// buffers or an output is not finite: the caller then merges the unit the ordinary way
     /// (rewriting what was written), whose checks name the model and element at fault.
-    fn merge_fused(&self, t: &TensorPlan, u: &Unit, sum: &WeightedSum, views: &[TensorView<'_>], raw: &[Vec<u8>]) -> Result<Option<u64>, MergeError> {
+    fn merge_fused(&self, t: &TensorPlan, u: &Unit, sum: &WeightedSum, views: &[TensorView<'_>], raw: &[&[u8]]) -> Result<Option<u64>, MergeError> {
         let size = t.out_dtype.size();
         OUTPUT.with_borrow_mut(|bytes| {
             let mut written = 0;

@@ -25,7 +25,9 @@ pub use engine::{run_merge, MergeReport, CHUNK_ELEMENTS};
 pub use methods::{builtin, METHODS};
 pub use params::{Conditional, ParamDef, Params, Setting, Settings, Value};
 pub use plan::{parse_mergekit_yaml, MergePlan, ModelEntry, TokenizerSource};
-pub use strategy::{Chunk, Float, Input, ParamsView, Passes, ReadFn, Strategy, StreamInput, TensorJob, TensorStream, WriteFn};
+pub use strategy::{
+    Bf16, Chunk, Float, Input, ParamsView, Passes, ReadFn, ReadStoredFn, Stored, StoredChunk, Strategy, StreamInput, TensorJob, TensorStream, WriteFn,
+};
 pub use weighted::{Operand, WeightedSum};
 
 use std::path::PathBuf;

@@ -1,7 +1,12 @@
 //! The [`Strategy`] trait: a merge method is one function from the input tensors (and their
 //! resolved parameters) to the merged tensor. The engine does everything else.
 
-use std::ops::{AddAssign, Range};
+use std::{
+    ops::{AddAssign, Range},
+    sync::Arc,
+};
+
+use agentmerge_checkpoint::{DType, Mapped};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,13 +17,14 @@ use crate::{
 };
 
 /// The element types merges are computed in: f32, or f64 when an input is f64.
-pub trait Float: num_traits::Float + AddAssign + Send + Sync + std::fmt::Debug + Default + 'static {
+pub trait Float: num_traits::Float + AddAssign + Stored + std::fmt::Debug + Default + 'static {
     /// The unsigned integer of the same width: order keys of magnitudes compare in it (16
     /// to a 512-bit vector for f32).
     type Key: num_traits::PrimInt + Into<u64> + Send + Sync + std::fmt::Debug + 'static;
     /// Width of [`Float::Key`].
     const KEY_BITS: u32;
     fn of(x: f64) -> Self;
+    fn of_f32(x: f32) -> Self;
     /// The bits of a non-negative value: their order is the values' order.
     fn magnitude_bits(self) -> Self::Key;
 }
@@ -28,6 +34,10 @@ impl Float for f32 {
     const KEY_BITS: u32 = 32;
     fn of(x: f64) -> f32 {
         x as f32
+    }
+    #[inline(always)]
+    fn of_f32(x: f32) -> f32 {
+        x
     }
     fn magnitude_bits(self) -> u32 {
         self.to_bits()
@@ -40,8 +50,48 @@ impl Float for f64 {
     fn of(x: f64) -> f64 {
         x
     }
+    #[inline(always)]
+    fn of_f32(x: f32) -> f64 {
+        x as f64
+    }
     fn magnitude_bits(self) -> u64 {
         self.to_bits()
+    }
+}
+
+/// An element as a checkpoint stores it, for loops that decode their inputs as they go
+/// ([`TensorStream::read_stored`]): f32 and f64 are themselves, [`Bf16`] a shift away.
+pub trait Stored: bytemuck::Pod + Send + Sync {
+    fn get<T: Float>(self) -> T;
+}
+
+impl Stored for f32 {
+    #[inline(always)]
+    fn get<T: Float>(self) -> T {
+        T::of_f32(self)
+    }
+}
+
+impl Stored for f64 {
+    #[inline(always)]
+    fn get<T: Float>(self) -> T {
+        T::of(self)
+    }
+}
+
+/// A bfloat16 as stored: the high half of an f32's bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Bf16(pub u16);
+
+// SAFETY: a transparent wrapper of u16, which is Pod.
+unsafe impl bytemuck::Zeroable for Bf16 {}
+unsafe impl bytemuck::Pod for Bf16 {}
+
+impl Stored for Bf16 {
+    #[inline(always)]
+    fn get<T: Float>(self) -> T {
+        T::of_f32(f32::from_bits((self.0 as u32) << 16))
     }
 }
 
@@ -136,8 +186,48 @@ impl<T> Chunk<T> {
     }
 }
 
+/// One chunk of every input as stored in the checkpoints, not decoded (see
+/// [`TensorStream::read_stored`]). The bytes are the engine's mappings of the files, kept
+/// alive until the chunk is read again or dropped.
+#[derive(Default)]
+pub struct StoredChunk {
+    pub range: Range<usize>,
+    /// The dtype of every input: BF16 or F32.
+    pub dtype: Option<DType>,
+    pub(crate) base: Option<StoredPart>,
+    pub(crate) values: Vec<StoredPart>,
+}
+
+/// One input's bytes in a [`StoredChunk`]: aligned for its dtype.
+pub(crate) struct StoredPart {
+    pub(crate) map: Arc<Mapped>,
+    pub(crate) bytes: Range<usize>,
+}
+
+impl StoredChunk {
+    /// The base's elements, as `S` (which must match [`StoredChunk::dtype`]: [`Bf16`] for
+    /// BF16, f32 for F32).
+    pub fn base<S: bytemuck::Pod>(&self) -> Option<&[S]> {
+        self.base.as_ref().map(StoredPart::elements)
+    }
+
+    /// Model `i`'s elements (in `models:` order), as `S`.
+    pub fn values<S: bytemuck::Pod>(&self, i: usize) -> &[S] {
+        self.values[i].elements()
+    }
+}
+
+impl StoredPart {
+    fn elements<S: bytemuck::Pod>(&self) -> &[S] {
+        bytemuck::cast_slice(&self.map[self.bytes.clone()])
+    }
+}
+
 /// Reads a range of every input into a chunk.
 pub type ReadFn<'a, T> = dyn Fn(Range<usize>, &mut Chunk<T>) -> anyhow::Result<()> + Sync + 'a;
+/// Reads a range of every input as stored; false when the inputs are not all BF16 or all F32
+/// (or not aligned).
+pub type ReadStoredFn<'a> = dyn Fn(Range<usize>, &mut StoredChunk) -> anyhow::Result<bool> + Sync + 'a;
 /// Writes merged values starting at an element offset.
 pub type WriteFn<'a, T> = dyn Fn(usize, &[T]) -> anyhow::Result<()> + Sync + 'a;
 
@@ -160,6 +250,7 @@ pub struct TensorStream<'a, T = f32> {
     /// The engine's preferred chunk size, in elements.
     pub chunk_elements: usize,
     read: &'a ReadFn<'a, T>,
+    read_stored: Option<&'a ReadStoredFn<'a>>,
     write: &'a WriteFn<'a, T>,
 }
 
@@ -179,7 +270,13 @@ impl<'a, T: Float> TensorStream<'a, T> {
         write: &'a WriteFn<'a, T>,
     ) -> TensorStream<'a, T> {
         let numel = shape.iter().product::<u64>() as usize;
-        TensorStream { name, shape, layer, t, params, inputs, has_base, seed, numel, range: 0..numel, chunk_elements, read, write }
+        TensorStream { name, shape, layer, t, params, inputs, has_base, seed, numel, range: 0..numel, chunk_elements, read, read_stored: None, write }
+    }
+
+    /// Lets the strategy read the inputs as stored too ([`TensorStream::read_stored`]).
+    pub fn with_stored(mut self, read_stored: &'a ReadStoredFn<'a>) -> TensorStream<'a, T> {
+        self.read_stored = Some(read_stored);
+        self
     }
 
     /// The indices (into [`TensorStream::inputs`] and [`Chunk::values`]) of the inputs that
@@ -200,6 +297,21 @@ impl<'a, T: Float> TensorStream<'a, T> {
     /// Reads `range` of the base (if any) and of every input into `chunk`.
     pub fn read(&self, range: Range<usize>, chunk: &mut Chunk<T>) -> anyhow::Result<()> {
         (self.read)(range, chunk)
+    }
+
+    /// Reads `range` of every input without decoding it, for loops that decode as they
+    /// compute (the inputs come straight from the page cache: no decoded copy is written and
+    /// read back). Returns false, reading nothing, when that is not possible (inputs in
+    /// memory, mixed dtypes, F16 or F64): use [`TensorStream::read`] instead.
+    ///
+    /// Nothing is checked: a NaN or Inf in an input must be caught by the strategy (a
+    /// non-finite result), which then calls [`TensorStream::read`] on the same range to get
+    /// the error naming the model and element.
+    pub fn read_stored(&self, range: Range<usize>, chunk: &mut StoredChunk) -> anyhow::Result<bool> {
+        match self.read_stored {
+            Some(read) => read(range, chunk),
+            None => Ok(false),
+        }
     }
 
     /// Writes merged values for the elements from `start` on; every element must be written

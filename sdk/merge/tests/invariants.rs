@@ -321,7 +321,7 @@ impl Strategy for ParallelMean {
 #[test]
 fn a_strategy_may_use_rayon_inside_merge() {
     let tmp = tempfile::tempdir().unwrap();
-    let shapes: Vec<(String, Vec<u64>)> = (0..6).map(|i| (format!("t{i}"), vec![(2 * CHUNK_ELEMENTS + 77 * i) as u64])).collect();
+    let shapes: Vec<(String, Vec<u64>)> = (0..3).map(|i| (format!("t{i}"), vec![(CHUNK_ELEMENTS + 77 * i + 1) as u64])).collect();
     let shapes: Vec<(&str, Vec<u64>)> = shapes.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
     let t: Vec<Tensors> = (0..2).map(|i| random_tensors(30 + i, &shapes)).collect();
     let paths: Vec<PathBuf> = t.iter().enumerate().map(|(i, t)| write(&tmp.path().join(format!("m{i}")), t, DType::F32, "X")).collect();
@@ -480,4 +480,55 @@ fn unknown_parameters_are_reported() {
     plan.tokenizer_source = Some(agentmerge_merge::TokenizerSource::Base);
     let e = merge(&plan, "linear", &s.root.join("out3")).unwrap_err().to_string();
     assert!(e.contains("tokenizer_source: base"), "{e}");
+}
+
+/// TIES reads BF16 and F32 inputs as stored and decodes them as it computes; F16 inputs
+/// take the decoded path. On values all three dtypes hold exactly, the three give the same
+/// bits, for a tensor sampled whole and one big enough for a counting pass. A NaN found on
+/// the stored path is still reported by model and element.
+#[test]
+fn ties_on_stored_inputs_equals_the_decoded_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Multiples of 2⁻¹⁰ below 1/8 in magnitude: exact in f16, bf16 and f32.
+    let exact = |seed: u64| -> Tensors {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        [("big", vec![1100, 640]), ("small", vec![96, 40])]
+            .into_iter()
+            .map(|(n, s)| {
+                let len = s.iter().product::<u64>() as usize;
+                (n.to_string(), s, (0..len).map(|_| rng.random_range(-127i32..=127) as f32 / 1024.0).collect())
+            })
+            .collect()
+    };
+    let inputs: Vec<Tensors> = (0..4).map(|i| exact(40 + i)).collect();
+    let run = |dtype: DType, method: &str| -> Vec<Vec<f32>> {
+        let dir = tmp.path().join(format!("{dtype}"));
+        let paths: Vec<PathBuf> = inputs.iter().enumerate().map(|(i, t)| write(&dir.join(format!("m{i}")), t, dtype, "X")).collect();
+        let models = paths[1..].iter().enumerate().map(|(i, p)| entry(p, &[("weight", num(0.3 + 0.2 * i as f64)), ("density", num(0.4))])).collect();
+        let mut plan = MergePlan::new(Some(paths[0].clone()), models);
+        plan.out_dtype = Some(DType::F32);
+        let out = dir.join(format!("out-{method}"));
+        merge(&plan, method, &out).unwrap();
+        read_all(&out)
+    };
+    for method in ["ties", "breadcrumbs_ties"] {
+        let decoded = run(DType::F16, method);
+        for dtype in [DType::BF16, DType::F32] {
+            let stored = run(dtype, method);
+            for (t, (a, b)) in decoded.iter().zip(&stored).enumerate() {
+                let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                assert_eq!(differ, 0, "{method}, {dtype}, tensor {t}: {differ} elements differ");
+            }
+        }
+        let _ = std::fs::remove_dir_all(tmp.path().join("F16"));
+        let _ = std::fs::remove_dir_all(tmp.path().join("BF16"));
+        let _ = std::fs::remove_dir_all(tmp.path().join("F32"));
+    }
+
+    let mut nan = inputs[2].clone();
+    nan[0].2[700_001] = f32::NAN;
+    let dir = tmp.path().join("nan");
+    let paths: Vec<PathBuf> = [&inputs[0], &inputs[1], &nan].iter().enumerate().map(|(i, t)| write(&dir.join(format!("m{i}")), t, DType::BF16, "X")).collect();
+    let plan = MergePlan::new(Some(paths[0].clone()), paths[1..].iter().map(|p| entry(p, &[("weight", num(1.0)), ("density", num(0.4))])).collect());
+    expect_err(&plan, "ties", &dir.join("out"), &["big", "element 700001 is NaN", "m2"]);
 }

@@ -22,7 +22,9 @@ use super::{
     sums::LaneSum,
     tiled_into, TILE,
 };
-use crate::{vectorized, Chunk, Float, Operand, ParamDef, ParamsView, Strategy, StreamInput, TensorJob, TensorStream, WeightedSum};
+use agentmerge_checkpoint::DType;
+
+use crate::{vectorized, Bf16, Chunk, Float, Operand, ParamDef, ParamsView, Stored, StoredChunk, Strategy, StreamInput, TensorJob, TensorStream, WeightedSum};
 
 /// How task vectors are sparsified before they are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,33 +284,85 @@ impl TaskArithmetic {
         let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
         let combiner = Combiner::new(&weights, consensus, normalize, lambda);
         let mut out = Vec::new();
+        if !deltas.iter().any(Delta::random) {
+            // Nothing drawn at random: the task vectors come straight from the stored inputs.
+            let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
+            let mut stored = StoredChunk::default();
+            for r in &chunks {
+                if s.read_stored(r.clone(), &mut stored)? {
+                    match stored.dtype {
+                        Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
+                        _ => mix_stored::<T, f32>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
+                    }
+                    if !vectorized!(out.iter().all(|x| x.is_finite())) {
+                        // A NaN or Inf: the decoded read says which model and element.
+                        s.read(r.clone(), &mut chunk)?;
+                    }
+                } else {
+                    s.read(r.clone(), &mut chunk)?;
+                    let onto = target.map(|t| chunk.values[t].as_slice());
+                    let mut sources = sources(&deltas, &mut masks, |_, d| (chunk.values[d.stream].as_slice(), false));
+                    mix(&mut sources, chunk.base(self.name)?, onto.unwrap_or(chunk.base(self.name)?), &combiner, &mut out);
+                }
+                s.write(r.start, &out)?;
+            }
+            return Ok(());
+        }
         sparsified_pass(s, &chunks, &deltas, Delta::random, |chunk, work, masks| {
             let base = chunk.base.as_deref().expect("base present");
             let onto = match target {
                 Some(t) => &chunk.values[t],
                 None => base,
             };
-            let mut sources: Vec<Source<'_, T>> = deltas
-                .iter()
-                .zip(work)
-                .zip(masks.iter_mut())
-                .map(|((d, work), rank)| Source {
-                    values: if d.random() { work } else { &chunk.values[d.stream] },
-                    is_delta: d.random(),
-                    mask: match (&d.sparse, rank.as_mut()) {
-                        (Sparse::Rank(order, _), Some(rank)) => Mask::Rank(*order, rank),
-                        (Sparse::Rank(_, keep), None) if keep.is_empty() => Mask::Fixed(BlockMask::none()),
-                        _ => Mask::Fixed(BlockMask::all()),
-                    },
-                    scale: d.scale.unwrap_or(T::one()),
-                    weight: d.weight,
-                })
-                .collect();
+            let mut sources = sources(&deltas, masks, |i, d| if d.random() { (work[i].as_slice(), true) } else { (chunk.values[d.stream].as_slice(), false) });
             mix(&mut sources, base, onto, &combiner, &mut out);
             s.write(chunk.range.start, &out)
         })?;
         Ok(())
     }
+}
+
+/// Each task vector's [`Source`] for [`mix`]: `values(i, d)` gives the values of `deltas[i]`
+/// (and whether they are already its sparsified task vector); its mask from `masks`.
+fn sources<'a, T: Float, S: Stored>(
+    deltas: &[Delta<T>],
+    masks: &'a mut [Option<RankMask>],
+    values: impl Fn(usize, &Delta<T>) -> (&'a [S], bool),
+) -> Vec<Source<'a, T, S>> {
+    deltas
+        .iter()
+        .zip(masks.iter_mut())
+        .enumerate()
+        .map(|(i, (d, rank))| {
+            let (values, is_delta) = values(i, d);
+            Source {
+                values,
+                is_delta,
+                mask: match (&d.sparse, rank.as_mut()) {
+                    (Sparse::Rank(order, _), Some(rank)) => Mask::Rank(*order, rank),
+                    (Sparse::Rank(_, keep), None) if keep.is_empty() => Mask::Fixed(BlockMask::none()),
+                    _ => Mask::Fixed(BlockMask::all()),
+                },
+                scale: d.scale.unwrap_or(T::one()),
+                weight: d.weight,
+            }
+        })
+        .collect()
+}
+
+/// [`mix`] of a chunk read as stored (as `S`), onto the base or model `target`.
+fn mix_stored<T: Float, S: Stored>(
+    stored: &StoredChunk,
+    deltas: &[Delta<T>],
+    target: Option<usize>,
+    masks: &mut [Option<RankMask>],
+    combiner: &Combiner<'_, T>,
+    out: &mut Vec<T>,
+) {
+    let base: &[S] = stored.base().expect("base present");
+    let onto = target.map(|t| stored.values(t)).unwrap_or(base);
+    let mut sources = sources(deltas, masks, |_, d| (stored.values::<S>(d.stream), false));
+    mix(&mut sources, base, onto, combiner, out);
 }
 
 impl TaskArithmetic {
@@ -389,27 +443,80 @@ fn stats_pass<T: Float>(
     mut spread: Option<&mut Spread<T::Key>>,
 ) -> anyhow::Result<()> {
     let mut keys = Vec::new();
+    let mut stored = StoredChunk::default();
     for r in ranges {
+        // Without norms to sum, the keys come straight from the stored inputs.
+        if l1.is_none() && s.read_stored(r.clone(), &mut stored)? {
+            let finite = match stored.dtype {
+                Some(DType::BF16) => chunk_keys::<T, Bf16>(
+                    r.start,
+                    stored.base().expect("base present"),
+                    |i| stored.values(i),
+                    deltas,
+                    bands,
+                    feed,
+                    spread.as_deref_mut(),
+                    &mut keys,
+                ),
+                _ => chunk_keys::<T, f32>(
+                    r.start,
+                    stored.base().expect("base present"),
+                    |i| stored.values(i),
+                    deltas,
+                    bands,
+                    feed,
+                    spread.as_deref_mut(),
+                    &mut keys,
+                ),
+            };
+            if !finite {
+                // A NaN or Inf: the decoded read says which model and element. (A task vector
+                // that only overflows goes on, as it would decoded.)
+                s.read(r.clone(), chunk)?;
+            }
+            continue;
+        }
         s.read(r.clone(), chunk)?;
         let base = chunk.base.as_deref().expect("base present");
-        for (i, d) in deltas.iter().enumerate() {
-            let x = &chunk.values[d.stream];
-            if let Some(l1) = l1.as_deref_mut() {
-                l1[i].add_abs(r.start, x, Some(base));
+        if let Some(l1) = l1.as_deref_mut() {
+            for (l1, d) in l1.iter_mut().zip(deltas) {
+                l1.add_abs(r.start, &chunk.values[d.stream], Some(base));
             }
-            if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
-                // A few thousand keys at a time: they stay in the core's cache.
-                for (at, (x, base)) in (r.start..).step_by(KEY_BLOCK).zip(x.chunks(KEY_BLOCK).zip(base.chunks(KEY_BLOCK))) {
-                    delta_keys(x, base, *order, &mut keys);
-                    feed(b, &keys);
-                    if let Some(spread) = spread.as_deref_mut() {
-                        spread.pick(i, at, &keys);
-                    }
+        }
+        chunk_keys::<T, T>(r.start, base, |i| &chunk.values[i], deltas, bands, feed, spread.as_deref_mut(), &mut keys);
+    }
+    Ok(())
+}
+
+/// [`stats_pass`]'s work on one chunk from element `start` on: the base and each model's
+/// values (`values(stream)`) as stored in `S`. Returns whether every task vector entry was
+/// finite.
+#[allow(clippy::too_many_arguments)]
+fn chunk_keys<'a, T: Float, S: Stored + 'a>(
+    start: usize,
+    base: &[S],
+    values: impl Fn(usize) -> &'a [S],
+    deltas: &[Delta<T>],
+    bands: &mut [Option<BandSelect>],
+    feed: fn(&mut BandSelect, &[T::Key]),
+    mut spread: Option<&mut Spread<T::Key>>,
+    keys: &mut Vec<T::Key>,
+) -> bool {
+    let mut finite = true;
+    for (i, d) in deltas.iter().enumerate() {
+        if let (Some(b), Sparse::Rank(order, _)) = (&mut bands[i], &d.sparse) {
+            // A few thousand keys at a time: they stay in the core's cache.
+            let x = values(d.stream);
+            for (at, (x, base)) in (start..).step_by(KEY_BLOCK).zip(x.chunks(KEY_BLOCK).zip(base.chunks(KEY_BLOCK))) {
+                finite &= delta_keys::<T, S>(x, base, *order, keys);
+                feed(b, keys);
+                if let Some(spread) = spread.as_deref_mut() {
+                    spread.pick(i, at, keys);
                 }
             }
         }
     }
-    Ok(())
+    finite
 }
 
 /// A sample of single elements spread through a tensor, kept during the counting pass in case
@@ -460,11 +567,16 @@ const SPREAD_STREAM: u64 = u64::MAX;
 /// Keys computed and fed to a band at a time in the statistics passes.
 const KEY_BLOCK: usize = 4096;
 
-/// The order keys of the task vector `x − base` (in `T`'s width), into `keys`.
-fn delta_keys<T: Float>(x: &[T], base: &[T], order: Order, keys: &mut Vec<T::Key>) {
+/// The order keys of the task vector `x − base` (in `T`'s width), into `keys`; returns
+/// whether every entry is finite.
+fn delta_keys<T: Float, S: Stored>(x: &[S], base: &[S], order: Order, keys: &mut Vec<T::Key>) -> bool {
     let flip = select::flip::<T>(order);
+    let inf = T::infinity().magnitude_bits();
     keys.clear();
-    vectorized!(keys.extend(x.iter().zip(base).map(|(v, b)| select::native_key(*v - *b, flip))))
+    vectorized!({
+        keys.extend(x.iter().zip(base).map(|(v, b)| select::native_key(v.get::<T>() - b.get::<T>(), flip)));
+        !keys.iter().fold(false, |bad, k| bad | ((*k ^ flip) >= inf))
+    })
 }
 
 /// One pass over the chunks with the task vectors of the models `whole` picks sparsified
@@ -552,9 +664,9 @@ impl<T: Float> Delta<T> {
 }
 
 /// One task vector's input to [`mix`] for one chunk.
-struct Source<'a, T: Float> {
-    /// The model's values, or its task vector already sparsified (`is_delta`).
-    values: &'a [T],
+struct Source<'a, T: Float, S: Stored = T> {
+    /// The model's values (as stored), or its task vector already sparsified (`is_delta`).
+    values: &'a [S],
     is_delta: bool,
     mask: Mask<'a, T::Key>,
     /// DARE/DELLA's rescaling (1 without) and the model's weight.
@@ -570,7 +682,7 @@ enum Mask<'a, K> {
     Rank(Order, &'a mut RankMask),
 }
 
-impl<T: Float> Source<'_, T> {
+impl<T: Float, S: Stored> Source<'_, T, S> {
     /// The mask of the next `len` elements, with `len` as the bound on the copies of the
     /// boundary keys among them; `None` when that does not decide them.
     #[inline(always)]
@@ -601,22 +713,22 @@ const FUSED_MODELS: usize = 6;
 
 /// The merged chunk into `out`: every element's task vectors, masks, weights and sign
 /// election in one loop that keeps them in registers, for up to [`FUSED_MODELS`] models.
-fn mix<T: Float>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
-    fn fixed<T: Float, const N: usize>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
-        let sources: &mut [Source<'_, T>; N] = sources.try_into().expect("N sources");
+fn mix<T: Float, S: Stored>(sources: &mut [Source<'_, T, S>], base: &[S], onto: &[S], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+    fn fixed<T: Float, S: Stored, const N: usize>(sources: &mut [Source<'_, T, S>], base: &[S], onto: &[S], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+        let sources: &mut [Source<'_, T, S>; N] = sources.try_into().expect("N sources");
         match combiner.consensus {
-            None => fused::<T, N, PLAIN>(sources, base, onto, combiner, out),
-            Some(Consensus::Sum) => fused::<T, N, SUM>(sources, base, onto, combiner, out),
-            Some(Consensus::Count) => fused::<T, N, COUNT>(sources, base, onto, combiner, out),
+            None => fused::<T, S, N, PLAIN>(sources, base, onto, combiner, out),
+            Some(Consensus::Sum) => fused::<T, S, N, SUM>(sources, base, onto, combiner, out),
+            Some(Consensus::Count) => fused::<T, S, N, COUNT>(sources, base, onto, combiner, out),
         }
     }
     match sources.len() {
-        1 => fixed::<T, 1>(sources, base, onto, combiner, out),
-        2 => fixed::<T, 2>(sources, base, onto, combiner, out),
-        3 => fixed::<T, 3>(sources, base, onto, combiner, out),
-        4 => fixed::<T, 4>(sources, base, onto, combiner, out),
-        5 => fixed::<T, 5>(sources, base, onto, combiner, out),
-        6 => fixed::<T, 6>(sources, base, onto, combiner, out),
+        1 => fixed::<T, S, 1>(sources, base, onto, combiner, out),
+        2 => fixed::<T, S, 2>(sources, base, onto, combiner, out),
+        3 => fixed::<T, S, 3>(sources, base, onto, combiner, out),
+        4 => fixed::<T, S, 4>(sources, base, onto, combiner, out),
+        5 => fixed::<T, S, 5>(sources, base, onto, combiner, out),
+        6 => fixed::<T, S, 6>(sources, base, onto, combiner, out),
         n => {
             debug_assert!(n > FUSED_MODELS);
             tiles(sources, base, onto, combiner, out)
@@ -629,7 +741,13 @@ fn mix<T: Float>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner
 /// copies counted; in the rare tile where a kept window of copies starts or ends, one element
 /// at a time.
 #[inline(always)]
-fn fused<T: Float, const N: usize, const VOTE: u8>(sources: &mut [Source<'_, T>; N], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+fn fused<T: Float, S: Stored, const N: usize, const VOTE: u8>(
+    sources: &mut [Source<'_, T, S>; N],
+    base: &[S],
+    onto: &[S],
+    combiner: &Combiner<'_, T>,
+    out: &mut Vec<T>,
+) {
     vectorized!(tiled_into(
         base.len(),
         out,
@@ -639,19 +757,22 @@ fn fused<T: Float, const N: usize, const VOTE: u8>(sources: &mut [Source<'_, T>;
             for (m, source) in m.iter_mut().zip(sources.iter()) {
                 if let (None, Mask::Rank(order, rank)) = (&m, &source.mask) {
                     // Near a window's end: count the copies exactly.
-                    let d = source.values[r.clone()].iter().zip(&base[r.clone()]).map(|(x, b)| if source.is_delta { *x } else { *x - *b });
+                    let d = source.values[r.clone()]
+                        .iter()
+                        .zip(&base[r.clone()])
+                        .map(|(x, b)| if source.is_delta { x.get::<T>() } else { x.get::<T>() - b.get::<T>() });
                     let (lo, hi) = rank.copies(*order, d);
                     *m = rank.block::<T>(*order, lo, hi);
                 }
             }
             if m.iter().all(Option::is_some) {
-                let copies = fused_tile::<T, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
+                let copies = fused_tile::<T, S, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
                 sources.iter_mut().zip(copies).for_each(|(s, c)| s.advance(c));
             } else {
                 // A window starts or ends in this tile (a few times per tensor).
                 for (j, mixed) in r.zip(mixed.chunks_mut(1)) {
                     let one = std::array::from_fn(|i| sources[i].block(1).expect("one element is always decided"));
-                    let copies = fused_tile::<T, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
+                    let copies = fused_tile::<T, S, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
                     sources.iter_mut().zip(copies).for_each(|(s, c)| s.advance(c));
                 }
             }
@@ -662,27 +783,27 @@ fn fused<T: Float, const N: usize, const VOTE: u8>(sources: &mut [Source<'_, T>;
 /// The merged elements from `start` (`mixed.len()` of them) under the masks `m`; returns
 /// each model's copies of its low and high boundary keys among them.
 #[inline(always)]
-fn fused_tile<T: Float, const N: usize, const VOTE: u8>(
-    sources: &[Source<'_, T>; N],
+fn fused_tile<T: Float, S: Stored, const N: usize, const VOTE: u8>(
+    sources: &[Source<'_, T, S>; N],
     start: usize,
     m: &[BlockMask<T::Key>; N],
-    base: &[T],
-    onto: &[T],
+    base: &[S],
+    onto: &[S],
     mixed: &mut [T],
     combiner: &Combiner<'_, T>,
 ) -> [(u32, u32); N] {
     let mut copies = [(0u32, 0u32); N];
     // Every slice cut to the tile's length: the loop runs without bounds checks.
     let n = mixed.len();
-    let values: [&[T]; N] = std::array::from_fn(|i| &sources[i].values[start..start + n]);
+    let values: [&[S]; N] = std::array::from_fn(|i| &sources[i].values[start..start + n]);
     let (base, onto) = (&base[start..start + n], &onto[start..start + n]);
     let weights: [T; N] = std::array::from_fn(|i| sources[i].weight);
     let scales: [T; N] = std::array::from_fn(|i| sources[i].scale);
     for j in 0..n {
         let mut v = [T::zero(); N];
         for i in 0..N {
-            let x = values[i][j];
-            let d = if sources[i].is_delta { x } else { x - base[j] };
+            let x = values[i][j].get::<T>();
+            let d = if sources[i].is_delta { x } else { x - base[j].get::<T>() };
             let k = select::native_key(d, m[i].flip);
             copies[i].0 += (k == m[i].lo) as u32;
             copies[i].1 += (k == m[i].hi) as u32;
@@ -690,9 +811,9 @@ fn fused_tile<T: Float, const N: usize, const VOTE: u8>(
             v[i] = d * scales[i] * weights[i];
         }
         mixed[j] = match VOTE {
-            PLAIN => combiner.plain(&v, onto[j]),
-            SUM => combiner.elect(&v, &weights, onto[j], |x| x),
-            _ => combiner.elect(&v, &weights, onto[j], sign),
+            PLAIN => combiner.plain(&v, onto[j].get()),
+            SUM => combiner.elect(&v, &weights, onto[j].get(), |x| x),
+            _ => combiner.elect(&v, &weights, onto[j].get(), sign),
         };
     }
     copies
@@ -701,7 +822,7 @@ fn fused_tile<T: Float, const N: usize, const VOTE: u8>(
 /// [`mix`] for more than [`FUSED_MODELS`] models: a tile of each model's weighted task
 /// vector at a time, then [`Combiner::tile`]. The same operations in the same order, so the
 /// same bits.
-fn tiles<T: Float>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
+fn tiles<T: Float, S: Stored>(sources: &mut [Source<'_, T, S>], base: &[S], onto: &[S], combiner: &Combiner<'_, T>, out: &mut Vec<T>) {
     let mut tiles = vec![T::zero(); sources.len() * TILE];
     vectorized!(tiled_into(
         base.len(),
@@ -712,9 +833,9 @@ fn tiles<T: Float>(sources: &mut [Source<'_, T>], base: &[T], onto: &[T], combin
                 let tile = &mut tile[..r.len()];
                 let x = &src.values[r.clone()];
                 if src.is_delta {
-                    tile.copy_from_slice(x);
+                    tile.iter_mut().zip(x).for_each(|(t, x)| *t = x.get());
                 } else {
-                    tile.iter_mut().zip(x).zip(&base[r.clone()]).for_each(|((t, x), b)| *t = *x - *b);
+                    tile.iter_mut().zip(x).zip(&base[r.clone()]).for_each(|((t, x), b)| *t = x.get::<T>() - b.get::<T>());
                 }
                 match &mut src.mask {
                     Mask::Fixed(m) => tile.iter_mut().for_each(|v| *v = if m.keeps(select::native_key(*v, m.flip)) { *v } else { T::zero() }),
@@ -764,7 +885,7 @@ impl<'a, T: Float> Combiner<'a, T> {
     /// `mixed.len()` elements of each slot); the result, `onto + λ·mix`, goes into `mixed`
     /// (zeroed). Each element sums the models in order, as a per-element loop would.
     #[inline(always)]
-    fn tile(&self, weighted: &[T], onto: &[T], mixed: &mut [T]) {
+    fn tile<S: Stored>(&self, weighted: &[T], onto: &[S], mixed: &mut [T]) {
         let (zero, one) = (T::zero(), T::one());
         let n = mixed.len();
         let models = weighted.chunks_exact(TILE).map(|d| &d[..n]);
@@ -776,11 +897,11 @@ impl<'a, T: Float> Combiner<'a, T> {
             }
             if self.normalize {
                 for (m, o) in mixed.iter_mut().zip(onto) {
-                    *m = *o + *m / self.total * self.lambda;
+                    *m = o.get::<T>() + *m / self.total * self.lambda;
                 }
             } else {
                 for (m, o) in mixed.iter_mut().zip(onto) {
-                    *m = *o + *m * self.lambda;
+                    *m = o.get::<T>() + *m * self.lambda;
                 }
             }
             return;
@@ -812,11 +933,11 @@ impl<'a, T: Float> Combiner<'a, T> {
         if self.normalize {
             for ((m, q), o) in mixed.iter_mut().zip(divisor.iter()).zip(onto) {
                 let q = if *q == zero { one } else { *q };
-                *m = *o + *m / q * self.lambda;
+                *m = o.get::<T>() + *m / q * self.lambda;
             }
         } else {
             for (m, o) in mixed.iter_mut().zip(onto) {
-                *m = *o + *m * self.lambda;
+                *m = o.get::<T>() + *m * self.lambda;
             }
         }
     }
