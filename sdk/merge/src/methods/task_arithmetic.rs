@@ -448,26 +448,8 @@ fn stats_pass<T: Float>(
         // Without norms to sum, the keys come straight from the stored inputs.
         if l1.is_none() && s.read_stored(r.clone(), &mut stored)? {
             let finite = match stored.dtype {
-                Some(DType::BF16) => chunk_keys::<T, Bf16>(
-                    r.start,
-                    stored.base().expect("base present"),
-                    |i| stored.values(i),
-                    deltas,
-                    bands,
-                    feed,
-                    spread.as_deref_mut(),
-                    &mut keys,
-                ),
-                _ => chunk_keys::<T, f32>(
-                    r.start,
-                    stored.base().expect("base present"),
-                    |i| stored.values(i),
-                    deltas,
-                    bands,
-                    feed,
-                    spread.as_deref_mut(),
-                    &mut keys,
-                ),
+                Some(DType::BF16) => stored_keys::<T, Bf16>(&stored, deltas, bands, feed, spread.as_deref_mut(), &mut keys),
+                _ => stored_keys::<T, f32>(&stored, deltas, bands, feed, spread.as_deref_mut(), &mut keys),
             };
             if !finite {
                 // A NaN or Inf: the decoded read says which model and element. (A task vector
@@ -486,6 +468,19 @@ fn stats_pass<T: Float>(
         chunk_keys::<T, T>(r.start, base, |i| &chunk.values[i], deltas, bands, feed, spread.as_deref_mut(), &mut keys);
     }
     Ok(())
+}
+
+/// [`chunk_keys`] of a chunk read as stored (as `S`).
+fn stored_keys<T: Float, S: Stored>(
+    stored: &StoredChunk,
+    deltas: &[Delta<T>],
+    bands: &mut [Option<BandSelect>],
+    feed: fn(&mut BandSelect, &[T::Key]),
+    spread: Option<&mut Spread<T::Key>>,
+    keys: &mut Vec<T::Key>,
+) -> bool {
+    let base: &[S] = stored.base().expect("base present");
+    chunk_keys::<T, S>(stored.range.start, base, |i| stored.values(i), deltas, bands, feed, spread, keys)
 }
 
 /// [`stats_pass`]'s work on one chunk from element `start` on: the base and each model's
