@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use agentmerge_checkpoint::{bf16_bits, DType};
 
-use crate::{methods::TILE, vectorized, Float, Input, TensorJob};
+use crate::{methods::TILE, vectorized, Bf16, Float, Input, Stored, TensorJob};
 
 /// A tensor a [`WeightedSum`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,8 +179,7 @@ impl WeightedSum {
         };
         match dtype {
             DType::BF16 => {
-                let o = operands::<u16>(&r, raw, slot, dtype, n)?;
-                let o = Operands { base: Bf16s(o.base), terms: o.terms.into_iter().map(Bf16s).collect(), onto: Bf16s(o.onto) };
+                let o = operands::<Bf16>(&r, raw, slot, dtype, n)?;
                 Some(vectorized!(fused_loop(&r, &o, &mut out, n)))
             }
             DType::F32 => {
@@ -194,7 +193,7 @@ impl WeightedSum {
 
 /// The tiles of [`WeightedSum::fused`]; returns whether every output is finite.
 #[inline(always)]
-fn fused_loop<V: Values<f32>>(r: &Resolved<f32>, o: &Operands<V>, out: &mut Encoded<'_>, n: usize) -> bool {
+fn fused_loop<S: Stored>(r: &Resolved<f32>, o: &Operands<&[S]>, out: &mut Encoded<'_>, n: usize) -> bool {
     let mut bad = false;
     let mut start = 0;
     while start < n {
@@ -215,41 +214,24 @@ struct Operands<V> {
     onto: V,
 }
 
-/// An operand's elements, as the compute type: decoded values, or the bits of a narrower
-/// dtype decoded on the fly.
-trait Values<T>: Copy {
-    fn at(self, r: Range<usize>) -> impl Iterator<Item = T>;
-}
-
-impl<T: Float> Values<T> for &[T] {
-    #[inline(always)]
-    fn at(self, r: Range<usize>) -> impl Iterator<Item = T> {
-        self[r].iter().copied()
-    }
-}
-
-/// BF16 bits.
-#[derive(Clone, Copy)]
-struct Bf16s<'a>(&'a [u16]);
-
-impl Values<f32> for Bf16s<'_> {
-    #[inline(always)]
-    fn at(self, r: Range<usize>) -> impl Iterator<Item = f32> {
-        self.0[r].iter().map(|b| f32::from_bits((*b as u32) << 16))
-    }
+/// Elements `r` of an operand as stored (decoded values, or a narrower dtype decoded on the
+/// fly), as the compute type.
+#[inline(always)]
+fn at<T: Float, S: Stored>(x: &[S], r: Range<usize>) -> impl Iterator<Item = T> + '_ {
+    x[r].iter().map(|v| v.get::<T>())
 }
 
 /// One tile of a [`WeightedSum`]: the outputs of elements `r` into `acc` (zeroed, `r`'s
 /// length). Each input is read once, straight into the sum.
 #[inline(always)]
-fn tile<T: Float, V: Values<T>>(s: &Resolved<T>, o: &Operands<V>, r: Range<usize>, acc: &mut [T]) {
+fn tile<T: Float, S: Stored>(s: &Resolved<T>, o: &Operands<&[S]>, r: Range<usize>, acc: &mut [T]) {
     for ((_, w), x) in s.terms.iter().zip(&o.terms) {
         if s.centered {
-            for ((a, x), b) in acc.iter_mut().zip(x.at(r.clone())).zip(o.base.at(r.clone())) {
+            for ((a, x), b) in acc.iter_mut().zip(at::<T, S>(x, r.clone())).zip(at::<T, S>(o.base, r.clone())) {
                 *a += (x - b) * *w;
             }
         } else {
-            for (a, x) in acc.iter_mut().zip(x.at(r.clone())) {
+            for (a, x) in acc.iter_mut().zip(at::<T, S>(x, r.clone())) {
                 *a += x * *w;
             }
         }
@@ -260,7 +242,7 @@ fn tile<T: Float, V: Values<T>>(s: &Resolved<T>, o: &Operands<V>, r: Range<usize
         }
     }
     if let Some((_, lambda)) = s.onto {
-        for (a, x) in acc.iter_mut().zip(o.onto.at(r)) {
+        for (a, x) in acc.iter_mut().zip(at::<T, S>(o.onto, r)) {
             *a = x + *a * lambda;
         }
     }
