@@ -407,7 +407,7 @@ fn bad_input_is_an_error_naming_what_is_wrong() {
     inf[2].2[0] = f32::NEG_INFINITY;
     let inf = write(&s.root.join("inf"), &inf, DType::F32, "LlamaForCausalLM");
     let plan = MergePlan::new(Some(inf), vec![entry(&s.a, &w1)]);
-    expect_err(&plan, "ties", &out, &[shapes()[2].0, "inf"]);
+    expect_err(&plan, "ties", &out, &[shapes()[2].0, "element 0 is -inf"]);
 
     // Inf in a bf16 model of a soup. bf16 soups are merged by the fused weighted-sum path,
     // which hands a unit with a non-finite output back to the checks that name the element.

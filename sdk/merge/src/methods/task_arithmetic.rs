@@ -284,38 +284,40 @@ impl TaskArithmetic {
         let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
         let combiner = Combiner::new(&weights, consensus, normalize, lambda);
         let mut out = Vec::new();
+        // A decoded chunk, with the task vectors drawn at random in `work`.
+        let mix_decoded = |chunk: &Chunk<T>, work: &[Vec<T>], masks: &mut [Option<RankMask>], out: &mut Vec<T>| -> anyhow::Result<()> {
+            let base = chunk.base(self.name)?;
+            let onto = target.map_or(base, |t| &chunk.values[t]);
+            let mut sources = sources(&deltas, masks, |i, d| if d.random() { (work[i].as_slice(), true) } else { (chunk.values[d.stream].as_slice(), false) });
+            mix(&mut sources, base, onto, &combiner, out);
+            Ok(())
+        };
         if !deltas.iter().any(Delta::random) {
             // Nothing drawn at random: the task vectors come straight from the stored inputs.
             let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
             let mut stored = StoredChunk::default();
             for r in &chunks {
-                if s.read_stored(r.clone(), &mut stored)? {
-                    match stored.dtype {
-                        Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
-                        _ => mix_stored::<T, f32>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
-                    }
-                    if !vectorized!(out.iter().all(|x| x.is_finite())) {
-                        // A NaN or Inf: the decoded read says which model and element.
-                        s.read(r.clone(), &mut chunk)?;
-                    }
-                } else {
+                if !s.read_stored(r.clone(), &mut stored)? {
                     s.read(r.clone(), &mut chunk)?;
-                    let onto = target.map(|t| chunk.values[t].as_slice());
-                    let mut sources = sources(&deltas, &mut masks, |_, d| (chunk.values[d.stream].as_slice(), false));
-                    mix(&mut sources, chunk.base(self.name)?, onto.unwrap_or(chunk.base(self.name)?), &combiner, &mut out);
+                    mix_decoded(&chunk, &[], &mut masks, &mut out)?;
+                    s.write(r.start, &out)?;
+                    continue;
                 }
-                s.write(r.start, &out)?;
+                match stored.dtype {
+                    Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
+                    _ => mix_stored::<T, f32>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
+                }
+                if let Err(e) = s.write(r.start, &out) {
+                    // A NaN or Inf in an input makes the output non-finite, which the write
+                    // refuses: the decoded read says which model and element.
+                    s.read(r.clone(), &mut chunk)?;
+                    return Err(e);
+                }
             }
             return Ok(());
         }
         sparsified_pass(s, &chunks, &deltas, Delta::random, |chunk, work, masks| {
-            let base = chunk.base.as_deref().expect("base present");
-            let onto = match target {
-                Some(t) => &chunk.values[t],
-                None => base,
-            };
-            let mut sources = sources(&deltas, masks, |i, d| if d.random() { (work[i].as_slice(), true) } else { (chunk.values[d.stream].as_slice(), false) });
-            mix(&mut sources, base, onto, &combiner, &mut out);
+            mix_decoded(chunk, work, masks, &mut out)?;
             s.write(chunk.range.start, &out)
         })?;
         Ok(())
