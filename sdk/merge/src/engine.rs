@@ -674,7 +674,7 @@ impl Context<'_> {
                 message: format!("{e:#}"),
             }));
         }
-        let w = written.into_inner();
+        let w = written.load(Ordering::Relaxed).saturating_sub((stream.rewritten() * t.out_dtype.size()) as u64);
         let want = numel as u64 * t.out_dtype.size() as u64;
         if w != want {
             return Err(MergeError::Tensor {

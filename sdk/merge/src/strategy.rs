@@ -252,6 +252,8 @@ pub struct TensorStream<'a, T = f32> {
     read: &'a ReadFn<'a, T>,
     read_stored: Option<&'a ReadStoredFn<'a>>,
     write: &'a WriteFn<'a, T>,
+    /// Elements written again ([`TensorStream::rewrite`]).
+    rewritten: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a, T: Float> TensorStream<'a, T> {
@@ -270,7 +272,23 @@ impl<'a, T: Float> TensorStream<'a, T> {
         write: &'a WriteFn<'a, T>,
     ) -> TensorStream<'a, T> {
         let numel = shape.iter().product::<u64>() as usize;
-        TensorStream { name, shape, layer, t, params, inputs, has_base, seed, numel, range: 0..numel, chunk_elements, read, read_stored: None, write }
+        TensorStream {
+            name,
+            shape,
+            layer,
+            t,
+            params,
+            inputs,
+            has_base,
+            seed,
+            numel,
+            range: 0..numel,
+            chunk_elements,
+            read,
+            read_stored: None,
+            write,
+            rewritten: Default::default(),
+        }
     }
 
     /// Lets the strategy read the inputs as stored too ([`TensorStream::read_stored`]).
@@ -318,6 +336,18 @@ impl<'a, T: Float> TensorStream<'a, T> {
     /// exactly once.
     pub fn write(&self, start: usize, values: &[T]) -> anyhow::Result<()> {
         (self.write)(start, values)
+    }
+
+    /// Writes again elements already written with [`TensorStream::write`] (the last write
+    /// wins), for a strategy that corrects part of what it wrote.
+    pub fn rewrite(&self, start: usize, values: &[T]) -> anyhow::Result<()> {
+        self.rewritten.fetch_add(values.len(), std::sync::atomic::Ordering::Relaxed);
+        (self.write)(start, values)
+    }
+
+    /// How many elements were written again.
+    pub fn rewritten(&self) -> usize {
+        self.rewritten.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A deterministic random generator for stream `stream`, the same as [`TensorJob::rng`].

@@ -159,6 +159,9 @@ struct Band {
     inside: Vec<u64>,
     /// More keys fell inside than a band should hold: the sample was not representative.
     overflow: bool,
+    /// When the band is one key (its ends are equal): the tensor's keys below it, estimated
+    /// from the sample.
+    guess_below: Option<usize>,
 }
 
 /// Where a rank lies against its band, once every key is counted.
@@ -192,7 +195,10 @@ const BAND_CAP: f64 = 1.0 / 16.0;
 impl BandSelect {
     /// Ranks (each `< n`) of a tensor of `n` elements; `whole`: the sample will be every key.
     pub fn new(n: usize, ranks: &[usize], whole: bool) -> BandSelect {
-        let targets = ranks.iter().map(|&rank| Band { rank, lo: 0, hi: u64::MAX, below: 0, at_lo: 0, at_hi: 0, inside: Vec::new(), overflow: false }).collect();
+        let targets = ranks
+            .iter()
+            .map(|&rank| Band { rank, lo: 0, hi: u64::MAX, below: 0, at_lo: 0, at_hi: 0, inside: Vec::new(), overflow: false, guess_below: None })
+            .collect();
         BandSelect { n, sample: Vec::new(), whole, targets }
     }
 
@@ -217,6 +223,10 @@ impl BandSelect {
             let (lo_at, hi_at) = (at((q - margin).max(0.0)), at(q + margin));
             t.lo = if q - margin <= 0.0 { 0 } else { *self.sample.select_nth_unstable(lo_at).1 };
             t.hi = if q + margin >= 1.0 { u64::MAX } else { *self.sample[lo_at..].select_nth_unstable(hi_at - lo_at).1 };
+            if t.lo == t.hi {
+                let below = self.sample.iter().filter(|k| **k < t.lo).count();
+                t.guess_below = Some((below as f64 * self.n as f64 / m as f64).round() as usize);
+            }
         }
         self.sample = Vec::new();
     }
@@ -268,6 +278,18 @@ impl BandSelect {
                 t.inside = Vec::new();
             }
         }
+    }
+
+    /// Before the counting pass, when every band is one key (as with the few distinct values
+    /// of bf16 task vectors): per rank, that key and an estimate of the keys below it, in the
+    /// form of [`BandSelect::result`]. When the counts find the same keys, the masks made from
+    /// the guesses differ from the exact ones only in which copies of those keys they keep
+    /// (see [`RankMask::agrees`]).
+    pub fn guess(&self) -> Option<Vec<(u64, usize)>> {
+        if self.whole {
+            return None;
+        }
+        self.targets.iter().map(|t| Some((t.lo, t.guess_below?))).collect()
     }
 
     /// Whether a band missed its rank (after the counting pass): what makes
@@ -447,6 +469,34 @@ impl RankMask {
     /// The same mask, ready for another pass from the first element.
     pub fn restart(&self) -> RankMask {
         RankMask::new(self.keep.clone(), self.lo, self.hi)
+    }
+
+    /// Whether both masks have the same boundary keys (their counts of smaller keys may
+    /// differ).
+    pub fn same_keys(&self, other: &RankMask) -> bool {
+        (self.lo.0, self.hi.0) == (other.lo.0, other.hi.0)
+    }
+
+    /// This mask at the point `at` reached (a mask with the same keys, [`RankMask::same_keys`],
+    /// that has seen the same elements).
+    pub fn resume(&self, at: &RankMask) -> RankMask {
+        RankMask { seen_lo: at.seen_lo, seen_hi: at.seen_hi, ..self.clone() }
+    }
+
+    /// Whether this mask and `other` (same keys), both at the point `from` reached, decide
+    /// alike the elements up to the point `to` reached (from which they take their counts of
+    /// copies of the boundary keys).
+    pub fn agrees(&self, other: &RankMask, from: &RankMask, to: &RankMask) -> bool {
+        let (n_lo, n_hi) = (to.seen_lo - from.seen_lo, to.seen_hi - from.seen_hi);
+        let decide = |m: &RankMask| {
+            let window = |below: usize| m.keep.start.saturating_sub(below)..m.keep.end.saturating_sub(below);
+            // No copies: nothing to decide.
+            let lo = if n_lo == 0 { Some(true) } else { all_or_none(from.seen_lo, n_lo, &window(m.lo.1)) };
+            let hi = if m.hi.0 == m.lo.0 || n_hi == 0 { lo.and(Some(true)) } else { all_or_none(from.seen_hi, n_hi, &window(m.hi.1)) };
+            (lo, hi)
+        };
+        let (a, b) = (decide(self), decide(other));
+        a.0.is_some() && a.1.is_some() && a == b
     }
 }
 

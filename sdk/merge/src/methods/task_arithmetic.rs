@@ -154,6 +154,10 @@ impl TaskArithmetic {
         let chunks = s.chunks(align);
         let mut chunk = Chunk::default();
 
+        let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
+        let combiner = Combiner::new(&weights, consensus, normalize, lambda);
+        let mut out = Vec::new();
+
         // Statistics: L1 norms before sparsifying, and the keys at the rank boundaries.
         let rescaling = rescale && deltas.iter().any(|d| !matches!(d.sparse, Sparse::None));
         let mut l1_before = vec![LaneSum::default(); deltas.len()];
@@ -179,7 +183,15 @@ impl TaskArithmetic {
         // and keeps a second sample: single elements spread through the whole tensor.
         let counting = ranking && !whole;
         let mut spread = Spread { positions: if counting { spread_positions(&s.range, s.seed) } else { Vec::new() }, keys: vec![Vec::new(); deltas.len()] };
-        if counting {
+        // When every band is one key (the few distinct values of bf16 task vectors), the
+        // counting pass also writes the output, with masks from the sample's guesses; the
+        // chunks where they kept other copies of the boundary keys than the counts say are
+        // merged again ([`guessed_pass`]).
+        let mut guessed = None;
+        if counting && !rescaling && !deltas.iter().any(Delta::random) {
+            guessed = guessed_pass(s, &chunks, &deltas, target, &mut bands, &mut spread, &combiner, &mut chunk, &mut out)?;
+        }
+        if counting && guessed.is_none() {
             let l1 = rescaling.then_some(&mut l1_before[..]);
             stats_pass(s, &chunks, &deltas, &mut chunk, l1, &mut bands, BandSelect::count, Some(&mut spread))?;
         }
@@ -247,9 +259,7 @@ impl TaskArithmetic {
                     (None, Some(sel)) => sel.result(),
                     (None, None) => continue,
                 };
-                // Rank 0 needs no search: key 0 with nothing below works as its boundary.
-                let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
-                d.mask = Some(RankMask::new(keep.clone(), lo, hi));
+                d.mask = Some(rank_mask(keep, &r));
             }
         }
 
@@ -281,9 +291,6 @@ impl TaskArithmetic {
 
         // The output: each model's task vector (masked by rank as it goes; drawn at random for
         // the whole chunk first), weighted and combined element by element ([`mix`]).
-        let weights: Vec<T> = deltas.iter().map(|d| d.weight).collect();
-        let combiner = Combiner::new(&weights, consensus, normalize, lambda);
-        let mut out = Vec::new();
         // A decoded chunk, with the task vectors drawn at random in `work`.
         let mix_decoded = |chunk: &Chunk<T>, work: &[Vec<T>], masks: &mut [Option<RankMask>], out: &mut Vec<T>| -> anyhow::Result<()> {
             let base = chunk.base(self.name)?;
@@ -292,22 +299,47 @@ impl TaskArithmetic {
             mix(&mut sources, base, onto, &combiner, out);
             Ok(())
         };
+        // After a guessed pass, only the chunks its masks got wrong are merged again, when
+        // the guessed keys were right (else every chunk is).
+        let mut redo = vec![true; chunks.len()];
+        if let Some(at) = &guessed {
+            let exact: Vec<Option<&RankMask>> = deltas.iter().map(|d| d.mask.as_ref()).collect();
+            redo = guessed_wrong(&exact, at, chunks.len());
+            tracing::debug!(
+                tensor = s.name,
+                "counted and written in one pass; {} of {} chunks merged again",
+                redo.iter().filter(|r| **r).count(),
+                chunks.len()
+            );
+        }
+        let put = |start: usize, out: &[T]| if guessed.is_some() { s.rewrite(start, out) } else { s.write(start, out) };
         if !deltas.iter().any(Delta::random) {
             // Nothing drawn at random: the task vectors come straight from the stored inputs.
             let mut masks: Vec<Option<RankMask>> = deltas.iter().map(|d| d.mask.as_ref().map(RankMask::restart)).collect();
             let mut stored = StoredChunk::default();
-            for r in &chunks {
+            for (c, r) in chunks.iter().enumerate() {
+                if !redo[c] {
+                    continue;
+                }
+                if let Some(at) = &guessed {
+                    // Each mask as it stood when the guessed pass reached this chunk.
+                    for (m, at) in masks.iter_mut().zip(&at[c]) {
+                        if let (Some(m), Some(at)) = (m.as_mut(), at) {
+                            *m = m.resume(at);
+                        }
+                    }
+                }
                 if !s.read_stored(r.clone(), &mut stored)? {
                     s.read(r.clone(), &mut chunk)?;
                     mix_decoded(&chunk, &[], &mut masks, &mut out)?;
-                    s.write(r.start, &out)?;
+                    put(r.start, &out)?;
                     continue;
                 }
                 match stored.dtype {
                     Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
                     _ => mix_stored::<T, f32>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
                 }
-                if let Err(e) = s.write(r.start, &out) {
+                if let Err(e) = put(r.start, &out) {
                     // A NaN or Inf in an input makes the output non-finite, which the write
                     // refuses: the decoded read says which model and element.
                     s.read(r.clone(), &mut chunk)?;
@@ -470,6 +502,101 @@ fn stats_pass<T: Float>(
         chunk_keys::<T, T>(r.start, base, |i| &chunk.values[i], deltas, bands, feed, spread.as_deref_mut(), &mut keys);
     }
     Ok(())
+}
+
+/// The mask keeping ranks `keep`, from the (key, smaller keys) at its boundary ranks (see
+/// [`boundary_ranks`]). Rank 0 needs no search: key 0 with nothing below works as its
+/// boundary.
+fn rank_mask(keep: &Range<usize>, r: &[(u64, usize)]) -> RankMask {
+    let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
+    RankMask::new(keep.clone(), lo, hi)
+}
+
+/// Per chunk (and one past the last), each model's guessed mask as the guessed pass reached
+/// it.
+type Reached = Vec<Vec<Option<RankMask>>>;
+
+/// The counting pass, writing the output as it counts, with masks from the sample's guesses
+/// ([`BandSelect::guess`]): when the counts find the guessed boundary keys, those masks
+/// differ from the exact ones only in which copies of the keys they keep, and the chunks
+/// where they do are merged again ([`guessed_wrong`]); otherwise the output pass writes every
+/// chunk again. Either way the bands and the spread sample are fed as by [`stats_pass`].
+///
+/// `None`, before anything is read, when a band is not one key or the inputs cannot be read
+/// as stored: then count with [`stats_pass`].
+#[allow(clippy::too_many_arguments)]
+fn guessed_pass<T: Float>(
+    s: &TensorStream<'_, T>,
+    chunks: &[Range<usize>],
+    deltas: &[Delta<T>],
+    target: Option<usize>,
+    bands: &mut [Option<BandSelect>],
+    spread: &mut Spread<T::Key>,
+    combiner: &Combiner<'_, T>,
+    chunk: &mut Chunk<T>,
+    out: &mut Vec<T>,
+) -> anyhow::Result<Option<Reached>> {
+    let mut masks = Vec::new();
+    for (d, b) in deltas.iter().zip(bands.iter()) {
+        masks.push(match (&d.sparse, b) {
+            (Sparse::Rank(_, keep), Some(b)) => match b.guess() {
+                Some(g) => Some(rank_mask(keep, &g)),
+                None => return Ok(None),
+            },
+            _ => None,
+        });
+    }
+    let mut stored = StoredChunk::default();
+    if !s.read_stored(chunks[0].clone(), &mut stored)? {
+        return Ok(None);
+    }
+    let mut reached = Vec::with_capacity(chunks.len() + 1);
+    let mut keys = Vec::new();
+    for r in chunks {
+        if !s.read_stored(r.clone(), &mut stored)? {
+            anyhow::bail!("the inputs of {} could no longer be read as stored at element {}", s.name, r.start);
+        }
+        let finite = match stored.dtype {
+            Some(DType::BF16) => stored_keys::<T, Bf16>(&stored, deltas, bands, BandSelect::count, Some(&mut *spread), &mut keys),
+            _ => stored_keys::<T, f32>(&stored, deltas, bands, BandSelect::count, Some(&mut *spread), &mut keys),
+        };
+        if !finite {
+            // A NaN or Inf: the decoded read says which model and element.
+            s.read(r.clone(), chunk)?;
+        }
+        reached.push(masks.clone());
+        match stored.dtype {
+            Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, deltas, target, &mut masks, combiner, out),
+            _ => mix_stored::<T, f32>(&stored, deltas, target, &mut masks, combiner, out),
+        }
+        if let Err(e) = s.write(r.start, out) {
+            s.read(r.clone(), chunk)?;
+            return Err(e);
+        }
+    }
+    reached.push(masks);
+    Ok(Some(reached))
+}
+
+/// Which chunks the guessed pass (its masks as it reached each chunk: `at`) merged otherwise
+/// than the `exact` masks would: every chunk when a guessed boundary key was wrong.
+fn guessed_wrong(exact: &[Option<&RankMask>], at: &Reached, chunks: usize) -> Vec<bool> {
+    let first = &at[0];
+    if exact.iter().zip(first).any(|(e, g)| match (e, g) {
+        (Some(e), Some(g)) => !e.same_keys(g),
+        (None, None) => false,
+        _ => true,
+    }) {
+        return vec![true; chunks];
+    }
+    (0..chunks)
+        .map(|c| {
+            exact.iter().enumerate().any(|(i, e)| match (e, &at[c][i], &at[c + 1][i]) {
+                (Some(e), Some(from), Some(to)) => !e.resume(from).agrees(from, from, to),
+                _ => false,
+            })
+        })
+        .collect()
 }
 
 /// [`chunk_keys`] of a chunk read as stored (as `S`).
