@@ -483,19 +483,19 @@ impl RankMask {
         RankMask { seen_lo: at.seen_lo, seen_hi: at.seen_hi, ..self.clone() }
     }
 
-    /// Whether this mask and `other` (same keys), both at the point `from` reached, decide
-    /// alike the elements up to the point `to` reached (from which they take their counts of
-    /// copies of the boundary keys).
-    pub fn agrees(&self, other: &RankMask, from: &RankMask, to: &RankMask) -> bool {
+    /// Whether this mask decides the elements between the points `from` and `to` reached (two
+    /// states of a mask with the same keys, [`RankMask::same_keys`]) as `from` does: the
+    /// copies of the boundary keys among them are all kept, or all dropped, by both.
+    pub fn agrees(&self, from: &RankMask, to: &RankMask) -> bool {
         let (n_lo, n_hi) = (to.seen_lo - from.seen_lo, to.seen_hi - from.seen_hi);
         let decide = |m: &RankMask| {
             let window = |below: usize| m.keep.start.saturating_sub(below)..m.keep.end.saturating_sub(below);
             // No copies: nothing to decide.
             let lo = if n_lo == 0 { Some(true) } else { all_or_none(from.seen_lo, n_lo, &window(m.lo.1)) };
-            let hi = if m.hi.0 == m.lo.0 || n_hi == 0 { lo.and(Some(true)) } else { all_or_none(from.seen_hi, n_hi, &window(m.hi.1)) };
+            let hi = if m.hi.0 == m.lo.0 || n_hi == 0 { Some(true) } else { all_or_none(from.seen_hi, n_hi, &window(m.hi.1)) };
             (lo, hi)
         };
-        let (a, b) = (decide(self), decide(other));
+        let (a, b) = (decide(self), decide(from));
         a.0.is_some() && a.1.is_some() && a == b
     }
 }

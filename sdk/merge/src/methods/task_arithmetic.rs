@@ -335,16 +335,7 @@ impl TaskArithmetic {
                     put(r.start, &out)?;
                     continue;
                 }
-                match stored.dtype {
-                    Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
-                    _ => mix_stored::<T, f32>(&stored, &deltas, target, &mut masks, &combiner, &mut out),
-                }
-                if let Err(e) = put(r.start, &out) {
-                    // A NaN or Inf in an input makes the output non-finite, which the write
-                    // refuses: the decoded read says which model and element.
-                    s.read(r.clone(), &mut chunk)?;
-                    return Err(e);
-                }
+                write_stored(s, &stored, &deltas, target, &mut masks, &combiner, &mut out, &mut chunk, put)?;
             }
             return Ok(());
         }
@@ -384,19 +375,43 @@ fn sources<'a, T: Float, S: Stored>(
         .collect()
 }
 
-/// [`mix`] of a chunk read as stored (as `S`), onto the base or model `target`.
-fn mix_stored<T: Float, S: Stored>(
+/// [`mix`] of a chunk read as stored, onto the base or model `target`, written with `put`.
+/// A NaN or Inf in an input makes the output non-finite, which the write refuses: the
+/// decoded read (into `chunk`) then says which model and element.
+#[allow(clippy::too_many_arguments)]
+fn write_stored<T: Float>(
+    s: &TensorStream<'_, T>,
     stored: &StoredChunk,
     deltas: &[Delta<T>],
     target: Option<usize>,
     masks: &mut [Option<RankMask>],
     combiner: &Combiner<'_, T>,
     out: &mut Vec<T>,
-) {
-    let base: &[S] = stored.base().expect("base present");
-    let onto = target.map(|t| stored.values(t)).unwrap_or(base);
-    let mut sources = sources(deltas, masks, |_, d| (stored.values::<S>(d.stream), false));
-    mix(&mut sources, base, onto, combiner, out);
+    chunk: &mut Chunk<T>,
+    put: impl Fn(usize, &[T]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    fn mix_as<T: Float, S: Stored>(
+        stored: &StoredChunk,
+        deltas: &[Delta<T>],
+        target: Option<usize>,
+        masks: &mut [Option<RankMask>],
+        combiner: &Combiner<'_, T>,
+        out: &mut Vec<T>,
+    ) {
+        let base: &[S] = stored.base().expect("base present");
+        let onto = target.map(|t| stored.values(t)).unwrap_or(base);
+        let mut sources = sources(deltas, masks, |_, d| (stored.values::<S>(d.stream), false));
+        mix(&mut sources, base, onto, combiner, out);
+    }
+    match stored.dtype {
+        Some(DType::BF16) => mix_as::<T, Bf16>(stored, deltas, target, masks, combiner, out),
+        _ => mix_as::<T, f32>(stored, deltas, target, masks, combiner, out),
+    }
+    if let Err(e) = put(stored.range.start, out) {
+        s.read(stored.range.clone(), chunk)?;
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl TaskArithmetic {
@@ -481,15 +496,7 @@ fn stats_pass<T: Float>(
     for r in ranges {
         // Without norms to sum, the keys come straight from the stored inputs.
         if l1.is_none() && s.read_stored(r.clone(), &mut stored)? {
-            let finite = match stored.dtype {
-                Some(DType::BF16) => stored_keys::<T, Bf16>(&stored, deltas, bands, feed, spread.as_deref_mut(), &mut keys),
-                _ => stored_keys::<T, f32>(&stored, deltas, bands, feed, spread.as_deref_mut(), &mut keys),
-            };
-            if !finite {
-                // A NaN or Inf: the decoded read says which model and element. (A task vector
-                // that only overflows goes on, as it would decoded.)
-                s.read(r.clone(), chunk)?;
-            }
+            stored_keys(s, &stored, deltas, bands, feed, spread.as_deref_mut(), &mut keys, chunk)?;
             continue;
         }
         s.read(r.clone(), chunk)?;
@@ -556,23 +563,9 @@ fn guessed_pass<T: Float>(
         if !s.read_stored(r.clone(), &mut stored)? {
             anyhow::bail!("the inputs of {} could no longer be read as stored at element {}", s.name, r.start);
         }
-        let finite = match stored.dtype {
-            Some(DType::BF16) => stored_keys::<T, Bf16>(&stored, deltas, bands, BandSelect::count, Some(&mut *spread), &mut keys),
-            _ => stored_keys::<T, f32>(&stored, deltas, bands, BandSelect::count, Some(&mut *spread), &mut keys),
-        };
-        if !finite {
-            // A NaN or Inf: the decoded read says which model and element.
-            s.read(r.clone(), chunk)?;
-        }
+        stored_keys(s, &stored, deltas, bands, BandSelect::count, Some(&mut *spread), &mut keys, chunk)?;
         reached.push(masks.clone());
-        match stored.dtype {
-            Some(DType::BF16) => mix_stored::<T, Bf16>(&stored, deltas, target, &mut masks, combiner, out),
-            _ => mix_stored::<T, f32>(&stored, deltas, target, &mut masks, combiner, out),
-        }
-        if let Err(e) = s.write(r.start, out) {
-            s.read(r.clone(), chunk)?;
-            return Err(e);
-        }
+        write_stored(s, &stored, deltas, target, &mut masks, combiner, out, chunk, |start, v| s.write(start, v))?;
     }
     reached.push(masks);
     Ok(Some(reached))
@@ -592,24 +585,46 @@ fn guessed_wrong(exact: &[Option<&RankMask>], at: &Reached, chunks: usize) -> Ve
     (0..chunks)
         .map(|c| {
             exact.iter().enumerate().any(|(i, e)| match (e, &at[c][i], &at[c + 1][i]) {
-                (Some(e), Some(from), Some(to)) => !e.resume(from).agrees(from, from, to),
+                (Some(e), Some(from), Some(to)) => !e.agrees(from, to),
                 _ => false,
             })
         })
         .collect()
 }
 
-/// [`chunk_keys`] of a chunk read as stored (as `S`).
-fn stored_keys<T: Float, S: Stored>(
+/// [`chunk_keys`] of a chunk read as stored. A NaN or Inf in a task vector: the decoded read
+/// (into `chunk`) says which model and element. (A task vector that only overflows goes on,
+/// as it would decoded.)
+#[allow(clippy::too_many_arguments)]
+fn stored_keys<T: Float>(
+    s: &TensorStream<'_, T>,
     stored: &StoredChunk,
     deltas: &[Delta<T>],
     bands: &mut [Option<BandSelect>],
     feed: fn(&mut BandSelect, &[T::Key]),
     spread: Option<&mut Spread<T::Key>>,
     keys: &mut Vec<T::Key>,
-) -> bool {
-    let base: &[S] = stored.base().expect("base present");
-    chunk_keys::<T, S>(stored.range.start, base, |i| stored.values(i), deltas, bands, feed, spread, keys)
+    chunk: &mut Chunk<T>,
+) -> anyhow::Result<()> {
+    fn keys_as<T: Float, S: Stored>(
+        stored: &StoredChunk,
+        deltas: &[Delta<T>],
+        bands: &mut [Option<BandSelect>],
+        feed: fn(&mut BandSelect, &[T::Key]),
+        spread: Option<&mut Spread<T::Key>>,
+        keys: &mut Vec<T::Key>,
+    ) -> bool {
+        let base: &[S] = stored.base().expect("base present");
+        chunk_keys::<T, S>(stored.range.start, base, |i| stored.values(i), deltas, bands, feed, spread, keys)
+    }
+    let finite = match stored.dtype {
+        Some(DType::BF16) => keys_as::<T, Bf16>(stored, deltas, bands, feed, spread, keys),
+        _ => keys_as::<T, f32>(stored, deltas, bands, feed, spread, keys),
+    };
+    if !finite {
+        s.read(stored.range.clone(), chunk)?;
+    }
+    Ok(())
 }
 
 /// [`stats_pass`]'s work on one chunk from element `start` on: the base and each model's
