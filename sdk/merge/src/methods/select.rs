@@ -292,6 +292,17 @@ impl BandSelect {
         self.targets.iter().map(|t| Some((t.lo, t.guess_below?))).collect()
     }
 
+    /// [`BandSelect::count`] for bands that are one key (after [`BandSelect::guess`]): per
+    /// rank, the keys counted below its key and the copies of it, in a run of keys counted
+    /// elsewhere (as a merge counts them against the masks made from the guesses).
+    pub fn tally(&mut self, counts: &[(usize, usize)]) {
+        for (t, (below, at)) in self.targets.iter_mut().zip(counts) {
+            debug_assert_eq!(t.lo, t.hi, "tallied band of more than one key");
+            t.below += below;
+            t.at_lo += at;
+        }
+    }
+
     /// Whether a band missed its rank (after the counting pass): what makes
     /// [`BandSelect::result`] `None`, without its selection.
     pub fn missed(&self) -> bool {

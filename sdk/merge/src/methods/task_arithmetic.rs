@@ -335,7 +335,7 @@ impl TaskArithmetic {
                     put(r.start, &out)?;
                     continue;
                 }
-                write_stored(s, &stored, &deltas, target, &mut masks, &combiner, &mut out, &mut chunk, put)?;
+                write_stored(s, &stored, &deltas, target, &mut masks, &combiner, &mut out, &mut chunk, None, put)?;
             }
             return Ok(());
         }
@@ -370,14 +370,19 @@ fn sources<'a, T: Float, S: Stored>(
                 },
                 scale: d.scale.unwrap_or(T::one()),
                 weight: d.weight,
+                tally: Tally::default(),
             }
         })
         .collect()
 }
 
-/// [`mix`] of a chunk read as stored, onto the base or model `target`, written with `put`.
-/// A NaN or Inf in an input makes the output non-finite, which the write refuses: the
-/// decoded read (into `chunk`) then says which model and element.
+/// [`mix`] of a chunk read as stored, onto the base or model `target`, written with `put`;
+/// returns each task vector's [`Tally`] of the chunk. When given `spread`, it also keeps the
+/// ranked task vectors' keys at its positions.
+///
+/// A NaN or Inf in a task vector (counted in the tallies), or in the output (which the write
+/// refuses): the decoded read (into `chunk`) then says which model and element. (A task
+/// vector that only overflows goes on, as it would decoded.)
 #[allow(clippy::too_many_arguments)]
 fn write_stored<T: Float>(
     s: &TensorStream<'_, T>,
@@ -388,8 +393,10 @@ fn write_stored<T: Float>(
     combiner: &Combiner<'_, T>,
     out: &mut Vec<T>,
     chunk: &mut Chunk<T>,
+    spread: Option<&mut Spread<T::Key>>,
     put: impl Fn(usize, &[T]) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Tally>> {
+    #[allow(clippy::too_many_arguments)]
     fn mix_as<T: Float, S: Stored>(
         stored: &StoredChunk,
         deltas: &[Delta<T>],
@@ -397,21 +404,34 @@ fn write_stored<T: Float>(
         masks: &mut [Option<RankMask>],
         combiner: &Combiner<'_, T>,
         out: &mut Vec<T>,
-    ) {
+        spread: Option<&mut Spread<T::Key>>,
+    ) -> Vec<Tally> {
         let base: &[S] = stored.base().expect("base present");
         let onto = target.map(|t| stored.values(t)).unwrap_or(base);
+        if let Some(spread) = spread {
+            for (i, d) in deltas.iter().enumerate() {
+                if let Sparse::Rank(order, _) = d.sparse {
+                    let (x, flip) = (stored.values::<S>(d.stream), select::flip::<T>(order));
+                    spread.pick_at(i, &stored.range, |j| select::native_key(x[j].get::<T>() - base[j].get::<T>(), flip));
+                }
+            }
+        }
         let mut sources = sources(deltas, masks, |_, d| (stored.values::<S>(d.stream), false));
         mix(&mut sources, base, onto, combiner, out);
+        sources.iter().map(|s| s.tally).collect()
     }
-    match stored.dtype {
-        Some(DType::BF16) => mix_as::<T, Bf16>(stored, deltas, target, masks, combiner, out),
-        _ => mix_as::<T, f32>(stored, deltas, target, masks, combiner, out),
+    let tally = match stored.dtype {
+        Some(DType::BF16) => mix_as::<T, Bf16>(stored, deltas, target, masks, combiner, out, spread),
+        _ => mix_as::<T, f32>(stored, deltas, target, masks, combiner, out, spread),
+    };
+    if tally.iter().any(|t| t.bad > 0) {
+        s.read(stored.range.clone(), chunk)?;
     }
     if let Err(e) = put(stored.range.start, out) {
         s.read(stored.range.clone(), chunk)?;
         return Err(e);
     }
-    Ok(())
+    Ok(tally)
 }
 
 impl TaskArithmetic {
@@ -527,10 +547,13 @@ type Reached = Vec<Vec<Option<RankMask>>>;
 /// ([`BandSelect::guess`]): when the counts find the guessed boundary keys, those masks
 /// differ from the exact ones only in which copies of the keys they keep, and the chunks
 /// where they do are merged again ([`guessed_wrong`]); otherwise the output pass writes every
-/// chunk again. Either way the bands and the spread sample are fed as by [`stats_pass`].
+/// chunk again. Either way the bands and the spread sample are fed as by [`stats_pass`]; the
+/// bands' counts come from the merge loop itself, which compares every key with the masks'
+/// boundary keys anyway ([`Tally`]), so the inputs are read once.
 ///
-/// `None`, before anything is read, when a band is not one key or the inputs cannot be read
-/// as stored: then count with [`stats_pass`].
+/// `None`, before anything is read, when a band is not one key, there are more task vectors
+/// than [`FUSED_MODELS`] (only the fused loop tallies), or the inputs cannot be read as
+/// stored: then count with [`stats_pass`].
 #[allow(clippy::too_many_arguments)]
 fn guessed_pass<T: Float>(
     s: &TensorStream<'_, T>,
@@ -543,6 +566,10 @@ fn guessed_pass<T: Float>(
     chunk: &mut Chunk<T>,
     out: &mut Vec<T>,
 ) -> anyhow::Result<Option<Reached>> {
+    // The counts come from [`fused_tile`]: up to [`FUSED_MODELS`] task vectors.
+    if deltas.len() > FUSED_MODELS {
+        return Ok(None);
+    }
     let mut masks = Vec::new();
     for (d, b) in deltas.iter().zip(bands.iter()) {
         masks.push(match (&d.sparse, b) {
@@ -558,14 +585,21 @@ fn guessed_pass<T: Float>(
         return Ok(None);
     }
     let mut reached = Vec::with_capacity(chunks.len() + 1);
-    let mut keys = Vec::new();
     for r in chunks {
         if !s.read_stored(r.clone(), &mut stored)? {
             anyhow::bail!("the inputs of {} could no longer be read as stored at element {}", s.name, r.start);
         }
-        stored_keys(s, &stored, deltas, bands, BandSelect::count, Some(&mut *spread), &mut keys, chunk)?;
         reached.push(masks.clone());
-        write_stored(s, &stored, deltas, target, &mut masks, combiner, out, chunk, |start, v| s.write(start, v))?;
+        let tally = write_stored(s, &stored, deltas, target, &mut masks, combiner, out, chunk, Some(&mut *spread), |start, v| s.write(start, v))?;
+        // The counts the bands need come from the merge's own tallies against the guessed keys.
+        for ((d, b), t) in deltas.iter().zip(bands.iter_mut()).zip(tally) {
+            if let (Sparse::Rank(_, keep), Some(b)) = (&d.sparse, b) {
+                let lo = (t.below_lo as usize, t.at_lo as usize);
+                let hi = (t.below_hi as usize, t.at_hi as usize);
+                let both = [lo, hi];
+                b.tally(if keep.start == 0 { &both[1..] } else { &both });
+            }
+        }
     }
     reached.push(masks);
     Ok(Some(reached))
@@ -670,6 +704,19 @@ struct Spread<K> {
 }
 
 impl<K: Copy> Spread<K> {
+    /// Keeps task vector `i`'s keys at the positions in `range`, `key(j)` giving the key of
+    /// element `range.start + j`. Ranges come in order, so the positions before them are
+    /// already kept.
+    fn pick_at(&mut self, i: usize, range: &Range<usize>, key: impl Fn(usize) -> K) {
+        let kept = &mut self.keys[i];
+        if kept.capacity() == 0 {
+            kept.reserve_exact(self.positions.len());
+        }
+        for &p in self.positions[kept.len()..].iter().take_while(|p| **p < range.end) {
+            kept.push(key(p - range.start));
+        }
+    }
+
     /// Keeps task vector `i`'s keys at the positions among elements `at..at + keys.len()`.
     /// Blocks come in order, so the positions before them are already kept.
     fn pick(&mut self, i: usize, at: usize, keys: &[K]) {
@@ -811,6 +858,30 @@ struct Source<'a, T: Float, S: Stored = T> {
     /// DARE/DELLA's rescaling (1 without) and the model's weight.
     scale: T,
     weight: T,
+    /// What [`mix`] counted of its keys so far.
+    tally: Tally,
+}
+
+/// What [`fused_tile`] counts of one model's task vector entries as it merges them, against
+/// its mask's boundary keys: the copies of each, the entries below each, and the entries that
+/// are not finite (NaN or ±Inf).
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    at_lo: u32,
+    at_hi: u32,
+    below_lo: u32,
+    below_hi: u32,
+    bad: u32,
+}
+
+impl Tally {
+    fn add(&mut self, t: Tally) {
+        self.at_lo += t.at_lo;
+        self.at_hi += t.at_hi;
+        self.below_lo += t.below_lo;
+        self.below_hi += t.below_hi;
+        self.bad += t.bad;
+    }
 }
 
 /// Which of a [`Source`]'s entries are kept.
@@ -832,12 +903,13 @@ impl<T: Float, S: Stored> Source<'_, T, S> {
         }
     }
 
-    /// Moves the rank mask past elements with these copies of its boundary keys.
+    /// Moves the rank mask past elements with this tally (their copies of its boundary keys).
     #[inline(always)]
-    fn advance(&mut self, (lo, hi): (u32, u32)) {
+    fn advance(&mut self, t: Tally) {
         if let Mask::Rank(_, rank) = &mut self.mask {
-            rank.advance(lo as usize, hi as usize);
+            rank.advance(t.at_lo as usize, t.at_hi as usize);
         }
+        self.tally.add(t);
     }
 }
 
@@ -905,14 +977,14 @@ fn fused<T: Float, S: Stored, const N: usize, const VOTE: u8>(
                 }
             }
             if m.iter().all(Option::is_some) {
-                let copies = fused_tile::<T, S, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
-                sources.iter_mut().zip(copies).for_each(|(s, c)| s.advance(c));
+                let tally = fused_tile::<T, S, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
+                sources.iter_mut().zip(tally).for_each(|(s, t)| s.advance(t));
             } else {
                 // A window starts or ends in this tile (a few times per tensor).
                 for (j, mixed) in r.zip(mixed.chunks_mut(1)) {
                     let one = std::array::from_fn(|i| sources[i].block(1).expect("one element is always decided"));
-                    let copies = fused_tile::<T, S, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
-                    sources.iter_mut().zip(copies).for_each(|(s, c)| s.advance(c));
+                    let tally = fused_tile::<T, S, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
+                    sources.iter_mut().zip(tally).for_each(|(s, t)| s.advance(t));
                 }
             }
         }
@@ -920,7 +992,7 @@ fn fused<T: Float, S: Stored, const N: usize, const VOTE: u8>(
 }
 
 /// The merged elements from `start` (`mixed.len()` of them) under the masks `m`; returns
-/// each model's copies of its low and high boundary keys among them.
+/// each model's [`Tally`] of them.
 #[inline(always)]
 fn fused_tile<T: Float, S: Stored, const N: usize, const VOTE: u8>(
     sources: &[Source<'_, T, S>; N],
@@ -930,8 +1002,9 @@ fn fused_tile<T: Float, S: Stored, const N: usize, const VOTE: u8>(
     onto: &[S],
     mixed: &mut [T],
     combiner: &Combiner<'_, T>,
-) -> [(u32, u32); N] {
-    let mut copies = [(0u32, 0u32); N];
+) -> [Tally; N] {
+    let mut tally = [Tally::default(); N];
+    let inf = T::infinity().magnitude_bits();
     // Every slice cut to the tile's length: the loop runs without bounds checks.
     let n = mixed.len();
     let values: [&[S]; N] = std::array::from_fn(|i| &sources[i].values[start..start + n]);
@@ -944,8 +1017,12 @@ fn fused_tile<T: Float, S: Stored, const N: usize, const VOTE: u8>(
             let x = values[i][j].get::<T>();
             let d = if sources[i].is_delta { x } else { x - base[j].get::<T>() };
             let k = select::native_key(d, m[i].flip);
-            copies[i].0 += (k == m[i].lo) as u32;
-            copies[i].1 += (k == m[i].hi) as u32;
+            let t = &mut tally[i];
+            t.at_lo += (k == m[i].lo) as u32;
+            t.at_hi += (k == m[i].hi) as u32;
+            t.below_lo += (k < m[i].lo) as u32;
+            t.below_hi += (k < m[i].hi) as u32;
+            t.bad += ((k ^ m[i].flip) >= inf) as u32;
             let d = if m[i].keeps(k) { d } else { T::zero() };
             v[i] = d * scales[i] * weights[i];
         }
@@ -955,7 +1032,7 @@ fn fused_tile<T: Float, S: Stored, const N: usize, const VOTE: u8>(
             _ => combiner.elect(&v, &weights, onto[j].get(), sign),
         };
     }
-    copies
+    tally
 }
 
 /// [`mix`] for more than [`FUSED_MODELS`] models: a tile of each model's weighted task
@@ -1472,6 +1549,7 @@ mod tests {
                     },
                     scale: T::of(if i == 4 { 1.25 } else { 1.0 }),
                     weight: weights[i],
+                    tally: Tally::default(),
                 })
                 .collect()
         }
@@ -1481,14 +1559,29 @@ mod tests {
                 let combiner = Combiner::new(&weights, consensus, normalize, of(0.8));
                 let (mut fused, mut tiled) = (masks.clone(), masks.clone());
                 let (mut a, mut b) = (Vec::new(), Vec::new());
+                let mut tally = [Tally::default(); 5];
                 let mut start = 0;
                 while start < n {
                     let end = (start + g.random_range(1..3000)).min(n);
                     let (x, o) = (&base[start..end], &models[2][start..end]);
-                    mix(&mut sources(&mut fused, &models, &given, &weights, start..end), x, o, &combiner, &mut a);
+                    let mut fused_sources = sources(&mut fused, &models, &given, &weights, start..end);
+                    mix(&mut fused_sources, x, o, &combiner, &mut a);
+                    tally.iter_mut().zip(&fused_sources).for_each(|(t, s)| t.add(s.tally));
+                    drop(fused_sources);
                     tiles(&mut sources(&mut tiled, &models, &given, &weights, start..end), x, o, &combiner, &mut b);
                     assert_eq!(bits(&a), bits(&b), "{consensus:?} {normalize} at {start}");
                     start = end;
+                }
+                // The tallies of the ranked task vectors are their keys counted against the
+                // masks' boundary keys.
+                for i in [0, 1, 3] {
+                    let order = if i == 1 { Order::Ascending } else { Order::Descending };
+                    let m = masks[i].as_ref().unwrap().block::<T>(order, 0, 0).unwrap();
+                    let keys: Vec<T::Key> = models[i].iter().zip(&base).map(|(x, b)| select::native_key(*x - *b, m.flip)).collect();
+                    let count = |f: &dyn Fn(T::Key) -> bool| keys.iter().filter(|k| f(**k)).count() as u32;
+                    let t = tally[i];
+                    let want = [count(&|k| k == m.lo), count(&|k| k == m.hi), count(&|k| k < m.lo), count(&|k| k < m.hi), 0];
+                    assert_eq!([t.at_lo, t.at_hi, t.below_lo, t.below_hi, t.bad], want, "model {i}");
                 }
             }
         }
