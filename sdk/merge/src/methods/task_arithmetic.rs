@@ -408,6 +408,11 @@ fn write_stored<T: Float>(
     ) -> Vec<Tally> {
         let base: &[S] = stored.base().expect("base present");
         let onto = target.map(|t| stored.values(t)).unwrap_or(base);
+        let mut sources = sources(deltas, masks, |_, d| (stored.values::<S>(d.stream), false));
+        mix(&mut sources, base, onto, combiner, out);
+        let tally = sources.iter().map(|s| s.tally).collect();
+        // After the merge, which brought the chunk into the cache: picked before, every
+        // position was a load from memory.
         if let Some(spread) = spread {
             for (i, d) in deltas.iter().enumerate() {
                 if let Sparse::Rank(order, _) = d.sparse {
@@ -416,9 +421,7 @@ fn write_stored<T: Float>(
                 }
             }
         }
-        let mut sources = sources(deltas, masks, |_, d| (stored.values::<S>(d.stream), false));
-        mix(&mut sources, base, onto, combiner, out);
-        sources.iter().map(|s| s.tally).collect()
+        tally
     }
     let tally = match stored.dtype {
         Some(DType::BF16) => mix_as::<T, Bf16>(stored, deltas, target, masks, combiner, out, spread),
