@@ -52,6 +52,15 @@ fn narrow<K: PrimInt>(key: u64) -> K {
     K::from(key).unwrap_or_else(K::max_value)
 }
 
+/// The key found at a wanted rank: how many keys are smaller, and how many equal it (the
+/// tensor's copies of the key; `usize::MAX` where that is not known, as for a guess).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Boundary {
+    pub key: u64,
+    pub below: usize,
+    pub copies: usize,
+}
+
 const DIGIT: u32 = 16;
 const BUCKETS: usize = 1 << DIGIT;
 
@@ -62,6 +71,8 @@ struct Target {
     prefix: u64,
     /// How many keys are below every key with this prefix.
     below: usize,
+    /// How many keys have this prefix (after the last pass: equal the answer).
+    copies: usize,
     /// Counts per digit (u32: tensors of up to 4 Gi elements).
     hist: Vec<u32>,
 }
@@ -76,7 +87,7 @@ pub struct RadixSelect {
 impl RadixSelect {
     /// `bits`: key width (32 or 64); `ranks`: the ranks wanted (each < the number of keys).
     pub fn new(bits: u32, ranks: &[usize]) -> RadixSelect {
-        let targets = ranks.iter().map(|&rank| Target { rank, prefix: 0, below: 0, hist: vec![0u32; BUCKETS] }).collect();
+        let targets = ranks.iter().map(|&rank| Target { rank, prefix: 0, below: 0, copies: 0, hist: vec![0u32; BUCKETS] }).collect();
         RadixSelect { bits, pass: 0, targets }
     }
 
@@ -122,17 +133,17 @@ impl RadixSelect {
                 seen += c as usize;
             }
             t.below += seen;
+            t.copies = t.hist[digit] as usize;
             t.prefix = (t.prefix << DIGIT) | digit as u64;
             t.hist.fill(0);
         }
         self.pass += 1;
     }
 
-    /// After [`RadixSelect::passes`] passes: per rank, (the key at that rank, how many keys
-    /// are smaller).
-    pub fn result(&self) -> Vec<(u64, usize)> {
+    /// After [`RadixSelect::passes`] passes: per rank, the key at that rank.
+    pub fn result(&self) -> Vec<Boundary> {
         debug_assert_eq!(self.pass, self.passes());
-        self.targets.iter().map(|t| (t.prefix, t.below)).collect()
+        self.targets.iter().map(|t| Boundary { key: t.prefix, below: t.below, copies: t.copies }).collect()
     }
 }
 
@@ -253,26 +264,26 @@ impl BandSelect {
             if t.overflow || inside == 0 {
                 continue;
             }
-            // Keys inside are few (the band is a narrow slice of the ranks): the groups of
-            // 16 keys with none inside are skipped by a vectorized test, and the rest are
-            // written without branches (every key is written at the end, which moves only
-            // past the keys inside; writes past the `inside` new slots fall off).
+            // Keys inside are few (the band is a narrow slice of the ranks): a vectorized
+            // compare gives each group of 64 keys a bit mask of those inside, and only its set
+            // bits are visited, so the cost follows the keys kept, not the keys seen.
             let start = t.inside.len();
-            t.inside.resize(start + inside, 0);
-            let dst = &mut t.inside[start..];
+            t.inside.reserve(inside);
             let is_inside = |k: &K| (*k > lo) & (*k < hi);
-            let mut kept = 0usize;
-            vectorized!(for group in keys.chunks(16) {
-                if group.iter().fold(false, |a, k| a | is_inside(k)) {
-                    for k in group {
-                        if let Some(slot) = dst.get_mut(kept) {
-                            *slot = (*k).into();
-                        }
-                        kept += is_inside(k) as usize;
-                    }
+            let kept = &mut t.inside;
+            let mut groups = keys.chunks_exact(64);
+            vectorized!(for group in &mut groups {
+                let mut bits = 0u64;
+                for (j, k) in group.iter().enumerate() {
+                    bits |= (is_inside(k) as u64) << j;
+                }
+                while bits != 0 {
+                    kept.push(group[bits.trailing_zeros() as usize].into());
+                    bits &= bits - 1;
                 }
             });
-            debug_assert_eq!(kept, inside);
+            kept.extend(groups.remainder().iter().filter(|k| is_inside(k)).map(|k| (*k).into()));
+            debug_assert_eq!(kept.len() - start, inside);
             if t.inside.len() > cap {
                 t.overflow = true;
                 t.inside = Vec::new();
@@ -282,14 +293,14 @@ impl BandSelect {
 
     /// Before the counting pass, when every band is one key (as with the few distinct values
     /// of bf16 task vectors): per rank, that key and an estimate of the keys below it, in the
-    /// form of [`BandSelect::result`]. When the counts find the same keys, the masks made from
+    /// form of [`BandSelect::result`] (its copies not known). When the counts find the same keys, the masks made from
     /// the guesses differ from the exact ones only in which copies of those keys they keep
     /// (see [`RankMask::agrees`]).
-    pub fn guess(&self) -> Option<Vec<(u64, usize)>> {
+    pub fn guess(&self) -> Option<Vec<Boundary>> {
         if self.whole {
             return None;
         }
-        self.targets.iter().map(|t| Some((t.lo, t.guess_below?))).collect()
+        self.targets.iter().map(|t| Some(Boundary { key: t.lo, below: t.guess_below?, copies: usize::MAX })).collect()
     }
 
     /// [`BandSelect::count`] for bands that are one key (after [`BandSelect::guess`]): per
@@ -332,9 +343,9 @@ impl BandSelect {
         again
     }
 
-    /// Per rank, (the key at that rank, how many keys are smaller); `None` when a band
-    /// missed its rank (then use [`BandSelect::retry`] or [`RadixSelect`]).
-    pub fn result(mut self) -> Option<Vec<(u64, usize)>> {
+    /// Per rank, the key at that rank; `None` when a band missed its rank (then use
+    /// [`BandSelect::retry`] or [`RadixSelect`]).
+    pub fn result(mut self) -> Option<Vec<Boundary>> {
         if self.whole {
             let mut keys = std::mem::take(&mut self.sample);
             return Some(self.targets.iter().map(|t| exact(&mut keys, 0, t.rank)).collect());
@@ -349,22 +360,24 @@ impl BandSelect {
                 // copies of hi.
                 let r = t.rank - t.below;
                 Some(if r < t.at_lo {
-                    (t.lo, t.below)
+                    Boundary { key: t.lo, below: t.below, copies: t.at_lo }
                 } else if r - t.at_lo < t.inside.len() {
                     exact(&mut t.inside, t.below + t.at_lo, t.rank)
                 } else {
-                    (t.hi, t.below + t.at_lo + t.inside.len())
+                    Boundary { key: t.hi, below: t.below + t.at_lo + t.inside.len(), copies: t.at_hi }
                 })
             })
             .collect()
     }
 }
 
-/// The key at `rank` among `below` smaller keys and `keys`, with its count of smaller keys.
-fn exact(keys: &mut [u64], below: usize, rank: usize) -> (u64, usize) {
-    let (smaller, key, _) = keys.select_nth_unstable(rank - below);
+/// The key at `rank` among `below` smaller keys and `keys`, with its counts of smaller and
+/// equal keys among them.
+fn exact(keys: &mut [u64], below: usize, rank: usize) -> Boundary {
+    let (smaller, key, larger) = keys.select_nth_unstable(rank - below);
     let key = *key;
-    (key, below + smaller.iter().filter(|k| **k < key).count())
+    let smaller_equal = smaller.iter().filter(|k| **k == key).count();
+    Boundary { key, below: below + smaller.len() - smaller_equal, copies: smaller_equal + 1 + larger.iter().filter(|k| **k == key).count() }
 }
 
 /// Marks the elements of rank in `keep`, visiting them in index order; made from the keys at
@@ -372,33 +385,33 @@ fn exact(keys: &mut [u64], below: usize, rank: usize) -> (u64, usize) {
 #[derive(Clone, Debug)]
 pub struct RankMask {
     keep: Range<usize>,
-    lo: (u64, usize),
-    hi: (u64, usize),
+    lo: Boundary,
+    hi: Boundary,
     seen_lo: usize,
     seen_hi: usize,
 }
 
 impl RankMask {
-    /// `lo`/`hi`: (key, smaller keys) at ranks `keep.start` and `keep.end − 1`; `keep` must
-    /// not be empty.
-    pub fn new(keep: Range<usize>, lo: (u64, usize), hi: (u64, usize)) -> RankMask {
+    /// `lo`/`hi`: the keys at ranks `keep.start` and `keep.end − 1`; `keep` must not be
+    /// empty.
+    pub fn new(keep: Range<usize>, lo: Boundary, hi: Boundary) -> RankMask {
         RankMask { keep, lo, hi, seen_lo: 0, seen_hi: 0 }
     }
 
     /// Whether the next element (in index order) is kept: one element at a time, what
     /// [`RankMask::apply`] does a block at a time (the tests check one against the other).
     pub fn keep(&mut self, key: u64) -> bool {
-        if key != self.lo.0 && key != self.hi.0 {
-            (key > self.lo.0) & (key < self.hi.0)
+        if key != self.lo.key && key != self.hi.key {
+            (key > self.lo.key) & (key < self.hi.key)
         } else {
             // Equal to a boundary key: its rank is the smaller keys plus the equal ones
             // already seen.
-            let rank = if key == self.lo.0 {
+            let rank = if key == self.lo.key {
                 self.seen_lo += 1;
-                self.lo.1 + self.seen_lo - 1
+                self.lo.below + self.seen_lo - 1
             } else {
                 self.seen_hi += 1;
-                self.hi.1 + self.seen_hi - 1
+                self.hi.below + self.seen_hi - 1
             };
             self.keep.contains(&rank)
         }
@@ -419,7 +432,7 @@ impl RankMask {
     #[inline(always)]
     pub fn apply_inline<T: Float>(&mut self, x: &mut [T], order: Order) {
         let flip = flip::<T>(order);
-        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
+        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.key), narrow(self.hi.key));
         for block in x.chunks_mut(MASK_BLOCK) {
             let mut keys = [T::Key::zero(); MASK_BLOCK];
             let keys = &mut keys[..block.len()];
@@ -451,18 +464,22 @@ impl RankMask {
     /// exactly and ask again). Follow it with [`RankMask::advance`].
     #[inline(always)]
     pub fn block<T: Float>(&self, order: Order, n_lo: usize, n_hi: usize) -> Option<BlockMask<T::Key>> {
-        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
+        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.key), narrow(self.hi.key));
         // The occurrences of each boundary key that are kept. Copies of one key (lo = hi)
         // count as lo's.
         let window = |below: usize| self.keep.start.saturating_sub(below)..self.keep.end.saturating_sub(below);
-        let keep_lo = all_or_none(self.seen_lo, n_lo, &window(self.lo.1))?;
-        let keep_hi = if hi == lo { keep_lo } else { all_or_none(self.seen_hi, n_hi, &window(self.hi.1))? };
+        // No more copies than the tensor has left: once its last kept copy of a key is
+        // seen (as with the one copy of most f32 keys), the rest decide alike.
+        let n_lo = n_lo.min(self.lo.copies.saturating_sub(self.seen_lo));
+        let n_hi = n_hi.min(self.hi.copies.saturating_sub(self.seen_hi));
+        let keep_lo = all_or_none(self.seen_lo, n_lo, &window(self.lo.below))?;
+        let keep_hi = if hi == lo { keep_lo } else { all_or_none(self.seen_hi, n_hi, &window(self.hi.below))? };
         Some(BlockMask { flip: flip::<T>(order), lo, hi, keep_lo, keep_hi })
     }
 
     /// The copies of the low and the high boundary key among the values `x`.
     pub fn copies<T: Float>(&self, order: Order, x: impl Iterator<Item = T>) -> (usize, usize) {
-        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.0), narrow(self.hi.0));
+        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.key), narrow(self.hi.key));
         let flip = flip::<T>(order);
         x.map(|v| native_key(v, flip)).fold((0, 0), |(l, h), k| (l + (k == lo) as usize, h + (k == hi) as usize))
     }
@@ -472,7 +489,7 @@ impl RankMask {
     #[inline(always)]
     pub fn advance(&mut self, n_lo: usize, n_hi: usize) {
         self.seen_lo += n_lo;
-        if self.hi.0 != self.lo.0 {
+        if self.hi.key != self.lo.key {
             self.seen_hi += n_hi;
         }
     }
@@ -485,7 +502,7 @@ impl RankMask {
     /// Whether both masks have the same boundary keys (their counts of smaller keys may
     /// differ).
     pub fn same_keys(&self, other: &RankMask) -> bool {
-        (self.lo.0, self.hi.0) == (other.lo.0, other.hi.0)
+        (self.lo.key, self.hi.key) == (other.lo.key, other.hi.key)
     }
 
     /// This mask at the point `at` reached (a mask with the same keys, [`RankMask::same_keys`],
@@ -502,8 +519,8 @@ impl RankMask {
         let decide = |m: &RankMask| {
             let window = |below: usize| m.keep.start.saturating_sub(below)..m.keep.end.saturating_sub(below);
             // No copies: nothing to decide.
-            let lo = if n_lo == 0 { Some(true) } else { all_or_none(from.seen_lo, n_lo, &window(m.lo.1)) };
-            let hi = if m.hi.0 == m.lo.0 || n_hi == 0 { Some(true) } else { all_or_none(from.seen_hi, n_hi, &window(m.hi.1)) };
+            let lo = if n_lo == 0 { Some(true) } else { all_or_none(from.seen_lo, n_lo, &window(m.lo.below)) };
+            let hi = if m.hi.key == m.lo.key || n_hi == 0 { Some(true) } else { all_or_none(from.seen_hi, n_hi, &window(m.hi.below)) };
             (lo, hi)
         };
         let (a, b) = (decide(self), decide(from));
@@ -618,12 +635,15 @@ mod tests {
         }
     }
 
-    /// `apply` over chunks of any size zeroes exactly what `keep` element by element rejects.
+    /// `apply` over chunks of any size zeroes exactly what `keep` element by element rejects,
+    /// with many copies of each key and with (nearly) every key distinct, where the masks'
+    /// copy counts decide the blocks after a boundary key's last copy.
     #[test]
     fn apply_in_chunks_equals_keep() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let x: Vec<f32> = (0..5000).map(|_| rng.random_range(-20i32..=20) as f32 * 0.25 + 0.125).collect();
-        for (lo, hi) in [(0, 2500), (100, 4000), (2499, 2501)] {
+        let tied: Vec<f32> = (0..5000).map(|_| rng.random_range(-20i32..=20) as f32 * 0.25 + 0.125).collect();
+        let distinct: Vec<f32> = (0..5000).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        for (x, (lo, hi)) in [&tied, &distinct].into_iter().flat_map(|x| [(0, 2500), (100, 4000), (2499, 2501), (0, 1)].map(|r| (x, r))) {
             for order in [Order::Ascending, Order::Descending] {
                 let mut sel = RadixSelect::new(32, &[lo, hi - 1]);
                 for _ in 0..sel.passes() {

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use super::{
     check_range,
-    select::{self, BandSelect, BlockMask, Order, RadixSelect, RankMask},
+    select::{self, BandSelect, BlockMask, Boundary, Order, RadixSelect, RankMask},
     sparsify::{self, Draws},
     sums::LaneSum,
     tiled_into, TILE,
@@ -219,7 +219,7 @@ impl TaskArithmetic {
         let l1_later = rescaling && !ranking;
         // A band that missed again falls back to radix selection: one more pass per 16-bit
         // digit.
-        let mut found: Vec<Option<Vec<(u64, usize)>>> = Vec::new();
+        let mut found: Vec<Option<Vec<Boundary>>> = Vec::new();
         for (d, b) in deltas.iter_mut().zip(bands) {
             let r = b.and_then(BandSelect::result);
             if let (None, Sparse::Rank(_, keep)) = (&r, &d.sparse) {
@@ -534,13 +534,16 @@ fn stats_pass<T: Float>(
     Ok(())
 }
 
-/// The mask keeping ranks `keep`, from the (key, smaller keys) at its boundary ranks (see
-/// [`boundary_ranks`]). Rank 0 needs no search: key 0 with nothing below works as its
-/// boundary.
-fn rank_mask(keep: &Range<usize>, r: &[(u64, usize)]) -> RankMask {
-    let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
+/// The mask keeping ranks `keep`, from the keys at its boundary ranks (see
+/// [`boundary_ranks`]). Rank 0 needs no search: [`RANK_ZERO`] works as its boundary.
+fn rank_mask(keep: &Range<usize>, r: &[Boundary]) -> RankMask {
+    let (lo, hi) = if keep.start == 0 { (RANK_ZERO, r[0]) } else { (r[0], r[1]) };
     RankMask::new(keep.clone(), lo, hi)
 }
+
+/// Key 0 with nothing below (and its copies not counted): the low boundary of a mask that
+/// keeps from rank 0.
+const RANK_ZERO: Boundary = Boundary { key: 0, below: 0, copies: usize::MAX };
 
 /// Per chunk (and one past the last), each model's guessed mask as the guessed pass reached
 /// it.
@@ -1454,9 +1457,10 @@ mod tests {
                 let mut again = band.retry(&spread);
                 keys.chunks(1 << 17).for_each(|c| again.count(c));
                 let found = again.result().expect("the second band holds its ranks");
-                for (&rank, (key, below)) in ranks.iter().zip(found) {
-                    assert_eq!(key, sorted[rank] as u64, "seed {seed}, rank {rank}");
-                    assert_eq!(below, sorted.partition_point(|k| (*k as u64) < key));
+                for (&rank, b) in ranks.iter().zip(found) {
+                    assert_eq!(b.key, sorted[rank] as u64, "seed {seed}, rank {rank}");
+                    assert_eq!(b.below, sorted.partition_point(|k| (*k as u64) < b.key));
+                    assert_eq!(b.copies, sorted.iter().filter(|k| **k as u64 == b.key).count());
                 }
             }
         }
@@ -1521,8 +1525,7 @@ mod tests {
                 sel.end_pass();
             }
             let r = sel.result();
-            let (lo, hi) = if keep.start == 0 { ((0, 0), r[0]) } else { (r[0], r[1]) };
-            RankMask::new(keep, lo, hi)
+            rank_mask(&keep, &r)
         };
         let masks = vec![
             Some(rank(0, 0..n * 2 / 5, Order::Descending)),
