@@ -477,13 +477,6 @@ impl RankMask {
         Some(BlockMask { flip: flip::<T>(order), lo, hi, keep_lo, keep_hi })
     }
 
-    /// The copies of the low and the high boundary key among the values `x`.
-    pub fn copies<T: Float>(&self, order: Order, x: impl Iterator<Item = T>) -> (usize, usize) {
-        let (lo, hi): (T::Key, T::Key) = (narrow(self.lo.key), narrow(self.hi.key));
-        let flip = flip::<T>(order);
-        x.map(|v| native_key(v, flip)).fold((0, 0), |(l, h), k| (l + (k == lo) as usize, h + (k == hi) as usize))
-    }
-
     /// Moves past elements that held `n_lo` copies of the low boundary key and `n_hi` of the
     /// high one (ignored when both boundaries are the same key).
     #[inline(always)]

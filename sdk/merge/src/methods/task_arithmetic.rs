@@ -899,13 +899,13 @@ enum Mask<'a, K> {
 }
 
 impl<T: Float, S: Stored> Source<'_, T, S> {
-    /// The mask of the next `len` elements, with `len` as the bound on the copies of the
-    /// boundary keys among them; `None` when that does not decide them.
+    /// The mask of the next elements, when they hold at most `n_lo` and `n_hi` copies of
+    /// the low and high boundary keys; `None` when that does not decide them.
     #[inline(always)]
-    fn block(&self, len: usize) -> Option<BlockMask<T::Key>> {
+    fn block(&self, n_lo: usize, n_hi: usize) -> Option<BlockMask<T::Key>> {
         match &self.mask {
             Mask::Fixed(m) => Some(*m),
-            Mask::Rank(order, rank) => rank.block::<T>(*order, len, len),
+            Mask::Rank(order, rank) => rank.block::<T>(*order, n_lo, n_hi),
         }
     }
 
@@ -953,10 +953,13 @@ fn mix<T: Float, S: Stored>(sources: &mut [Source<'_, T, S>], base: &[S], onto: 
     }
 }
 
-/// [`mix`] for `N` models. Each tile takes every model's [`BlockMask`]: from its
-/// [`RankMask`] with the tile's length as the bound on boundary-key copies, else with the
-/// copies counted; in the rare tile where a kept window of copies starts or ends, one element
-/// at a time.
+/// [`mix`] for `N` models. Each tile takes every model's [`BlockMask`] from its
+/// [`RankMask`], with the tile's length as the bound on boundary-key copies. Where that does
+/// not decide it (the kept copies of a key may end in this tile), the tile is merged as if
+/// it held no copies of the key, which decides it, and the tile's [`Tally`] checks that: a
+/// key with hundreds of copies in a tensor rarely has one in a given tile. When it does, the
+/// tile is merged again with its copies as counted, or, in the rare tile where a kept window
+/// of copies starts or ends, one element at a time.
 #[inline(always)]
 fn fused<T: Float, S: Stored, const N: usize, const VOTE: u8>(
     sources: &mut [Source<'_, T, S>; N],
@@ -970,25 +973,23 @@ fn fused<T: Float, S: Stored, const N: usize, const VOTE: u8>(
         out,
         #[inline(always)]
         |r, mixed| {
-            let mut m: [Option<BlockMask<T::Key>>; N] = std::array::from_fn(|i| sources[i].block(r.len()));
-            for (m, source) in m.iter_mut().zip(sources.iter()) {
-                if let (None, Mask::Rank(order, rank)) = (&m, &source.mask) {
-                    // Near a window's end: count the copies exactly.
-                    let d = source.values[r.clone()]
-                        .iter()
-                        .zip(&base[r.clone()])
-                        .map(|(x, b)| if source.is_delta { x.get::<T>() } else { x.get::<T>() - b.get::<T>() });
-                    let (lo, hi) = rank.copies(*order, d);
-                    *m = rank.block::<T>(*order, lo, hi);
-                }
+            let bounded: [Option<BlockMask<T::Key>>; N] = std::array::from_fn(|i| sources[i].block(r.len(), r.len()));
+            let none = |i: usize| sources[i].block(0, 0).expect("no copies are decided alike");
+            let m = std::array::from_fn(|i| bounded[i].unwrap_or_else(|| none(i)));
+            let tally = fused_tile::<T, S, N, VOTE>(sources, r.start, &m, base, onto, mixed, combiner);
+            let held = |i: usize| tally[i].at_lo > 0 || tally[i].at_hi > 0;
+            if !(0..N).any(|i| bounded[i].is_none() && held(i)) {
+                sources.iter_mut().zip(tally).for_each(|(s, t)| s.advance(t));
+                return;
             }
-            if m.iter().all(Option::is_some) {
-                let tally = fused_tile::<T, S, N, VOTE>(sources, r.start, &m.map(|m| m.expect("decided")), base, onto, mixed, combiner);
+            let counted: [Option<BlockMask<T::Key>>; N] = std::array::from_fn(|i| sources[i].block(tally[i].at_lo as usize, tally[i].at_hi as usize));
+            if counted.iter().all(Option::is_some) {
+                let tally = fused_tile::<T, S, N, VOTE>(sources, r.start, &counted.map(|m| m.expect("decided")), base, onto, mixed, combiner);
                 sources.iter_mut().zip(tally).for_each(|(s, t)| s.advance(t));
             } else {
                 // A window starts or ends in this tile (a few times per tensor).
                 for (j, mixed) in r.zip(mixed.chunks_mut(1)) {
-                    let one = std::array::from_fn(|i| sources[i].block(1).expect("one element is always decided"));
+                    let one = std::array::from_fn(|i| sources[i].block(1, 1).expect("one element is always decided"));
                     let tally = fused_tile::<T, S, N, VOTE>(sources, j, &one, base, onto, mixed, combiner);
                     sources.iter_mut().zip(tally).for_each(|(s, t)| s.advance(t));
                 }
