@@ -265,25 +265,40 @@ impl BandSelect {
                 continue;
             }
             // Keys inside are few (the band is a narrow slice of the ranks): a vectorized
-            // compare gives each group of 64 keys a bit mask of those inside, and only its set
-            // bits are visited, so the cost follows the keys kept, not the keys seen.
+            // compare gives each group of 64 keys a bit mask of those inside. A group holds
+            // one or two in most bands, so its first two set bits are written without a
+            // branch (into two spare slots; the count moves only past the real ones) and a
+            // loop takes the rest: a loop for every group mispredicted its end.
             let start = t.inside.len();
-            t.inside.reserve(inside);
+            t.inside.resize(start + inside + 2, 0);
+            let dst = &mut t.inside[start..];
             let is_inside = |k: &K| (*k > lo) & (*k < hi);
-            let kept = &mut t.inside;
+            let mut kept = 0usize;
             let mut groups = keys.chunks_exact(64);
             vectorized!(for group in &mut groups {
                 let mut bits = 0u64;
                 for (j, k) in group.iter().enumerate() {
                     bits |= (is_inside(k) as u64) << j;
                 }
-                while bits != 0 {
-                    kept.push(group[bits.trailing_zeros() as usize].into());
-                    bits &= bits - 1;
+                let second = bits & bits.wrapping_sub(1);
+                dst[kept] = group[(bits.trailing_zeros() & 63) as usize].into();
+                dst[kept + 1] = group[(second.trailing_zeros() & 63) as usize].into();
+                let n = bits.count_ones() as usize;
+                let mut more = second & second.wrapping_sub(1);
+                let mut at = kept + 2;
+                while more != 0 {
+                    dst[at] = group[more.trailing_zeros() as usize].into();
+                    more &= more - 1;
+                    at += 1;
                 }
+                kept += n;
             });
-            kept.extend(groups.remainder().iter().filter(|k| is_inside(k)).map(|k| (*k).into()));
-            debug_assert_eq!(kept.len() - start, inside);
+            for k in groups.remainder().iter().filter(|k| is_inside(k)) {
+                dst[kept] = (*k).into();
+                kept += 1;
+            }
+            debug_assert_eq!(kept, inside);
+            t.inside.truncate(start + kept);
             if t.inside.len() > cap {
                 t.overflow = true;
                 t.inside = Vec::new();
