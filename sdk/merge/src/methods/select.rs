@@ -308,9 +308,9 @@ impl BandSelect {
 
     /// Before the counting pass, when every band is one key (as with the few distinct values
     /// of bf16 task vectors): per rank, that key and an estimate of the keys below it, in the
-    /// form of [`BandSelect::result`] (its copies not known). When the counts find the same keys, the masks made from
-    /// the guesses differ from the exact ones only in which copies of those keys they keep
-    /// (see [`RankMask::agrees`]).
+    /// form of [`BandSelect::result`] (its copies not known). When the counts find the same
+    /// keys, the masks made from the guesses differ from the exact ones only in which copies
+    /// of those keys they keep (see [`RankMask::agrees`]).
     pub fn guess(&self) -> Option<Vec<Boundary>> {
         if self.whole {
             return None;
