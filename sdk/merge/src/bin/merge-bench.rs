@@ -1,7 +1,7 @@
 //! merge-bench: measures merge throughput and memory against the machine's memory-copy
 //! bandwidth. Generates a base and N fine-tuned Llama-shaped checkpoints of about `--params`
 //! parameters, measures a large parallel memcpy as the floor (the highest of three runs),
-//! runs one untimed warm-up merge, then times each method in a fresh child process (so peak
+//! runs two untimed warm-up merges, then times each method in a fresh child process (so peak
 //! RSS is the merge's alone) and prints a table.
 //!
 //!     cargo run --release -p agentmerge-merge --bin merge-bench -- \
@@ -365,10 +365,13 @@ fn main() -> Result<()> {
     let floor = floors.iter().copied().fold(0.0, f64::max);
     let shown: Vec<String> = floors.iter().map(|f| format!("{f:.2}")).collect();
     println!("memcpy floor (1 GiB, all cores, best of 5, three runs): {} GB/s; percentages are of the highest\n", shown.join(", "));
-    // One untimed merge first: the memcpy child's freed gigabytes and the freshly written
-    // inputs otherwise slow whichever method runs next by a second or more.
+    // Two untimed merges first: the memcpy child's freed gigabytes and the freshly cached
+    // inputs otherwise slow whichever method runs next, by a second or more after none and
+    // by 30-40% after one (task_arithmetic 0.80 s, then 0.56-0.58 s, on 2026-12-05).
     if let Some(first) = args.methods.first() {
-        run(&["--child-merge".into(), dir.display().to_string(), first.clone(), args.models.to_string()])?;
+        for _ in 0..2 {
+            run(&["--child-merge".into(), dir.display().to_string(), first.clone(), args.models.to_string()])?;
+        }
     }
     println!("| method | compute s | total s (with fsync) | input read GB | input GB/s (compute) | % of memcpy | peak RSS MB | RSS % of one model |");
     println!("|---|---|---|---|---|---|---|---|");
