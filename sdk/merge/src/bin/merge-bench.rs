@@ -359,6 +359,7 @@ fn main() -> Result<()> {
         let line = text.lines().find_map(|l| l.strip_prefix("RESULT ")).context("child printed no RESULT")?;
         Ok(line.split_whitespace().filter_map(|v| v.parse().ok()).collect())
     };
+    let merge = |method: &str| run(&["--child-merge".into(), dir.display().to_string(), method.to_string(), args.models.to_string()]);
     // Three separate measurements, because the floor of a shared VM moves between runs (here
     // it was bimodal, about 16 or 22 GB/s); the table compares against the highest.
     let floors = (0..3).map(|_| run(&["--child-memcpy".into()]).map(|r| r[0])).collect::<Result<Vec<f64>>>()?;
@@ -370,13 +371,13 @@ fn main() -> Result<()> {
     // by 30-40% after one (task_arithmetic 0.80 s, then 0.56-0.58 s, on 2026-12-05).
     if let Some(first) = args.methods.first() {
         for _ in 0..2 {
-            run(&["--child-merge".into(), dir.display().to_string(), first.clone(), args.models.to_string()])?;
+            merge(first)?;
         }
     }
     println!("| method | compute s | total s (with fsync) | input read GB | input GB/s (compute) | % of memcpy | peak RSS MB | RSS % of one model |");
     println!("|---|---|---|---|---|---|---|---|");
     for method in &args.methods {
-        let r = run(&["--child-merge".into(), dir.display().to_string(), method.clone(), args.models.to_string()])?;
+        let r = merge(method)?;
         let [compute, total, read, _params, rss] = r[..] else {
             bail!("unexpected child output {r:?}");
         };
