@@ -281,6 +281,9 @@ fn run_one(plan: &Plan, i: usize, upstream: &BTreeMap<usize, Stored>, reg: &Regi
         }
         tracing::info!(node = inst.id, uses = inst.uses, "running");
         let tmp = store.temp_dir(&k)?;
+        let work = store.work_dir(&k).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })?;
         let bar = opts.progress.then(|| {
             let b = multi.add(ProgressBar::new(0));
             b.set_style(
@@ -295,6 +298,7 @@ fn run_one(plan: &Plan, i: usize, upstream: &BTreeMap<usize, Stored>, reg: &Regi
         let ctx = HostCtx {
             node_id: inst.id.as_str().into(),
             out_dir: tmp.to_string_lossy().into_owned().into(),
+            work_dir: work.to_string_lossy().into_owned().into(),
             seed,
             max_log_level: max_log_level(),
             data: &state as *const CallState as *const c_void,
@@ -321,6 +325,8 @@ fn run_one(plan: &Plan, i: usize, upstream: &BTreeMap<usize, Stored>, reg: &Regi
         let stored = store.commit(&tmp, &k, &inst.id, &inst.uses, outputs).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&tmp);
         })?;
+        // Committed: the resumable state is no longer needed. (On any failure above it stays.)
+        store.remove_work_dir(&k);
         Ok((Status::Ran, stored))
     })();
     let wall = t0.elapsed();

@@ -5,6 +5,7 @@
 //! name: quickstart
 //! seed: 7                       # the run's seed (default 0)
 //! vars: { hidden: 64 }          # referenced as ${hidden}; overridable with --set hidden=128
+//!                               # (in `with:`, `inputs:`, `sweep:` and `uses:`)
 //! plugin_path: [../my-plugins]  # extra plugin directories, relative to this file
 //! store: .agentmerge            # artifact store, relative to this file (the default)
 //! nodes:
@@ -292,11 +293,19 @@ fn parse_node(item: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnos
         }
     };
     let (uses, uses_pos) = match item.get("uses") {
-        Some(n) => match n.as_str() {
-            Some(s) if s.split_once('/').is_some_and(|(p, k)| !p.is_empty() && !k.is_empty()) => (s.to_string(), n.pos),
-            _ => {
+        // Variables splice their text into `uses:` (`"${backend}/sft"`), so one `--set` swaps
+        // the plugin; the result must still be PLUGIN/KIND.
+        Some(n) => match substitute_text(n, vars, errs) {
+            // An unknown variable, already reported: go on to find the node's other errors.
+            Err(()) => (n.scalar_text(), n.pos),
+            Ok(s) if !matches!(n.kind, Kind::Seq(_) | Kind::Map(_)) && s.split_once('/').is_some_and(|(p, k)| !p.is_empty() && !k.is_empty()) => (s, n.pos),
+            Ok(s) => {
+                let from = match n.as_str() {
+                    Some(raw) if raw != s => format!(" (from `{raw}`)"),
+                    _ => String::new(),
+                };
                 errs.push(
-                    Diagnostic::new(n.pos, format!("`uses: {}` is not of the form PLUGIN/KIND", n.scalar_text()))
+                    Diagnostic::new(n.pos, format!("`uses: {s}`{from} is not of the form PLUGIN/KIND"))
                         .hint("e.g. `uses: models/random_llama`; `agentmerge plugins` lists them"),
                 );
                 return None;
@@ -422,6 +431,17 @@ fn substitute(n: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic
     }
 }
 
+/// A scalar's text with `${var}` spliced in (never typed: `"${backend}"` gives the variable's
+/// text). `Err` when a variable is unknown or a `${` unclosed; the error is already in `errs`.
+fn substitute_text(n: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic>) -> Result<String, ()> {
+    let before = errs.len();
+    let out = substitute(n, vars, errs);
+    if errs.len() > before {
+        return Err(());
+    }
+    Ok(out.scalar_text())
+}
+
 fn unknown_var(pos: Pos, name: &str, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnostic>) {
     let names: Vec<&str> = vars.keys().map(String::as_str).collect();
     let d = Diagnostic::new(pos, format!("unknown variable `${{{name}}}`"));
@@ -481,6 +501,39 @@ mod tests {
         assert!(text.contains("did you mean `with`?"), "{text}");
         assert!(text.contains("p.yaml:5:7: error: duplicate node id `a`"), "{text}");
         assert!(text.contains("p.yaml:7:15: error: unknown variable `${nope}`"), "{text}");
+    }
+
+    #[test]
+    fn variables_in_uses_swap_the_plugin() {
+        let src = "vars: {backend: cpu, kind: sft}\nnodes:\n  - id: t\n    uses: \"${backend}/${kind}\"\n  - id: u\n    uses: \"${backend}/x\"\n";
+        let p = parse_str(src, &[]).unwrap();
+        assert_eq!((p.nodes[0].uses.as_str(), p.nodes[1].uses.as_str()), ("cpu/sft", "cpu/x"));
+        assert_eq!(p.nodes[0].uses_pos, Pos { line: 4, col: 11 });
+        let p = parse_str(src, &["backend=wgpu".parse().unwrap()]).unwrap();
+        assert_eq!((p.nodes[0].uses.as_str(), p.nodes[1].uses.as_str()), ("wgpu/sft", "wgpu/x"));
+        // A variable may hold the whole PLUGIN/KIND; whatever it holds, the result is checked.
+        let p = parse_str("vars: {k: debug/constant, n: 7}\nnodes:\n  - id: a\n    uses: \"${k}\"\n", &[]).unwrap();
+        assert_eq!(p.nodes[0].uses, "debug/constant");
+        let e = parse_str("vars: {n: 7}\nnodes:\n  - id: a\n    uses: \"${n}\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("p.yaml:4:11: error: `uses: 7` (from `${n}`) is not of the form PLUGIN/KIND"), "{e}");
+        let e = parse_str("nodes:\n  - id: a\n    uses: {a: b/c}\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("p.yaml:3:11: error: `uses: {\"a\":\"b/c\"}` is not of the form PLUGIN/KIND"), "{e}");
+    }
+
+    #[test]
+    fn unknown_variable_in_uses_is_located_at_uses() {
+        let src = "vars: {backend: cpu}\nnodes:\n  - id: t\n    uses: \"${backnd}/sft\"\n    with: {x: \"${nope}\"}\n";
+        let e = parse_str(src, &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("p.yaml:4:11: error: unknown variable `${backnd}`"), "{text}");
+        assert!(text.contains("did you mean `backend`?"), "{text}");
+        // Reported once, not also as a malformed `uses:`; the node's other errors still show.
+        assert!(!text.contains("PLUGIN/KIND"), "{text}");
+        assert!(text.contains("p.yaml:5:15: error: unknown variable `${nope}`"), "{text}");
+        assert_eq!(e.items.len(), 2, "{text}");
+        // An undeclared --set is still refused, even when `uses:` mentions the name.
+        let e = parse_str("nodes:\n  - id: t\n    uses: \"${backend}/sft\"\n", &["backend=cpu".parse().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("--set backend: no variable `backend`"), "{e}");
     }
 
     #[test]

@@ -5,13 +5,16 @@
 //!   nodes/<key>/outputs.json   finished node outputs (values, digests); trusted only if present
 //!   nodes/<key>/...            the files the node wrote (models, datasets, tensors)
 //!   tmp/<key>.<pid>.<n>/       a node still running; never trusted, removed when stale
+//!   work/<key>/                a node's resumable state (`Ctx::work_dir`): kept when the node
+//!                              fails or the run is killed, removed once its outputs are committed
 //!   runs/<time>-<pipeline>.json, runs/latest.json   run reports
 //! ```
 //!
 //! A node's key hashes the plugin's identity (name, version, digest of the library file), the
 //! kind, the resolved config, the node's seed and the digests of its inputs. A node's outputs
 //! appear by renaming a finished temporary directory, so a killed run never leaves a
-//! half-written artifact that a later run would trust.
+//! half-written artifact that a later run would trust. A node's work directory is the opposite:
+//! it survives an interrupted run on purpose, so that the next run of the same key can resume.
 
 use std::{
     collections::BTreeMap,
@@ -68,7 +71,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     pub fn open(root: &Path) -> anyhow::Result<Store> {
-        for sub in ["nodes", "tmp", "runs"] {
+        for sub in ["nodes", "tmp", "work", "runs"] {
             fs::create_dir_all(root.join(sub)).with_context(|| format!("cannot create the artifact store at {}", root.display()))?;
         }
         let store = Store { root: root.canonicalize()? };
@@ -115,6 +118,25 @@ impl Store {
         let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
+    }
+
+    /// The work directory of `key`, created if missing: whatever an earlier, interrupted run of
+    /// the same key left there is kept.
+    pub fn work_dir(&self, key: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.root.join("work").join(key);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Removes the work directory of `key` (once its outputs are committed). A failure is only
+    /// logged: the outputs are safely stored, and a leftover directory is harmless.
+    pub fn remove_work_dir(&self, key: &str) {
+        let dir = self.root.join("work").join(key);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove the work directory {}: {e}", dir.display()),
+        }
     }
 
     /// Records a node's outputs and moves its temporary directory into place.
@@ -294,6 +316,22 @@ mod tests {
         // A damaged entry (file gone) is not trusted.
         fs::remove_dir_all(store.node_dir("k1").join("model")).unwrap();
         assert!(store.lookup("k1").is_none());
+    }
+
+    #[test]
+    fn work_dirs_survive_until_removed_and_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = store.work_dir("k2").unwrap();
+        assert_eq!(w, store.root.join("work/k2"));
+        assert!(w.is_dir());
+        fs::write(w.join("step"), "3").unwrap();
+        // Asking again (a later run of the same key, after a reopen) keeps what was there.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(fs::read_to_string(store.work_dir("k2").unwrap().join("step")).unwrap(), "3");
+        store.remove_work_dir("k2");
+        assert!(!w.exists());
+        store.remove_work_dir("k2"); // already gone: fine
     }
 
     #[test]

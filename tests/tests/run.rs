@@ -1,6 +1,7 @@
 //! Running pipelines with the real host and the real `debug` plugin: failures stay in their
 //! branch, reruns come from the cache, changes re-run exactly what depends on them, a killed
-//! run leaves nothing a later run trusts, and sweeps expand with labels.
+//! run leaves nothing a later run trusts (except a node's work directory, kept for resuming),
+//! sweeps expand with labels, and a variable in `uses:` swaps the plugin.
 
 mod common;
 
@@ -207,4 +208,83 @@ fn ctrl_c_cancels_running_nodes_and_stores_nothing_for_them() {
     assert!(stderr(&out).contains("node `slow` (debug/slow) failed: cancelled"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(store.join("nodes")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0, "the cancelled node's temporary directory was not removed");
+}
+
+/// The entries of `STORE/work/`.
+fn work_entries(store: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(store.join("work")).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
+#[test]
+fn a_work_dir_survives_a_failed_run_is_reused_and_goes_after_success() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", "nodes:\n  - id: f\n    uses: debug/flaky\n    with: {failures: 1}\n");
+    let store = dir.path().join(".agentmerge");
+
+    // First run: the node finds its work directory (else it fails saying so), counts one
+    // attempt there and fails; the directory stays, the output directory does not.
+    let out = agentmerge(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("attempt 1 fails on purpose"), "{}", stderr(&out));
+    let report = latest_report(&store);
+    let key = report["nodes"][0]["key"].as_str().unwrap().to_string();
+    let work = store.join("work").join(&key);
+    assert_eq!(work_entries(&store), std::slice::from_ref(&work));
+    assert_eq!(std::fs::read_to_string(work.join("attempts")).unwrap(), "1\n");
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(store.join("nodes")).unwrap().count(), 0);
+
+    // Second run, same key: it finds the first attempt's state, succeeds, and once its outputs
+    // are committed the work directory is gone.
+    ok(dir.path(), &["run", "p.yaml"]);
+    let report = latest_report(&store);
+    assert_eq!(report["nodes"][0]["status"], "ran");
+    assert_eq!(report["nodes"][0]["key"], key.as_str());
+    assert_eq!(report["nodes"][0]["outputs"]["attempts"], 2.0);
+    assert!(!work.exists(), "the work directory outlived the commit");
+    assert!(work_entries(&store).is_empty());
+
+    // Cached now: nothing runs, no work directory appears.
+    ok(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(statuses(&latest_report(&store))["f"], "cached");
+    assert!(work_entries(&store).is_empty());
+
+    // The directory is private to the key: another config starts from nothing.
+    let out = agentmerge(dir.path(), &["run", "p.yaml", "--set", "f.failures=2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("attempt 1 fails on purpose"), "{}", stderr(&out));
+    let other = store.join("work").join(latest_report(&store)["nodes"][0]["key"].as_str().unwrap());
+    assert_ne!(other, work);
+    assert_eq!(work_entries(&store), [other]);
+}
+
+#[test]
+fn a_variable_in_uses_swaps_the_plugin_and_shares_the_cache() {
+    let dir = workspace().join("tests/pipelines/valid");
+    let graph = ok(&dir, &["graph", "uses_variable.yaml", "--dot"]);
+    assert!(graph.contains("debug/constant") && graph.contains("debug/sum") && !graph.contains("${"), "{graph}");
+
+    // --set swaps the plugin: an unknown one is reported at `uses:` under its resolved name.
+    let out = agentmerge(&dir, &["check", "uses_variable.yaml", "--set", "backend=debgu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("uses_variable.yaml:7:11: error: unknown plugin `debgu` (in `uses: debgu/constant`)"), "{err}");
+    assert!(err.contains("uses_variable.yaml:10:11: error: unknown plugin `debgu` (in `uses: debgu/sum`)"), "{err}");
+
+    // The cache key holds the resolved plugin/kind: the same pipeline written out literally
+    // finds every node cached.
+    let store = tempfile::tempdir().unwrap();
+    let store_arg = store.path().to_str().unwrap();
+    ok(&dir, &["run", "uses_variable.yaml", "--store", store_arg]);
+    let report = latest_report(store.path());
+    let uses: Vec<&str> = report["nodes"].as_array().unwrap().iter().map(|n| n["uses"].as_str().unwrap()).collect();
+    assert_eq!(uses, ["debug/constant", "debug/sum"]);
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "literal.yaml",
+        "nodes:\n  - id: c\n    uses: debug/constant\n    with: {value: 2}\n  - id: s\n    uses: debug/sum\n    inputs: {values: [c.value]}\n",
+    );
+    ok(t.path(), &["run", "literal.yaml", "--store", store_arg]);
+    assert!(statuses(&latest_report(store.path())).values().all(|s| s == "cached"), "{:?}", statuses(&latest_report(store.path())));
 }

@@ -1,6 +1,6 @@
 //! The `debug` plugin: tiny node kinds for trying out pipelines and testing the host —
-//! constants, sums, a node that fails, one that panics, and a slow one that honours
-//! cancellation.
+//! constants, sums, a node that fails, one that panics, a slow one that honours
+//! cancellation, and a flaky one that resumes from its work directory.
 
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,47 @@ impl NodeKind for Slow {
     }
 }
 
+/// Fails on its first attempts, keeping count in its work directory.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flaky {
+    /// How many runs of the same node (same cache key) fail before one succeeds.
+    #[serde(default = "one_u32")]
+    pub failures: u32,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+impl NodeKind for Flaky {
+    const NAME: &'static str = "flaky";
+    const DOC: &'static str =
+        "Counts its runs in work_dir/attempts and fails on the first `failures` of them, then emits the count (for testing resumable nodes).";
+    fn ports() -> Ports {
+        Ports::new().output("attempts", PortType::Scalar, "how many runs it took, this one included")
+    }
+    fn run(&self, ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        let work = ctx.work_dir();
+        if !work.is_dir() {
+            bail!("the work directory {} does not exist", work.display());
+        }
+        let file = work.join("attempts");
+        let before: u32 = match std::fs::read_to_string(&file) {
+            Ok(text) => text.trim().parse().with_context(|| format!("reading {}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        let attempt = before + 1;
+        std::fs::write(&file, format!("{attempt}\n"))?;
+        if attempt <= self.failures {
+            bail!("attempt {attempt} fails on purpose ({} of {} planned failures)", attempt, self.failures);
+        }
+        tracing::info!(attempt, "succeeding");
+        Ok(Outputs::new().with("attempts", attempt as f64))
+    }
+}
+
 /// Emits a tensor of counting numbers.
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -204,4 +245,4 @@ impl NodeKind for TensorStats {
     }
 }
 
-export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow, Range, TensorStats] }
+export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow, Flaky, Range, TensorStats] }

@@ -50,6 +50,9 @@ pub struct HostCtx {
     /// The directory where the node writes its files; the host moves it into the store when
     /// the node succeeds.
     pub out_dir: RString,
+    /// A directory private to the node's cache key that outlives a failed, cancelled or killed
+    /// run (`out_dir` does not); the host removes it once the node's outputs are committed.
+    pub work_dir: RString,
     /// The run's seed, mixed with the node id so each node has its own stream.
     pub seed: u64,
     /// The most verbose log level the host shows (0 error .. 4 trace).

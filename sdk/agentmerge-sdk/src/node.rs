@@ -259,6 +259,15 @@ impl<'a> Ctx<'a> {
         Path::new(self.raw.out_dir.as_str())
     }
 
+    /// A directory private to this node's cache key that outlives a failed, cancelled or killed
+    /// run of the node (the out_dir does not): put resumable state here (training checkpoints).
+    /// The host creates it before `run` and removes it once the node's outputs are committed to
+    /// the store; a later run of the same node with the same key finds what an interrupted one
+    /// left.
+    pub fn work_dir(&self) -> &Path {
+        Path::new(self.raw.work_dir.as_str())
+    }
+
     /// The node's seed: the run's seed mixed with the node's id, stable across runs.
     pub fn seed(&self) -> u64 {
         self.raw.seed
