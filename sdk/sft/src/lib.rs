@@ -5,15 +5,19 @@
 //! - [`prompt`]: an agent step's prompt (goal, AXTree, history, last error) fitted to a token
 //!   budget by cutting AXTree lines, dropping samples whose target element was cut;
 //! - [`dataset`]: the memory-mappable token file with per-token loss masks, and its encoder;
-//! - [`build`]: episodes to that file: one example per action step, with drops counted by reason.
+//! - [`build`]: episodes to that file: one example per action step, with drops counted by reason;
+//! - [`text`]: plain text (`.txt`, JSON Lines) to that file for next-token pretraining: one
+//!   example per document (or window of a long one), every token in the loss.
 
 pub mod build;
 pub mod dataset;
 pub mod prompt;
 pub mod template;
+pub mod text;
 pub mod tokenizer;
 
 pub use build::{build_sft, BuildConfig, BuildReport};
 pub use dataset::{encode_example, Example, SftReader, SftWriter};
 pub use prompt::{fit_prompt, Fitted, PromptOptions, StepPrompt};
 pub use template::{ChatTemplate, Message};
+pub use text::{tokenize_text, Split, TextConfig, TextReport};
