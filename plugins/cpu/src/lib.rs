@@ -1,0 +1,20 @@
+//! The `cpu` plugin: the model's node kinds on the CPU backend. Every backend plugin is this
+//! file with its own [`BackendKind`]; the node kinds themselves live in `agentmerge_model::node`.
+
+use agentmerge_backend_cpu::CpuBackend;
+use agentmerge_model::{
+    node::{BackendKind, Pretrain, Sft, TrainNode},
+    Backend,
+};
+
+/// The CPU: always present; threads from rayon's pool (`RAYON_NUM_THREADS`).
+pub struct Cpu;
+
+impl BackendKind for Cpu {
+    const NAME: &'static str = "cpu";
+    fn create() -> anyhow::Result<Box<dyn Backend>> {
+        Ok(Box::new(CpuBackend::new()))
+    }
+}
+
+agentmerge_sdk::export_plugin! { name: "cpu", kinds: [TrainNode<Cpu, Pretrain>, TrainNode<Cpu, Sft>] }

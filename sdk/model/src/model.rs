@@ -1,0 +1,345 @@
+//! The Llama decoder as transformers' `LlamaForCausalLM` computes it, forward and backward,
+//! written once against [`Backend`]. The forward pass saves what the backward pass needs
+//! (every block's input, the norms' inverse rms, rotated q and k, attention's log-sum-exp, the
+//! MLP's inputs); the backward pass is the forward's calls in reverse. Activations are planned
+//! once per batch shape and reused across steps.
+
+use anyhow::{bail, ensure};
+
+use crate::{
+    backend::{AttnShape, Backend, Mem, Span, Trans, IGNORE},
+    config::LlamaConfig,
+    layout::{Layout, ALIGN},
+};
+
+/// One batch of packed rows, `rows × seq` tokens, as the host prepares it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub rows: usize,
+    pub seq: usize,
+    pub ids: Vec<u32>,
+    /// The id each position predicts, or [`IGNORE`].
+    pub targets: Vec<u32>,
+    /// Position ids, restarting at 0 at each document.
+    pub positions: Vec<u32>,
+    /// A document id per token; attention never crosses documents.
+    pub docs: Vec<u32>,
+}
+
+impl Batch {
+    pub fn tokens(&self) -> usize {
+        self.rows * self.seq
+    }
+
+    /// Tokens in the loss.
+    pub fn loss_tokens(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE).count()
+    }
+}
+
+/// Spans of one block's saved activations (in [`Mem::Acts`]).
+#[derive(Clone, Copy, Debug)]
+struct BlockActs {
+    /// The block's input (the residual stream before it).
+    x: Span,
+    ln1: Span,
+    rstd1: Span,
+    q: Span,
+    k: Span,
+    v: Span,
+    att: Span,
+    lse: Span,
+    /// The residual stream after attention.
+    mid: Span,
+    ln2: Span,
+    rstd2: Span,
+    gate: Span,
+    up: Span,
+    act: Span,
+}
+
+/// Every activation span for one (rows, seq) shape.
+#[derive(Clone, Debug)]
+struct Plan {
+    rows: usize,
+    seq: usize,
+    blocks: Vec<BlockActs>,
+    /// The residual stream after the last block.
+    x_out: Span,
+    lnf: Span,
+    rstdf: Span,
+    logits: Span,
+    losses: Span,
+    /// A block's output projection before it joins the residual stream.
+    tmp: Span,
+    ids: Span,
+    targets: Span,
+    positions: Span,
+    docs: Span,
+    // Backward, in Mem::DActs.
+    dx: Span,
+    dln: Span,
+    dq: Span,
+    dk: Span,
+    dv: Span,
+    datt: Span,
+    dgate: Span,
+    dup: Span,
+    dact: Span,
+}
+
+/// Hands out aligned spans of one buffer.
+struct Arena {
+    mem: Mem,
+    next: usize,
+}
+
+impl Arena {
+    fn take(&mut self, len: usize) -> Span {
+        let s = Span::new(self.mem, self.next, len);
+        self.next += len.div_ceil(ALIGN) * ALIGN;
+        s
+    }
+}
+
+impl Plan {
+    fn new(c: &LlamaConfig, rows: usize, seq: usize) -> Plan {
+        let n = rows * seq;
+        let (d, i, qd, kvd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+        let mut a = Arena { mem: Mem::Acts, next: 0 };
+        let blocks = (0..c.num_hidden_layers)
+            .map(|_| BlockActs {
+                x: a.take(n * d),
+                ln1: a.take(n * d),
+                rstd1: a.take(n),
+                q: a.take(n * qd),
+                k: a.take(n * kvd),
+                v: a.take(n * kvd),
+                att: a.take(n * qd),
+                lse: a.take(n * c.num_attention_heads),
+                mid: a.take(n * d),
+                ln2: a.take(n * d),
+                rstd2: a.take(n),
+                gate: a.take(n * i),
+                up: a.take(n * i),
+                act: a.take(n * i),
+            })
+            .collect();
+        let (x_out, lnf, rstdf, logits, losses, tmp) = (a.take(n * d), a.take(n * d), a.take(n), a.take(n * c.vocab_size), a.take(n), a.take(n * d));
+        let mut ids = Arena { mem: Mem::Ids, next: 0 };
+        let (idsp, targets, positions, docs) = (ids.take(n), ids.take(n), ids.take(n), ids.take(n));
+        let mut g = Arena { mem: Mem::DActs, next: 0 };
+        Plan {
+            rows,
+            seq,
+            blocks,
+            x_out,
+            lnf,
+            rstdf,
+            logits,
+            losses,
+            tmp,
+            ids: idsp,
+            targets,
+            positions,
+            docs,
+            dx: g.take(n * d),
+            dln: g.take(n * d),
+            dq: g.take(n * qd),
+            dk: g.take(n * kvd),
+            dv: g.take(n * kvd),
+            datt: g.take(n * qd),
+            dgate: g.take(n * i),
+            dup: g.take(n * i),
+            dact: g.take(n * i),
+        }
+    }
+
+    fn acts_len(&self) -> usize {
+        self.tmp.end()
+    }
+    fn ids_len(&self) -> usize {
+        self.docs.end()
+    }
+    fn dacts_len(&self) -> usize {
+        self.dact.end()
+    }
+}
+
+/// The model: its config, parameter layout and the current activation plan. Parameters live in
+/// the backend ([`Mem::Params`]); this struct only knows where.
+pub struct Model {
+    pub config: LlamaConfig,
+    pub layout: Layout,
+    plan: Option<Plan>,
+}
+
+impl Model {
+    pub fn new(config: LlamaConfig) -> anyhow::Result<Model> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        Ok(Model { config, layout, plan: None })
+    }
+
+    /// Allocates the parameter-shaped buffers: parameters, and for training their gradients and
+    /// AdamW moments.
+    pub fn alloc_params(&self, be: &mut dyn Backend, training: bool) -> anyhow::Result<()> {
+        be.alloc(Mem::Params, self.layout.total)?;
+        if training {
+            for m in [Mem::Grads, Mem::AdamM, Mem::AdamV] {
+                be.alloc(m, self.layout.total)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole parameter buffer.
+    pub fn all(&self, mem: Mem) -> Span {
+        Span::new(mem, 0, self.layout.total)
+    }
+
+    fn w(&self, index: usize) -> Span {
+        self.layout.span(index, Mem::Params)
+    }
+
+    fn g(&self, index: usize) -> Span {
+        self.layout.span(index, Mem::Grads)
+    }
+
+    /// Plans (and allocates, when the shape changed) activations for `rows × seq` tokens.
+    fn plan(&mut self, be: &mut dyn Backend, rows: usize, seq: usize, training: bool) -> anyhow::Result<Plan> {
+        if let Some(p) = &self.plan {
+            if p.rows == rows && p.seq == seq && (!training || be.mem_len(Mem::DActs) >= p.dacts_len()) {
+                return Ok(p.clone());
+            }
+        }
+        let p = Plan::new(&self.config, rows, seq);
+        be.alloc(Mem::Acts, p.acts_len())?;
+        be.alloc(Mem::Ids, p.ids_len())?;
+        if training {
+            be.alloc(Mem::DActs, p.dacts_len())?;
+        }
+        self.plan = Some(p.clone());
+        Ok(p)
+    }
+
+    fn attn_shape(&self, p: &Plan) -> AttnShape {
+        let c = &self.config;
+        AttnShape { batch: p.rows, seq: p.seq, heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, head_dim: c.head_dim }
+    }
+
+    /// Checks a batch against the config before it reaches a kernel.
+    fn check_batch(&self, b: &Batch) -> anyhow::Result<()> {
+        let n = b.tokens();
+        ensure!(n > 0, "empty batch");
+        for (name, v) in [("ids", &b.ids), ("targets", &b.targets), ("positions", &b.positions), ("docs", &b.docs)] {
+            ensure!(v.len() == n, "batch `{name}` has {} values for {} × {} tokens", v.len(), b.rows, b.seq);
+        }
+        let vocab = self.config.vocab_size as u32;
+        if let Some(bad) = b.ids.iter().find(|&&t| t >= vocab) {
+            bail!("token id {bad} is outside the model's vocabulary of {vocab}");
+        }
+        if let Some(bad) = b.targets.iter().find(|&&t| t >= vocab && t != IGNORE) {
+            bail!("target id {bad} is outside the model's vocabulary of {vocab}");
+        }
+        Ok(())
+    }
+
+    /// Runs the forward pass, leaving logits in the backend. Returns the sum of the per-token
+    /// losses and the number of tokens in the loss. With `grad_scale = Some(s)` the logits are
+    /// replaced by `s ×` their gradient, ready for [`Model::backward`].
+    pub fn forward(&mut self, be: &mut dyn Backend, b: &Batch, grad_scale: Option<f32>) -> anyhow::Result<(f64, usize)> {
+        self.check_batch(b)?;
+        let p = self.plan(be, b.rows, b.seq, grad_scale.is_some())?;
+        be.upload_ids(p.ids, &b.ids)?;
+        be.upload_ids(p.targets, &b.targets)?;
+        be.upload_ids(p.positions, &b.positions)?;
+        be.upload_ids(p.docs, &b.docs)?;
+        self.forward_logits(be, &p);
+        let (n, c) = (b.tokens(), &self.config);
+        be.cross_entropy(p.logits, p.losses, p.targets, n, c.vocab_size, grad_scale);
+        let mut losses = vec![0f32; n];
+        be.download(p.losses, &mut losses)?;
+        let sum = losses.iter().map(|&l| l as f64).sum();
+        Ok((sum, b.loss_tokens()))
+    }
+
+    /// The logits of the last forward pass (`rows × seq × vocab`), before any loss gradient
+    /// replaced them (call after `forward(.., None)`).
+    pub fn logits(&self, be: &mut dyn Backend) -> anyhow::Result<Vec<f32>> {
+        let p = self.plan.as_ref().ok_or_else(|| anyhow::anyhow!("no forward pass has run"))?;
+        let mut out = vec![0f32; p.logits.len];
+        be.download(p.logits, &mut out)?;
+        Ok(out)
+    }
+
+    fn forward_logits(&self, be: &mut dyn Backend, p: &Plan) {
+        let c = &self.config;
+        let (n, d, i, qd, kvd) = (p.rows * p.seq, c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+        let eps = c.rms_norm_eps as f32;
+        let theta = c.rope_theta as f32;
+        let l = &self.layout;
+        be.embedding_fwd(p.blocks.first().map_or(p.x_out, |a| a.x), self.w(l.embed), p.ids, n, d);
+        for (li, (a, w)) in p.blocks.iter().zip(&l.blocks).enumerate() {
+            let out = p.blocks.get(li + 1).map_or(p.x_out, |next| next.x);
+            be.rmsnorm_fwd(a.ln1, a.rstd1, a.x, self.w(w.ln1), n, d, eps);
+            be.matmul(a.q, a.ln1, Trans::N, self.w(w.q), Trans::T, n, d, qd, false);
+            be.matmul(a.k, a.ln1, Trans::N, self.w(w.k), Trans::T, n, d, kvd, false);
+            be.matmul(a.v, a.ln1, Trans::N, self.w(w.v), Trans::T, n, d, kvd, false);
+            be.rope_fwd(a.q, p.positions, n, c.num_attention_heads, c.head_dim, theta);
+            be.rope_fwd(a.k, p.positions, n, c.num_key_value_heads, c.head_dim, theta);
+            be.attention_fwd(a.att, a.lse, a.q, a.k, a.v, p.docs, self.attn_shape(p));
+            be.matmul(p.tmp, a.att, Trans::N, self.w(w.o), Trans::T, n, qd, d, false);
+            be.add(a.mid, a.x, p.tmp);
+            be.rmsnorm_fwd(a.ln2, a.rstd2, a.mid, self.w(w.ln2), n, d, eps);
+            be.matmul(a.gate, a.ln2, Trans::N, self.w(w.gate), Trans::T, n, d, i, false);
+            be.matmul(a.up, a.ln2, Trans::N, self.w(w.up), Trans::T, n, d, i, false);
+            be.swiglu_fwd(a.act, a.gate, a.up);
+            be.matmul(p.tmp, a.act, Trans::N, self.w(w.down), Trans::T, n, i, d, false);
+            be.add(out, a.mid, p.tmp);
+        }
+        be.rmsnorm_fwd(p.lnf, p.rstdf, p.x_out, self.w(l.norm), n, d, eps);
+        be.matmul(p.logits, p.lnf, Trans::N, self.w(l.lm_head), Trans::T, n, d, c.vocab_size, false);
+    }
+
+    /// Adds this batch's parameter gradients into [`Mem::Grads`]; needs the forward pass that
+    /// just ran with a `grad_scale`.
+    pub fn backward(&mut self, be: &mut dyn Backend) -> anyhow::Result<()> {
+        let p = self.plan.clone().ok_or_else(|| anyhow::anyhow!("backward needs a forward pass first"))?;
+        let c = &self.config;
+        let l = &self.layout;
+        let (n, d, i, qd, kvd, v) = (p.rows * p.seq, c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.vocab_size);
+        let theta = c.rope_theta as f32;
+        // Output layer: logits = lnf · Wᵀ (the logits now hold their gradient).
+        be.matmul(self.g(l.lm_head), p.logits, Trans::T, p.lnf, Trans::N, v, n, d, true);
+        be.matmul(p.dln, p.logits, Trans::N, self.w(l.lm_head), Trans::N, n, v, d, false);
+        be.zero(p.dx);
+        be.rmsnorm_bwd(p.dx, self.g(l.norm), p.dln, p.x_out, self.w(l.norm), p.rstdf, n, d);
+        for (a, w) in p.blocks.iter().zip(&l.blocks).rev() {
+            // MLP: out = mid + down(silu(gate(ln2)) ⊙ up(ln2)); dx is d(out).
+            be.matmul(p.dact, p.dx, Trans::N, self.w(w.down), Trans::N, n, d, i, false);
+            be.matmul(self.g(w.down), p.dx, Trans::T, a.act, Trans::N, d, n, i, true);
+            be.swiglu_bwd(p.dgate, p.dup, p.dact, a.gate, a.up);
+            be.matmul(p.dln, p.dgate, Trans::N, self.w(w.gate), Trans::N, n, i, d, false);
+            be.matmul(p.dln, p.dup, Trans::N, self.w(w.up), Trans::N, n, i, d, true);
+            be.matmul(self.g(w.gate), p.dgate, Trans::T, a.ln2, Trans::N, i, n, d, true);
+            be.matmul(self.g(w.up), p.dup, Trans::T, a.ln2, Trans::N, i, n, d, true);
+            be.rmsnorm_bwd(p.dx, self.g(w.ln2), p.dln, a.mid, self.w(w.ln2), a.rstd2, n, d);
+            // Attention: mid = x + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))); dx is d(mid).
+            be.matmul(p.datt, p.dx, Trans::N, self.w(w.o), Trans::N, n, d, qd, false);
+            be.matmul(self.g(w.o), p.dx, Trans::T, a.att, Trans::N, d, n, qd, true);
+            be.attention_bwd(p.dq, p.dk, p.dv, p.datt, a.att, a.lse, a.q, a.k, a.v, p.docs, self.attn_shape(&p));
+            be.rope_bwd(p.dq, p.positions, n, c.num_attention_heads, c.head_dim, theta);
+            be.rope_bwd(p.dk, p.positions, n, c.num_key_value_heads, c.head_dim, theta);
+            be.matmul(p.dln, p.dq, Trans::N, self.w(w.q), Trans::N, n, qd, d, false);
+            be.matmul(p.dln, p.dk, Trans::N, self.w(w.k), Trans::N, n, kvd, d, true);
+            be.matmul(p.dln, p.dv, Trans::N, self.w(w.v), Trans::N, n, kvd, d, true);
+            be.matmul(self.g(w.q), p.dq, Trans::T, a.ln1, Trans::N, qd, n, d, true);
+            be.matmul(self.g(w.k), p.dk, Trans::T, a.ln1, Trans::N, kvd, n, d, true);
+            be.matmul(self.g(w.v), p.dv, Trans::T, a.ln1, Trans::N, kvd, n, d, true);
+            be.rmsnorm_bwd(p.dx, self.g(w.ln1), p.dln, a.x, self.w(w.ln1), a.rstd1, n, d);
+        }
+        be.embedding_bwd(self.g(l.embed), p.dx, p.ids, n, d);
+        Ok(())
+    }
+}
