@@ -119,7 +119,7 @@ fn bad_training_configs_are_refused_before_anything_runs() {
 #[test]
 fn a_killed_run_resumes_to_the_same_weights() {
     let t = tempfile::tempdir().unwrap();
-    let steps = 60;
+    let steps = 200;
     // Uninterrupted.
     let a = t.path().join("a");
     let pa = pipeline(&a, steps);

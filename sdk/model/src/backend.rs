@@ -1,7 +1,7 @@
 //! The op interface a device implements: buffers named by [`Mem`], addressed by [`Span`]s, and
-//! one coarse call per op per layer (`*_fwd` / `*_bwd` pairs). The model, trainer and (later)
-//! generation are written once against `&mut dyn Backend`; the CPU backend is the reference that
-//! every other backend is checked against, op by op.
+//! one coarse call per op per layer (`*_fwd` / `*_bwd` pairs, and the two decoding ops of the
+//! KV cache). The model, trainer and generation are written once against `&mut dyn Backend`;
+//! the CPU backend is the reference that every other backend is checked against, op by op.
 //!
 //! Conventions, shared by every op:
 //! - Tensors are row-major f32. A weight is stored as Hugging Face stores it, `[out, in]`, so a
@@ -38,6 +38,9 @@ pub enum Mem {
     DActs,
     /// Integer inputs: token ids, targets, position ids, document ids (`u32`).
     Ids,
+    /// Generation's key/value cache: per layer, the rotated keys and the values of every cached
+    /// position, `[slots, max_len, kv_heads, head_dim]` each (see [`DecodeShape`]).
+    Kv,
 }
 
 /// A contiguous range of elements inside one [`Mem`] buffer. Copyable, so an op can read and
@@ -81,6 +84,30 @@ pub struct AttnShape {
 impl AttnShape {
     pub fn tokens(&self) -> usize {
         self.batch * self.seq
+    }
+}
+
+/// Shapes of one decoding step: `batch` sequences, one new token each, against a key/value cache
+/// of `[slots, max_len, kv_heads, head_dim]` (one for keys, one for values, per layer; `slots`
+/// is the cache span's length over `max_len · kv_heads · head_dim`). Sequence `b` of the step
+/// uses cache slot `slots[b]`, so sequences that finish leave the batch without moving the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeShape {
+    /// Sequences in the step (rows of `q`, `k`, `v` and `out`).
+    pub batch: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Positions per cache slot.
+    pub max_len: usize,
+}
+
+impl DecodeShape {
+    /// Elements of one cache slot (`max_len · kv_heads · head_dim`).
+    pub fn slot_len(&self) -> usize {
+        self.max_len * self.kv_heads * self.head_dim
     }
 }
 
@@ -174,6 +201,23 @@ pub trait Backend: Send {
     /// Overwrites `dq`, `dk`, `dv` from `dout`, recomputing the probabilities from `lse`.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(&mut self, dq: Span, dk: Span, dv: Span, dout: Span, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape);
+
+    // ---- decoding ----------------------------------------------------------------------------
+
+    /// Writes one token per sequence into the key/value caches: `k_cache[slots[b], pos[b]] ←
+    /// k[b]` and `v_cache[slots[b], pos[b]] ← v[b]` for `b < s.batch` (`k`, `v`:
+    /// `[batch, kv_heads, head_dim]`; `slots`, `pos` in [`Mem::Ids`]; every `slots[b]` below the
+    /// cache's slot count and `pos[b] < max_len`, and no two `b` naming the same place).
+    #[allow(clippy::too_many_arguments)]
+    fn kv_store(&mut self, k_cache: Span, v_cache: Span, k: Span, v: Span, slots: Span, pos: Span, s: DecodeShape);
+    /// Attention of one new token per sequence against its cache: query `b` (`q`:
+    /// `[batch, heads, head_dim]`) attends to positions `0..lens[b]` of cache slot `slots[b]`
+    /// (`1 ≤ lens[b] ≤ max_len`; the new token's own key and value already stored there), scale
+    /// `1/√head_dim`, query head `h` reading key/value head `h / (heads / kv_heads)` as
+    /// [`Backend::attention_fwd`] does. `out`: `[batch, heads, head_dim]`. No log-sum-exp (there
+    /// is no backward).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_decode(&mut self, out: Span, q: Span, k_cache: Span, v_cache: Span, slots: Span, lens: Span, s: DecodeShape);
 
     /// `out ← silu(gate) ⊙ up`.
     fn swiglu_fwd(&mut self, out: Span, gate: Span, up: Span);

@@ -273,6 +273,28 @@ impl Model {
         Ok(out)
     }
 
+    /// The per-token losses of the last forward pass (`rows × seq`): the cross-entropy
+    /// `−log p(target)` of each position, 0 where the target is [`IGNORE`].
+    pub fn token_losses(&self, be: &mut dyn Backend) -> anyhow::Result<Vec<f32>> {
+        let p = self.plan.as_ref().ok_or_else(|| anyhow::anyhow!("no forward pass has run"))?;
+        let mut out = vec![0f32; p.losses.len];
+        be.download(p.losses, &mut out)?;
+        Ok(out)
+    }
+
+    /// For generation: the last forward pass's rotated keys and values of every layer (each
+    /// `rows × seq × kv_dim`, token-major) and its logits (`rows × seq × vocab`).
+    pub(crate) fn saved_kv_and_logits(&self) -> Option<(Vec<(Span, Span)>, Span)> {
+        let p = self.plan.as_ref()?;
+        Some((p.blocks.iter().map(|a| (a.k, a.v)).collect(), p.logits))
+    }
+
+    /// Forgets the activation plan, so that the next forward pass allocates its buffers again
+    /// (generation reuses [`Mem::Acts`] and [`Mem::Ids`] for its decoding steps).
+    pub(crate) fn forget_plan(&mut self) {
+        self.plan = None;
+    }
+
     fn forward_logits(&self, be: &mut dyn Backend, p: &Plan) {
         let c = &self.config;
         let (n, d, i, qd, kvd) = (p.rows * p.seq, c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());

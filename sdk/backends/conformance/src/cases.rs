@@ -6,7 +6,7 @@ use crate::arena::{read, Arena, Gen};
 use crate::compare::f64s;
 use crate::naive;
 use crate::Shapes;
-use agentmerge_model::backend::{AdamStep, AttnShape, Backend, Mem, Span, Trans, IGNORE};
+use agentmerge_model::backend::{AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans, IGNORE};
 use anyhow::Result;
 
 /// A forward value or a gradient (parity allows gradients more error).
@@ -85,6 +85,8 @@ struct Sizes {
     norm: (usize, usize),
     rope: (usize, usize, usize),
     attn: Vec<(AttnShape, Vec<u32>)>,
+    /// Decoding: the shape, the cache's slot count, and each sequence's slot and position.
+    decode: Vec<(DecodeShape, usize, Vec<u32>, Vec<u32>)>,
     swiglu: usize,
     xent: (usize, usize),
     adamw: usize,
@@ -105,6 +107,7 @@ fn docs(seq: usize, runs: &[usize], ids: &[u32]) -> Vec<u32> {
 
 fn sizes(shapes: Shapes) -> Sizes {
     let shape = |batch, seq, heads, kv_heads, head_dim| AttnShape { batch, seq, heads, kv_heads, head_dim };
+    let dshape = |batch, heads, kv_heads, head_dim, max_len| DecodeShape { batch, heads, kv_heads, head_dim, max_len };
     match shapes {
         Shapes::Small => Sizes {
             matmul: [(13, 17, 11), (37, 53, 29)],
@@ -121,6 +124,12 @@ fn sizes(shapes: Shapes) -> Sizes {
                 // Multi-query: one kv head for four query heads, several short documents.
                 (shape(2, 12, 4, 1, 6), [docs(12, &[1, 3, 4, 4], &[0, 1, 2, 3]), docs(12, &[12], &[9])].concat()),
             ],
+            decode: vec![
+                // GQA: a full slot, a short one, a first position; one slot left unused.
+                (dshape(3, 4, 2, 8, 70), 4, vec![2, 0, 3], vec![69, 4, 0]),
+                // Multi-query, odd head_dim.
+                (dshape(2, 3, 1, 5, 9), 2, vec![1, 0], vec![8, 3]),
+            ],
             swiglu: 300,
             xent: (9, 37),
             adamw: 500,
@@ -136,6 +145,7 @@ fn sizes(shapes: Shapes) -> Sizes {
                 (shape(2, 150, 4, 2, 32), [docs(150, &[100, 50], &[0, 1]), docs(150, &[150], &[3])].concat()),
                 (shape(3, 40, 4, 4, 16), docs(120, &[40, 30, 50], &[0, 1, 2])),
             ],
+            decode: vec![(dshape(8, 8, 2, 32, 300), 10, vec![9, 0, 3, 5, 1, 8, 2, 7], vec![299, 0, 150, 64, 17, 200, 255, 1])],
             swiglu: 100_000,
             xent: (64, 1000),
             adamw: 100_000,
@@ -166,6 +176,9 @@ pub(crate) fn cases(shapes: Shapes, seed: u64, naive: bool) -> Vec<Case> {
     out.push(rope(&mut g, naive, s.rope, 500_000.0));
     for (shape, doc) in s.attn {
         out.push(attention(&mut g, naive, shape, doc));
+    }
+    for (shape, slots, slot, pos) in s.decode {
+        out.push(decode(&mut g, naive, shape, slots, slot, pos));
     }
     out.push(swiglu(&mut g, naive, s.swiglu));
     out.push(cross_entropy(&mut g, naive, s.xent));
@@ -309,6 +322,40 @@ fn attention(g: &mut Gen, naive: bool, s: AttnShape, doc: Vec<u32>) -> Case {
     }
 }
 
+/// `kv_store` of one token per sequence, then `attention_decode` over the caches it wrote into.
+fn decode(g: &mut Gen, naive: bool, s: DecodeShape, slots: usize, slot: Vec<u32>, pos: Vec<u32>) -> Case {
+    let mut a = Arena::default();
+    let (qd, kd, cache) = (s.heads * s.head_dim, s.kv_heads * s.head_dim, slots * s.slot_len());
+    let k_cache = a.put(Mem::Kv, g.normal(cache, 1.5));
+    let v_cache = a.put(Mem::Kv, g.normal(cache, 1.0));
+    let k = a.put(Mem::Acts, g.normal(s.batch * kd, 1.5));
+    let v = a.put(Mem::Acts, g.normal(s.batch * kd, 1.0));
+    let q = a.put(Mem::Acts, g.normal(s.batch * qd, 1.5));
+    let out = a.put(Mem::Acts, g.normal(s.batch * qd, 1.0));
+    let lens = a.put_ids(pos.iter().map(|p| p + 1).collect());
+    let (slot, pos) = (a.put_ids(slot), a.put_ids(pos));
+    let mut o = outputs(naive);
+    let stored = naive.then(|| {
+        let kc = naive::kv_store(a.host(k_cache), a.host(k), a.host_ids(slot), a.host_ids(pos), &s);
+        let vc = naive::kv_store(a.host(v_cache), a.host(v), a.host_ids(slot), a.host_ids(pos), &s);
+        (kc, vc)
+    });
+    let want = stored.as_ref().map(|(kc, vc)| naive::attention_decode(a.host(q), kc, vc, a.host_ids(slot), a.host_ids(lens), &s));
+    o.add("k_cache", Kind::Value, Source::Span(k_cache), 0.0, || f64s(&stored.clone().unwrap().0));
+    o.add("v_cache", Kind::Value, Source::Span(v_cache), 0.0, || f64s(&stored.clone().unwrap().1));
+    o.add("out", Kind::Value, Source::Span(out), 1e-4, || want.clone().unwrap());
+    Case {
+        name: format!("decode batch={} heads={} kv_heads={} head_dim={} max_len={} slots={slots}", s.batch, s.heads, s.kv_heads, s.head_dim, s.max_len),
+        arena: a,
+        run: Box::new(move |b| {
+            b.kv_store(k_cache, v_cache, k, v, slot, pos, s);
+            b.attention_decode(out, q, k_cache, v_cache, slot, lens, s);
+            vec![]
+        }),
+        outputs: o.list,
+    }
+}
+
 fn swiglu(g: &mut Gen, naive: bool, len: usize) -> Case {
     let mut a = Arena::default();
     let mut gates = g.normal(len, 3.0);
@@ -415,12 +462,7 @@ fn sum_squares(g: &mut Gen, naive: bool, len: usize) -> Case {
     let mut o = outputs(naive);
     o.add("sum", Kind::Value, Source::Scalar(0), 1e-10, || vec![naive::sum_squares(a.host(x))]);
     o.add("sum (7 elements)", Kind::Value, Source::Scalar(1), 1e-12, || vec![naive::sum_squares(a.host(small))]);
-    Case {
-        name: format!("sum_squares len={len}"),
-        arena: a,
-        run: Box::new(move |b| vec![b.sum_squares(x), b.sum_squares(small)]),
-        outputs: o.list,
-    }
+    Case { name: format!("sum_squares len={len}"), arena: a, run: Box::new(move |b| vec![b.sum_squares(x), b.sum_squares(small)]), outputs: o.list }
 }
 
 /// add (out apart, out = a, out = b, out = a = b), scale, copy, zero.

@@ -2,7 +2,8 @@
 //!
 //! Element `i` of `got` against `want` has error `|got_i − want_i| / (|want_i| + rms(want))`:
 //! relative for elements of the tensor's size or larger, relative to the tensor's scale for those
-//! near zero (where a relative error means nothing). NaN and infinities count as infinite error.
+//! near zero (where a relative error means nothing). NaN and infinities count as infinite error
+//! (so a comparison `err > tol` fails on them).
 
 use std::fmt;
 

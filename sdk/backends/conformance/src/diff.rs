@@ -90,7 +90,7 @@ impl Diff {
             if crate::verbose() {
                 eprintln!("finite differences {}: d{}: error {err:.3e} at element {i} (gradient rms {scale:.3e})", self.name, w.name);
             }
-            if !(err <= TOL) {
+            if err > TOL {
                 failures.push(format!(
                     "{}: d{} (len {}): error {err:.3e} > {TOL:e} at element {i}: analytic {:.6e}, finite difference {:.6e} (gradient rms {scale:.3e})",
                     self.name,

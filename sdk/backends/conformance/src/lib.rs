@@ -7,10 +7,11 @@
 //! - [`transcript`]: every op's outputs, for comparisons of one backend with itself (the CPU
 //!   backend's thread-count determinism test).
 //!
-//! Inputs live in spans a few elements apart, with NaN guards around them (see [`arena`]), in the
-//! buffers a model would use (weights in `Params`, activations in `Acts`, ...), so several
-//! spans of one op often share a buffer. Every check reports all its failures: op, shape, output
-//! and worst element.
+//! Inputs live in spans a few elements apart, with NaN guards around them (`arena.rs`), in the
+//! buffers a model would use (weights in `Params`, activations in `Acts`, ...), so several spans
+//! of one op often share a buffer. Every check reports all its failures: op, shape, output and
+//! worst element. `AGENTMERGE_CONFORMANCE_VERBOSE=1` prints every comparison's worst element, to
+//! show the margin each tolerance leaves.
 
 mod arena;
 mod cases;
@@ -24,7 +25,7 @@ use cases::Kind;
 use compare::worst;
 
 /// The seed of every check's inputs.
-const SEED: u64 = 0x5eed_0f_a11;
+const SEED: u64 = 0x5eed_0fa1;
 
 /// Tolerances of [`parity`].
 pub const PARITY_VALUE_TOL: f64 = 1e-4;
@@ -71,10 +72,11 @@ pub fn finite_differences(b: &mut dyn Backend) -> Result<()> {
 
 /// Every op against naive f64 loops: matmul (all transposes, with and without accumulation),
 /// embedding, rmsnorm, rope, attention (document masks, GQA, MQA, more tokens than one query
-/// block), swiglu, cross-entropy (ignored rows), AdamW (torch's formula, three steps),
-/// sum_squares, add (with each aliasing the trait allows), scale, copy, zero; and the memory
-/// calls (round trips, errors for bad spans). Relative error at most 1e-5 for values, 1e-4 for
-/// gradients and attention outputs.
+/// block), kv_store then attention_decode (GQA and MQA, a full cache slot, a first position,
+/// sequences in other slots than their rows), swiglu, cross-entropy (ignored rows), AdamW
+/// (torch's formula, three steps), sum_squares, add (with each aliasing the trait allows),
+/// scale, copy, zero; and the memory calls (round trips, errors for bad spans). Relative error
+/// at most 1e-5 for values, 1e-4 for gradients and attention outputs; the cache exactly.
 pub fn forward_references(b: &mut dyn Backend) -> Result<()> {
     let mut failures = Vec::new();
     if let Err(e) = memory(b) {
@@ -93,7 +95,7 @@ pub fn forward_references(b: &mut dyn Backend) -> Result<()> {
             if verbose() {
                 eprintln!("reference {}: {}: {w}", case.name, o.name);
             }
-            if !(w.err <= o.tol) {
+            if w.err > o.tol {
                 failures.push(format!("{}: {} (len {}): {w} (tolerance {:e})", case.name, o.name, got.len(), o.tol));
             }
         }
@@ -123,7 +125,7 @@ pub fn parity(candidate: &mut dyn Backend, reference: &mut dyn Backend) -> Resul
             if verbose() {
                 eprintln!("parity {}: {}: {w}", case.name, o.name);
             }
-            if !(w.err <= tol) {
+            if w.err > tol {
                 failures.push(format!("{}: {} (len {}): {w} (tolerance {tol:e})", case.name, o.name, got.len()));
             }
         }

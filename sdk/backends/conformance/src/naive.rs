@@ -1,7 +1,7 @@
 //! Naive f64 loops that define each op: the expected values of [`crate::forward_references`].
 //! Written for clarity, not speed, straight from the formulas in the `Backend` docs.
 
-use agentmerge_model::backend::{AdamStep, AttnShape, Trans, IGNORE};
+use agentmerge_model::backend::{AdamStep, AttnShape, DecodeShape, Trans, IGNORE};
 
 fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
@@ -109,8 +109,9 @@ fn attn_probs(q: &[f32], k: &[f32], doc: &[u32], s: &AttnShape, b: usize, h: usi
     let kj = |j: usize| &k[((b * t + j) * s.kv_heads + g) * hd..][..hd];
     let (mut p, mut lse) = (Vec::new(), Vec::new());
     for i in 0..t {
-        let scores: Vec<f64> =
-            (0..t).map(|j| if sees(doc, i, j) { scale * qi(i).iter().zip(kj(j)).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() } else { f64::NEG_INFINITY }).collect();
+        let scores: Vec<f64> = (0..t)
+            .map(|j| if sees(doc, i, j) { scale * qi(i).iter().zip(kj(j)).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() } else { f64::NEG_INFINITY })
+            .collect();
         let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = scores.iter().map(|&x| (x - m).exp()).sum();
         p.push(scores.iter().map(|&x| (x - m).exp() / sum).collect());
@@ -169,6 +170,43 @@ pub fn attention_bwd(dout: &[f32], q: &[f32], k: &[f32], v: &[f32], doc: &[u32],
         }
     }
     (dq, dk, dv)
+}
+
+/// The cache after `cache[slots[b], pos[b]] ← x[b]` (values copied exactly, so f32).
+pub fn kv_store(cache: &[f32], x: &[f32], slots: &[u32], pos: &[u32], s: &DecodeShape) -> Vec<f32> {
+    let kd = s.kv_heads * s.head_dim;
+    let mut out = cache.to_vec();
+    for b in 0..s.batch {
+        let at = (slots[b] as usize * s.max_len + pos[b] as usize) * kd;
+        out[at..at + kd].copy_from_slice(&x[b * kd..(b + 1) * kd]);
+    }
+    out
+}
+
+/// Query `b` against positions `0..lens[b]` of slot `slots[b]`: softmax of the scaled scores in
+/// f64, then the weighted sum of the values.
+pub fn attention_decode(q: &[f32], k_cache: &[f32], v_cache: &[f32], slots: &[u32], lens: &[u32], s: &DecodeShape) -> Vec<f64> {
+    let (hd, kd) = (s.head_dim, s.kv_heads * s.head_dim);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut out = vec![0.0; s.batch * s.heads * hd];
+    for b in 0..s.batch {
+        for h in 0..s.heads {
+            let g = h / (s.heads / s.kv_heads);
+            let qh = &q[(b * s.heads + h) * hd..][..hd];
+            let at = |j: usize| (slots[b] as usize * s.max_len + j) * kd + g * hd;
+            let scores: Vec<f64> =
+                (0..lens[b] as usize).map(|j| scale * qh.iter().zip(&k_cache[at(j)..]).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>()).collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = scores.iter().map(|&x| (x - m).exp()).sum();
+            for (j, &x) in scores.iter().enumerate() {
+                let p = (x - m).exp() / sum;
+                for e in 0..hd {
+                    out[(b * s.heads + h) * hd + e] += p * v_cache[at(j) + e] as f64;
+                }
+            }
+        }
+    }
+    out
 }
 
 fn sigmoid(g: f64) -> f64 {

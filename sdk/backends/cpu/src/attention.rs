@@ -123,14 +123,7 @@ impl Task {
     /// Row `b`, kv head `g`.
     fn new(s: &AttnShape, b: usize, g: usize) -> Task {
         let hd = s.head_dim;
-        Task {
-            row0: b * s.seq,
-            g,
-            qs: s.heads * hd,
-            ks: s.kv_heads * hd,
-            hd,
-            scale: 1.0 / (hd as f32).sqrt(),
-        }
+        Task { row0: b * s.seq, g, qs: s.heads * hd, ks: s.kv_heads * hd, hd, scale: 1.0 / (hd as f32).sqrt() }
     }
     /// Rows `i..` of query-like tensor `x`, head `h`.
     fn q_at<P: Offset>(&self, x: P, i: usize, h: usize) -> Strided<P> {
@@ -144,6 +137,7 @@ impl Task {
     ///
     /// # Safety
     /// The ranges must lie inside the row, `sc` must hold `mq·nk` values.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn scores(&self, sc: &mut [f32], q: &[f32], k: &[f32], h: usize, i0: usize, mq: usize, j0: usize, nk: usize) {
         let kt = Strided { rs: 1, cs: self.ks, ..self.k_at(k.as_ptr(), j0) };
         gemm_strided(mq, nk, self.hd, Strided { ptr: sc.as_mut_ptr(), rs: nk, cs: 1 }, self.q_at(q.as_ptr(), i0, h), kt, false, self.scale, Parallelism::None);

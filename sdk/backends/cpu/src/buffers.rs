@@ -7,7 +7,7 @@ use anyhow::{bail, ensure, Result};
 /// The f32 buffers, indexed by [`slot`].
 #[derive(Default)]
 pub(crate) struct Buffers {
-    f: [Vec<f32>; 6],
+    f: [Vec<f32>; 7],
 }
 
 /// The f32 buffer a [`Mem`] names.
@@ -19,6 +19,7 @@ fn slot(mem: Mem) -> usize {
         Mem::AdamV => 3,
         Mem::Acts => 4,
         Mem::DActs => 5,
+        Mem::Kv => 6,
         Mem::Ids => panic!("Mem::Ids holds u32 ids, not f32 values"),
     }
 }

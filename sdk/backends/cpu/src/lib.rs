@@ -1,19 +1,23 @@
 //! The CPU backend: the numerical reference every other backend is checked against.
 //!
 //! One `Vec<f32>` per [`Mem`] (`Vec<u32>` for [`Mem::Ids`]); an op names its input and output
-//! spans, [`buffers::Buffers::io`] checks them (inside the buffer, outputs overlapping nothing
+//! spans, `buffers::Buffers::io` checks them (inside the buffer, outputs overlapping nothing
 //! else) and hands out slices, and the op's own file does the arithmetic: matrix products
 //! through the `gemm` crate, everything else with rayon over rows or fixed-size chunks.
 //!
 //! Determinism: every reduction has an order fixed by the shapes alone (fixed chunk sizes,
-//! chunk partials combined in chunk order, one task per attention (row, kv head)), so outputs are
-//! bit-identical whatever the number of rayon threads; `tests/determinism.rs` checks it with pools
-//! of 1, 2 and 3 threads. (Bit-identical on one machine: gemm's blocking follows the CPU's cache
-//! sizes and SIMD width, so another CPU may round differently.)
+//! chunk partials combined in chunk order, one task per (row, kv head) for attention's key/value
+//! gradients), and gemm splits work over threads by output tiles only, so outputs are
+//! bit-identical whatever the number of rayon threads; `tests/determinism.rs` checks it with
+//! pools of 1, 2 and 3 threads. Across machines, only the matrix products may differ: gemm picks
+//! its kernel (AVX2, AVX-512) and depth blocking from the CPU. The elementwise code uses plain
+//! IEEE f32/f64 operations (no fused multiply-add; `exp` is our own, in `math.rs`), so it gives
+//! the same bits on every x86-64 CPU.
 
 mod adamw;
 mod attention;
 mod buffers;
+mod decode;
 mod elementwise;
 mod embedding;
 mod math;
@@ -23,7 +27,7 @@ mod rope;
 mod swiglu;
 mod xent;
 
-use agentmerge_model::backend::{AdamStep, AttnShape, Backend, Mem, Span, Trans};
+use agentmerge_model::backend::{AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
 use anyhow::Result;
 
 use buffers::{Buffers, Ids};
@@ -182,7 +186,7 @@ impl Backend for CpuBackend {
     fn embedding_fwd(&mut self, out: Span, table: Span, ids: Span, n: usize, d: usize) {
         expect_len("embedding_fwd", "out", out, n * d);
         expect_len("embedding_fwd", "ids", ids, n);
-        assert!(d > 0 && table.len % d == 0, "embedding_fwd: table of {} elements is not rows of {d}", table.len);
+        assert!(d > 0 && table.len.is_multiple_of(d), "embedding_fwd: table of {} elements is not rows of {d}", table.len);
         let ids = self.ids.get("embedding_fwd", ids);
         let ([table], [out]) = self.bufs.io("embedding_fwd", [table], [out]);
         embedding::forward(out, table, ids, d);
@@ -191,13 +195,14 @@ impl Backend for CpuBackend {
     fn embedding_bwd(&mut self, dtable: Span, dout: Span, ids: Span, n: usize, d: usize) {
         expect_len("embedding_bwd", "dout", dout, n * d);
         expect_len("embedding_bwd", "ids", ids, n);
-        assert!(d > 0 && dtable.len % d == 0, "embedding_bwd: table of {} elements is not rows of {d}", dtable.len);
+        assert!(d > 0 && dtable.len.is_multiple_of(d), "embedding_bwd: table of {} elements is not rows of {d}", dtable.len);
         let ids = self.ids.get("embedding_bwd", ids);
         let ([dout], [dtable]) = self.bufs.io("embedding_bwd", [dout], [dtable]);
         embedding::backward(dtable, dout, ids, d);
     }
 
     fn rmsnorm_fwd(&mut self, out: Span, rstd: Span, x: Span, w: Span, n: usize, d: usize, eps: f32) {
+        assert!(d > 0, "rmsnorm_fwd: d is 0");
         expect_len("rmsnorm_fwd", "out", out, n * d);
         expect_len("rmsnorm_fwd", "rstd", rstd, n);
         expect_len("rmsnorm_fwd", "x", x, n * d);
@@ -207,6 +212,7 @@ impl Backend for CpuBackend {
     }
 
     fn rmsnorm_bwd(&mut self, dx: Span, dw: Span, dout: Span, x: Span, w: Span, rstd: Span, n: usize, d: usize) {
+        assert!(d > 0, "rmsnorm_bwd: d is 0");
         expect_len("rmsnorm_bwd", "dx", dx, n * d);
         expect_len("rmsnorm_bwd", "dw", dw, d);
         expect_len("rmsnorm_bwd", "dout", dout, n * d);
@@ -255,6 +261,14 @@ impl Backend for CpuBackend {
         attention::backward(attention::Grads { dq, dk, dv }, attention::Saved { dout, out, lse, q, k, v }, doc, s, &self.attn);
     }
 
+    fn kv_store(&mut self, k_cache: Span, v_cache: Span, k: Span, v: Span, slots: Span, pos: Span, s: DecodeShape) {
+        decode::kv_store(&mut self.bufs, &self.ids, k_cache, v_cache, k, v, slots, pos, s);
+    }
+
+    fn attention_decode(&mut self, out: Span, q: Span, k_cache: Span, v_cache: Span, slots: Span, lens: Span, s: DecodeShape) {
+        decode::attention_decode(&mut self.bufs, &self.ids, out, q, k_cache, v_cache, slots, lens, s);
+    }
+
     fn swiglu_fwd(&mut self, out: Span, gate: Span, up: Span) {
         assert!(out.len == gate.len && out.len == up.len, "swiglu_fwd: spans differ in length ({out:?}, {gate:?}, {up:?})");
         let ([gate, up], [out]) = self.bufs.io("swiglu_fwd", [gate, up], [out]);
@@ -263,15 +277,13 @@ impl Backend for CpuBackend {
 
     fn swiglu_bwd(&mut self, dgate: Span, dup: Span, dout: Span, gate: Span, up: Span) {
         let len = dout.len;
-        assert!(
-            [dgate, dup, gate, up].iter().all(|s| s.len == len),
-            "swiglu_bwd: spans differ in length ({dgate:?}, {dup:?}, {dout:?}, {gate:?}, {up:?})"
-        );
+        assert!([dgate, dup, gate, up].iter().all(|s| s.len == len), "swiglu_bwd: spans differ in length ({dgate:?}, {dup:?}, {dout:?}, {gate:?}, {up:?})");
         let ([dout, gate, up], [dgate, dup]) = self.bufs.io("swiglu_bwd", [dout, gate, up], [dgate, dup]);
         swiglu::backward(dgate, dup, dout, gate, up);
     }
 
     fn cross_entropy(&mut self, logits: Span, losses: Span, targets: Span, n: usize, vocab: usize, grad_scale: Option<f32>) {
+        assert!(vocab > 0, "cross_entropy: vocab is 0");
         expect_len("cross_entropy", "logits", logits, n * vocab);
         expect_len("cross_entropy", "losses", losses, n);
         expect_len("cross_entropy", "targets", targets, n);
@@ -296,10 +308,7 @@ impl Backend for CpuBackend {
     }
 
     fn adamw(&mut self, p: Span, g: Span, m: Span, v: Span, step: AdamStep) {
-        assert!(
-            g.len == p.len && m.len == p.len && v.len == p.len,
-            "adamw: spans differ in length (p {p:?}, g {g:?}, m {m:?}, v {v:?})"
-        );
+        assert!(g.len == p.len && m.len == p.len && v.len == p.len, "adamw: spans differ in length (p {p:?}, g {g:?}, m {m:?}, v {v:?})");
         let ([g], [p, m, v]) = self.bufs.io("adamw", [g], [p, m, v]);
         adamw::step(p, g, m, v, &step);
     }
@@ -308,7 +317,7 @@ impl Backend for CpuBackend {
 impl CpuBackend {
     #[allow(clippy::too_many_arguments)]
     fn rope(&mut self, op: &str, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32, inverse: bool) {
-        assert!(head_dim % 2 == 0, "{op}: head_dim {head_dim} is odd");
+        assert!(heads > 0 && head_dim > 0 && head_dim.is_multiple_of(2), "{op}: heads {heads} and head_dim {head_dim} must be positive, head_dim even");
         expect_len(op, "x", x, n * heads * head_dim);
         expect_len(op, "pos", pos, n);
         let pos = self.ids.get(op, pos);
@@ -320,7 +329,7 @@ impl CpuBackend {
 #[track_caller]
 fn check_attn(op: &str, s: &AttnShape) {
     assert!(
-        s.kv_heads > 0 && s.head_dim > 0 && s.heads % s.kv_heads == 0,
+        s.kv_heads > 0 && s.head_dim > 0 && s.heads.is_multiple_of(s.kv_heads),
         "{op}: heads {} must be a multiple of kv_heads {} (and head_dim {} > 0)",
         s.heads,
         s.kv_heads,

@@ -29,7 +29,7 @@ pub fn forward(logits: &[f32], losses: &mut [f32], targets: &[u32], vocab: usize
                 None => 0.0,
                 Some(t) => {
                     let m = math::max(row);
-                    let sum: f64 = row.iter().map(|&x| math::exp(x - m) as f64).sum();
+                    let sum = math::sum_exp(row, m);
                     ((m as f64 + sum.ln()) - row[t] as f64) as f32
                 }
             };
