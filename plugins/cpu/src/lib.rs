@@ -1,6 +1,8 @@
 //! The `cpu` plugin: the model's node kinds on the CPU backend. Every backend plugin is this
-//! file with its own [`BackendKind`]; the node kinds themselves live in `agentmerge_model::node`.
+//! file with its own [`BackendKind`]; the node kinds themselves live in `agentmerge_model::node`
+//! (training) and `agentmerge_agent::node` (evaluation).
 
+use agentmerge_agent::{EvaluateNode, ForgettingNode, LikelihoodNode};
 use agentmerge_backend_cpu::CpuBackend;
 use agentmerge_model::{
     node::{BackendKind, Pretrain, Sft, TrainNode},
@@ -17,4 +19,7 @@ impl BackendKind for Cpu {
     }
 }
 
-agentmerge_sdk::export_plugin! { name: "cpu", kinds: [TrainNode<Cpu, Pretrain>, TrainNode<Cpu, Sft>] }
+agentmerge_sdk::export_plugin! {
+    name: "cpu",
+    kinds: [TrainNode<Cpu, Pretrain>, TrainNode<Cpu, Sft>, EvaluateNode<Cpu>, LikelihoodNode<Cpu>, ForgettingNode<Cpu>]
+}

@@ -5,7 +5,7 @@ use agentmerge_miniarena::summarize;
 use agentmerge_sdk::prelude::*;
 use serde_json::json;
 
-use crate::config::{all, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
+use crate::config::{all, check_seeds, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
 
 /// Collects expert traces in MiniArena.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -38,7 +38,7 @@ impl NodeKind for Collect {
 
     fn check(&self) -> Result<(), ConfigError> {
         templates(&self.templates, "templates")?;
-        self.seeds.check("seeds")?;
+        check_seeds(&self.seeds, "seeds")?;
         if self.experts.is_empty() {
             return Err(ConfigError::new("experts", "list at least one expert, e.g. `[{preset: strong}]`"));
         }

@@ -7,34 +7,16 @@ use std::{
 };
 
 use agentmerge_miniarena::{rollout, select_templates, Episode, Expert, ExpertConfig, TemplateInfo};
+pub use agentmerge_miniarena::Seeds;
 use agentmerge_sdk::prelude::*;
 use agentmerge_traces::write_episodes;
 use rayon::prelude::*;
 
-/// Seeds `start, start+1, …, start+count−1`: one task instance per seed and template.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Seeds {
-    /// The first seed.
-    #[serde(default)]
-    pub start: u64,
-    /// How many seeds.
-    pub count: u64,
-}
-
-impl Seeds {
-    pub fn list(&self) -> Vec<u64> {
-        (self.start..self.start + self.count).collect()
-    }
-
-    pub fn check(&self, field: &str) -> Result<(), ConfigError> {
-        if self.count == 0 {
-            return Err(ConfigError::new(format!("{field}.count"), "must be at least 1"));
-        }
-        if self.start.checked_add(self.count).is_none() {
-            return Err(ConfigError::new(format!("{field}.start"), "start + count overflows"));
-        }
-        Ok(())
+/// Checks the seeds of config field `field`.
+pub fn check_seeds(seeds: &Seeds, field: &str) -> Result<(), ConfigError> {
+    match seeds.problem() {
+        Some((sub, message)) => Err(ConfigError::new(format!("{field}.{sub}"), message)),
+        None => Ok(()),
     }
 }
 

@@ -6,7 +6,7 @@ use agentmerge_miniarena::summarize;
 use agentmerge_sdk::prelude::*;
 use serde_json::json;
 
-use crate::config::{all, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
+use crate::config::{all, check_seeds, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
 
 /// Evaluates an agent in MiniArena.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -41,7 +41,7 @@ impl NodeKind for Evaluate {
 
     fn check(&self) -> Result<(), ConfigError> {
         templates(&self.templates, "templates")?;
-        self.seeds.check("seeds")?;
+        check_seeds(&self.seeds, "seeds")?;
         self.agent.check("agent")?;
         if self.max_steps == 0 {
             return Err(ConfigError::new("max_steps", "must be at least 1"));

@@ -27,5 +27,5 @@ pub use agentmerge_traces::{parse_action, Action, ActionError, Episode, Observat
 pub use env::{Env, StepOutcome, DEFAULT_MAX_STEPS};
 pub use expert::{Expert, ExpertConfig, PRESETS};
 pub use policy::{Actor, AgentOutput, Policy};
-pub use rollout::{collect, evaluate, rollout, summarize, CategoryScore, EvalReport, Score, TaskScore};
-pub use tasks::{select_templates, template, templates, TemplateInfo, CATEGORIES};
+pub use rollout::{collect, evaluate, rollout, rollout_batch, summarize, BatchPolicy, CategoryScore, EvalReport, OneByOne, Score, TaskScore, Turn};
+pub use tasks::{select_templates, template, templates, Seeds, TemplateInfo, CATEGORIES};

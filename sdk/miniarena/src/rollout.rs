@@ -1,12 +1,13 @@
 //! Running agents: [`rollout`] plays one episode into an `agentmerge_traces::Episode`,
-//! [`collect`] plays many (trace collection), and [`evaluate`] / [`summarize`] turn episodes
-//! into success rates with standard errors per task, per category and overall.
+//! [`rollout_batch`] plays many in lockstep for a [`BatchPolicy`] (a model decoding one batch
+//! per round), [`collect`] plays many (trace collection), and [`evaluate`] / [`summarize`] turn
+//! episodes into success rates with standard errors per task, per category and overall.
 
-use agentmerge_traces::{AgentInfo, Episode, Step};
+use agentmerge_traces::{AgentInfo, Episode, Observation, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
-use crate::policy::Actor;
+use crate::policy::{Actor, AgentOutput, Policy};
 use crate::tasks;
 
 /// Plays one episode of `task` (instance `seed`) with `actor`, for at most `max_steps` actions.
@@ -17,43 +18,147 @@ use crate::tasks;
 /// observation with no action, `terminated` or `truncated` set. If the actor fails, the
 /// episode ends there with `err_msg` set.
 pub fn rollout<A: Actor + ?Sized>(task: &str, seed: u64, actor: &mut A, max_steps: usize) -> anyhow::Result<Episode> {
-    let mut env = Env::new(task, seed, max_steps)?;
-    let mut obs = env.reset();
-    let mut steps: Vec<Step> = Vec::with_capacity(max_steps + 1);
-    let mut err_msg = None;
-    let mut reward = 0.0;
-    let mut cum_reward = 0.0;
-    loop {
-        let out = match actor.act(&env, &obs, &steps) {
+    let mut run = EpisodeRun::new(task, seed, max_steps)?;
+    while !run.done {
+        let out = actor.act(&run.env, &run.obs, &run.steps);
+        run.advance(out)?;
+    }
+    Ok(run.finish(actor.agent_info()))
+}
+
+/// An agent that acts on many episodes at once, e.g. a model that decodes one batch per round.
+pub trait BatchPolicy {
+    /// Who produced the traces.
+    fn agent_info(&self) -> AgentInfo;
+
+    /// The next step of each turn (one unfinished episode each). Returns one result per turn,
+    /// in order: an `Err` ends that episode only (its `err_msg`); an outer `Err` stops the whole
+    /// rollout.
+    fn act_batch(&mut self, turns: &[Turn<'_>]) -> anyhow::Result<Vec<anyhow::Result<AgentOutput>>>;
+}
+
+/// One unfinished episode's turn in a [`BatchPolicy::act_batch`] round.
+#[derive(Clone, Copy, Debug)]
+pub struct Turn<'a> {
+    /// The episode's index in the job list given to [`rollout_batch`].
+    pub episode: usize,
+    pub obs: &'a Observation,
+    /// The steps so far (empty on the first turn).
+    pub history: &'a [Step],
+}
+
+/// Any [`Policy`] as a [`BatchPolicy`] that acts on the turns one by one.
+pub struct OneByOne<P>(pub P);
+
+impl<P: Policy> BatchPolicy for OneByOne<P> {
+    fn agent_info(&self) -> AgentInfo {
+        self.0.agent_info()
+    }
+    fn act_batch(&mut self, turns: &[Turn<'_>]) -> anyhow::Result<Vec<anyhow::Result<AgentOutput>>> {
+        Ok(turns.iter().map(|t| self.0.act(t.obs, t.history)).collect())
+    }
+}
+
+/// Plays the episodes `jobs` (task, seed) in lockstep: each round gives the current turn of
+/// every running episode (at most `batch` at once) to one [`BatchPolicy::act_batch`] call, then
+/// steps each environment; a finished episode's place goes to the next job. Episodes are
+/// returned in job order, each exactly as [`rollout`] would record it. `round` is called after
+/// every round with (episodes finished, total); its error (say, a cancellation) stops the run.
+pub fn rollout_batch<P: BatchPolicy + ?Sized>(
+    jobs: &[(&str, u64)],
+    policy: &mut P,
+    max_steps: usize,
+    batch: usize,
+    round: &mut dyn FnMut(usize, usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Episode>> {
+    anyhow::ensure!(batch > 0, "the batch must hold at least one episode");
+    let mut done: Vec<Option<Episode>> = (0..jobs.len()).map(|_| None).collect();
+    let mut running: Vec<(usize, EpisodeRun)> = Vec::with_capacity(batch.min(jobs.len()));
+    let (mut next, mut finished) = (0, 0);
+    while finished < jobs.len() {
+        while running.len() < batch && next < jobs.len() {
+            let (task, seed) = jobs[next];
+            running.push((next, EpisodeRun::new(task, seed, max_steps)?));
+            next += 1;
+        }
+        let turns: Vec<Turn<'_>> = running.iter().map(|(i, r)| Turn { episode: *i, obs: &r.obs, history: &r.steps }).collect();
+        let outs = policy.act_batch(&turns)?;
+        anyhow::ensure!(outs.len() == turns.len(), "the policy answered {} of {} turns", outs.len(), turns.len());
+        for ((_, run), out) in running.iter_mut().zip(outs) {
+            run.advance(out)?;
+        }
+        let agent = policy.agent_info();
+        for (i, run) in std::mem::take(&mut running) {
+            if run.done {
+                done[i] = Some(run.finish(agent.clone()));
+                finished += 1;
+            } else {
+                running.push((i, run));
+            }
+        }
+        round(finished, jobs.len())?;
+    }
+    Ok(done.into_iter().map(|e| e.expect("every job finished")).collect())
+}
+
+/// An episode being played: the environment, the current observation and the steps so far.
+struct EpisodeRun {
+    env: Env,
+    seed: u64,
+    obs: Observation,
+    steps: Vec<Step>,
+    /// The reward returned with `obs`.
+    reward: f64,
+    cum_reward: f64,
+    err_msg: Option<String>,
+    done: bool,
+}
+
+impl EpisodeRun {
+    fn new(task: &str, seed: u64, max_steps: usize) -> anyhow::Result<EpisodeRun> {
+        let mut env = Env::new(task, seed, max_steps)?;
+        let obs = env.reset();
+        Ok(EpisodeRun { env, seed, obs, steps: Vec::with_capacity(max_steps + 1), reward: 0.0, cum_reward: 0.0, err_msg: None, done: false })
+    }
+
+    /// Records the agent's answer to the current observation and steps the environment; an
+    /// agent error ends the episode with `err_msg`.
+    fn advance(&mut self, out: anyhow::Result<AgentOutput>) -> anyhow::Result<()> {
+        let out = match out {
             Ok(out) => out,
             Err(e) => {
-                err_msg = Some(format!("{e:#}"));
-                break;
+                self.err_msg = Some(format!("{e:#}"));
+                self.done = true;
+                return Ok(());
             }
         };
-        let res = env.step(&out.action)?;
-        steps.push(Step { step: steps.len(), obs, think: out.think, action: Some(out.action), reward, terminated: false, truncated: false });
-        obs = res.obs;
-        reward = res.reward;
-        cum_reward += res.reward;
-        if res.terminated || res.truncated {
-            break;
+        let res = self.env.step(&out.action)?;
+        let obs = std::mem::replace(&mut self.obs, res.obs);
+        self.steps.push(Step { step: self.steps.len(), obs, think: out.think, action: Some(out.action), reward: self.reward, terminated: false, truncated: false });
+        self.reward = res.reward;
+        self.cum_reward += res.reward;
+        self.done = res.terminated || res.truncated;
+        Ok(())
+    }
+
+    /// The episode, closed by the final observation.
+    fn finish(mut self, agent: AgentInfo) -> Episode {
+        let n_steps = self.steps.len();
+        let env = &self.env;
+        self.steps.push(Step { step: n_steps, obs: self.obs, think: None, action: None, reward: self.reward, terminated: env.terminated(), truncated: env.truncated() });
+        Episode {
+            task_name: env.task_name().to_string(),
+            category: env.category().to_string(),
+            seed: self.seed,
+            goal: env.goal().to_string(),
+            agent,
+            success: env.success(),
+            cum_reward: self.cum_reward,
+            n_steps,
+            err_msg: self.err_msg,
+            steps: self.steps,
         }
     }
-    let n_steps = steps.len();
-    steps.push(Step { step: n_steps, obs, think: None, action: None, reward, terminated: env.terminated(), truncated: env.truncated() });
-    Ok(Episode {
-        task_name: env.task_name().to_string(),
-        category: env.category().to_string(),
-        seed,
-        goal: env.goal().to_string(),
-        agent: actor.agent_info(),
-        success: env.success(),
-        cum_reward,
-        n_steps,
-        err_msg,
-        steps,
-    })
 }
 
 /// Plays every (template, seed) pair with a fresh actor from `factory`.

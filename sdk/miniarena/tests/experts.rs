@@ -4,7 +4,8 @@
 mod common;
 
 use agentmerge_miniarena::{
-    evaluate, rollout, summarize, templates, AgentOutput, EvalReport, Expert, ExpertConfig, Observation, Policy, Step, DEFAULT_MAX_STEPS,
+    evaluate, rollout, rollout_batch, summarize, templates, AgentOutput, BatchPolicy, EvalReport, Expert, ExpertConfig, Observation, OneByOne, Policy,
+    Step, Turn, DEFAULT_MAX_STEPS,
 };
 
 #[test]
@@ -192,4 +193,60 @@ fn policies_plug_into_rollout_and_evaluate() {
     assert!(evaluate(|| Ok(Idle), &["miniarena.form.nope"], &[0], 3).is_err());
     let eps = vec![rollout("miniarena.form.create_user", 1, &mut Crashy, 15).unwrap()];
     assert_eq!(summarize(&eps).n_errors, 1);
+}
+
+/// A policy that acts on what it sees only: clicks elements picked from the page and the step
+/// number, sometimes a bid that does not exist, and breaks on the third step of one goal.
+struct Wander;
+impl Policy for Wander {
+    fn name(&self) -> String {
+        "wander".into()
+    }
+    fn act(&mut self, obs: &Observation, history: &[Step]) -> anyhow::Result<AgentOutput> {
+        if history.len() == 2 && obs.goal.len().is_multiple_of(5) {
+            anyhow::bail!("decoder failed");
+        }
+        let bids = common::bids(&obs.axtree_txt);
+        let k = history.len() * 7 + obs.goal.len();
+        let action = if k.is_multiple_of(4) { "click('zz99')".to_string() } else { format!("click('{}')", bids[k % bids.len()]) };
+        Ok(AgentOutput { think: Some(format!("step {}", history.len())), action })
+    }
+}
+
+/// Counts the turns of each round.
+struct Rounds(OneByOne<Wander>, Vec<usize>);
+impl BatchPolicy for Rounds {
+    fn agent_info(&self) -> agentmerge_traces::AgentInfo {
+        self.0.agent_info()
+    }
+    fn act_batch(&mut self, turns: &[Turn<'_>]) -> anyhow::Result<Vec<anyhow::Result<AgentOutput>>> {
+        self.1.push(turns.len());
+        self.0.act_batch(turns)
+    }
+}
+
+#[test]
+fn batched_rollouts_record_what_single_rollouts_do() {
+    let jobs: Vec<(&str, u64)> =
+        ["miniarena.menu.impersonate_user", "miniarena.form.create_problem", "miniarena.menu.navigate_to_module"].iter().flat_map(|t| (0..4).map(move |s| (*t, s))).collect();
+    let want: Vec<_> = jobs.iter().map(|(t, s)| rollout(t, *s, &mut Wander, 6).unwrap()).collect();
+    assert!(want.iter().any(|e| e.err_msg.is_some()) && want.iter().any(|e| e.err_msg.is_none()));
+    for batch in [1, 5, 64] {
+        let mut policy = Rounds(OneByOne(Wander), Vec::new());
+        let mut reported = Vec::new();
+        let got = rollout_batch(&jobs, &mut policy, 6, batch, &mut |done, total| {
+            reported.push((done, total));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, want, "batch {batch}");
+        // Full rounds while jobs wait; every turn answered once.
+        assert!(policy.1.iter().all(|&n| n <= batch) && policy.1[0] == batch.min(jobs.len()));
+        let turns: usize = want.iter().map(|e| e.n_steps + usize::from(e.err_msg.is_some())).sum();
+        assert_eq!(policy.1.iter().sum::<usize>(), turns);
+        assert_eq!(reported.last(), Some(&(jobs.len(), jobs.len())));
+    }
+    // A failing round stops the rollout.
+    let stop = rollout_batch(&jobs, &mut OneByOne(Wander), 6, 4, &mut |_, _| anyhow::bail!("cancelled"));
+    assert!(stop.unwrap_err().to_string().contains("cancelled"));
 }

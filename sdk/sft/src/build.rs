@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agentmerge_traces::{action::parse_action, Episode, Step};
+use agentmerge_traces::{action::parse_action, Episode, Observation, Step};
 use anyhow::{bail, Context as _};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -151,22 +151,30 @@ fn non_empty(s: &str) -> Option<String> {
 /// The prompt of `e.steps[i]`: its observation, and the earlier action steps as history
 /// (think, action, the error that action caused as reported by the next observation).
 pub fn step_prompt(e: &Episode, i: usize) -> StepPrompt {
-    let s = &e.steps[i];
-    let history = e.steps[..i]
+    history_prompt(&e.goal, &e.steps[i].obs, &e.steps[..i])
+}
+
+/// The prompt of observation `obs` after the steps `history` of the same episode (in order;
+/// steps without an action are skipped): what [`step_prompt`] builds for a recorded step, and
+/// what an agent playing an episode is shown. The error of each history action is the
+/// `last_action_error` of the observation after it (`obs` for the last one). `goal` stands in
+/// when the observation carries none.
+pub fn history_prompt(goal: &str, obs: &Observation, history: &[Step]) -> StepPrompt {
+    let history = history
         .iter()
         .enumerate()
         .filter_map(|(j, p)| {
             let action = p.action.clone()?;
-            let err = e.steps.get(j + 1).and_then(|n| non_empty(&n.obs.last_action_error));
-            Some((p.think.clone(), action, err))
+            let next = history.get(j + 1).map_or(obs, |n| &n.obs);
+            Some((p.think.clone(), action, non_empty(&next.last_action_error)))
         })
         .collect();
     StepPrompt {
-        goal: if s.obs.goal.is_empty() { e.goal.clone() } else { s.obs.goal.clone() },
-        url: s.obs.url.clone(),
-        axtree: s.obs.axtree_txt.clone(),
-        focused_element_bid: s.obs.focused_element_bid.as_deref().and_then(non_empty),
-        last_action_error: non_empty(&s.obs.last_action_error),
+        goal: if obs.goal.is_empty() { goal.to_string() } else { obs.goal.clone() },
+        url: obs.url.clone(),
+        axtree: obs.axtree_txt.clone(),
+        focused_element_bid: obs.focused_element_bid.as_deref().and_then(non_empty),
+        last_action_error: non_empty(&obs.last_action_error),
         history,
     }
 }

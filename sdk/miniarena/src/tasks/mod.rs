@@ -303,6 +303,34 @@ pub fn select_templates(selectors: &[&str]) -> anyhow::Result<Vec<&'static Templ
     Ok(out)
 }
 
+/// Seeds `start, start+1, …, start+count−1`: one task instance per seed and template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Seeds {
+    /// The first seed.
+    #[serde(default)]
+    pub start: u64,
+    /// How many seeds.
+    pub count: u64,
+}
+
+impl Seeds {
+    pub fn list(&self) -> Vec<u64> {
+        (self.start..self.start + self.count).collect()
+    }
+
+    /// What is wrong with these seeds, if anything: the field (`count`, `start`) and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if self.count == 0 {
+            Some(("count", "must be at least 1"))
+        } else if self.start.checked_add(self.count).is_none() {
+            Some(("start", "start + count overflows"))
+        } else {
+            None
+        }
+    }
+}
+
 /// The instance `seed` of template `t`.
 pub(crate) fn instantiate(t: &'static TemplateInfo, seed: u64) -> Instance {
     (t.generate)(t.name, seed)

@@ -1,0 +1,194 @@
+//! Evaluation runs: a model agent plays a list of MiniArena instances in batches
+//! ([`play`]), and the result becomes the metrics `miniarena/evaluate` reports for experts
+//! (success rates overall, per category and per task with standard errors), plus what went
+//! wrong on the model's steps ([`StepCounts`]). Also: which instances a traces file names, and
+//! the training step of a checkpoint.
+
+use std::{collections::BTreeMap, path::Path, time::Instant};
+
+use agentmerge_miniarena::{rollout_batch, summarize, EvalReport};
+use agentmerge_traces::{parse_action, Episode};
+use anyhow::Context as _;
+use serde_json::{json, Map, Value as Json};
+
+use crate::policy::{Decoder, ModelPolicy, StepCounts};
+
+/// A finished evaluation of one model.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// The episodes, in job order.
+    pub episodes: Vec<Episode>,
+    pub report: EvalReport,
+    /// Over all episodes.
+    pub counts: StepCounts,
+    /// By task template.
+    pub per_task: BTreeMap<String, StepCounts>,
+    pub seconds: f64,
+}
+
+/// Steps whose action parses but that the environment rejected (the next observation carries a
+/// `last_action_error`).
+pub fn invalid_actions(e: &Episode) -> usize {
+    e.steps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| s.action.as_deref().is_some_and(|a| parse_action(a).is_ok()) && e.steps.get(i + 1).is_some_and(|n| !n.obs.last_action_error.is_empty()))
+        .count()
+}
+
+/// Plays every job (template, seed) with `policy`, `batch` episodes in lockstep, at most
+/// `max_steps` actions each. `round(done, total)` follows the episodes; its error stops the run.
+pub fn play<D: Decoder>(
+    policy: &mut ModelPolicy<D>,
+    jobs: &[(&str, u64)],
+    max_steps: usize,
+    batch: usize,
+    round: &mut dyn FnMut(usize, usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Evaluation> {
+    let start = Instant::now();
+    policy.take_counts();
+    let episodes = rollout_batch(jobs, policy, max_steps, batch, round)?;
+    let mut per_episode = policy.take_counts();
+    let (mut counts, mut per_task) = (StepCounts::default(), BTreeMap::<String, StepCounts>::new());
+    for (i, e) in episodes.iter().enumerate() {
+        let c = per_episode.entry(i).or_default();
+        c.invalid_actions = invalid_actions(e);
+        counts.add(c);
+        per_task.entry(e.task_name.clone()).or_default().add(c);
+    }
+    let report = summarize(&episodes);
+    Ok(Evaluation { episodes, report, counts, per_task, seconds: start.elapsed().as_secs_f64() })
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl Evaluation {
+    /// The metrics: `miniarena/evaluate`'s (agent, overall, per_category, per_task, n_errors)
+    /// with each task's step counts, then the step counts overall with their rates per action,
+    /// and the time taken.
+    pub fn metrics(&self) -> Map<String, Json> {
+        let Json::Object(mut m) = json!(self.report) else { unreachable!("an EvalReport is an object") };
+        if let Some(Json::Array(tasks)) = m.get_mut("per_task") {
+            for t in tasks {
+                let name = t["task"].as_str().unwrap_or_default().to_string();
+                if let (Json::Object(t), Some(c)) = (t, self.per_task.get(&name)) {
+                    t.insert("parse_errors".into(), json!(c.parse_errors));
+                    t.insert("invalid_actions".into(), json!(c.invalid_actions));
+                    t.insert("truncated".into(), json!(c.truncated));
+                }
+            }
+        }
+        let c = &self.counts;
+        let Json::Object(counts) = json!(c) else { unreachable!() };
+        m.extend(counts);
+        m.insert("parse_error_rate".into(), json!(ratio(c.parse_errors, c.actions)));
+        m.insert("invalid_action_rate".into(), json!(ratio(c.invalid_actions, c.actions)));
+        m.insert("truncated_rate".into(), json!(ratio(c.truncated, c.actions)));
+        m.insert("seconds".into(), json!(self.seconds));
+        m.insert("episodes_per_s".into(), json!(self.episodes.len() as f64 / self.seconds.max(1e-9)));
+        m.insert("new_tokens_per_s".into(), json!(c.new_tokens as f64 / self.seconds.max(1e-9)));
+        m
+    }
+}
+
+/// How often a model's next action matches the expert's on recorded steps.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepAccuracy {
+    /// Expert action steps scored.
+    pub steps: usize,
+    /// The model's action equals the expert's (both parsed and written canonically).
+    pub exact: f64,
+    /// The same action name (`click`, `fill`...).
+    pub verb: f64,
+    /// Among steps whose expert action targets an element: the model's targets the same bid.
+    pub element: f64,
+    /// Steps whose expert action targets an element.
+    pub element_steps: usize,
+    /// The model's answer parses as one BrowserGym action in AgentLab's format.
+    pub parses: f64,
+}
+
+/// Teacher-forced step accuracy: for every action step of `episodes` (e.g. held-out expert
+/// traces), the model is shown the step's observation and the expert's history, exactly as an
+/// agent in that state, and its action is compared with the expert's. `batch` steps are decoded
+/// together. The element accuracy is the grounding figure of docs/evaluation.md.
+pub fn step_accuracy<D: Decoder>(
+    policy: &mut ModelPolicy<D>,
+    episodes: &[Episode],
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize) -> anyhow::Result<()>,
+) -> anyhow::Result<StepAccuracy> {
+    use agentmerge_miniarena::{BatchPolicy, Turn};
+    anyhow::ensure!(batch > 0, "the batch must hold at least one step");
+    let turns: Vec<(Turn<'_>, &str)> = episodes
+        .iter()
+        .enumerate()
+        .flat_map(|(k, e)| e.steps.iter().enumerate().filter_map(move |(i, s)| Some((Turn { episode: k, obs: &s.obs, history: &e.steps[..i] }, s.action.as_deref()?))))
+        .collect();
+    let canonical = |a: &str| parse_action(a).ok();
+    let (mut exact, mut verb, mut element, mut element_steps, mut parses) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    policy.take_counts();
+    for (n, chunk) in turns.chunks(batch).enumerate() {
+        let ts: Vec<Turn<'_>> = chunk.iter().map(|(t, _)| *t).collect();
+        let outs = policy.act_batch(&ts)?;
+        for ((_, want), got) in chunk.iter().zip(outs) {
+            let want = canonical(want);
+            let got = got.ok().and_then(|o| canonical(&o.action));
+            if let Some(w) = &want {
+                if let Some(b) = w.target_bid() {
+                    element_steps += 1;
+                    element += usize::from(got.as_ref().and_then(|g| g.target_bid()) == Some(b));
+                }
+                verb += usize::from(got.as_ref().is_some_and(|g| g.name() == w.name()));
+                exact += usize::from(got.as_ref().is_some_and(|g| g.to_string() == w.to_string()));
+            }
+        }
+        progress(((n + 1) * batch).min(turns.len()), turns.len())?;
+    }
+    let counts = policy.take_counts();
+    let actions: usize = counts.values().map(|c| c.actions).sum();
+    parses += actions - counts.values().map(|c| c.parse_errors).sum::<usize>();
+    let steps = turns.len();
+    Ok(StepAccuracy { steps, exact: ratio(exact, steps), verb: ratio(verb, steps), element: ratio(element, element_steps), element_steps, parses: ratio(parses, steps) })
+}
+
+/// The MiniArena instances a traces file names: each distinct (task, seed), in order of first
+/// appearance. Every task must be a MiniArena template.
+pub fn instances_of(episodes: &[Episode]) -> anyhow::Result<Vec<(&'static str, u64)>> {
+    let mut out: Vec<(&'static str, u64)> = Vec::new();
+    for e in episodes {
+        let t = agentmerge_miniarena::template(&e.task_name).with_context(|| format!("the traces name task `{}`, which MiniArena cannot play", e.task_name))?;
+        if !out.contains(&(t.name, e.seed)) {
+            out.push((t.name, e.seed));
+        }
+    }
+    Ok(out)
+}
+
+/// The training step of a checkpoint: `global_step` of its trainer_state.json (`None` for a
+/// model without one, e.g. a fresh or merged model).
+pub fn checkpoint_step(dir: &Path) -> anyhow::Result<Option<u64>> {
+    let path = dir.join("trainer_state.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let state: Json = serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    Ok(state["global_step"].as_u64())
+}
+
+/// A model directory with its training step (`None`: no trainer_state.json).
+pub type StepModel = (Option<u64>, std::path::PathBuf);
+
+/// Models ordered for a table of rows: those without a step first (in input order), then the
+/// checkpoints by step (input order among equal steps).
+pub fn by_step(dirs: &[std::path::PathBuf]) -> anyhow::Result<Vec<StepModel>> {
+    let mut rows: Vec<StepModel> = dirs.iter().map(|d| Ok((checkpoint_step(d)?, d.clone()))).collect::<anyhow::Result<_>>()?;
+    rows.sort_by_key(|(s, _)| *s);
+    Ok(rows)
+}

@@ -1,0 +1,198 @@
+//! The model-backed agent: its prompts are exactly `sft/build`'s (a stand-in decoder that
+//! answers each training prompt with its training response replays the expert and solves every
+//! episode), malformed answers reach the environment and are counted, and a random model's
+//! episodes end cleanly.
+
+use std::collections::HashMap;
+
+use agentmerge_agent::{play, AgentOptions, Decoder, LoadedModel, ModelPolicy};
+use agentmerge_backend_cpu::CpuBackend;
+use agentmerge_miniarena::{rollout, Expert};
+use agentmerge_model::{
+    checkpoint::{self, SaveOptions},
+    generate::{Generated, Sampling, StopReason},
+    LlamaConfig,
+};
+use agentmerge_sft::{
+    build::{build_examples, response_text, BuildConfig},
+    prompt::PromptOptions,
+    template::ChatTemplate,
+    tokenizer::{self as tk, train_bpe},
+};
+use agentmerge_traces::{AgentInfo, Episode};
+use tokenizers::Tokenizer;
+
+const TASKS: [&str; 3] = ["miniarena.menu.navigate_to_module", "miniarena.menu.impersonate_user", "miniarena.form.create_problem"];
+
+fn expert_episodes(think: bool) -> Vec<Episode> {
+    let mut cfg = agentmerge_miniarena::ExpertConfig::perfect();
+    if !think {
+        cfg = cfg.without_think();
+    }
+    TASKS.iter().flat_map(|t| (0..3).map(move |s| (*t, s))).map(|(t, s)| rollout(t, s, &mut Expert::new(cfg.clone()).unwrap(), 15).unwrap()).collect()
+}
+
+fn tokenizer(episodes: &[Episode]) -> Tokenizer {
+    let mut corpus: Vec<String> = Vec::new();
+    for e in episodes {
+        for s in &e.steps {
+            corpus.push(s.obs.axtree_txt.clone());
+            corpus.push(s.obs.goal.clone());
+            if let Some(a) = &s.action {
+                corpus.push(response_text(s.think.as_deref(), a));
+            }
+        }
+    }
+    corpus.push(PromptOptions::default().system);
+    let specials: Vec<String> = ["<|bos|>", "<|eos|>", "<|start|>", "<|end|>"].iter().map(|s| s.to_string()).collect();
+    train_bpe(corpus.iter(), 700, &specials).unwrap()
+}
+
+/// Answers every prompt it was trained on with the training response (and fails the test on
+/// any other prompt); records the batch sizes.
+struct Replay {
+    answers: HashMap<Vec<u32>, Vec<u32>>,
+    batches: Vec<usize>,
+    eos: u32,
+}
+
+impl Decoder for Replay {
+    fn generate(&mut self, prompts: &[Vec<u32>], s: &Sampling, _seed: u64, decode: &dyn Fn(&[u32]) -> anyhow::Result<String>) -> anyhow::Result<Vec<Generated>> {
+        assert_eq!(s.eos, vec![self.eos]);
+        self.batches.push(prompts.len());
+        prompts
+            .iter()
+            .map(|p| {
+                let r = self.answers.get(p).unwrap_or_else(|| panic!("a prompt sft/build never wrote:\n{}", decode(p).unwrap()));
+                Ok(Generated { tokens: r.clone(), text: decode(&r[..r.len() - 1])?, reason: StopReason::Eos })
+            })
+            .collect()
+    }
+}
+
+fn replay_case(prompt: PromptOptions, think: bool) {
+    let episodes = expert_episodes(think);
+    let tok = tokenizer(&episodes);
+    let template = ChatTemplate::default();
+    let eos = tok.token_to_id("<|eos|>").unwrap();
+    let cfg = BuildConfig { prompt: prompt.clone(), max_len: 8192, ..Default::default() };
+    let (kept, dropped) = build_examples(&episodes, &tok, &template, &cfg).unwrap();
+    assert!(dropped.is_empty());
+    let answers: HashMap<Vec<u32>, Vec<u32>> = kept
+        .iter()
+        .map(|b| {
+            let cut = b.example.mask.iter().position(|&m| m == 1).unwrap();
+            (b.example.ids[..cut].to_vec(), b.example.ids[cut..].to_vec())
+        })
+        .collect();
+    let opts = AgentOptions { prompt, max_len: 8192, max_new_tokens: 512, ..Default::default() };
+    let agent = AgentInfo { model_name: "replay".into(), agent_name: "model".into() };
+    let mut policy = ModelPolicy::new(Replay { answers, batches: Vec::new(), eos }, tok, template, vec![eos], opts, 0, agent).unwrap();
+    let jobs: Vec<(&str, u64)> = episodes.iter().map(|e| (e.task_name.as_str(), e.seed)).collect();
+    let eval = play(&mut policy, &jobs, 15, 4, &mut |_, _| Ok(())).unwrap();
+    assert_eq!(eval.report.overall.success_rate, 1.0, "{:?}", eval.report);
+    let steps: usize = episodes.iter().map(|e| e.n_steps).sum();
+    assert_eq!(eval.counts.actions, steps);
+    assert_eq!((eval.counts.parse_errors, eval.counts.invalid_actions, eval.counts.truncated, eval.counts.cut_prompts), (0, 0, 0, 0));
+    // The same actions and thoughts as the expert's.
+    for (got, want) in eval.episodes.iter().zip(&episodes) {
+        let a = |e: &Episode| e.steps.iter().map(|s| (s.think.clone(), s.action.clone())).collect::<Vec<_>>();
+        assert_eq!(a(got), a(want));
+        assert_eq!(got.agent.model_name, "replay");
+    }
+    assert!(policy.decoder.batches.iter().all(|&b| b <= 4) && policy.decoder.batches[0] == 4);
+    let m = eval.metrics();
+    assert_eq!(m["overall"]["success_rate"], 1.0);
+    assert_eq!(m["per_task"].as_array().unwrap().len(), 3);
+    assert_eq!(m["per_task"][0]["parse_errors"], 0);
+}
+
+#[test]
+fn prompts_are_the_training_prompts_default_options() {
+    replay_case(PromptOptions::default(), true);
+}
+
+#[test]
+fn prompts_are_the_training_prompts_compact_options() {
+    let prompt = PromptOptions { system: String::new(), max_history: Some(2), use_thinking: false, ..Default::default() };
+    replay_case(prompt, false);
+}
+
+/// Answers from a script, in turn order.
+struct Scripted(Vec<(String, StopReason)>);
+
+impl Decoder for Scripted {
+    fn generate(&mut self, prompts: &[Vec<u32>], _s: &Sampling, _seed: u64, _decode: &dyn Fn(&[u32]) -> anyhow::Result<String>) -> anyhow::Result<Vec<Generated>> {
+        Ok(prompts
+            .iter()
+            .map(|_| {
+                let (text, reason) = if self.0.is_empty() { ("noop()".to_string(), StopReason::Eos) } else { self.0.remove(0) };
+                Generated { tokens: vec![7; 3], text, reason }
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn bad_answers_go_to_the_environment_and_are_counted() {
+    let episodes = expert_episodes(false);
+    let tok = tokenizer(&episodes);
+    let script = vec![
+        ("<action>click('zz1')</action>".to_string(), StopReason::Stop),   // not on the page: invalid
+        ("I think I should click".to_string(), StopReason::Eos),          // no tags: parse error
+        ("<think>the menu is on the le".to_string(), StopReason::MaxTokens), // cut: parse error, truncated
+        ("<action>click(a15)</action>".to_string(), StopReason::Eos),     // not BrowserGym syntax
+        ("<action>scroll(0, 100)</action>".to_string(), StopReason::Eos), // fine
+    ];
+    let opts = AgentOptions { prompt: PromptOptions { use_thinking: false, ..Default::default() }, max_len: 4096, max_new_tokens: 64, ..Default::default() };
+    let mut policy = ModelPolicy::new(Scripted(script), tok.clone(), ChatTemplate::default(), vec![1], opts.clone(), 0, AgentInfo::default()).unwrap();
+    let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
+    let e = &eval.episodes[0];
+    assert_eq!((e.n_steps, e.success, e.err_msg.as_deref()), (5, false, None));
+    assert!(e.steps[1].obs.last_action_error.contains("zz1"), "{}", e.steps[1].obs.last_action_error);
+    assert_eq!(e.steps[1].action.as_deref(), Some("I think I should click"));
+    assert!(!e.steps[2].obs.last_action_error.is_empty() && !e.steps[3].obs.last_action_error.is_empty());
+    assert_eq!(e.steps[2].action.as_deref(), Some(""));
+    let c = &eval.counts;
+    assert_eq!((c.actions, c.parse_errors, c.invalid_actions, c.truncated), (5, 3, 1, 1));
+    assert!(e.steps[5].truncated);
+    // A prompt that cannot fit even without its AXTree ends the episode with an error.
+    let tiny = AgentOptions { max_len: 40, max_new_tokens: 8, ..opts };
+    let mut policy = ModelPolicy::new(Scripted(Vec::new()), tok, ChatTemplate::default(), vec![1], tiny, 0, AgentInfo::default()).unwrap();
+    let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
+    assert_eq!((eval.episodes[0].n_steps, eval.counts.prompt_too_long, eval.report.n_errors), (0, 1, 1));
+    assert!(eval.episodes[0].err_msg.as_deref().unwrap().contains("even without its AXTree"));
+}
+
+#[test]
+fn a_random_model_plays_to_the_end_with_its_errors_counted() {
+    let episodes = expert_episodes(false);
+    let tok = tokenizer(&episodes);
+    let dir = tempfile::tempdir().unwrap();
+    tk::save(&tok, &dir.path().join("tok"), agentmerge_sft::template::DEFAULT_TEMPLATE, "<|bos|>", "<|eos|>", None).unwrap();
+    let mut config = LlamaConfig::new(tok.get_vocab_size(true), 32, 64, 2, 4);
+    config.max_position_embeddings = 4096;
+    let model_dir = checkpoint::save(
+        &config,
+        &checkpoint::init(&config, 1),
+        agentmerge_checkpoint::DType::F32,
+        &dir.path().join("model"),
+        &SaveOptions { tokenizer_from: vec![dir.path().join("tok")], ..Default::default() },
+    )
+    .unwrap();
+    let loaded = LoadedModel::load(Box::new(CpuBackend::new()), &model_dir, None).unwrap();
+    assert_eq!(loaded.eos, vec![tok.token_to_id("<|eos|>").unwrap()]);
+    let (t, tm, eos) = (loaded.tokenizer.clone(), loaded.template.clone(), loaded.eos.clone());
+    let opts = AgentOptions { prompt: PromptOptions { system: String::new(), use_thinking: false, max_history: Some(2), ..Default::default() }, max_len: 4096, max_new_tokens: 12, ..Default::default() };
+    let mut policy = ModelPolicy::new(loaded, t, tm, eos, opts, 3, AgentInfo::default()).unwrap();
+    let jobs = [(TASKS[0], 100), (TASKS[1], 100), (TASKS[2], 100)];
+    let eval = play(&mut policy, &jobs, 3, 2, &mut |_, _| Ok(())).unwrap();
+    assert_eq!(eval.report.overall.success_rate, 0.0);
+    for e in &eval.episodes {
+        assert_eq!((e.n_steps, e.err_msg.as_deref()), (3, None), "{:?}", e.err_msg);
+        assert!(e.steps.last().unwrap().truncated);
+    }
+    assert_eq!(eval.counts.actions, 9);
+    assert_eq!(eval.counts.parse_errors, 9, "a random model writes no action");
+    assert!(eval.counts.truncated > 0 && eval.counts.new_tokens <= 12 * eval.counts.actions);
+}
