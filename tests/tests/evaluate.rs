@@ -145,7 +145,10 @@ fn every_checkpoint_gets_a_row_and_every_kind_runs_through_the_host() {
 fn evaluation_configs_are_checked_before_anything_runs() {
     let t = tempfile::tempdir().unwrap();
     let p = pipeline(t.path());
-    let text = std::fs::read_to_string(&p).unwrap().replace("max_new_tokens: 8", "max_new_tokens: 2000").replace("seeds: {start: 1000, count: 2}", "seeds: {start: 1000, count: 0}");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("max_new_tokens: 8", "max_new_tokens: 2000")
+        .replace("seeds: {start: 1000, count: 2}", "seeds: {start: 1000, count: 0}");
     std::fs::write(&p, text).unwrap();
     let o = agentmerge(t.path(), &["check", p.to_str().unwrap()]);
     assert!(!o.status.success());

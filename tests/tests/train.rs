@@ -17,7 +17,12 @@ use common::*;
 fn pipeline(dir: &Path, pretrain_steps: u64) -> PathBuf {
     let mut text = String::new();
     for i in 0..120 {
-        text.push_str(&format!("The incident INC{:04} has priority {} and is assigned to the {} team.\n\n", i, i % 5 + 1, ["network", "database", "service desk"][i % 3]));
+        text.push_str(&format!(
+            "The incident INC{:04} has priority {} and is assigned to the {} team.\n\n",
+            i,
+            i % 5 + 1,
+            ["network", "database", "service desk"][i % 3]
+        ));
     }
     write(dir, "corpus/pages.txt", &text);
     write(
@@ -90,7 +95,8 @@ fn pretrain_then_sft_through_the_host() {
     let node = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "base").unwrap();
     let cks = node["outputs"]["checkpoints"].as_array().unwrap();
     assert_eq!(cks.len(), 2);
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(cks[0].as_str().unwrap()).join("trainer_state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(cks[0].as_str().unwrap()).join("trainer_state.json")).unwrap()).unwrap();
     assert_eq!(state["global_step"], 5);
     let log = std::fs::read_to_string(Path::new(node["outputs"]["log"].as_str().unwrap())).unwrap();
     assert_eq!(log.lines().count(), 10);
@@ -129,7 +135,8 @@ fn a_killed_run_resumes_to_the_same_weights() {
     // Killed with SIGKILL once a training state is on disk, then run again.
     let b = t.path().join("b");
     let pb = pipeline(&b, steps);
-    let mut child = Command::new(agentmerge_path()).args(["run", pb.to_str().unwrap()]).current_dir(&b).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        Command::new(agentmerge_path()).args(["run", pb.to_str().unwrap()]).current_dir(&b).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let work = b.join(".agentmerge/work");
     let started = Instant::now();
     let killed = loop {

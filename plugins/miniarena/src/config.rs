@@ -6,8 +6,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use agentmerge_miniarena::{rollout, select_templates, Episode, Expert, ExpertConfig, TemplateInfo};
 pub use agentmerge_miniarena::Seeds;
+use agentmerge_miniarena::{rollout, select_templates, Episode, Expert, ExpertConfig, TemplateInfo};
 use agentmerge_sdk::prelude::*;
 use agentmerge_traces::write_episodes;
 use rayon::prelude::*;

@@ -32,7 +32,9 @@ pub fn invalid_actions(e: &Episode) -> usize {
     e.steps
         .iter()
         .enumerate()
-        .filter(|(i, s)| s.action.as_deref().is_some_and(|a| parse_action(a).is_ok()) && e.steps.get(i + 1).is_some_and(|n| !n.obs.last_action_error.is_empty()))
+        .filter(|(i, s)| {
+            s.action.as_deref().is_some_and(|a| parse_action(a).is_ok()) && e.steps.get(i + 1).is_some_and(|n| !n.obs.last_action_error.is_empty())
+        })
         .count()
 }
 
@@ -129,7 +131,9 @@ pub fn step_accuracy<D: Decoder>(
     let turns: Vec<(Turn<'_>, &str)> = episodes
         .iter()
         .enumerate()
-        .flat_map(|(k, e)| e.steps.iter().enumerate().filter_map(move |(i, s)| Some((Turn { episode: k, obs: &s.obs, history: &e.steps[..i] }, s.action.as_deref()?))))
+        .flat_map(|(k, e)| {
+            e.steps.iter().enumerate().filter_map(move |(i, s)| Some((Turn { episode: k, obs: &s.obs, history: &e.steps[..i] }, s.action.as_deref()?)))
+        })
         .collect();
     let canonical = |a: &str| parse_action(a).ok();
     let (mut exact, mut verb, mut element, mut element_steps, mut parses) = (0usize, 0usize, 0usize, 0usize, 0usize);
@@ -155,7 +159,14 @@ pub fn step_accuracy<D: Decoder>(
     let actions: usize = counts.values().map(|c| c.actions).sum();
     parses += actions - counts.values().map(|c| c.parse_errors).sum::<usize>();
     let steps = turns.len();
-    Ok(StepAccuracy { steps, exact: ratio(exact, steps), verb: ratio(verb, steps), element: ratio(element, element_steps), element_steps, parses: ratio(parses, steps) })
+    Ok(StepAccuracy {
+        steps,
+        exact: ratio(exact, steps),
+        verb: ratio(verb, steps),
+        element: ratio(element, element_steps),
+        element_steps,
+        parses: ratio(parses, steps),
+    })
 }
 
 /// The MiniArena instances a traces file names: each distinct (task, seed), in order of first

@@ -12,11 +12,7 @@
 //! A checkpoint list is evaluated whole each time the node runs: the host caches nodes, not
 //! list elements, so a list that grows by one checkpoint re-evaluates every checkpoint.
 
-use std::{
-    borrow::Cow,
-    marker::PhantomData,
-    path::Path,
-};
+use std::{borrow::Cow, marker::PhantomData, path::Path};
 
 use agentmerge_miniarena::{select_templates, Seeds, CATEGORIES, DEFAULT_MAX_STEPS};
 use agentmerge_model::{node::BackendKind, Backend};
@@ -169,7 +165,13 @@ fn d_true() -> bool {
 
 impl EvaluateConfig {
     pub fn agent_options(&self) -> AgentOptions {
-        AgentOptions { prompt: self.prompt.clone(), max_len: self.max_len, max_new_tokens: self.max_new_tokens, temperature: self.temperature, top_p: self.top_p }
+        AgentOptions {
+            prompt: self.prompt.clone(),
+            max_len: self.max_len,
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+        }
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -261,7 +263,11 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
         for (k, (step, dir)) in models.iter().enumerate() {
             let loaded = LoadedModel::load(be, dir, tok_dir.as_deref())?;
             if cfg.max_len > loaded.model.config.max_position_embeddings {
-                tracing::warn!("max_len {} is beyond the model's context {}: answers may be cut at the context", cfg.max_len, loaded.model.config.max_position_embeddings);
+                tracing::warn!(
+                    "max_len {} is beyond the model's context {}: answers may be cut at the context",
+                    cfg.max_len,
+                    loaded.model.config.max_position_embeddings
+                );
             }
             let model_name = match step {
                 Some(s) if rows_wanted => format!("{name}@step-{s}"),
@@ -282,7 +288,14 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
                     ctx.progress(base + done as u64, total, &format!("{}: recorded steps", agent.model_name));
                     ctx.check()
                 })?;
-                tracing::info!("{}: on {} recorded steps, exact action {:.3}, element {:.3}, verb {:.3}", agent.model_name, a.steps, a.exact, a.element, a.verb);
+                tracing::info!(
+                    "{}: on {} recorded steps, exact action {:.3}, element {:.3}, verb {:.3}",
+                    agent.model_name,
+                    a.steps,
+                    a.exact,
+                    a.element,
+                    a.verb
+                );
                 Some(a)
             } else {
                 None
@@ -464,7 +477,11 @@ impl<B: BackendKind> NodeKind for ForgettingNode<B> {
             .input("before", PortType::Model, "the model before (e.g. the instruct model)")
             .input("after", PortType::Model, "the model after (e.g. fine-tuned on agent traces, or merged)")
             .input("data", PortType::Dataset(None), DATA_DOC)
-            .output("metrics", PortType::Metrics, "before and after (each: examples, tokens, mean_logprob, perplexity, ...), forgetting = before.mean_logprob − after.mean_logprob")
+            .output(
+                "metrics",
+                PortType::Metrics,
+                "before and after (each: examples, tokens, mean_logprob, perplexity, ...), forgetting = before.mean_logprob − after.mean_logprob",
+            )
             .output("per_example", PortType::Dataset(Some("jsonl".into())), PER_EXAMPLE_DOC)
     }
 

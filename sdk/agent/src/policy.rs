@@ -54,7 +54,13 @@ pub struct AgentOptions {
 
 impl Default for AgentOptions {
     fn default() -> AgentOptions {
-        AgentOptions { prompt: PromptOptions::default(), max_len: agentmerge_sft::BuildConfig::default().max_len, max_new_tokens: 256, temperature: 0.0, top_p: 1.0 }
+        AgentOptions {
+            prompt: PromptOptions::default(),
+            max_len: agentmerge_sft::BuildConfig::default().max_len,
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+        }
     }
 }
 
@@ -186,7 +192,15 @@ pub struct ModelPolicy<D> {
 impl<D: Decoder> ModelPolicy<D> {
     /// An agent answering with `decoder`, prompting with `tokenizer` and `template`; `eos` ends
     /// an answer; sampled answers are reproducible from `seed`.
-    pub fn new(decoder: D, tokenizer: Tokenizer, template: ChatTemplate, eos: Vec<u32>, opts: AgentOptions, seed: u64, agent: AgentInfo) -> anyhow::Result<ModelPolicy<D>> {
+    pub fn new(
+        decoder: D,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        eos: Vec<u32>,
+        opts: AgentOptions,
+        seed: u64,
+        agent: AgentInfo,
+    ) -> anyhow::Result<ModelPolicy<D>> {
         if let Some((field, msg)) = opts.problem() {
             bail!("agent options: `{field}` {msg}");
         }
@@ -261,7 +275,11 @@ impl<D: Decoder> BatchPolicy for ModelPolicy<D> {
         self.rounds += 1;
         let tok = &self.tokenizer;
         let decode = |ids: &[u32]| tok.decode(ids, false).map_err(|e| anyhow!("detokenizing an answer failed: {e}"));
-        let gens = if prompts.is_empty() { Vec::new() } else { self.decoder.generate(&prompts, &sampling, seed, &decode).context("generating the agents' answers")? };
+        let gens = if prompts.is_empty() {
+            Vec::new()
+        } else {
+            self.decoder.generate(&prompts, &sampling, seed, &decode).context("generating the agents' answers")?
+        };
         anyhow::ensure!(gens.len() == prompts.len(), "the decoder answered {} of {} prompts", gens.len(), prompts.len());
         for (k, g) in asked.into_iter().zip(gens) {
             let r = parse_response(&g.text);

@@ -57,7 +57,13 @@ struct Replay {
 }
 
 impl Decoder for Replay {
-    fn generate(&mut self, prompts: &[Vec<u32>], s: &Sampling, _seed: u64, decode: &dyn Fn(&[u32]) -> anyhow::Result<String>) -> anyhow::Result<Vec<Generated>> {
+    fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        s: &Sampling,
+        _seed: u64,
+        decode: &dyn Fn(&[u32]) -> anyhow::Result<String>,
+    ) -> anyhow::Result<Vec<Generated>> {
         assert_eq!(s.eos, vec![self.eos]);
         self.batches.push(prompts.len());
         prompts
@@ -122,7 +128,13 @@ fn prompts_are_the_training_prompts_compact_options() {
 struct Scripted(Vec<(String, StopReason)>);
 
 impl Decoder for Scripted {
-    fn generate(&mut self, prompts: &[Vec<u32>], _s: &Sampling, _seed: u64, _decode: &dyn Fn(&[u32]) -> anyhow::Result<String>) -> anyhow::Result<Vec<Generated>> {
+    fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        _s: &Sampling,
+        _seed: u64,
+        _decode: &dyn Fn(&[u32]) -> anyhow::Result<String>,
+    ) -> anyhow::Result<Vec<Generated>> {
         Ok(prompts
             .iter()
             .map(|_| {
@@ -138,11 +150,11 @@ fn bad_answers_go_to_the_environment_and_are_counted() {
     let episodes = expert_episodes(false);
     let tok = tokenizer(&episodes);
     let script = vec![
-        ("<action>click('zz1')</action>".to_string(), StopReason::Stop),   // not on the page: invalid
-        ("I think I should click".to_string(), StopReason::Eos),          // no tags: parse error
+        ("<action>click('zz1')</action>".to_string(), StopReason::Stop),     // not on the page: invalid
+        ("I think I should click".to_string(), StopReason::Eos),             // no tags: parse error
         ("<think>the menu is on the le".to_string(), StopReason::MaxTokens), // cut: parse error, truncated
-        ("<action>click(a15)</action>".to_string(), StopReason::Eos),     // not BrowserGym syntax
-        ("<action>scroll(0, 100)</action>".to_string(), StopReason::Eos), // fine
+        ("<action>click(a15)</action>".to_string(), StopReason::Eos),        // not BrowserGym syntax
+        ("<action>scroll(0, 100)</action>".to_string(), StopReason::Eos),    // fine
     ];
     let opts = AgentOptions { prompt: PromptOptions { use_thinking: false, ..Default::default() }, max_len: 4096, max_new_tokens: 64, ..Default::default() };
     let mut policy = ModelPolicy::new(Scripted(script), tok.clone(), ChatTemplate::default(), vec![1], opts.clone(), 0, AgentInfo::default()).unwrap();
@@ -183,7 +195,12 @@ fn a_random_model_plays_to_the_end_with_its_errors_counted() {
     let loaded = LoadedModel::load(Box::new(CpuBackend::new()), &model_dir, None).unwrap();
     assert_eq!(loaded.eos, vec![tok.token_to_id("<|eos|>").unwrap()]);
     let (t, tm, eos) = (loaded.tokenizer.clone(), loaded.template.clone(), loaded.eos.clone());
-    let opts = AgentOptions { prompt: PromptOptions { system: String::new(), use_thinking: false, max_history: Some(2), ..Default::default() }, max_len: 4096, max_new_tokens: 12, ..Default::default() };
+    let opts = AgentOptions {
+        prompt: PromptOptions { system: String::new(), use_thinking: false, max_history: Some(2), ..Default::default() },
+        max_len: 4096,
+        max_new_tokens: 12,
+        ..Default::default()
+    };
     let mut policy = ModelPolicy::new(loaded, t, tm, eos, opts, 3, AgentInfo::default()).unwrap();
     let jobs = [(TASKS[0], 100), (TASKS[1], 100), (TASKS[2], 100)];
     let eval = play(&mut policy, &jobs, 3, 2, &mut |_, _| Ok(())).unwrap();

@@ -134,7 +134,15 @@ impl EpisodeRun {
         };
         let res = self.env.step(&out.action)?;
         let obs = std::mem::replace(&mut self.obs, res.obs);
-        self.steps.push(Step { step: self.steps.len(), obs, think: out.think, action: Some(out.action), reward: self.reward, terminated: false, truncated: false });
+        self.steps.push(Step {
+            step: self.steps.len(),
+            obs,
+            think: out.think,
+            action: Some(out.action),
+            reward: self.reward,
+            terminated: false,
+            truncated: false,
+        });
         self.reward = res.reward;
         self.cum_reward += res.reward;
         self.done = res.terminated || res.truncated;
@@ -145,7 +153,15 @@ impl EpisodeRun {
     fn finish(mut self, agent: AgentInfo) -> Episode {
         let n_steps = self.steps.len();
         let env = &self.env;
-        self.steps.push(Step { step: n_steps, obs: self.obs, think: None, action: None, reward: self.reward, terminated: env.terminated(), truncated: env.truncated() });
+        self.steps.push(Step {
+            step: n_steps,
+            obs: self.obs,
+            think: None,
+            action: None,
+            reward: self.reward,
+            terminated: env.terminated(),
+            truncated: env.truncated(),
+        });
         Episode {
             task_name: env.task_name().to_string(),
             category: env.category().to_string(),

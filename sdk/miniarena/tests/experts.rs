@@ -4,8 +4,8 @@
 mod common;
 
 use agentmerge_miniarena::{
-    evaluate, rollout, rollout_batch, summarize, templates, AgentOutput, BatchPolicy, EvalReport, Expert, ExpertConfig, Observation, OneByOne, Policy,
-    Step, Turn, DEFAULT_MAX_STEPS,
+    evaluate, rollout, rollout_batch, summarize, templates, AgentOutput, BatchPolicy, EvalReport, Expert, ExpertConfig, Observation, OneByOne, Policy, Step,
+    Turn, DEFAULT_MAX_STEPS,
 };
 
 #[test]
@@ -227,8 +227,10 @@ impl BatchPolicy for Rounds {
 
 #[test]
 fn batched_rollouts_record_what_single_rollouts_do() {
-    let jobs: Vec<(&str, u64)> =
-        ["miniarena.menu.impersonate_user", "miniarena.form.create_problem", "miniarena.menu.navigate_to_module"].iter().flat_map(|t| (0..4).map(move |s| (*t, s))).collect();
+    let jobs: Vec<(&str, u64)> = ["miniarena.menu.impersonate_user", "miniarena.form.create_problem", "miniarena.menu.navigate_to_module"]
+        .iter()
+        .flat_map(|t| (0..4).map(move |s| (*t, s)))
+        .collect();
     let want: Vec<_> = jobs.iter().map(|(t, s)| rollout(t, *s, &mut Wander, 6).unwrap()).collect();
     assert!(want.iter().any(|e| e.err_msg.is_some()) && want.iter().any(|e| e.err_msg.is_none()));
     for batch in [1, 5, 64] {

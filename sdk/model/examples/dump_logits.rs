@@ -24,7 +24,14 @@ fn main() -> anyhow::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let n = rows * seq;
     let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
-    let batch = Batch { rows, seq, ids: ids.clone(), targets: vec![IGNORE; n], positions: (0..n).map(|i| (i % seq) as u32).collect(), docs: (0..n).map(|i| (i / seq) as u32).collect() };
+    let batch = Batch {
+        rows,
+        seq,
+        ids: ids.clone(),
+        targets: vec![IGNORE; n],
+        positions: (0..n).map(|i| (i % seq) as u32).collect(),
+        docs: (0..n).map(|i| (i / seq) as u32).collect(),
+    };
     model.forward(&mut be, &batch, None)?;
     let logits = model.logits(&mut be)?;
     let ids64: Vec<i64> = ids.iter().map(|&x| x as i64).collect();

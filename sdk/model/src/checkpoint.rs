@@ -25,9 +25,7 @@ pub fn load(dir: &Path) -> anyhow::Result<(LlamaConfig, Json, Vec<f32>)> {
     let ck = Checkpoint::open(dir)?;
     let mut flat = vec![0f32; layout.total];
     for t in &layout.tensors {
-        let view = ck.view(&t.name).with_context(|| {
-            format!("{}: tensor `{}` is missing; the config describes a model with it", dir.display(), t.name)
-        })?;
+        let view = ck.view(&t.name).with_context(|| format!("{}: tensor `{}` is missing; the config describes a model with it", dir.display(), t.name))?;
         let shape: Vec<usize> = view.shape.iter().map(|&x| x as usize).collect();
         if shape != t.shape {
             bail!("{}: tensor `{}` has shape {:?}, config.json implies {:?}", view.file.display(), t.name, shape, t.shape);

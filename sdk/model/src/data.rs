@@ -48,7 +48,10 @@ impl Packed {
         for i in 0..reader.len() {
             let (ids, mask) = reader.example(i);
             if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab_size) {
-                bail!("{}: example {i} has token id {bad}, outside the model's vocabulary of {vocab_size}; was it built with another tokenizer?", path.display());
+                bail!(
+                    "{}: example {i} has token id {bad}, outside the model's vocabulary of {vocab_size}; was it built with another tokenizer?",
+                    path.display()
+                );
             }
             if ids.len() > seq {
                 bail!(

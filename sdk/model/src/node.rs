@@ -46,7 +46,8 @@ impl Objective for Pretrain {
     const DOC: &'static str = "Next-token pretraining of a Llama model (fresh from `init:` or the input `model`) on a token stream: documents packed into rows, attention and positions restarting at each, loss on every next token. Outputs the model, full checkpoints every `checkpoint_every` steps and per-step metrics; a killed run resumes from its last state.";
     const DATA_SCHEMA: Option<&'static str> = None;
     const USE_MASK: bool = false;
-    const DATA_DOC: &'static str = "`dataset:tokens` from `sft/tokenize` (one example per document), or `dataset:sft` from `sft/build` (prompts and responses, every token in the loss)";
+    const DATA_DOC: &'static str =
+        "`dataset:tokens` from `sft/tokenize` (one example per document), or `dataset:sft` from `sft/build` (prompts and responses, every token in the loss)";
 }
 
 /// Supervised fine-tuning on `dataset:sft` from `sft/build`: loss on the response tokens only.
@@ -226,7 +227,8 @@ impl<B, O> JsonSchema for TrainNode<B, O> {
 
 impl TrainConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        let positive = |field: &str, x: f64| if x > 0.0 && x.is_finite() { Ok(()) } else { Err(ConfigError::new(field, format!("must be a positive number, got {x}"))) };
+        let positive =
+            |field: &str, x: f64| if x > 0.0 && x.is_finite() { Ok(()) } else { Err(ConfigError::new(field, format!("must be a positive number, got {x}"))) };
         positive("lr", self.lr)?;
         positive("eps", self.eps)?;
         for (field, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
@@ -310,9 +312,17 @@ impl<B: BackendKind, O: Objective> NodeKind for TrainNode<B, O> {
         Ports::new()
             .optional_input("model", PortType::Model, "the checkpoint to start from (else `init:` makes a fresh model)")
             .input("data", PortType::Dataset(O::DATA_SCHEMA.map(String::from)), O::DATA_DOC)
-            .optional_input("tokenizer", PortType::Dataset(Some("tokenizer".into())), "tokenizer files to save with the model (and its bos/eos ids); default: the input model's")
+            .optional_input(
+                "tokenizer",
+                PortType::Dataset(Some("tokenizer".into())),
+                "tokenizer files to save with the model (and its bos/eos ids); default: the input model's",
+            )
             .output("model", PortType::Model, "the trained model (Hugging Face directory, `save_dtype`)")
-            .list_output("checkpoints", PortType::Model, "a full checkpoint every `checkpoint_every` steps, in step order (each has trainer_state.json with its global_step)")
+            .list_output(
+                "checkpoints",
+                PortType::Model,
+                "a full checkpoint every `checkpoint_every` steps, in step order (each has trainer_state.json with its global_step)",
+            )
             .output("metrics", PortType::Metrics, "summary: steps, tokens, final_loss, tokens_per_s, achieved GFLOP/s, checkpoint_steps, ...")
             .output("log", PortType::Dataset(Some("metrics".into())), "metrics.jsonl: step, loss, lr, grad_norm, tokens, tokens_per_s per step")
     }
@@ -327,7 +337,15 @@ impl<B: BackendKind, O: Objective> NodeKind for TrainNode<B, O> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_training(cfg: &TrainConfig, objective: &str, use_mask: bool, backend_name: &str, create: fn() -> anyhow::Result<Box<dyn Backend>>, ctx: &Ctx, inputs: &Inputs) -> anyhow::Result<Outputs> {
+fn run_training(
+    cfg: &TrainConfig,
+    objective: &str,
+    use_mask: bool,
+    backend_name: &str,
+    create: fn() -> anyhow::Result<Box<dyn Backend>>,
+    ctx: &Ctx,
+    inputs: &Inputs,
+) -> anyhow::Result<Outputs> {
     let seed = cfg.seed.unwrap_or(ctx.seed());
     let (schema, data_path) = inputs.dataset("data")?;
     if !matches!(schema.as_str(), "tokens" | "sft") {
@@ -337,7 +355,9 @@ fn run_training(cfg: &TrainConfig, objective: &str, use_mask: bool, backend_name
     let data_vocab = agentmerge_sft::dataset::SftReader::open(&data_path)?.vocab_size as usize;
     let input_model = if inputs.is_connected("model") { Some(inputs.model("model")?) } else { None };
     let (mut config, base_config, params) = match (&input_model, &cfg.init) {
-        (Some(_), Some(_)) => bail!("both the `model` input and `init:` are given; connect a model to fine-tune it, or set `init:` to train a fresh one, not both"),
+        (Some(_), Some(_)) => {
+            bail!("both the `model` input and `init:` are given; connect a model to fine-tune it, or set `init:` to train a fresh one, not both")
+        }
         (None, None) => bail!("nothing to train: connect the `model` input, or set `init:` (hidden_size, num_hidden_layers, ...) for a fresh model"),
         (Some(dir), None) => {
             let (c, raw, p) = checkpoint::load(dir)?;

@@ -88,7 +88,15 @@ const STATE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Trains `model` (whose parameters are already in the backend) for `spec.schedule.total`
 /// steps, resuming from `work` if an interrupted run of the same spec left a state there.
-pub fn train(be: &mut dyn Backend, model: &mut Model, data: &mut Packed, spec: &TrainSpec, work: &Path, save: &SaveOptions, hooks: &dyn Hooks) -> anyhow::Result<Outcome> {
+pub fn train(
+    be: &mut dyn Backend,
+    model: &mut Model,
+    data: &mut Packed,
+    spec: &TrainSpec,
+    work: &Path,
+    save: &SaveOptions,
+    hooks: &dyn Hooks,
+) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let fingerprint = spec.fingerprint(model, data);
     let total = spec.schedule.total;
@@ -257,7 +265,8 @@ fn sync_dir_files(dir: &Path) -> anyhow::Result<()> {
 fn resume(be: &mut dyn Backend, model: &Model, work: &Path, fingerprint: &str) -> anyhow::Result<u64> {
     let Ok(name) = std::fs::read_to_string(work.join("latest")) else { return Ok(0) };
     let dir = work.join(name.trim());
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| format!("reading {}/state.json", dir.display()))?)?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).with_context(|| format!("reading {}/state.json", dir.display()))?)?;
     if meta["fingerprint"].as_str() != Some(fingerprint) {
         bail!("{}: a training state from a different configuration is here; remove the directory to start afresh", dir.display());
     }

@@ -36,7 +36,14 @@ fn batch(dir: &Path) -> Batch {
     let j: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("batch.json")).unwrap()).unwrap();
     let v = |k: &str| -> Vec<i64> { j[k].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect() };
     let u = |k: &str| -> Vec<u32> { v(k).into_iter().map(|x| if x < 0 { IGNORE } else { x as u32 }).collect() };
-    Batch { rows: j["rows"].as_u64().unwrap() as usize, seq: j["seq"].as_u64().unwrap() as usize, ids: u("ids"), targets: u("targets"), positions: u("positions"), docs: u("docs") }
+    Batch {
+        rows: j["rows"].as_u64().unwrap() as usize,
+        seq: j["seq"].as_u64().unwrap() as usize,
+        ids: u("ids"),
+        targets: u("targets"),
+        positions: u("positions"),
+        docs: u("docs"),
+    }
 }
 
 /// Largest |a − b| / max(|b|, floor) over the elements.
@@ -87,8 +94,20 @@ fn check_case(case: &str) {
     // Three AdamW steps with clipping and the warm-up schedule, on the same batch.
     let h = &meta["hyper"];
     let f = |k: &str| h[k].as_f64().unwrap();
-    let schedule = Schedule { lr: f("lr_max"), warmup: h["warmup"].as_u64().unwrap(), total: h["total"].as_u64().unwrap(), decay: Decay::Cosine, min_lr_ratio: f("min_lr_ratio") };
-    let adamw = AdamW { beta1: h["betas"][0].as_f64().unwrap(), beta2: h["betas"][1].as_f64().unwrap(), eps: f("eps"), weight_decay: f("weight_decay"), grad_clip: Some(f("max_norm")) };
+    let schedule = Schedule {
+        lr: f("lr_max"),
+        warmup: h["warmup"].as_u64().unwrap(),
+        total: h["total"].as_u64().unwrap(),
+        decay: Decay::Cosine,
+        min_lr_ratio: f("min_lr_ratio"),
+    };
+    let adamw = AdamW {
+        beta1: h["betas"][0].as_f64().unwrap(),
+        beta2: h["betas"][1].as_f64().unwrap(),
+        eps: f("eps"),
+        weight_decay: f("weight_decay"),
+        grad_clip: Some(f("max_norm")),
+    };
     for (s, step) in meta["steps"].as_array().unwrap().iter().enumerate() {
         be.zero(model.all(Mem::Grads));
         let (sum, count) = model.forward(&mut be, &b, Some(1.0 / b.loss_tokens() as f32)).unwrap();
@@ -142,4 +161,3 @@ fn gqa_model_with_untied_embeddings_matches_transformers() {
 fn tied_embeddings_model_matches_transformers() {
     check_case("tied");
 }
-

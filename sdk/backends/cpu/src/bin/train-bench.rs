@@ -51,9 +51,10 @@ fn main() -> anyhow::Result<()> {
     let warmup: usize = arg("--warmup").map_or(Ok(2), |s| s.parse())?;
     let wanted = arg("--config").unwrap_or_else(|| "h128l4,h256l4".into());
     for name in wanted.split(',') {
-        let b = CONFIGS.iter().find(|c| c.name == name).ok_or_else(|| {
-            anyhow::anyhow!("unknown config `{name}`; one of {}", CONFIGS.iter().map(|c| c.name).collect::<Vec<_>>().join(", "))
-        })?;
+        let b = CONFIGS
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| anyhow::anyhow!("unknown config `{name}`; one of {}", CONFIGS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")))?;
         let c = LlamaConfig::new(VOCAB, b.hidden, b.inter, b.layers, b.heads);
         let mut be = CpuBackend::new();
         let mut model = Model::new(c.clone())?;
@@ -72,7 +73,14 @@ fn main() -> anyhow::Result<()> {
             for r in 1..=b.batch {
                 targets[r * b.seq - 1] = IGNORE;
             }
-            let batch = Batch { rows: b.batch, seq: b.seq, ids, targets, positions: (0..n).map(|i| (i % b.seq) as u32).collect(), docs: (0..n).map(|i| (i / b.seq) as u32).collect() };
+            let batch = Batch {
+                rows: b.batch,
+                seq: b.seq,
+                ids,
+                targets,
+                positions: (0..n).map(|i| (i % b.seq) as u32).collect(),
+                docs: (0..n).map(|i| (i / b.seq) as u32).collect(),
+            };
             let t0 = Instant::now();
             be.zero(model.all(Mem::Grads));
             let (sum, count) = model.forward(&mut be, &batch, Some(1.0 / batch.loss_tokens() as f32))?;
