@@ -11,7 +11,7 @@ use agentmerge_traces::{parse_action, Episode};
 use anyhow::Context as _;
 use serde_json::{json, Map, Value as Json};
 
-use crate::policy::{Decoder, ModelPolicy, StepCounts};
+use crate::policy::{Decoder, ModelPolicy, Seconds, StepCounts};
 
 /// A finished evaluation of one model.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct Evaluation {
     /// By task template.
     pub per_task: BTreeMap<String, StepCounts>,
     pub seconds: f64,
+    /// Of which building prompts, and decoding.
+    pub split: Seconds,
 }
 
 /// Steps whose action parses but that the environment rejected (the next observation carries a
@@ -49,7 +51,9 @@ pub fn play<D: Decoder>(
 ) -> anyhow::Result<Evaluation> {
     let start = Instant::now();
     policy.take_counts();
+    let before = policy.seconds;
     let episodes = rollout_batch(jobs, policy, max_steps, batch, round)?;
+    let split = Seconds { prompts: policy.seconds.prompts - before.prompts, decoding: policy.seconds.decoding - before.decoding };
     let mut per_episode = policy.take_counts();
     let (mut counts, mut per_task) = (StepCounts::default(), BTreeMap::<String, StepCounts>::new());
     for (i, e) in episodes.iter().enumerate() {
@@ -59,7 +63,7 @@ pub fn play<D: Decoder>(
         per_task.entry(e.task_name.clone()).or_default().add(c);
     }
     let report = summarize(&episodes);
-    Ok(Evaluation { episodes, report, counts, per_task, seconds: start.elapsed().as_secs_f64() })
+    Ok(Evaluation { episodes, report, counts, per_task, seconds: start.elapsed().as_secs_f64(), split })
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -93,6 +97,8 @@ impl Evaluation {
         m.insert("invalid_action_rate".into(), json!(ratio(c.invalid_actions, c.actions)));
         m.insert("truncated_rate".into(), json!(ratio(c.truncated, c.actions)));
         m.insert("seconds".into(), json!(self.seconds));
+        m.insert("prompt_seconds".into(), json!(self.split.prompts));
+        m.insert("decoding_seconds".into(), json!(self.split.decoding));
         m.insert("episodes_per_s".into(), json!(self.episodes.len() as f64 / self.seconds.max(1e-9)));
         m.insert("new_tokens_per_s".into(), json!(c.new_tokens as f64 / self.seconds.max(1e-9)));
         m

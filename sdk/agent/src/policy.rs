@@ -5,13 +5,15 @@
 //!
 //! Nothing the model writes stops an episode: an answer that does not parse, names an element
 //! that is not on the page or runs out of tokens goes to the environment as it is, which
-//! rejects it with a `last_action_error` (as BrowserGym does) and counts the step. Only a
-//! prompt that cannot fit the context even without its AXTree ends the episode (with
+//! rejects it with a `last_action_error` (as BrowserGym does) and counts the step. A prompt
+//! that does not fit even without its AXTree (the model's own long answers in the history)
+//! keeps fewer past steps; only one that cannot fit without any ends the episode (with
 //! `err_msg`, as an AgentLab agent that raises).
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use agentmerge_miniarena::{AgentOutput, BatchPolicy, Turn};
@@ -99,9 +101,10 @@ pub struct StepCounts {
     pub invalid_actions: usize,
     /// Answers cut by `max_new_tokens` (or the model's context) before they ended.
     pub truncated: usize,
-    /// Turns whose prompt did not fit even without its AXTree: the episode ended there.
+    /// Turns whose prompt did not fit even without its AXTree and history: the episode ended
+    /// there.
     pub prompt_too_long: usize,
-    /// Prompts whose AXTree was cut to fit.
+    /// Prompts cut to fit: AXTree lines, or (when that was not enough) past steps.
     pub cut_prompts: usize,
     pub prompt_tokens: usize,
     pub new_tokens: usize,
@@ -187,6 +190,17 @@ pub struct ModelPolicy<D> {
     agent: AgentInfo,
     /// Step counts per episode (the index `rollout_batch` gives each job).
     counts: BTreeMap<usize, StepCounts>,
+    /// Seconds spent building prompts, and decoding.
+    pub seconds: Seconds,
+}
+
+/// Where an agent's time goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Seconds {
+    /// Building, fitting and tokenizing prompts.
+    pub prompts: f64,
+    /// The decoder's `generate` calls (prefill and decoding).
+    pub decoding: f64,
 }
 
 impl<D: Decoder> ModelPolicy<D> {
@@ -204,7 +218,7 @@ impl<D: Decoder> ModelPolicy<D> {
         if let Some((field, msg)) = opts.problem() {
             bail!("agent options: `{field}` {msg}");
         }
-        Ok(ModelPolicy { decoder, tokenizer, template, opts, eos, seed, rounds: 0, agent, counts: BTreeMap::new() })
+        Ok(ModelPolicy { decoder, tokenizer, template, opts, eos, seed, rounds: 0, agent, counts: BTreeMap::new(), seconds: Seconds::default() })
     }
 
     /// The step counts of episode `i` so far.
@@ -221,21 +235,34 @@ impl<D: Decoder> ModelPolicy<D> {
         self.agent = agent;
     }
 
-    /// The prompt for one turn, as token ids, fitted to `max_len − max_new_tokens`; `Ok(Err)`
-    /// when it cannot fit even without its AXTree. Also says whether the AXTree was cut.
+    /// The prompt for one turn, as token ids, fitted to `max_len − max_new_tokens` as `sft/build`
+    /// fits it (AXTree lines cut from the bottom). A prompt that does not fit even without its
+    /// AXTree — long answers of the model's own in the history — keeps fewer past steps (the
+    /// oldest go first), then none; `Ok(Err)` when even that does not fit. Also says whether
+    /// the prompt was cut.
     fn prompt(&self, turn: &Turn<'_>) -> anyhow::Result<Result<(Vec<u32>, bool), String>> {
         let budget = self.opts.max_len - self.opts.max_new_tokens;
         let count = |text: &str| -> anyhow::Result<usize> { Ok(tk::encode(&self.tokenizer, text)?.len()) };
         let p = history_prompt("", turn.obs, turn.history);
-        let fitted = fit_prompt(&p, &self.opts.prompt, &self.template, budget, None, &count)?;
+        let shown = self.opts.prompt.max_history.map_or(p.history.len(), |m| m.min(p.history.len()));
+        let mut opts = self.opts.prompt.clone();
+        let mut fitted = fit_prompt(&p, &opts, &self.template, budget, None, &count)?;
+        for keep in (0..shown).rev() {
+            if fitted.dropped != Some(DropReason::TooLong) || !opts.use_history {
+                break;
+            }
+            opts.max_history = Some(keep);
+            opts.use_history = keep > 0;
+            fitted = fit_prompt(&p, &opts, &self.template, budget, None, &count)?;
+        }
         if fitted.dropped == Some(DropReason::TooLong) {
             return Ok(Err(format!(
-                "the prompt is {} tokens even without its AXTree, more than max_len − max_new_tokens = {budget}; raise max_len or shorten the prompt options",
+                "the prompt is {} tokens even without its AXTree and history, more than max_len − max_new_tokens = {budget}; raise max_len or shorten the prompt options",
                 fitted.tokens
             )));
         }
         let ids = tk::encode(&self.tokenizer, &self.template.render(&fitted.messages, true)?)?;
-        Ok(Ok((ids, fitted.deleted_lines > 0)))
+        Ok(Ok((ids, fitted.deleted_lines > 0 || opts.max_history != self.opts.prompt.max_history)))
     }
 }
 
@@ -247,6 +274,7 @@ impl<D: Decoder> BatchPolicy for ModelPolicy<D> {
     fn act_batch(&mut self, turns: &[Turn<'_>]) -> anyhow::Result<Vec<anyhow::Result<AgentOutput>>> {
         let mut out: Vec<Option<anyhow::Result<AgentOutput>>> = (0..turns.len()).map(|_| None).collect();
         let (mut prompts, mut asked) = (Vec::new(), Vec::new());
+        let start = Instant::now();
         for (k, t) in turns.iter().enumerate() {
             let prompt = self.prompt(t)?;
             let c = self.counts.entry(t.episode).or_default();
@@ -263,6 +291,8 @@ impl<D: Decoder> BatchPolicy for ModelPolicy<D> {
                 }
             }
         }
+        let decoding = Instant::now();
+        self.seconds.prompts += decoding.duration_since(start).as_secs_f64();
         let sampling = Sampling {
             temperature: self.opts.temperature,
             top_p: self.opts.top_p,
@@ -280,6 +310,7 @@ impl<D: Decoder> BatchPolicy for ModelPolicy<D> {
         } else {
             self.decoder.generate(&prompts, &sampling, seed, &decode).context("generating the agents' answers")?
         };
+        self.seconds.decoding += decoding.elapsed().as_secs_f64();
         anyhow::ensure!(gens.len() == prompts.len(), "the decoder answered {} of {} prompts", gens.len(), prompts.len());
         for (k, g) in asked.into_iter().zip(gens) {
             let r = parse_response(&g.text);

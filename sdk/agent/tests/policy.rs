@@ -168,7 +168,26 @@ fn bad_answers_go_to_the_environment_and_are_counted() {
     let c = &eval.counts;
     assert_eq!((c.actions, c.parse_errors, c.invalid_actions, c.truncated), (5, 3, 1, 1));
     assert!(e.steps[5].truncated);
-    // A prompt that cannot fit even without its AXTree ends the episode with an error.
+    // Long answers fill the history: past steps are left out (oldest first) rather than the
+    // episode ended.
+    let long = "blah ".repeat(120);
+    let fits_two = {
+        let count = |t: &str| -> anyhow::Result<usize> { Ok(tk::encode(&tok, t).unwrap().len()) };
+        // The prompt once the long answer failed: its error, no AXTree, no history.
+        let mut env = agentmerge_miniarena::Env::new(TASKS[0], 5, 5).unwrap();
+        env.reset();
+        let mut p = agentmerge_sft::build::history_prompt("", &env.step(long.trim()).unwrap().obs, &[]);
+        p.axtree.clear();
+        let f = agentmerge_sft::prompt::fit_prompt(&p, &opts.prompt, &ChatTemplate::default(), usize::MAX, None, &count).unwrap();
+        f.tokens + 60 + opts.max_new_tokens
+    };
+    let script = (0..5).map(|_| (long.clone(), StopReason::MaxTokens)).collect();
+    let short = AgentOptions { max_len: fits_two, ..opts.clone() };
+    let mut policy = ModelPolicy::new(Scripted(script), tok.clone(), ChatTemplate::default(), vec![1], short, 0, AgentInfo::default()).unwrap();
+    let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
+    assert_eq!((eval.episodes[0].n_steps, eval.report.n_errors, eval.counts.prompt_too_long), (5, 0, 0));
+    assert!(eval.counts.cut_prompts >= 3, "{:?}", eval.counts);
+    // A prompt that cannot fit even without its AXTree and history ends the episode.
     let tiny = AgentOptions { max_len: 40, max_new_tokens: 8, ..opts };
     let mut policy = ModelPolicy::new(Scripted(Vec::new()), tok, ChatTemplate::default(), vec![1], tiny, 0, AgentInfo::default()).unwrap();
     let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
