@@ -33,7 +33,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Node ids (or instance ids) to run even when cached.
     pub force: Vec<String>,
-    /// Ignore the cache entirely (results are still stored).
+    /// Ignore the cache entirely (results are still stored). Forced and `no_cache` runs also
+    /// get no memo (`Ctx::memo_dir` is `None`): their nodes compute every item.
     pub no_cache: bool,
     /// Draw progress bars (only when stderr is a terminal).
     pub progress: bool,
@@ -295,10 +296,17 @@ fn run_one(plan: &Plan, i: usize, upstream: &BTreeMap<usize, Stored>, reg: &Regi
             b
         });
         let state = CallState { bar };
+        // `--no-cache` and `--force` mean "compute it": no per-item reuse either.
+        let memo = if opts.no_cache || forced {
+            String::new()
+        } else {
+            store.memo_dir(plugin_name, &plugin.manifest.version, &plugin.digest, kind).to_string_lossy().into_owned()
+        };
         let ctx = HostCtx {
             node_id: inst.id.as_str().into(),
             out_dir: tmp.to_string_lossy().into_owned().into(),
             work_dir: work.to_string_lossy().into_owned().into(),
+            memo_dir: memo.into(),
             seed,
             max_log_level: max_log_level(),
             data: &state as *const CallState as *const c_void,

@@ -35,10 +35,11 @@ enum Command {
     Run {
         #[command(flatten)]
         p: PipelineArgs,
-        /// Re-run this node even when cached (repeatable; a node id, or an instance id like `merge[lambda=0.5]`).
+        /// Re-run this node even when cached, reusing none of its per-item results from the
+        /// store's memo/ either (repeatable; a node id, or an instance id like `merge[lambda=0.5]`).
         #[arg(long, value_name = "NODE")]
         force: Vec<String>,
-        /// Ignore the cache for every node (results are still stored).
+        /// Ignore the cache for every node, and the per-item memo (results are still stored).
         #[arg(long)]
         no_cache: bool,
         /// Most nodes running at once (default: the pipeline's `jobs:`, else the number of cores).

@@ -7,6 +7,10 @@
 //!   tmp/<key>.<pid>.<n>/       a node still running; never trusted, removed when stale
 //!   work/<key>/                a node's resumable state (`Ctx::work_dir`): kept when the node
 //!                              fails or the run is killed, removed once its outputs are committed
+//!   memo/<hash>/<key>.json     per-item results of one plugin kind (`Ctx::memo_dir`), shared
+//!                              across runs: <hash> is the plugin's identity and the kind, <key>
+//!                              the node's own (e.g. one evaluated checkpoint); may be deleted
+//!                              at any time (it is only a shortcut)
 //!   runs/<time>-<pipeline>.json, runs/latest.json   run reports
 //! ```
 //!
@@ -15,6 +19,10 @@
 //! appear by renaming a finished temporary directory, so a killed run never leaves a
 //! half-written artifact that a later run would trust. A node's work directory is the opposite:
 //! it survives an interrupted run on purpose, so that the next run of the same key can resume.
+//! The memo outlives nodes: the host caches whole nodes, and a node that runs again (a list
+//! input grew by one checkpoint) finds there what it computed for the unchanged items. Its
+//! directory is per plugin build and kind, so a rebuilt plugin never reuses stale results; the
+//! host only names it (the plugin creates it on its first write) and never prunes it.
 
 use std::{
     collections::BTreeMap,
@@ -137,6 +145,19 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("cannot remove the work directory {}: {e}", dir.display()),
         }
+    }
+
+    /// The memo directory of a plugin kind: `memo/<hash>/`, the hash of the plugin's identity
+    /// (name, version, digest of the library — what a node's key hashes for the plugin) and
+    /// the kind. Not created here: a node that memoises nothing leaves no trace.
+    pub fn memo_dir(&self, plugin: &str, plugin_version: &str, plugin_digest: &str, kind: &str) -> PathBuf {
+        let h = digest_json(&serde_json::json!({
+            "plugin": plugin,
+            "plugin_version": plugin_version,
+            "plugin_digest": plugin_digest,
+            "kind": kind,
+        }));
+        self.root.join("memo").join(h)
     }
 
     /// Records a node's outputs and moves its temporary directory into place.
@@ -332,6 +353,24 @@ mod tests {
         store.remove_work_dir("k2");
         assert!(!w.exists());
         store.remove_work_dir("k2"); // already gone: fine
+    }
+
+    #[test]
+    fn memo_dirs_are_per_plugin_build_and_kind_and_not_created_eagerly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let m = store.memo_dir("cpu", "0.3.0", "d1", "evaluate");
+        assert_eq!(m.parent().unwrap(), store.root.join("memo"));
+        assert!(!m.exists());
+        assert_eq!(m, store.memo_dir("cpu", "0.3.0", "d1", "evaluate"));
+        for other in [
+            store.memo_dir("cpu", "0.3.0", "d2", "evaluate"),
+            store.memo_dir("cpu", "0.3.1", "d1", "evaluate"),
+            store.memo_dir("gpu", "0.3.0", "d1", "evaluate"),
+            store.memo_dir("cpu", "0.3.0", "d1", "likelihood"),
+        ] {
+            assert_ne!(m, other);
+        }
     }
 
     #[test]

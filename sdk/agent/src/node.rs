@@ -9,21 +9,26 @@
 //!   trajectories), overall and per example (see [`crate::likelihood`]).
 //! - `forgetting`: that likelihood under a model before and after fine-tuning, and the change.
 //!
-//! A checkpoint list is evaluated whole each time the node runs: the host caches nodes, not
-//! list elements, so a list that grows by one checkpoint re-evaluates every checkpoint.
+//! The host caches whole nodes, so a checkpoint list that grows by one checkpoint runs the node
+//! again; each model's result (its row, and for `evaluate` its episodes) is therefore also kept
+//! in the node kind's memo ([`Ctx::memo`]) under a key of everything it depends on — the config,
+//! the contents of the other inputs, the model's contents and its step — and a model found there
+//! is not evaluated again (`rows_reused` in the metrics; `rows_computed` the others). Outputs
+//! are the same either way, timings aside: a reused row keeps the timings of the run that
+//! computed it.
 
 use std::{borrow::Cow, marker::PhantomData, path::Path};
 
 use agentmerge_miniarena::{select_templates, Seeds, CATEGORIES, DEFAULT_MAX_STEPS};
 use agentmerge_model::{node::BackendKind, Backend};
-use agentmerge_sdk::{prelude::*, PortSpec};
+use agentmerge_sdk::{memo, prelude::*, Memo, PortSpec};
 use agentmerge_sft::{dataset::SftReader, prompt::PromptOptions};
 use agentmerge_traces::{read_episodes, write_episodes, AgentInfo, Episode, OnBadLine};
 use serde_json::{json, Map, Value as Json};
 
 use crate::{
     eval::{by_step, instances_of, play, step_accuracy, StepModel},
-    likelihood::{likelihood, Likelihood},
+    likelihood::{likelihood, ExampleLikelihood, Likelihood},
     policy::{AgentOptions, LoadedModel, ModelPolicy},
 };
 
@@ -87,6 +92,54 @@ fn as_object(v: Json) -> Map<String, Json> {
     match v {
         Json::Object(m) => m,
         _ => unreachable!("a report serializes to an object"),
+    }
+}
+
+/// The node's memo and the part of every model's memo key the models share (the config and
+/// the other inputs' contents), or `None` when the run reuses nothing.
+struct MemoKeys {
+    memo: Memo,
+    shared: Json,
+}
+
+impl MemoKeys {
+    fn new(ctx: &Ctx, shared: impl FnOnce() -> anyhow::Result<Json>) -> anyhow::Result<Option<MemoKeys>> {
+        Ok(match ctx.memo() {
+            Some(memo) => Some(MemoKeys { memo, shared: shared()? }),
+            None => None,
+        })
+    }
+
+    /// The key of one model's result: the shared part, the model's contents (all its files but
+    /// trainer_state.json), its step, and `label` (what the result records about the model).
+    fn key(&self, dir: &Path, step: Option<u64>, label: &str) -> anyhow::Result<String> {
+        Ok(memo::key(&json!({"shared": self.shared, "model": memo::model_hash(dir)?, "step": step, "label": label})))
+    }
+}
+
+/// The content hash of the dataset on `port`, `null` when it is not connected.
+fn input_hash(inputs: &Inputs, port: &str) -> anyhow::Result<Json> {
+    Ok(if inputs.is_connected(port) { json!(memo::content_hash(&inputs.dataset(port)?.1)?) } else { Json::Null })
+}
+
+/// How many models were evaluated and how many came from the memo.
+#[derive(Default)]
+struct Reuse {
+    computed: usize,
+    reused: usize,
+}
+
+impl Reuse {
+    fn insert_into(&self, m: &mut Map<String, Json>) {
+        m.insert("rows_computed".into(), json!(self.computed));
+        m.insert("rows_reused".into(), json!(self.reused));
+    }
+}
+
+/// Stores a result in the memo; a failure only costs the reuse, so it is a warning.
+fn remember(memo: &Memo, label: &str, write: impl FnOnce() -> anyhow::Result<()>) {
+    if let Err(e) = write() {
+        tracing::warn!("{label}: cannot store the result in the memo {}: {e:#}", memo.dir().display());
     }
 }
 
@@ -239,7 +292,7 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
             .output(
                 "metrics",
                 PortType::Metrics,
-                "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors; actions, parse_errors, invalid_actions, truncated, prompt_too_long and their rates; with `traces`, step_accuracy (exact, verb, element); for a checkpoint list, `rows` (one per checkpoint) and the last row's fields",
+                "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors; actions, parse_errors, invalid_actions, truncated, prompt_too_long and their rates; with `traces`, step_accuracy (exact, verb, element); for a checkpoint list, `rows` (one per checkpoint) and the last row's fields; rows_computed and rows_reused (models taken from the memo)",
             )
             .output("traces", PortType::Dataset(Some("traces".into())), "the played episodes (agent.model_name tells checkpoints apart)")
     }
@@ -255,69 +308,45 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
         let (models, rows_wanted) = models_to_score(&inputs)?;
         let tok_dir = if inputs.is_connected("tokenizer") { Some(inputs.dataset("tokenizer")?.1) } else { None };
         let name = cfg.model_name.clone().unwrap_or_else(|| "model".into());
-        let agent_name = if cfg.prompt.use_thinking { "model-cot" } else { "model" };
         let seed = cfg.seed.unwrap_or(ctx.seed());
+        // Greedy decoding never draws: the seed matters only when sampling.
+        let keys = MemoKeys::new(ctx, || {
+            Ok(json!({
+                "config": cfg,
+                "seed": (cfg.temperature > 0.0).then_some(seed),
+                "tokenizer": input_hash(&inputs, "tokenizer")?,
+                "traces": input_hash(&inputs, "traces")?,
+            }))
+        })?;
         let total = (models.len() * (jobs.len() + scored_steps)) as u64;
-        let mut be: Box<dyn Backend> = B::create()?;
-        let (mut all_episodes, mut rows) = (Vec::<Episode>::new(), Vec::<Map<String, Json>>::new());
+        let mut be: Option<Box<dyn Backend>> = None;
+        let (mut all_episodes, mut rows, mut reuse) = (Vec::<Episode>::new(), Vec::<Map<String, Json>>::new(), Reuse::default());
         for (k, (step, dir)) in models.iter().enumerate() {
-            let loaded = LoadedModel::load(be, dir, tok_dir.as_deref())?;
-            if cfg.max_len > loaded.model.config.max_position_embeddings {
-                tracing::warn!(
-                    "max_len {} is beyond the model's context {}: answers may be cut at the context",
-                    cfg.max_len,
-                    loaded.model.config.max_position_embeddings
-                );
-            }
             let model_name = match step {
                 Some(s) if rows_wanted => format!("{name}@step-{s}"),
                 _ if rows_wanted => format!("{name}@{}", dir_name(dir)),
                 _ => name.clone(),
             };
-            let (tok, template, eos) = (loaded.tokenizer.clone(), loaded.template.clone(), loaded.eos.clone());
-            let agent = AgentInfo { model_name, agent_name: agent_name.into() };
-            let mut policy = ModelPolicy::new(loaded, tok, template, eos, cfg.agent_options(), seed, agent.clone())?;
-            let base = (k * (jobs.len() + scored_steps)) as u64;
-            let eval = play(&mut policy, &jobs, cfg.max_steps, cfg.batch, &mut |done, _| {
-                ctx.progress(base + done as u64, total, &agent.model_name);
-                ctx.check()
-            })?;
-            let accuracy = if scored_steps > 0 {
-                let base = base + jobs.len() as u64;
-                let a = step_accuracy(&mut policy, &recorded, cfg.batch, &mut |done, _| {
-                    ctx.progress(base + done as u64, total, &format!("{}: recorded steps", agent.model_name));
-                    ctx.check()
-                })?;
-                tracing::info!(
-                    "{}: on {} recorded steps, exact action {:.3}, element {:.3}, verb {:.3}",
-                    agent.model_name,
-                    a.steps,
-                    a.exact,
-                    a.element,
-                    a.verb
-                );
-                Some(a)
-            } else {
-                None
+            let key = keys.as_ref().map(|keys| keys.key(dir, *step, &model_name)).transpose()?;
+            let memoised = keys.as_ref().zip(key.as_deref()).and_then(|(keys, key)| EvalEntry::get(&keys.memo, key, jobs.len()));
+            let (mut m, episodes) = match memoised {
+                Some(found) => {
+                    tracing::info!("{model_name}: from the memo");
+                    ctx.progress(((k + 1) * (jobs.len() + scored_steps)) as u64, total, &model_name);
+                    reuse.reused += 1;
+                    found
+                }
+                None => {
+                    let base = (k * (jobs.len() + scored_steps)) as u64;
+                    let run = ModelRun { cfg, ctx, jobs: &jobs, recorded: &recorded, scored_steps, seed, base, total };
+                    let (m, episodes) = run.play::<B>(&mut be, dir, tok_dir.as_deref(), &model_name)?;
+                    reuse.computed += 1;
+                    if let (Some(keys), Some(key)) = (&keys, &key) {
+                        remember(&keys.memo, &model_name, || EvalEntry::put(&keys.memo, key, &m, &episodes));
+                    }
+                    (m, episodes)
+                }
             };
-            be = policy.decoder.into_backend();
-            let c = &eval.counts;
-            tracing::info!(
-                "{}: success rate {:.3} ± {:.3} over {} episodes; {} actions, {} parse errors, {} invalid, {} truncated ({:.1} s)",
-                agent.model_name,
-                eval.report.overall.success_rate,
-                eval.report.overall.std_err,
-                eval.report.overall.n,
-                c.actions,
-                c.parse_errors,
-                c.invalid_actions,
-                c.truncated,
-                eval.seconds
-            );
-            let mut m = eval.metrics();
-            if let Some(a) = accuracy {
-                m.insert("step_accuracy".into(), json!(a));
-            }
             if rows_wanted {
                 let mut row = Map::new();
                 row.insert("step".into(), json!(step));
@@ -326,7 +355,7 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
                 m = row;
             }
             rows.push(m);
-            all_episodes.extend(eval.episodes);
+            all_episodes.extend(episodes);
         }
         let traces = ctx.out_path("traces.jsonl.zst")?;
         write_episodes(&traces, &all_episodes)?;
@@ -334,7 +363,122 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
         if rows_wanted {
             metrics.insert("rows".into(), Json::Array(rows.into_iter().map(Json::Object).collect()));
         }
+        reuse.insert_into(&mut metrics);
         Ok(Outputs::new().with("metrics", metrics).with("traces", Value::Dataset { schema: "traces".into(), path: traces }))
+    }
+}
+
+/// One model's evaluation as the memo keeps it: the metrics (`<key>.json`, without the row's
+/// `step` and `checkpoint`, which the node adds) and the episodes (`<key>.jsonl.zst`).
+#[derive(Serialize, Deserialize)]
+struct EvalEntry {
+    metrics: Map<String, Json>,
+    episodes: usize,
+}
+
+impl EvalEntry {
+    const EPISODES: &'static str = ".jsonl.zst";
+
+    /// The metrics and episodes under `key`, if the memo has them whole (`n` episodes).
+    fn get(memo: &Memo, key: &str, n: usize) -> Option<(Map<String, Json>, Vec<Episode>)> {
+        let entry: EvalEntry = memo.get(key)?;
+        let path = memo.file(key, Self::EPISODES);
+        match read_episodes(&path, OnBadLine::Fail) {
+            Ok((episodes, _)) if episodes.len() == entry.episodes && episodes.len() == n => Some((entry.metrics, episodes)),
+            Ok((episodes, _)) => {
+                tracing::warn!("memo: {} holds {} episodes, expected {n}; evaluating again", path.display(), episodes.len());
+                None
+            }
+            Err(e) => {
+                tracing::warn!("memo: cannot read {} ({e:#}); evaluating again", path.display());
+                None
+            }
+        }
+    }
+
+    /// Stores them: the episodes first, so that an entry found has its episodes.
+    fn put(memo: &Memo, key: &str, metrics: &Map<String, Json>, episodes: &[Episode]) -> anyhow::Result<()> {
+        memo.put_file(key, Self::EPISODES, |tmp| write_episodes(tmp, episodes).map(|_| ()))?;
+        memo.put(key, &EvalEntry { metrics: metrics.clone(), episodes: episodes.len() })
+    }
+}
+
+/// What evaluating one model needs besides the model.
+struct ModelRun<'a> {
+    cfg: &'a EvaluateConfig,
+    ctx: &'a Ctx<'a>,
+    jobs: &'a Jobs,
+    recorded: &'a [Episode],
+    scored_steps: usize,
+    seed: u64,
+    /// Progress units done before this model, of `total`.
+    base: u64,
+    total: u64,
+}
+
+impl ModelRun<'_> {
+    /// Plays the instances with the model in `dir` (and scores the recorded steps): the
+    /// model's metrics and its episodes. `backend`: created on first use and left there for
+    /// the next model.
+    fn play<B: BackendKind>(
+        &self,
+        backend: &mut Option<Box<dyn Backend>>,
+        dir: &Path,
+        tok_dir: Option<&Path>,
+        model_name: &str,
+    ) -> anyhow::Result<(Map<String, Json>, Vec<Episode>)> {
+        let (cfg, ctx, total) = (self.cfg, self.ctx, self.total);
+        let be = match backend.take() {
+            Some(be) => be,
+            None => B::create()?,
+        };
+        let loaded = LoadedModel::load(be, dir, tok_dir)?;
+        if cfg.max_len > loaded.model.config.max_position_embeddings {
+            tracing::warn!(
+                "max_len {} is beyond the model's context {}: answers may be cut at the context",
+                cfg.max_len,
+                loaded.model.config.max_position_embeddings
+            );
+        }
+        let (tok, template, eos) = (loaded.tokenizer.clone(), loaded.template.clone(), loaded.eos.clone());
+        let agent_name = if cfg.prompt.use_thinking { "model-cot" } else { "model" };
+        let agent = AgentInfo { model_name: model_name.into(), agent_name: agent_name.into() };
+        let mut policy = ModelPolicy::new(loaded, tok, template, eos, cfg.agent_options(), self.seed, agent.clone())?;
+        let base = self.base;
+        let eval = play(&mut policy, self.jobs, cfg.max_steps, cfg.batch, &mut |done, _| {
+            ctx.progress(base + done as u64, total, &agent.model_name);
+            ctx.check()
+        })?;
+        let accuracy = if self.scored_steps > 0 {
+            let base = base + self.jobs.len() as u64;
+            let a = step_accuracy(&mut policy, self.recorded, cfg.batch, &mut |done, _| {
+                ctx.progress(base + done as u64, total, &format!("{}: recorded steps", agent.model_name));
+                ctx.check()
+            })?;
+            tracing::info!("{}: on {} recorded steps, exact action {:.3}, element {:.3}, verb {:.3}", agent.model_name, a.steps, a.exact, a.element, a.verb);
+            Some(a)
+        } else {
+            None
+        };
+        *backend = Some(policy.decoder.into_backend());
+        let c = &eval.counts;
+        tracing::info!(
+            "{}: success rate {:.3} ± {:.3} over {} episodes; {} actions, {} parse errors, {} invalid, {} truncated ({:.1} s)",
+            agent.model_name,
+            eval.report.overall.success_rate,
+            eval.report.overall.std_err,
+            eval.report.overall.n,
+            c.actions,
+            c.parse_errors,
+            c.invalid_actions,
+            c.truncated,
+            eval.seconds
+        );
+        let mut m = eval.metrics();
+        if let Some(a) = accuracy {
+            m.insert("step_accuracy".into(), json!(a));
+        }
+        Ok((m, eval.episodes))
     }
 }
 
@@ -385,6 +529,55 @@ impl LikelihoodConfig {
     }
 }
 
+/// A model's likelihood of the `data` input, from the memo when it has it (`keys`), else
+/// computed on the backend (created on first use) and remembered.
+#[allow(clippy::too_many_arguments)]
+fn memoised_score<B: BackendKind>(
+    cfg: &LikelihoodConfig,
+    ctx: &Ctx,
+    keys: Option<&MemoKeys>,
+    be: &mut Option<Box<dyn Backend>>,
+    dir: &Path,
+    step: Option<u64>,
+    data: &SftReader,
+    label: &str,
+    reuse: &mut Reuse,
+) -> anyhow::Result<Likelihood> {
+    let key = keys.map(|keys| keys.key(dir, step, "")).transpose()?;
+    if let Some((keys, key)) = keys.zip(key.as_deref()) {
+        if let Some(entry) = keys.memo.get::<LikelihoodEntry>(key) {
+            if entry.per_example.len() == entry.summary.examples {
+                tracing::info!("{label}: from the memo");
+                reuse.reused += 1;
+                return Ok(Likelihood { per_example: entry.per_example, ..entry.summary });
+            }
+            tracing::warn!("memo: the entry {key} of {} is incomplete; scoring again", keys.memo.dir().display());
+        }
+    }
+    if be.is_none() {
+        *be = Some(B::create()?);
+    }
+    let l = cfg.score(ctx, be.as_deref_mut().expect("created"), dir, data, label)?;
+    reuse.computed += 1;
+    if let Some((keys, key)) = keys.zip(key.as_deref()) {
+        remember(&keys.memo, label, || keys.memo.put(key, &LikelihoodEntry { summary: l.clone(), per_example: l.per_example.clone() }));
+    }
+    Ok(l)
+}
+
+/// A model's likelihood as the memo keeps it (`Likelihood` leaves out `per_example` when
+/// serialized).
+#[derive(Serialize, Deserialize)]
+struct LikelihoodEntry {
+    summary: Likelihood,
+    per_example: Vec<ExampleLikelihood>,
+}
+
+/// The likelihood kinds' shared memo key: the config and the data's contents.
+fn likelihood_keys(ctx: &Ctx, cfg: &LikelihoodConfig, inputs: &Inputs) -> anyhow::Result<Option<MemoKeys>> {
+    MemoKeys::new(ctx, || Ok(json!({"config": cfg, "data": input_hash(inputs, "data")?})))
+}
+
 /// The SFT (or token) file on the `data` input.
 fn open_data(inputs: &Inputs) -> anyhow::Result<SftReader> {
     let (schema, path) = inputs.dataset("data")?;
@@ -425,7 +618,7 @@ impl<B: BackendKind> NodeKind for LikelihoodNode<B> {
             .output(
                 "metrics",
                 PortType::Metrics,
-                "examples, tokens, sum_logprob, mean_logprob, perplexity, mean_example_logprob; for a checkpoint list, `rows` (step, checkpoint and the same fields) and the last row's fields",
+                "examples, tokens, sum_logprob, mean_logprob, perplexity, mean_example_logprob; for a checkpoint list, `rows` (step, checkpoint and the same fields) and the last row's fields; rows_computed and rows_reused (models taken from the memo)",
             )
             .output("per_example", PortType::Dataset(Some("jsonl".into())), PER_EXAMPLE_DOC)
     }
@@ -437,7 +630,8 @@ impl<B: BackendKind> NodeKind for LikelihoodNode<B> {
     fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
         let data = open_data(&inputs)?;
         let (models, rows_wanted) = models_to_score(&inputs)?;
-        let mut be = B::create()?;
+        let keys = likelihood_keys(ctx, &self.config, &inputs)?;
+        let (mut be, mut reuse) = (None, Reuse::default());
         let path = ctx.out_path("likelihood.jsonl")?;
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
         let mut rows = Vec::new();
@@ -447,7 +641,7 @@ impl<B: BackendKind> NodeKind for LikelihoodNode<B> {
                 fields.insert("step".into(), json!(step));
                 fields.insert("checkpoint".into(), json!(dir_name(dir)));
             }
-            let l = self.config.score(ctx, be.as_mut(), dir, &data, &dir_name(dir))?;
+            let l = memoised_score::<B>(&self.config, ctx, keys.as_ref(), &mut be, dir, *step, &data, &dir_name(dir), &mut reuse)?;
             write_per_example(&mut out, &fields, &l)?;
             fields.extend(as_object(json!(l)));
             rows.push(fields);
@@ -458,6 +652,7 @@ impl<B: BackendKind> NodeKind for LikelihoodNode<B> {
             metrics.insert("rows".into(), Json::Array(rows.into_iter().map(Json::Object).collect()));
         }
         metrics.insert("per_example_file".into(), json!("likelihood.jsonl"));
+        reuse.insert_into(&mut metrics);
         Ok(Outputs::new().with("metrics", metrics).with("per_example", Value::Dataset { schema: "jsonl".into(), path }))
     }
 }
@@ -480,7 +675,7 @@ impl<B: BackendKind> NodeKind for ForgettingNode<B> {
             .output(
                 "metrics",
                 PortType::Metrics,
-                "before and after (each: examples, tokens, mean_logprob, perplexity, ...), forgetting = before.mean_logprob − after.mean_logprob",
+                "before and after (each: examples, tokens, mean_logprob, perplexity, ...), forgetting = before.mean_logprob − after.mean_logprob; rows_computed and rows_reused (of the two models, those taken from the memo)",
             )
             .output("per_example", PortType::Dataset(Some("jsonl".into())), PER_EXAMPLE_DOC)
     }
@@ -491,13 +686,14 @@ impl<B: BackendKind> NodeKind for ForgettingNode<B> {
 
     fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
         let data = open_data(&inputs)?;
-        let mut be = B::create()?;
+        let keys = likelihood_keys(ctx, &self.config, &inputs)?;
+        let (mut be, mut reuse) = (None, Reuse::default());
         let path = ctx.out_path("likelihood.jsonl")?;
         let mut out = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
         let mut metrics = Map::new();
         let mut means = Vec::new();
         for which in ["before", "after"] {
-            let l = self.config.score(ctx, be.as_mut(), &inputs.model(which)?, &data, which)?;
+            let l = memoised_score::<B>(&self.config, ctx, keys.as_ref(), &mut be, &inputs.model(which)?, None, &data, which, &mut reuse)?;
             write_per_example(&mut out, &as_object(json!({ "model": which })), &l)?;
             means.push(l.mean_logprob);
             metrics.insert(which.into(), json!(l));
@@ -505,6 +701,7 @@ impl<B: BackendKind> NodeKind for ForgettingNode<B> {
         out.into_inner().map_err(|e| anyhow!("writing {}: {e}", path.display()))?.sync_all()?;
         metrics.insert("forgetting".into(), json!(means[0] - means[1]));
         metrics.insert("per_example_file".into(), json!("likelihood.jsonl"));
+        reuse.insert_into(&mut metrics);
         tracing::info!("forgetting: mean log-likelihood {:.4} before, {:.4} after ({:+.4})", means[0], means[1], means[1] - means[0]);
         Ok(Outputs::new().with("metrics", metrics).with("per_example", Value::Dataset { schema: "jsonl".into(), path }))
     }

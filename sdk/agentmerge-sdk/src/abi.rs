@@ -53,6 +53,12 @@ pub struct HostCtx {
     /// A directory private to the node's cache key that outlives a failed, cancelled or killed
     /// run (`out_dir` does not); the host removes it once the node's outputs are committed.
     pub work_dir: RString,
+    /// The memo directory of the node's plugin and kind (`STORE/memo/<hash>/`, the hash of the
+    /// plugin's identity — name, version, library digest — and the kind), shared by every node
+    /// of that kind across runs: per-item results a node may reuse (see [`crate::memo`]). It
+    /// may not exist yet (the first write creates it). Empty when the run must not reuse
+    /// anything (`--no-cache`, or `--force` on this node): no memo.
+    pub memo_dir: RString,
     /// The run's seed, mixed with the node id so each node has its own stream.
     pub seed: u64,
     /// The most verbose log level the host shows (0 error .. 4 trace).

@@ -27,6 +27,8 @@
 //! The modules, in the order a newcomer may want to read them:
 //! - [`node`]: the [`NodeKind`] trait, [`Inputs`], [`Outputs`] and the host services [`Ctx`];
 //! - [`value`] and [`tensor`]: the values that cross the plugin boundary;
+//! - [`memo`]: per-item results kept across runs ([`Ctx::memo`]), and content hashes for their
+//!   keys;
 //! - [`manifest`]: what a plugin publishes about itself (kinds, ports, config schemas);
 //! - [`abi`]: the `#[repr(C)]` types the host and plugins actually exchange;
 //! - [`export`]: the glue behind [`export_plugin!`] (panic catching, log forwarding).
@@ -34,11 +36,13 @@
 pub mod abi;
 pub mod export;
 pub mod manifest;
+pub mod memo;
 pub mod node;
 pub mod tensor;
 pub mod value;
 
 pub use manifest::{KindManifest, Manifest, PortSpec, PortType};
+pub use memo::Memo;
 pub use node::{ConfigError, Ctx, Inputs, NodeKind, Outputs, Ports};
 pub use tensor::{DType, Tensor};
 pub use value::Value;

@@ -268,6 +268,22 @@ impl<'a> Ctx<'a> {
         Path::new(self.raw.work_dir.as_str())
     }
 
+    /// The memo directory of this node's plugin and kind, shared across nodes and runs
+    /// (`STORE/memo/<hash of the plugin's identity and the kind>/`): per-item results a node
+    /// may look up before computing them again, e.g. one row per checkpoint of a list, under
+    /// keys the node derives from everything the item depends on. `None` when the run must not
+    /// reuse anything (`--no-cache`, or `--force` on this node). The directory may not exist
+    /// yet; [`crate::Memo`] creates it on its first write. See [`Ctx::memo`].
+    pub fn memo_dir(&self) -> Option<&Path> {
+        let dir = self.raw.memo_dir.as_str();
+        (!dir.is_empty()).then(|| Path::new(dir))
+    }
+
+    /// The memo of this node's plugin and kind ([`Ctx::memo_dir`]), or `None` when disabled.
+    pub fn memo(&self) -> Option<crate::Memo> {
+        self.memo_dir().map(crate::Memo::new)
+    }
+
     /// The node's seed: the run's seed mixed with the node's id, stable across runs.
     pub fn seed(&self) -> u64 {
         self.raw.seed
