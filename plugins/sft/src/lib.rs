@@ -4,19 +4,25 @@
 //! `agentmerge_sft::build_sft` (AgentLab's prompt fitted to `max_len`, drops counted by reason);
 //! `tokenize` turns plain text (`.txt`, JSON Lines, or directories of them) into a `tokens` file
 //! for next-token pretraining with `agentmerge_sft::tokenize_text` (one example per document or
-//! window of `max_len` tokens, bos/eos added, every token in the loss).
+//! window of `max_len` tokens, bos/eos added, every token in the loss); `reading` makes
+//! page-reading exercises from the pages of traces (pretraining text, or instruction data);
+//! `chat` turns instruction data (JSON Lines `messages`) into an SFT token file.
 //!
 //! A tokenizer travels as `dataset:tokenizer`: a directory with `tokenizer.json` and
 //! `tokenizer_config.json` (chat template, bos/eos tokens), the files a Hugging Face model
 //! directory has, so either can be read the same way.
 
 mod build;
+mod chat;
+mod reading;
 mod tokenize;
 mod tokenizer;
 
 use agentmerge_sdk::prelude::*;
 
 pub use build::Build;
+pub use chat::Chat;
+pub use reading::Reading;
 pub use tokenize::Tokenize;
 pub use tokenizer::TokenizerKind;
 
@@ -44,4 +50,4 @@ pub fn metrics(report: &impl Serialize) -> anyhow::Result<serde_json::Map<String
     }
 }
 
-agentmerge_sdk::export_plugin! { name: "sft", kinds: [TokenizerKind, Build, Tokenize] }
+agentmerge_sdk::export_plugin! { name: "sft", kinds: [TokenizerKind, Build, Tokenize, Reading, Chat] }

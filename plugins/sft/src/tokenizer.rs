@@ -1,13 +1,14 @@
 //! `sft/tokenizer`: a byte-level BPE trained on traces, or a model's own tokenizer, written as
 //! a tokenizer directory (tokenizer.json + tokenizer_config.json with the chat template).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use agentmerge_sdk::prelude::*;
+use agentmerge_sdk::{prelude::*, PortSpec};
 use agentmerge_sft::{
     build::{response_text, step_prompt},
     prompt::{fit_prompt, PromptOptions},
     template::{ChatTemplate, DEFAULT_TEMPLATE},
+    text::{list_files, read_documents, Split, TEXT_EXTENSIONS},
     tokenizer as tk,
 };
 use agentmerge_traces::{read_episodes, Episode, OnBadLine};
@@ -123,7 +124,7 @@ impl TokenizerKind {
                 self.special_tokens.join(", ")
             );
         }
-        anyhow::ensure!(!texts.is_empty(), "the traces have no action steps to train a tokenizer on");
+        anyhow::ensure!(!texts.is_empty(), "the traces have no action steps and the text no documents to train a tokenizer on");
         let tok = tk::train_bpe(texts.iter(), self.vocab_size, &self.special_tokens)?;
         let source = self.chat_template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
         tk::save(&tok, dir, source, &bos, &eos, None)?;
@@ -166,10 +167,10 @@ impl TokenizerKind {
 
 impl NodeKind for TokenizerKind {
     const NAME: &'static str = "tokenizer";
-    const DOC: &'static str = "Trains a byte-level BPE tokenizer on the prompts and responses of a traces dataset, or takes a model's tokenizer (model input); writes tokenizer.json + tokenizer_config.json with the chat template.";
+    const DOC: &'static str = "Trains a byte-level BPE tokenizer on the prompts and responses of a traces dataset (and any `text` datasets), or takes a model's tokenizer (model input); writes tokenizer.json + tokenizer_config.json with the chat template.";
 
     fn ports() -> Ports {
-        Ports::new()
+        let mut ports = Ports::new()
             .optional_input("traces", traces_type(), "episodes to train on (and to measure tokens per character on)")
             .optional_input("model", PortType::Model, "take this model's tokenizer instead of training one")
             .output("tokenizer", tokenizer_type(), "a directory with tokenizer.json and tokenizer_config.json (chat_template, bos_token, eos_token)")
@@ -177,7 +178,20 @@ impl NodeKind for TokenizerKind {
                 "report",
                 PortType::Metrics,
                 "source (trained or model), vocab_size, bos/eos tokens, corpus_texts, corpus_chars, sample_texts, tokens_per_char",
-            )
+            );
+        // Optional and a list: text to train on besides the traces (e.g. sft/reading's
+        // exercises, a pretraining corpus), so the vocabulary covers it too.
+        ports.inputs.insert(
+            1,
+            PortSpec {
+                name: "text".into(),
+                ty: PortType::Dataset(None),
+                list: true,
+                optional: true,
+                doc: format!("text datasets to train on too ({TEXT_EXTENSIONS} files or directories of them; JSON Lines documents in `text`)"),
+            },
+        );
+        ports
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -204,11 +218,15 @@ impl NodeKind for TokenizerKind {
 
     fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
         let episodes = Self::read_traces(&inputs)?;
-        let texts = match &episodes {
+        let mut texts = match &episodes {
             Some(eps) => corpus(eps)?,
             None => Vec::new(),
         };
         drop(episodes);
+        let sources: Vec<PathBuf> = inputs.datasets("text")?.into_iter().map(|(_, p)| p).collect();
+        for f in list_files(&sources)? {
+            texts.extend(read_documents(&f, Split::Paragraph, "text")?);
+        }
         ctx.check()?;
         // Written beside its final name, then renamed: the directory appears complete.
         let dir = ctx.out_dir().join("tokenizer");
@@ -217,12 +235,12 @@ impl NodeKind for TokenizerKind {
         let tok = if inputs.is_connected("model") {
             report.insert("source".into(), json!("model"));
             self.take_from_model(&inputs.model("model")?, &tmp)?
-        } else if inputs.is_connected("traces") {
+        } else if inputs.is_connected("traces") || !sources.is_empty() {
             report.insert("source".into(), json!("trained"));
             tracing::info!("training a byte-level BPE ({} tokens) on {} texts", self.vocab_size, texts.len());
             self.train(&texts, &tmp)?
         } else {
-            bail!("connect `traces` to train a tokenizer, or `model` to take a model's tokenizer");
+            bail!("connect `traces` (and/or `text`) to train a tokenizer, or `model` to take a model's tokenizer");
         };
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
         ctx.check()?;

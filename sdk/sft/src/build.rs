@@ -294,22 +294,29 @@ pub fn write_preview(path: &Path, examples: &[BuiltExample], total: usize, tok: 
             b.example.ids.len(),
             b.deleted_lines
         )?;
-        // Runs of equal mask values, decoded separately.
-        let mut start = 0;
-        while start < b.example.ids.len() {
-            let m = b.example.mask[start];
-            let end = (start..b.example.ids.len()).find(|&k| b.example.mask[k] != m).unwrap_or(b.example.ids.len());
-            let text = tok.decode(&b.example.ids[start..end], false).map_err(|e| anyhow::anyhow!("detokenizing the preview failed: {e}"))?;
-            if m == 1 {
-                writeln!(s, "\n>>>>>> LOSS >>>>>>\n{text}\n<<<<<< END LOSS <<<<<<")?;
-            } else {
-                s.push_str(&text);
-            }
-            start = end;
-        }
+        s.push_str(&show_example(&b.example, tok)?);
         s.push_str("\n\n");
     }
     std::fs::write(path, s).with_context(|| format!("cannot write the SFT preview {}", path.display()))
+}
+
+/// An example detokenized, the tokens in the loss between `>>>>>> LOSS >>>>>>` and
+/// `<<<<<< END LOSS <<<<<<` (runs of equal mask values are decoded separately).
+pub fn show_example(ex: &Example, tok: &Tokenizer) -> anyhow::Result<String> {
+    let mut s = String::new();
+    let mut start = 0;
+    while start < ex.ids.len() {
+        let m = ex.mask[start];
+        let end = (start..ex.ids.len()).find(|&k| ex.mask[k] != m).unwrap_or(ex.ids.len());
+        let text = tok.decode(&ex.ids[start..end], false).map_err(|e| anyhow::anyhow!("detokenizing the preview failed: {e}"))?;
+        if m == 1 {
+            writeln!(s, "\n>>>>>> LOSS >>>>>>\n{text}\n<<<<<< END LOSS <<<<<<")?;
+        } else {
+            s.push_str(&text);
+        }
+        start = end;
+    }
+    Ok(s)
 }
 
 /// Builds the SFT token file `out` (see [`crate::dataset`]) from `episodes`, and the preview

@@ -6,12 +6,17 @@
 //!   budget by cutting AXTree lines, dropping samples whose target element was cut;
 //! - [`dataset`]: the memory-mappable token file with per-token loss masks, and its encoder;
 //! - [`build`]: episodes to that file: one example per action step, with drops counted by reason;
+//! - [`chat`]: instruction data (JSON Lines `messages`) to that file, the last answer in the loss;
+//! - [`reading`]: page-reading exercises (which element is the button 'Save'? → its bid) from
+//!   AXTree text, to teach small models grounding;
 //! - [`text`]: plain text (`.txt`, JSON Lines) to that file for next-token pretraining: one
 //!   example per document (or window of a long one), every token in the loss.
 
 pub mod build;
+pub mod chat;
 pub mod dataset;
 pub mod prompt;
+pub mod reading;
 pub mod template;
 pub mod text;
 pub mod tokenizer;

@@ -1,0 +1,147 @@
+//! `sft/reading`: traces → page-reading exercises as pretraining text (`agentmerge_sft::reading`):
+//! one document per distinct page of the episodes, the page as the agent prompt shows it, then
+//! questions and answers that teach grounding (which element a phrase names, an action that
+//! copies a value into a field, a field's value).
+
+use std::{collections::BTreeSet, io::Write as _};
+
+use agentmerge_sdk::prelude::*;
+use agentmerge_sft::reading::{document, exercises, page_text, parse_axtree, Kind, Rng};
+use agentmerge_traces::{read_episodes, OnBadLine};
+use serde_json::json;
+
+use crate::{metrics, traces_type};
+
+/// The text file's name in the node's output directory.
+pub const READING_FILE: &str = "reading.jsonl";
+
+/// Makes page-reading exercises from the pages of traces.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reading {
+    /// Questions per page (fewer when a page has fewer unambiguous elements).
+    #[serde(default = "d_questions")]
+    pub questions_per_page: usize,
+    /// Documents made from each distinct page, each with its own draw of questions.
+    #[serde(default = "d_rounds")]
+    pub rounds: usize,
+    /// The most pages read (in episode order); 0 for all.
+    #[serde(default)]
+    pub max_pages: usize,
+    /// `text`: one pretraining document per page and round (`{"text": page + Q/A lines}`).
+    /// `chat`: instruction data for `sft/chat`, one conversation per question
+    /// (`{"messages": [user: page + question, assistant: answer]}`).
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// What `sft/reading` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Text,
+    Chat,
+}
+
+fn d_questions() -> usize {
+    16
+}
+fn d_rounds() -> usize {
+    1
+}
+
+#[derive(Serialize, Default)]
+struct ReadingReport {
+    episodes: usize,
+    pages: usize,
+    duplicate_pages: usize,
+    documents: usize,
+    exercises: std::collections::BTreeMap<String, usize>,
+    characters: usize,
+}
+
+impl NodeKind for Reading {
+    const NAME: &'static str = "reading";
+    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value.";
+
+    fn ports() -> Ports {
+        Ports::new()
+            .input("traces", traces_type(), "episodes whose pages (every step's AXTree) are read")
+            .output(
+                "text",
+                PortType::Dataset(Some("text".into())),
+                "JSON Lines, one `{\"text\": ...}` document per page and round; feed it to sft/tokenize (and sft/tokenizer's `text`)",
+            )
+            .output("report", PortType::Metrics, "episodes, pages, duplicate_pages, documents, exercises (by kind), characters")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.questions_per_page == 0 {
+            return Err(ConfigError::new("questions_per_page", "must be at least 1"));
+        }
+        if self.rounds == 0 {
+            return Err(ConfigError::new("rounds", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
+        let (_, traces) = inputs.dataset("traces")?;
+        let (episodes, _) = read_episodes(&traces, OnBadLine::Fail)?;
+        let out = ctx.out_path(READING_FILE)?;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
+        let mut rng = Rng::new(ctx.seed());
+        let mut seen = BTreeSet::new();
+        let mut r = ReadingReport { episodes: episodes.len(), ..Default::default() };
+        'pages: for e in &episodes {
+            ctx.check()?;
+            for s in &e.steps {
+                if self.max_pages > 0 && r.pages >= self.max_pages {
+                    break 'pages;
+                }
+                if !seen.insert(*blake3::hash(s.obs.axtree_txt.as_bytes()).as_bytes()) {
+                    r.duplicate_pages += 1;
+                    continue;
+                }
+                r.pages += 1;
+                let els = parse_axtree(&s.obs.axtree_txt);
+                for _ in 0..self.rounds {
+                    let ex = exercises(&els, self.questions_per_page, &mut rng);
+                    if ex.is_empty() {
+                        continue;
+                    }
+                    for x in &ex {
+                        *r.exercises.entry(kind_name(x.kind)).or_default() += 1;
+                    }
+                    match self.format {
+                        Format::Text => {
+                            let text = document(&s.obs.url, &s.obs.axtree_txt, &ex);
+                            r.characters += text.len();
+                            r.documents += 1;
+                            writeln!(file, "{}", json!({ "text": text }))?;
+                        }
+                        Format::Chat => {
+                            let page = page_text(&s.obs.url, &s.obs.axtree_txt);
+                            for x in &ex {
+                                let user = format!("{page}\n\n# Question\n{}", x.question);
+                                r.characters += user.len() + x.answer.len();
+                                r.documents += 1;
+                                let messages = json!([{"role": "user", "content": user}, {"role": "assistant", "content": x.answer}]);
+                                writeln!(file, "{}", json!({ "messages": messages }))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        file.flush()?;
+        anyhow::ensure!(r.documents > 0, "{}: no page with an element to ask about ({} pages read)", traces.display(), r.pages);
+        tracing::info!("{} documents from {} distinct pages ({} duplicates skipped); exercises {:?}", r.documents, r.pages, r.duplicate_pages, r.exercises);
+        Ok(Outputs::new().with("text", Value::Dataset { schema: "text".into(), path: out }).with("report", metrics(&r)?))
+    }
+}
+
+fn kind_name(k: Kind) -> String {
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}

@@ -1,0 +1,289 @@
+//! Page-reading exercises: questions about a web page's AXTree and their answers, made from any
+//! BrowserGym-style AXTree text (MiniArena's or a real AgentLab trace's), for pretraining text and
+//! instruction data that teach a small model to *ground*: find the element a phrase describes and
+//! copy its bid, copy a value from an instruction into an action, read a field's value.
+//!
+//! A tiny model trained only on agent traces learns the answer format and the verbs fast and the
+//! elements slowly (BRIEF §7): each trace step holds one grounding example in hundreds of prompt
+//! tokens. These exercises hold dozens per page, in the same page format the agent prompt uses
+//! (`# Current page`, `## AXTree`) and the same action syntax, so the skill carries over.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One element line of an AXTree: `\t[bid] role 'name', attr=..., value='...'`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    pub bid: String,
+    pub role: String,
+    pub name: String,
+    /// `value='...'`, when the line has one.
+    pub value: Option<String>,
+    /// Indentation depth (tabs).
+    pub depth: usize,
+    /// The index of the nearest element above with a smaller depth (the parent).
+    pub parent: Option<usize>,
+}
+
+/// The elements of an AXTree text that have a bid and a quoted name, in page order. Lines
+/// without a bid (`StaticText`, the root) or in another shape are skipped.
+pub fn parse_axtree(axtree: &str) -> Vec<Element> {
+    let mut out: Vec<Element> = Vec::new();
+    // (depth, index in `out`) of the open ancestors.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for line in axtree.lines() {
+        let depth = line.len() - line.trim_start_matches('\t').len();
+        let Some(e) = parse_line(&line[depth..], depth) else { continue };
+        while stack.last().is_some_and(|&(d, _)| d >= depth) {
+            stack.pop();
+        }
+        let parent = stack.last().map(|&(_, i)| i);
+        out.push(Element { parent, ..e });
+        stack.push((depth, out.len() - 1));
+    }
+    out
+}
+
+fn parse_line(s: &str, depth: usize) -> Option<Element> {
+    let rest = s.strip_prefix('[')?;
+    let close = rest.find(']')?;
+    let bid = &rest[..close];
+    if bid.is_empty() || bid.contains(char::is_whitespace) {
+        return None;
+    }
+    let rest = rest[close + 1..].strip_prefix(' ')?;
+    let (role, rest) = rest.split_once(' ')?;
+    let (name, attrs) = quoted(rest)?;
+    let value = attrs.find(" value=").and_then(|i| quoted(&attrs[i + " value=".len()..])).map(|(v, _)| v);
+    Some(Element { bid: bid.into(), role: role.into(), name, value, depth, parent: None })
+}
+
+/// A quoted string at the start of `s`, as Python's `repr` writes it (BrowserGym's AXTree text):
+/// `'text'`, or `"text"` when the text holds a `'`. The closing quote is the first one followed
+/// by the line's end, `, ` (attributes) or ` value=`, so a name may itself hold quotes. Returns
+/// the text and what follows it.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let body = &s[1..];
+    let end = body.match_indices(q).map(|(i, _)| i).find(|&i| {
+        let after = &body[i + 1..];
+        after.is_empty() || after.starts_with(", ") || after.starts_with(" value=")
+    })?;
+    Some((body[..end].to_string(), &body[end + 1..]))
+}
+
+/// What an exercise trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// "Which element is the button 'Save'?" → its bid.
+    Find,
+    /// "What is element b12?" → its role and name.
+    Describe,
+    /// "Click the link 'Home'." → `click('a3')`.
+    Click,
+    /// "Fill the textbox 'Title' with 'Printer jam'." → `fill('b7', 'Printer jam')`.
+    Fill,
+    /// "Select 'High' in the combobox 'Priority'." → `select_option('b9', 'High')`.
+    Select,
+    /// "What is the value of the combobox 'Priority'?" → its value.
+    Value,
+}
+
+/// One question and its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exercise {
+    pub kind: Kind,
+    pub question: String,
+    pub answer: String,
+}
+
+/// Roles a user fills with text.
+const FILLABLE: &[&str] = &["textbox", "searchbox", "spinbutton"];
+/// Roles a `click` acts on.
+const CLICKABLE: &[&str] = &["button", "link", "menuitem", "tab", "checkbox", "radio", "switch", "treeitem", "gridcell", "columnheader"];
+
+/// A small deterministic generator (SplitMix64), so exercises depend only on the page and seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// `n` exercises about `elements` (none when no element qualifies). Each draws a kind
+/// uniformly among those the page offers, then an element of that kind, so rare kinds (one
+/// combobox on a page of links) are asked as often as common ones; `fill` and `select` draw a
+/// fresh value each time. Only elements whose (role, name) is unique on the page are asked
+/// about, so every answer is the only right one. Questions may repeat on a small page.
+pub fn exercises(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
+    let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for e in elements {
+        *seen.entry((&e.role, &e.name)).or_default() += 1;
+    }
+    let unique = |e: &Element| !e.name.is_empty() && seen[&(e.role.as_str(), e.name.as_str())] == 1;
+    // Values to type: names and values shown on the page (so copying is what is learnt, not a
+    // fixed vocabulary), never empty.
+    let texts: Vec<&str> =
+        elements.iter().flat_map(|e| [Some(e.name.as_str()), e.value.as_deref()]).flatten().filter(|t| !t.is_empty() && t.len() <= 40).collect();
+    let options = |i: usize| -> Vec<&str> {
+        elements.iter().filter(|o| o.parent == Some(i) && o.role == "option" && !o.name.is_empty()).map(|o| o.name.as_str()).collect()
+    };
+    // The elements each kind can ask about.
+    let mut by_kind: BTreeMap<Kind, Vec<usize>> = BTreeMap::new();
+    for (i, e) in elements.iter().enumerate() {
+        if !unique(e) {
+            continue;
+        }
+        let mut kinds = vec![Kind::Find, Kind::Describe];
+        if CLICKABLE.contains(&e.role.as_str()) {
+            kinds.push(Kind::Click);
+        }
+        if FILLABLE.contains(&e.role.as_str()) && !texts.is_empty() {
+            kinds.push(Kind::Fill);
+        }
+        if !options(i).is_empty() {
+            kinds.push(Kind::Select);
+        }
+        if e.value.as_ref().is_some_and(|v| !v.is_empty()) {
+            kinds.push(Kind::Value);
+        }
+        for k in kinds {
+            by_kind.entry(k).or_default().push(i);
+        }
+    }
+    let kinds: Vec<(Kind, Vec<usize>)> = by_kind.into_iter().collect();
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|_| {
+            let (kind, els) = &kinds[rng.below(kinds.len())];
+            let i = els[rng.below(els.len())];
+            let e = &elements[i];
+            let (role, name, bid) = (&e.role, &e.name, &e.bid);
+            let (question, answer) = match kind {
+                Kind::Find => (format!("Which element is the {role} '{name}'?"), bid.clone()),
+                Kind::Describe => (format!("What is element {bid}?"), format!("{role} '{name}'")),
+                Kind::Click => (format!("Click the {role} '{name}'."), action(&format!("click('{bid}')"))),
+                Kind::Fill => {
+                    let v = texts[rng.below(texts.len())];
+                    (format!("Fill the {role} '{name}' with '{v}'."), action(&format!("fill('{bid}', '{v}')")))
+                }
+                Kind::Select => {
+                    let opts = options(i);
+                    let o = opts[rng.below(opts.len())];
+                    (format!("Select '{o}' in the {role} '{name}'."), action(&format!("select_option('{bid}', '{o}')")))
+                }
+                Kind::Value => (format!("What is the value of the {role} '{name}'?"), e.value.clone().unwrap_or_default()),
+            };
+            Exercise { kind: *kind, question, answer }
+        })
+        .collect()
+}
+
+fn action(a: &str) -> String {
+    format!("<action>{a}</action>")
+}
+
+/// The page as the agent prompt shows it (`sft/build`'s `# Current page` section).
+pub fn page_text(url: &str, axtree: &str) -> String {
+    format!("# Current page\nURL: {url}\n\n## AXTree\n{}", axtree.trim_end())
+}
+
+/// A pretraining document: the page, then its exercises as `Q:`/`A:` lines.
+pub fn document(url: &str, axtree: &str, exercises: &[Exercise]) -> String {
+    let mut s = page_text(url, axtree);
+    s.push_str("\n\n# Questions\n");
+    for e in exercises {
+        s.push_str(&format!("Q: {}\nA: {}\n", e.question, e.answer));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "RootWebArea 'Home | MiniArena', focused
+\t[a25] banner 'MiniArena'
+\t\t[a26] button 'All', expanded=False
+\t\t[a28] button 'User menu: System Administrator', expanded=True
+\t\t[a29] menu 'User menu'
+\t\t\t[a30] menuitem 'Impersonate user'
+\t[g25] dialog 'Impersonate user'
+\t\t[g26] combobox 'User' value='-- Select a user --'
+\t\t\t[g27] option '-- Select a user --', selected=True
+\t\t\t[g28] option 'Bianca Rossi', selected=False
+\t\t[g30] textbox 'Reason' value=\"it's late\"
+\t\t[g52] button 'Impersonate user'
+\t\tStaticText 'Tip'
+\t\t[g53] button 'OK'
+\t\t[g54] button 'OK'";
+
+    #[test]
+    fn parses_elements_parents_and_values() {
+        let els = parse_axtree(PAGE);
+        let bids: Vec<&str> = els.iter().map(|e| e.bid.as_str()).collect();
+        assert_eq!(bids, ["a25", "a26", "a28", "a29", "a30", "g25", "g26", "g27", "g28", "g30", "g52", "g53", "g54"]);
+        let g28 = &els[8];
+        assert_eq!((g28.role.as_str(), g28.name.as_str(), els[g28.parent.unwrap()].bid.as_str()), ("option", "Bianca Rossi", "g26"));
+        assert_eq!(els[6].value.as_deref(), Some("-- Select a user --"));
+        // A quote inside a value does not end it.
+        assert_eq!(els[9].value.as_deref(), Some("it's late"));
+        assert_eq!(els[2].name, "User menu: System Administrator");
+        assert_eq!(els[0].parent, None);
+    }
+
+    #[test]
+    fn exercises_have_one_right_answer_and_are_deterministic() {
+        let els = parse_axtree(PAGE);
+        let all = exercises(&els, 2000, &mut Rng::new(3));
+        // The two 'OK' buttons are ambiguous: never asked about.
+        assert!(all
+            .iter()
+            .all(|e| !e.question.contains("button 'OK'") && !e.answer.contains("g53") && !e.answer.contains("g54") && !e.question.contains("g53")));
+        let has = |q: &str, a: &str| all.iter().any(|e| e.question == q && e.answer == a);
+        assert!(has("Which element is the button 'Impersonate user'?", "g52"));
+        assert!(has("Which element is the menuitem 'Impersonate user'?", "a30"));
+        assert!(has("What is element g26?", "combobox 'User'"));
+        assert!(has("Click the menuitem 'Impersonate user'.", "<action>click('a30')</action>"));
+        assert!(has("What is the value of the textbox 'Reason'?", "it's late"));
+        let select = all.iter().find(|e| e.kind == Kind::Select).unwrap();
+        assert!(select.answer.starts_with("<action>select_option('g26', '"), "{select:?}");
+        let fill = all.iter().find(|e| e.kind == Kind::Fill).unwrap();
+        assert!(fill.answer.starts_with("<action>fill('g30', '"), "{fill:?}");
+        assert_eq!(exercises(&els, 5, &mut Rng::new(9)), exercises(&els, 5, &mut Rng::new(9)));
+        assert_eq!(exercises(&els, 5, &mut Rng::new(9)).len(), 5);
+        // Kinds are drawn evenly: the one combobox is asked to select about as often as any
+        // element is found.
+        let count = |k: Kind| all.iter().filter(|e| e.kind == k).count();
+        assert!(count(Kind::Select) > 2000 / 6 / 2 && count(Kind::Find) < 2000 / 6 * 2, "{} {}", count(Kind::Select), count(Kind::Find));
+        assert!(exercises(&parse_axtree("RootWebArea 'x'"), 5, &mut Rng::new(1)).is_empty());
+        assert_ne!(exercises(&els, 5, &mut Rng::new(9)), exercises(&els, 5, &mut Rng::new(10)));
+    }
+
+    #[test]
+    fn a_document_shows_the_page_as_the_agent_prompt_does() {
+        let els = parse_axtree(PAGE);
+        let ex = exercises(&els, 2, &mut Rng::new(1));
+        let doc = document("http://x/", PAGE, &ex);
+        assert!(doc.starts_with("# Current page\nURL: http://x/\n\n## AXTree\nRootWebArea"));
+        assert!(doc.contains(&format!("Q: {}\nA: {}\n", ex[1].question, ex[1].answer)));
+        assert!(parse_axtree("no elements here\n[] x 'y'\n[b1] button").is_empty());
+    }
+}
