@@ -120,6 +120,7 @@ fn episode(r: &mut Rng, task: (&str, &str), seed: u64, agent: (&str, &str, Think
         task_name: task.0.into(),
         category: task.1.into(),
         seed,
+        page_size: None,
         goal,
         agent: AgentInfo { model_name: agent.0.into(), agent_name: agent.1.into() },
         success,
@@ -461,7 +462,7 @@ fn a_models_tokenizer_and_chat_template_are_used_as_they_are() {
     write(dir.path(), "lone.yaml", "nodes:\n  - id: tok\n    uses: sft/tokenizer\n");
     let out = agentmerge(dir.path(), &["run", "lone.yaml", "--store", store.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("connect `traces` to train a tokenizer, or `model` to take a model's tokenizer"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("connect `traces` (and/or `text`) to train a tokenizer, or `model` to take a model's tokenizer"), "{}", stderr(&out));
 }
 
 fn bad_file(dir: &Path, lines: &[String]) {

@@ -5,7 +5,7 @@ use agentmerge_miniarena::summarize;
 use agentmerge_sdk::prelude::*;
 use serde_json::json;
 
-use crate::config::{all, check_seeds, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
+use crate::config::{all, check_seeds, fifteen, play, templates, write_traces, ExpertSpec, PageSize, Seeds};
 
 /// Collects expert traces in MiniArena.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -22,6 +22,10 @@ pub struct Collect {
     /// Step limit per episode (BrowserGym's `max_steps`).
     #[serde(default = "fifteen")]
     pub max_steps: usize,
+    /// How much MiniArena's pages hold: `full` (the default, WorkArena-like) or `small` (the
+    /// same tasks with a fraction of the page, for small models; the traces record it).
+    #[serde(default, skip_serializing_if = "PageSize::is_full")]
+    pub page_size: PageSize,
 }
 
 impl NodeKind for Collect {
@@ -61,7 +65,7 @@ impl NodeKind for Collect {
                 jobs.extend(seeds.iter().map(|s| (e, t.name, *s)));
             }
         }
-        let episodes = play(ctx, &jobs, self.max_steps)?;
+        let episodes = play(ctx, &jobs, self.max_steps, self.page_size)?;
         let traces = write_traces(ctx, &episodes)?;
 
         let mut report = serde_json::Map::new();

@@ -6,8 +6,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-pub use agentmerge_miniarena::Seeds;
-use agentmerge_miniarena::{rollout, select_templates, Episode, Expert, ExpertConfig, TemplateInfo};
+use agentmerge_miniarena::{rollout_env, select_templates, Env, Episode, Expert, ExpertConfig, TemplateInfo};
+pub use agentmerge_miniarena::{PageSize, Seeds};
 use agentmerge_sdk::prelude::*;
 use agentmerge_traces::write_episodes;
 use rayon::prelude::*;
@@ -95,15 +95,16 @@ pub fn fifteen() -> usize {
     agentmerge_miniarena::DEFAULT_MAX_STEPS
 }
 
-/// Plays every (expert, template, seed) job in parallel, returning the episodes in job order
-/// (so the trace file does not depend on scheduling), with progress and cancellation.
-pub fn play(ctx: &Ctx, jobs: &[(&ExpertConfig, &str, u64)], max_steps: usize) -> anyhow::Result<Vec<Episode>> {
+/// Plays every (expert, template, seed) job in parallel on pages of `size`, returning the
+/// episodes in job order (so the trace file does not depend on scheduling), with progress and
+/// cancellation.
+pub fn play(ctx: &Ctx, jobs: &[(&ExpertConfig, &str, u64)], max_steps: usize, size: PageSize) -> anyhow::Result<Vec<Episode>> {
     let total = jobs.len() as u64;
     let done = AtomicU64::new(0);
     jobs.par_iter()
         .map(|(expert, task, seed)| {
             ctx.check()?;
-            let ep = rollout(task, *seed, &mut Expert::new((*expert).clone())?, max_steps)?;
+            let ep = rollout_env(Env::with_size(task, *seed, max_steps, size)?, &mut Expert::new((*expert).clone())?)?;
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
             if d.is_multiple_of(64) || d == total {
                 ctx.progress(d, total, "episodes");

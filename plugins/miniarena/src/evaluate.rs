@@ -6,7 +6,7 @@ use agentmerge_miniarena::summarize;
 use agentmerge_sdk::prelude::*;
 use serde_json::json;
 
-use crate::config::{all, check_seeds, fifteen, play, templates, write_traces, ExpertSpec, Seeds};
+use crate::config::{all, check_seeds, fifteen, play, templates, write_traces, ExpertSpec, PageSize, Seeds};
 
 /// Evaluates an agent in MiniArena.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -24,6 +24,10 @@ pub struct Evaluate {
     /// Step limit per episode.
     #[serde(default = "fifteen")]
     pub max_steps: usize,
+    /// How much MiniArena's pages hold: `full` (the default) or `small` (the same tasks with a
+    /// fraction of the page); evaluate a model on the size it was trained on.
+    #[serde(default, skip_serializing_if = "PageSize::is_full")]
+    pub page_size: PageSize,
 }
 
 impl NodeKind for Evaluate {
@@ -54,7 +58,7 @@ impl NodeKind for Evaluate {
         let agent = self.agent.resolve()?;
         let seeds = self.seeds.list();
         let jobs: Vec<_> = tasks.iter().flat_map(|t| seeds.iter().map(|s| (&agent, t.name, *s))).collect();
-        let episodes = play(ctx, &jobs, self.max_steps)?;
+        let episodes = play(ctx, &jobs, self.max_steps, self.page_size)?;
         let traces = write_traces(ctx, &episodes)?;
         let report = summarize(&episodes);
         tracing::info!(

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use agentmerge_miniarena::{rollout_batch, summarize, EvalReport};
+use agentmerge_miniarena::{rollout_batch_sized, summarize, EvalReport, PageSize};
 use agentmerge_traces::{parse_action, Episode};
 use anyhow::Context as _;
 use serde_json::{json, Map, Value as Json};
@@ -40,11 +40,12 @@ pub fn invalid_actions(e: &Episode) -> usize {
         .count()
 }
 
-/// Plays every job (template, seed) with `policy`, `batch` episodes in lockstep, at most
-/// `max_steps` actions each. `round(done, total)` follows the episodes; its error stops the run.
+/// Plays every job (template, seed, page size) with `policy`, `batch` episodes in lockstep, at
+/// most `max_steps` actions each. `round(done, total)` follows the episodes; its error stops the
+/// run.
 pub fn play<D: Decoder>(
     policy: &mut ModelPolicy<D>,
-    jobs: &[(&str, u64)],
+    jobs: &[(&str, u64, PageSize)],
     max_steps: usize,
     batch: usize,
     round: &mut dyn FnMut(usize, usize) -> anyhow::Result<()>,
@@ -52,7 +53,7 @@ pub fn play<D: Decoder>(
     let start = Instant::now();
     policy.take_counts();
     let before = policy.seconds;
-    let episodes = rollout_batch(jobs, policy, max_steps, batch, round)?;
+    let episodes = rollout_batch_sized(jobs, policy, max_steps, batch, round)?;
     let split = Seconds { prompts: policy.seconds.prompts - before.prompts, decoding: policy.seconds.decoding - before.decoding };
     let mut per_episode = policy.take_counts();
     let (mut counts, mut per_task) = (StepCounts::default(), BTreeMap::<String, StepCounts>::new());
@@ -175,14 +176,16 @@ pub fn step_accuracy<D: Decoder>(
     })
 }
 
-/// The MiniArena instances a traces file names: each distinct (task, seed), in order of first
-/// appearance. Every task must be a MiniArena template.
-pub fn instances_of(episodes: &[Episode]) -> anyhow::Result<Vec<(&'static str, u64)>> {
-    let mut out: Vec<(&'static str, u64)> = Vec::new();
+/// The MiniArena instances a traces file names: each distinct (task, seed, page size), in order
+/// of first appearance (episodes without `page_size` are of full pages). Every task must be a
+/// MiniArena template.
+pub fn instances_of(episodes: &[Episode]) -> anyhow::Result<Vec<(&'static str, u64, PageSize)>> {
+    let mut out: Vec<(&'static str, u64, PageSize)> = Vec::new();
     for e in episodes {
         let t = agentmerge_miniarena::template(&e.task_name).with_context(|| format!("the traces name task `{}`, which MiniArena cannot play", e.task_name))?;
-        if !out.contains(&(t.name, e.seed)) {
-            out.push((t.name, e.seed));
+        let job = (t.name, e.seed, PageSize::of_episode(e)?);
+        if !out.contains(&job) {
+            out.push(job);
         }
     }
     Ok(out)

@@ -19,7 +19,7 @@
 
 use std::{borrow::Cow, marker::PhantomData, path::Path};
 
-use agentmerge_miniarena::{select_templates, Seeds, CATEGORIES, DEFAULT_MAX_STEPS};
+use agentmerge_miniarena::{select_templates, PageSize, Seeds, CATEGORIES, DEFAULT_MAX_STEPS};
 use agentmerge_model::{node::BackendKind, Backend};
 use agentmerge_sdk::{memo, prelude::*, Memo, PortSpec};
 use agentmerge_sft::{dataset::SftReader, prompt::PromptOptions};
@@ -145,8 +145,8 @@ fn remember(memo: &Memo, label: &str, write: impl FnOnce() -> anyhow::Result<()>
 
 // ---- evaluate ------------------------------------------------------------------------------
 
-/// MiniArena instances to play: (template, seed).
-type Jobs = Vec<(&'static str, u64)>;
+/// MiniArena instances to play: (template, seed, page size).
+type Jobs = Vec<(&'static str, u64, PageSize)>;
 
 fn d_max_steps() -> usize {
     DEFAULT_MAX_STEPS
@@ -179,6 +179,11 @@ pub struct EvaluateConfig {
     /// Step limit per episode.
     #[serde(default = "d_max_steps")]
     pub max_steps: usize,
+    /// How much MiniArena's pages hold with `templates`/`seeds`: `full` (the default) or `small`
+    /// — the size the model was trained on. The instances of the `traces` input are played at
+    /// the size their episodes record; set it there only to check that they are of this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<PageSize>,
     /// The prompt's parts: the `prompt` the model was trained with (`sft/build`'s).
     #[serde(default)]
     pub prompt: PromptOptions,
@@ -261,13 +266,21 @@ impl EvaluateConfig {
                 let (episodes, _) = read_episodes(&path, OnBadLine::Fail)?;
                 let jobs = instances_of(&episodes)?;
                 anyhow::ensure!(!jobs.is_empty(), "{}: the traces hold no episodes, so no instances to play", path.display());
+                if let Some(want) = self.page_size {
+                    if let Some((task, seed, size)) = jobs.iter().find(|j| j.2 != want) {
+                        bail!(
+                            "page_size is `{want}` but the traces' instance {task} seed {seed} has {size} pages; the `traces` input's instances are played at their own size (leave page_size out)"
+                        );
+                    }
+                }
                 Ok((jobs, episodes))
             }
             (true, ..) => bail!("both the `traces` input and `templates`/`seeds` name instances to play; keep one"),
             (false, Some(t), Some(s)) => {
                 let sel: Vec<&str> = t.iter().map(String::as_str).collect();
                 let seeds = s.list();
-                Ok((select_templates(&sel)?.into_iter().flat_map(|t| seeds.iter().map(move |&s| (t.name, s))).collect(), Vec::new()))
+                let size = self.page_size.unwrap_or_default();
+                Ok((select_templates(&sel)?.into_iter().flat_map(|t| seeds.iter().map(move |&s| (t.name, s, size))).collect(), Vec::new()))
             }
             _ => bail!("no instances to play: connect `traces` (e.g. traces/split's `test`) or set `templates` and `seeds`"),
         }

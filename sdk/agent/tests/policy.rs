@@ -1,13 +1,13 @@
 //! The model-backed agent: its prompts are exactly `sft/build`'s (a stand-in decoder that
 //! answers each training prompt with its training response replays the expert and solves every
-//! episode), malformed answers reach the environment and are counted, and a random model's
-//! episodes end cleanly.
+//! episode, full and small pages alike), malformed answers reach the environment and are
+//! counted, and a random model's episodes end cleanly.
 
 use std::collections::HashMap;
 
-use agentmerge_agent::{play, AgentOptions, Decoder, LoadedModel, ModelPolicy};
+use agentmerge_agent::{eval::instances_of, play, AgentOptions, Decoder, LoadedModel, ModelPolicy};
 use agentmerge_backend_cpu::CpuBackend;
-use agentmerge_miniarena::{rollout, Expert};
+use agentmerge_miniarena::{rollout_env, Env, Expert, PageSize};
 use agentmerge_model::{
     checkpoint::{self, SaveOptions},
     generate::{Generated, Sampling, StopReason},
@@ -29,7 +29,8 @@ fn expert_episodes(think: bool) -> Vec<Episode> {
     if !think {
         cfg = cfg.without_think();
     }
-    TASKS.iter().flat_map(|t| (0..3).map(move |s| (*t, s))).map(|(t, s)| rollout(t, s, &mut Expert::new(cfg.clone()).unwrap(), 15).unwrap()).collect()
+    let jobs = TASKS.iter().flat_map(|t| (0..3).flat_map(move |s| PageSize::ALL.map(|size| (*t, s, size))));
+    jobs.map(|(t, s, size)| rollout_env(Env::with_size(t, s, 15, size).unwrap(), &mut Expert::new(cfg.clone()).unwrap()).unwrap()).collect()
 }
 
 fn tokenizer(episodes: &[Episode]) -> Tokenizer {
@@ -94,7 +95,9 @@ fn replay_case(prompt: PromptOptions, think: bool) {
     let opts = AgentOptions { prompt, max_len: 8192, max_new_tokens: 512, ..Default::default() };
     let agent = AgentInfo { model_name: "replay".into(), agent_name: "model".into() };
     let mut policy = ModelPolicy::new(Replay { answers, batches: Vec::new(), eos }, tok, template, vec![eos], opts, 0, agent).unwrap();
-    let jobs: Vec<(&str, u64)> = episodes.iter().map(|e| (e.task_name.as_str(), e.seed)).collect();
+    // The traces' instances, each at its page size.
+    let jobs = instances_of(&episodes).unwrap();
+    assert_eq!(jobs.len(), episodes.len());
     let eval = play(&mut policy, &jobs, 15, 4, &mut |_, _| Ok(())).unwrap();
     assert_eq!(eval.report.overall.success_rate, 1.0, "{:?}", eval.report);
     let steps: usize = episodes.iter().map(|e| e.n_steps).sum();
@@ -104,7 +107,7 @@ fn replay_case(prompt: PromptOptions, think: bool) {
     for (got, want) in eval.episodes.iter().zip(&episodes) {
         let a = |e: &Episode| e.steps.iter().map(|s| (s.think.clone(), s.action.clone())).collect::<Vec<_>>();
         assert_eq!(a(got), a(want));
-        assert_eq!(got.agent.model_name, "replay");
+        assert_eq!((got.agent.model_name.as_str(), &got.page_size), ("replay", &want.page_size));
     }
     assert!(policy.decoder.batches.iter().all(|&b| b <= 4) && policy.decoder.batches[0] == 4);
     let m = eval.metrics();
@@ -158,7 +161,7 @@ fn bad_answers_go_to_the_environment_and_are_counted() {
     ];
     let opts = AgentOptions { prompt: PromptOptions { use_thinking: false, ..Default::default() }, max_len: 4096, max_new_tokens: 64, ..Default::default() };
     let mut policy = ModelPolicy::new(Scripted(script), tok.clone(), ChatTemplate::default(), vec![1], opts.clone(), 0, AgentInfo::default()).unwrap();
-    let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
+    let eval = play(&mut policy, &[(TASKS[0], 5, PageSize::Full)], 5, 1, &mut |_, _| Ok(())).unwrap();
     let e = &eval.episodes[0];
     assert_eq!((e.n_steps, e.success, e.err_msg.as_deref()), (5, false, None));
     assert!(e.steps[1].obs.last_action_error.contains("zz1"), "{}", e.steps[1].obs.last_action_error);
@@ -184,13 +187,13 @@ fn bad_answers_go_to_the_environment_and_are_counted() {
     let script = (0..5).map(|_| (long.clone(), StopReason::MaxTokens)).collect();
     let short = AgentOptions { max_len: fits_two, ..opts.clone() };
     let mut policy = ModelPolicy::new(Scripted(script), tok.clone(), ChatTemplate::default(), vec![1], short, 0, AgentInfo::default()).unwrap();
-    let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
+    let eval = play(&mut policy, &[(TASKS[0], 5, PageSize::Full)], 5, 1, &mut |_, _| Ok(())).unwrap();
     assert_eq!((eval.episodes[0].n_steps, eval.report.n_errors, eval.counts.prompt_too_long), (5, 0, 0));
     assert!(eval.counts.cut_prompts >= 3, "{:?}", eval.counts);
     // A prompt that cannot fit even without its AXTree and history ends the episode.
     let tiny = AgentOptions { max_len: 40, max_new_tokens: 8, ..opts };
     let mut policy = ModelPolicy::new(Scripted(Vec::new()), tok, ChatTemplate::default(), vec![1], tiny, 0, AgentInfo::default()).unwrap();
-    let eval = play(&mut policy, &[(TASKS[0], 5)], 5, 1, &mut |_, _| Ok(())).unwrap();
+    let eval = play(&mut policy, &[(TASKS[0], 5, PageSize::Full)], 5, 1, &mut |_, _| Ok(())).unwrap();
     assert_eq!((eval.episodes[0].n_steps, eval.counts.prompt_too_long, eval.report.n_errors), (0, 1, 1));
     assert!(eval.episodes[0].err_msg.as_deref().unwrap().contains("even without its AXTree"));
 }
@@ -221,7 +224,7 @@ fn a_random_model_plays_to_the_end_with_its_errors_counted() {
         ..Default::default()
     };
     let mut policy = ModelPolicy::new(loaded, t, tm, eos, opts, 3, AgentInfo::default()).unwrap();
-    let jobs = [(TASKS[0], 100), (TASKS[1], 100), (TASKS[2], 100)];
+    let jobs = [(TASKS[0], 100, PageSize::Full), (TASKS[1], 100, PageSize::Small), (TASKS[2], 100, PageSize::Full)];
     let eval = play(&mut policy, &jobs, 3, 2, &mut |_, _| Ok(())).unwrap();
     assert_eq!(eval.report.overall.success_rate, 0.0);
     for e in &eval.episodes {

@@ -1,14 +1,14 @@
 //! Prints one expert episode step by step: goal, page, think, action, error.
 //!
-//! Usage: `cargo run -p agentmerge-miniarena --example show_episode -- TASK [SEED] [PRESET]`,
-//! e.g. `... -- miniarena.form.create_incident 3 medium`.
+//! Usage: `cargo run -p agentmerge-miniarena --example show_episode -- TASK [SEED] [PRESET] [PAGE_SIZE]`,
+//! e.g. `... -- miniarena.form.create_incident 3 medium small`.
 
-use agentmerge_miniarena::{rollout, templates, Expert, DEFAULT_MAX_STEPS};
+use agentmerge_miniarena::{rollout_env, templates, Env, Expert, PageSize, DEFAULT_MAX_STEPS};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(task) = args.next() else {
-        println!("usage: show_episode TASK [SEED] [PRESET]; tasks:");
+        println!("usage: show_episode TASK [SEED] [PRESET] [full|small]; tasks:");
         for t in templates() {
             println!("  {:<50} {}", t.name, t.description);
         }
@@ -16,8 +16,9 @@ fn main() -> anyhow::Result<()> {
     };
     let seed: u64 = args.next().map_or(Ok(0), |s| s.parse())?;
     let preset = args.next().unwrap_or_else(|| "perfect".to_string());
+    let size: PageSize = args.next().map_or(Ok(PageSize::Full), |s| s.parse())?;
     let mut expert = Expert::preset(&preset)?;
-    let ep = rollout(&task, seed, &mut expert, DEFAULT_MAX_STEPS)?;
+    let ep = rollout_env(Env::with_size(&task, seed, DEFAULT_MAX_STEPS, size)?, &mut expert)?;
     println!("GOAL: {}\n", ep.goal);
     for s in &ep.steps {
         // As in AgentLab, a step's reward and end flags are those returned with its observation.

@@ -9,6 +9,7 @@ use agentmerge_traces::{parse_action, Action, Observation};
 
 use crate::app::{self, Route, Session, World};
 use crate::page::{Page, Role};
+use crate::size::PageSize;
 use crate::tasks::{self, Target, TemplateInfo};
 
 /// The step limit WorkArena L1 agents usually get.
@@ -30,6 +31,7 @@ pub struct StepOutcome {
 pub struct Env {
     template: &'static TemplateInfo,
     seed: u64,
+    size: PageSize,
     max_steps: usize,
     goal: String,
     start: Route,
@@ -49,17 +51,25 @@ pub struct Env {
 }
 
 impl Env {
-    /// The instance `seed` of task `task_name` (`miniarena.<category>.<template>`).
+    /// The instance `seed` of task `task_name` (`miniarena.<category>.<template>`), with full
+    /// pages.
     pub fn new(task_name: &str, seed: u64, max_steps: usize) -> anyhow::Result<Env> {
+        Env::with_size(task_name, seed, max_steps, PageSize::Full)
+    }
+
+    /// The instance `seed` of task `task_name` with pages of `size`: the same goal at every
+    /// size, with less on the pages at [`PageSize::Small`].
+    pub fn with_size(task_name: &str, seed: u64, max_steps: usize, size: PageSize) -> anyhow::Result<Env> {
         let template = tasks::template(task_name)?;
         if max_steps == 0 {
             anyhow::bail!("max_steps must be at least 1");
         }
-        let inst = tasks::instantiate(template, seed);
+        let inst = tasks::instantiate(template, seed, size);
         let session = Session::new(&inst.world, inst.start.clone());
         let mut env = Env {
             template,
             seed,
+            size,
             max_steps,
             goal: inst.goal,
             start: inst.start,
@@ -83,7 +93,7 @@ impl Env {
     /// Starts the episode over from the instance's initial state; returns the first observation.
     pub fn reset(&mut self) -> Observation {
         if !self.pristine {
-            let inst = tasks::instantiate(self.template, self.seed);
+            let inst = tasks::instantiate(self.template, self.seed, self.size);
             self.session = Session::new(&inst.world, inst.start.clone());
             self.world = inst.world;
             self.start = inst.start;
@@ -290,6 +300,11 @@ impl Env {
 
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The size of the pages.
+    pub fn page_size(&self) -> PageSize {
+        self.size
     }
 
     pub fn goal(&self) -> &str {

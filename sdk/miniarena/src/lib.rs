@@ -20,6 +20,7 @@ pub mod page;
 pub mod pick;
 pub mod policy;
 pub mod rollout;
+pub mod size;
 pub mod tasks;
 pub mod vocab;
 
@@ -27,5 +28,9 @@ pub use agentmerge_traces::{parse_action, Action, ActionError, Episode, Observat
 pub use env::{Env, StepOutcome, DEFAULT_MAX_STEPS};
 pub use expert::{Expert, ExpertConfig, PRESETS};
 pub use policy::{Actor, AgentOutput, Policy};
-pub use rollout::{collect, evaluate, rollout, rollout_batch, summarize, BatchPolicy, CategoryScore, EvalReport, OneByOne, Score, TaskScore, Turn};
+pub use rollout::{
+    collect, evaluate, rollout, rollout_batch, rollout_batch_sized, rollout_env, summarize, BatchPolicy, CategoryScore, EvalReport, OneByOne, Score, TaskScore,
+    Turn,
+};
+pub use size::PageSize;
 pub use tasks::{select_templates, template, templates, Seeds, TemplateInfo, CATEGORIES};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
 use crate::policy::{Actor, AgentOutput, Policy};
+use crate::size::PageSize;
 use crate::tasks;
 
 /// Plays one episode of `task` (instance `seed`) with `actor`, for at most `max_steps` actions.
@@ -18,7 +19,14 @@ use crate::tasks;
 /// observation with no action, `terminated` or `truncated` set. If the actor fails, the
 /// episode ends there with `err_msg` set.
 pub fn rollout<A: Actor + ?Sized>(task: &str, seed: u64, actor: &mut A, max_steps: usize) -> anyhow::Result<Episode> {
-    let mut run = EpisodeRun::new(task, seed, max_steps)?;
+    rollout_env(Env::new(task, seed, max_steps)?, actor)
+}
+
+/// Plays one episode in `env` (from its start, e.g. an [`Env::with_size`]) with `actor`, for at
+/// most the environment's `max_steps` actions; recorded as [`rollout`] records it, with the
+/// page size when it is not full.
+pub fn rollout_env<A: Actor + ?Sized>(env: Env, actor: &mut A) -> anyhow::Result<Episode> {
+    let mut run = EpisodeRun::start(env);
     while !run.done {
         let out = actor.act(&run.env, &run.obs, &run.steps);
         run.advance(out)?;
@@ -71,14 +79,26 @@ pub fn rollout_batch<P: BatchPolicy + ?Sized>(
     batch: usize,
     round: &mut dyn FnMut(usize, usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Episode>> {
+    let jobs: Vec<(&str, u64, PageSize)> = jobs.iter().map(|&(task, seed)| (task, seed, PageSize::Full)).collect();
+    rollout_batch_sized(&jobs, policy, max_steps, batch, round)
+}
+
+/// [`rollout_batch`] with each job's page size: (task, seed, size).
+pub fn rollout_batch_sized<P: BatchPolicy + ?Sized>(
+    jobs: &[(&str, u64, PageSize)],
+    policy: &mut P,
+    max_steps: usize,
+    batch: usize,
+    round: &mut dyn FnMut(usize, usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Episode>> {
     anyhow::ensure!(batch > 0, "the batch must hold at least one episode");
     let mut done: Vec<Option<Episode>> = (0..jobs.len()).map(|_| None).collect();
     let mut running: Vec<(usize, EpisodeRun)> = Vec::with_capacity(batch.min(jobs.len()));
     let (mut next, mut finished) = (0, 0);
     while finished < jobs.len() {
         while running.len() < batch && next < jobs.len() {
-            let (task, seed) = jobs[next];
-            running.push((next, EpisodeRun::new(task, seed, max_steps)?));
+            let (task, seed, size) = jobs[next];
+            running.push((next, EpisodeRun::start(Env::with_size(task, seed, max_steps, size)?)));
             next += 1;
         }
         let turns: Vec<Turn<'_>> = running.iter().map(|(i, r)| Turn { episode: *i, obs: &r.obs, history: &r.steps }).collect();
@@ -104,7 +124,6 @@ pub fn rollout_batch<P: BatchPolicy + ?Sized>(
 /// An episode being played: the environment, the current observation and the steps so far.
 struct EpisodeRun {
     env: Env,
-    seed: u64,
     obs: Observation,
     steps: Vec<Step>,
     /// The reward returned with `obs`.
@@ -115,10 +134,10 @@ struct EpisodeRun {
 }
 
 impl EpisodeRun {
-    fn new(task: &str, seed: u64, max_steps: usize) -> anyhow::Result<EpisodeRun> {
-        let mut env = Env::new(task, seed, max_steps)?;
+    fn start(mut env: Env) -> EpisodeRun {
         let obs = env.reset();
-        Ok(EpisodeRun { env, seed, obs, steps: Vec::with_capacity(max_steps + 1), reward: 0.0, cum_reward: 0.0, err_msg: None, done: false })
+        let steps = Vec::with_capacity(env.max_steps() + 1);
+        EpisodeRun { env, obs, steps, reward: 0.0, cum_reward: 0.0, err_msg: None, done: false }
     }
 
     /// Records the agent's answer to the current observation and steps the environment; an
@@ -165,7 +184,8 @@ impl EpisodeRun {
         Episode {
             task_name: env.task_name().to_string(),
             category: env.category().to_string(),
-            seed: self.seed,
+            seed: env.seed(),
+            page_size: env.page_size().recorded(),
             goal: env.goal().to_string(),
             agent,
             success: env.success(),

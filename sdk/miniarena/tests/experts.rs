@@ -1,22 +1,24 @@
-//! Experts: the perfect one solves everything; imperfect ones fail sometimes; rollouts are
-//! deterministic; episodes are filled like AgentLab's; policies plug in.
+//! Experts: the perfect one solves everything (at every page size); imperfect ones fail
+//! sometimes; rollouts are deterministic; episodes are filled like AgentLab's; policies plug in.
 
 mod common;
 
 use agentmerge_miniarena::{
-    evaluate, rollout, rollout_batch, summarize, templates, AgentOutput, BatchPolicy, EvalReport, Expert, ExpertConfig, Observation, OneByOne, Policy, Step,
-    Turn, DEFAULT_MAX_STEPS,
+    evaluate, rollout, rollout_batch, rollout_env, summarize, templates, AgentOutput, BatchPolicy, Env, EvalReport, Expert, ExpertConfig, Observation,
+    OneByOne, PageSize, Policy, Step, Turn, DEFAULT_MAX_STEPS,
 };
 
 #[test]
 fn perfect_expert_solves_every_template() {
     let mut expert = Expert::preset("perfect").unwrap();
-    for t in templates() {
-        for seed in 0..200 {
-            let ep = rollout(t.name, seed, &mut expert, DEFAULT_MAX_STEPS).unwrap();
-            assert!(ep.success, "{} seed {seed} failed after {} steps: {:#?}", t.name, ep.n_steps, ep.steps.last());
-            assert_eq!(ep.cum_reward, 1.0);
-            assert!(ep.steps.iter().all(|s| s.obs.last_action_error.is_empty()), "{} {seed}", t.name);
+    for size in PageSize::ALL {
+        for t in templates() {
+            for seed in 0..200 {
+                let ep = rollout_env(Env::with_size(t.name, seed, DEFAULT_MAX_STEPS, size).unwrap(), &mut expert).unwrap();
+                assert!(ep.success, "{} seed {seed} ({size} pages) failed after {} steps: {:#?}", t.name, ep.n_steps, ep.steps.last());
+                assert_eq!(ep.cum_reward, 1.0);
+                assert!(ep.steps.iter().all(|s| s.obs.last_action_error.is_empty()), "{} {seed} ({size} pages)", t.name);
+            }
         }
     }
 }

@@ -63,6 +63,11 @@ pub struct Episode {
     /// `service_catalog`, `menu`, `knowledge_base`, `dashboard`), or empty if unknown.
     pub category: String,
     pub seed: u64,
+    /// The size of MiniArena's pages when they were not full (`small`); absent for full pages
+    /// and for traces of other environments. `(task_name, seed, page_size)` replays an episode's
+    /// instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<String>,
     pub goal: String,
     pub agent: AgentInfo,
     /// Whether the task was solved (reward reached 1).

@@ -294,13 +294,17 @@ fn cart_link(w: &World, page: &mut Page) {
 pub fn render_home(w: &World, page: &mut Page) {
     page.open(Role::Main, "");
     page.add(Role::Heading, "Service Catalog");
-    page.text("Order hardware, software and services.");
+    if w.size.descriptions() {
+        page.text("Order hardware, software and services.");
+    }
     cart_link(w, page);
     page.open(Role::List, "Categories");
     for (i, c) in CATEGORIES.iter().enumerate() {
         page.open(Role::ListItem, "");
         page.add(Role::Link, c.name).ctl(Ctl::Category(i as u8));
-        page.text(c.description);
+        if w.size.descriptions() {
+            page.text(c.description);
+        }
         page.close();
     }
     page.close();
@@ -320,7 +324,9 @@ pub fn render_category(w: &World, c: u8, page: &mut Page) {
         let it = &ITEMS[i];
         page.open(Role::ListItem, "");
         page.add(Role::Link, it.name).ctl(Ctl::Item(i as u16));
-        page.text_fmt(format_args!("{} · {}", it.price, it.description));
+        if w.size.descriptions() {
+            page.text_fmt(format_args!("{} · {}", it.price, it.description));
+        }
         page.close();
     }
     page.close();
@@ -334,7 +340,9 @@ pub fn render_item(w: &World, d: &ItemDraft, page: &mut Page) {
     page.add(Role::Link, CATEGORIES[item.category as usize].name).ctl(Ctl::Category(item.category));
     page.add(Role::Heading, item.name);
     page.text_fmt(format_args!("Price: {}", item.price));
-    page.text(item.description);
+    if w.size.descriptions() {
+        page.text(item.description);
+    }
     if let Some(m) = &d.message {
         page.add(Role::Alert, m);
     }
@@ -372,7 +380,7 @@ pub fn render_item(w: &World, d: &ItemDraft, page: &mut Page) {
     }
     let q = d.quantity.to_string();
     page.open(Role::Combobox, "Quantity").value(&q).ctl(Ctl::Quantity);
-    for n in 1..=10u8 {
+    for n in 1..=w.size.max_quantity() {
         page.add_fmt(Role::Option, format_args!("{n}")).selected(n == d.quantity);
     }
     page.close();

@@ -338,21 +338,26 @@ pub fn select(w: &mut World, s: &mut Session, option: &str) -> Result<(), String
 pub fn render_home(w: &World, page: &mut Page) {
     page.open(Role::Main, "");
     page.add_fmt(Role::Heading, format_args!("Welcome, {}", w.acting_user()));
-    page.text("What would you like to do today?");
+    if w.size.descriptions() {
+        page.text("What would you like to do today?");
+    }
     page.open(Role::List, "Quick links");
-    for (name, dest) in [
+    let links = [
         ("Order something from the Service Catalog", Dest::CatalogHome),
         ("Search the Knowledge Base", Dest::KbHome),
         ("View dashboards", Dest::Dashboards),
         ("Report an incident", Dest::NewRecord(TableId::Incident)),
         ("View incidents", Dest::List(TableId::Incident)),
-    ] {
+    ];
+    for (name, dest) in links.into_iter().take(w.size.quick_links()) {
         page.open(Role::ListItem, "");
         page.add(Role::Link, name).ctl(Ctl::Go(dest));
         page.close();
     }
     page.close();
-    page.text("Tip: use the All menu to find any application module.");
+    if w.size.descriptions() {
+        page.text("Tip: use the All menu to find any application module.");
+    }
     page.close();
 }
 

@@ -84,27 +84,40 @@ pub fn render(w: &World, d: &FormDraft, page: &mut Page) {
     if let Some(m) = &d.message {
         page.add(Role::Alert, m);
     }
+    let shown = |f: usize| shown_on_form(w, d.table, f);
     page.open(Role::Form, spec.label);
-    for f in (0..spec.fields.len()).filter(|&f| spec.fields[f].tab == 0) {
+    for f in (0..spec.fields.len()).filter(|&f| spec.fields[f].tab == 0 && shown(f)) {
         render_field(d, f, page);
     }
     page.close();
-    if !spec.tabs.is_empty() {
+    // Small pages list only the tabs that show a field.
+    let tab_shown = |tab: u8| w.size.is_full() || (0..spec.fields.len()).any(|f| spec.fields[f].tab == tab && shown(f));
+    if (1..=spec.tabs.len() as u8).any(tab_shown) {
         page.open(Role::TabList, "Form sections");
         for (k, name) in spec.tabs.iter().enumerate() {
             let tab = k as u8 + 1;
-            page.add(Role::Tab, name).selected(d.tab == tab).ctl(Ctl::FormTab(tab));
+            if tab_shown(tab) {
+                page.add(Role::Tab, name).selected(d.tab == tab).ctl(Ctl::FormTab(tab));
+            }
         }
         page.close();
-        let name = spec.tabs.get(d.tab.saturating_sub(1) as usize).copied().unwrap_or("");
-        page.open(Role::TabPanel, name);
-        for f in (0..spec.fields.len()).filter(|&f| spec.fields[f].tab == d.tab) {
-            render_field(d, f, page);
+        if tab_shown(d.tab) {
+            let name = spec.tabs.get(d.tab.saturating_sub(1) as usize).copied().unwrap_or("");
+            page.open(Role::TabPanel, name);
+            for f in (0..spec.fields.len()).filter(|&f| spec.fields[f].tab == d.tab && shown(f)) {
+                render_field(d, f, page);
+            }
+            page.close();
         }
-        page.close();
     }
-    let _ = w;
     page.close();
+}
+
+/// Whether field `f` of `table` is on the form: always on full pages; on small pages when it
+/// is the record's number, mandatory, or named by the goal (`World::form_fields`).
+pub fn shown_on_form(w: &World, table: TableId, f: usize) -> bool {
+    let field = &table.spec().fields[f];
+    w.size.is_full() || field.kind == FieldKind::Auto || field.required || w.form_fields[table.index()] & (1u64 << f) != 0
 }
 
 fn draft(s: &mut Session) -> Result<&mut FormDraft, String> {

@@ -114,7 +114,11 @@ pub fn render_search(w: &World, k: &KbUi, page: &mut Page) {
                 let a = &w.articles()[i as usize];
                 page.open(Role::ListItem, "");
                 page.add(Role::Link, &a.title).ctl(Ctl::Article(i));
-                page.text_fmt(format_args!("{} · {} · {}", a.number, a.category, a.snippet()));
+                if w.size.descriptions() {
+                    page.text_fmt(format_args!("{} · {} · {}", a.number, a.category, a.snippet()));
+                } else {
+                    page.text_fmt(format_args!("{} · {}", a.number, a.category));
+                }
                 page.close();
             }
             page.close();
@@ -124,7 +128,7 @@ pub fn render_search(w: &World, k: &KbUi, page: &mut Page) {
             page.open(Role::List, "Featured articles");
             let mut featured: Vec<usize> = (0..w.articles().len()).collect();
             featured.sort_by_key(|&i| std::cmp::Reverse(w.articles()[i].views));
-            for &i in featured.iter().take(5) {
+            for &i in featured.iter().take(w.size.featured_articles()) {
                 page.open(Role::ListItem, "");
                 page.add(Role::Link, &w.articles()[i].title).ctl(Ctl::Article(i as u16));
                 page.close();
@@ -142,7 +146,11 @@ pub fn render_article(w: &World, a: u16, page: &mut Page) {
     page.open(Role::Main, "");
     page.add(Role::Link, "Knowledge").ctl(Ctl::Go(Dest::KbHome));
     page.add(Role::Heading, &a.title);
-    page.text_fmt(format_args!("{} · {} · Authored by {} · Last updated {} · {} views", a.number, a.category, a.author, a.updated, a.views));
+    if w.size.descriptions() {
+        page.text_fmt(format_args!("{} · {} · Authored by {} · Last updated {} · {} views", a.number, a.category, a.author, a.updated, a.views));
+    } else {
+        page.text_fmt(format_args!("{} · {}", a.number, a.category));
+    }
     page.region(b'd');
     page.open(Role::Region, "Article body");
     for b in &a.body {

@@ -1,14 +1,14 @@
-//! List screens: a table's records filtered and sorted by a query, paged 20 at a time, with
-//! ServiceNow's condition builder (conditions joined by AND, sort rows, Run) and sortable
-//! column headers. The applied query is part of the URL (`sysparm_query`).
+//! List screens: a table's records filtered and sorted by a query, paged 20 at a time (5 on
+//! small pages), with ServiceNow's condition builder (conditions joined by AND, sort rows, Run)
+//! and sortable column headers. The applied query is part of the URL (`sysparm_query`).
 
 use std::cmp::Ordering;
 
 use super::tables::{FieldKind, Record, TableId, TableSpec};
 use super::{navigate, Ctl, Route, Session, Ui, World};
 use crate::page::{Page, Role};
+use crate::size::PageSize;
 
-pub const PAGE_SIZE: usize = 20;
 const CHOOSE_FIELD: &str = "-- choose field --";
 const NONE: &str = "-- None --";
 
@@ -213,7 +213,7 @@ pub fn render(w: &World, l: &ListUi, page: &mut Page) {
         page.add(Role::Alert, m);
     }
     if l.filter_open {
-        render_filter(spec, l, page);
+        render_filter(w.size, spec, l, page);
     }
     page.region(b'd');
     page.open(Role::Table, spec.plural);
@@ -224,8 +224,9 @@ pub fn render(w: &World, l: &ListUi, page: &mut Page) {
         page.add(Role::ColumnHeader, spec.fields[f].label).sort(dir).ctl(Ctl::Column(f as u8));
     }
     page.close();
-    let start = l.page * PAGE_SIZE;
-    for &ri in l.rows.iter().skip(start).take(PAGE_SIZE) {
+    let per_page = w.size.list_rows();
+    let start = l.page * per_page;
+    for &ri in l.rows.iter().skip(start).take(per_page) {
         let r = &table.records[ri as usize];
         page.open(Role::Row, "");
         for (k, f) in spec.columns().enumerate() {
@@ -243,18 +244,21 @@ pub fn render(w: &World, l: &ListUi, page: &mut Page) {
     if n == 0 {
         page.text("No records to display");
     } else {
-        page.text_fmt(format_args!("Rows {} to {} of {}", start + 1, (start + PAGE_SIZE).min(n), n));
+        page.text_fmt(format_args!("Rows {} to {} of {}", start + 1, (start + per_page).min(n), n));
     }
     page.add(Role::Button, "Previous page").disabled(l.page == 0).ctl(Ctl::PrevPage);
-    page.add(Role::Button, "Next page").disabled(start + PAGE_SIZE >= n).ctl(Ctl::NextPage);
+    page.add(Role::Button, "Next page").disabled(start + per_page >= n).ctl(Ctl::NextPage);
     page.close();
 }
 
-fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
+/// The condition builder. Small pages offer only the fields goals filter or sort by (and the
+/// one a row has).
+fn render_filter(size: PageSize, spec: &TableSpec, l: &ListUi, page: &mut Page) {
     page.region(b'c');
     page.open(Role::Region, "Condition builder");
     page.text("All of these conditions must be met");
     let fields: Vec<usize> = spec.filterable().collect();
+    let offered = |f: usize, current: Option<u8>, goal: bool| size.is_full() || goal || current == Some(f as u8);
     for (i, c) in l.conds.iter().enumerate() {
         let i8 = i as u8;
         let group = format!("Condition {}", i + 1);
@@ -262,7 +266,7 @@ fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
         let label = c.field.map_or(CHOOSE_FIELD, |f| spec.fields[f as usize].label);
         page.open(Role::Combobox, "Field").value(label).ctl(Ctl::CondField(i8));
         page.add(Role::Option, CHOOSE_FIELD).selected(c.field.is_none());
-        for &f in &fields {
+        for &f in fields.iter().filter(|&&f| offered(f, c.field, spec.fields[f].filter)) {
             page.add(Role::Option, spec.fields[f].label).selected(c.field == Some(f as u8));
         }
         page.close();
@@ -297,7 +301,7 @@ fn render_filter(spec: &TableSpec, l: &ListUi, page: &mut Page) {
         page.open(Role::Combobox, "Sort by").value(label).ctl(Ctl::SortField(i8));
         page.add(Role::Option, CHOOSE_FIELD).selected(k.field.is_none());
         for (f, field) in spec.fields.iter().enumerate() {
-            if field.kind != FieldKind::TextArea {
+            if field.kind != FieldKind::TextArea && offered(f, k.field, field.sort) {
                 page.add(Role::Option, field.label).selected(k.field == Some(f as u8));
             }
         }
@@ -324,6 +328,7 @@ fn list_ui(s: &mut Session) -> Result<&mut ListUi, String> {
 }
 
 pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
+    let per_page = w.size.list_rows();
     let l = list_ui(s)?;
     let table = l.table;
     let spec = table.spec();
@@ -356,7 +361,7 @@ pub fn click(w: &mut World, s: &mut Session, ctl: Ctl) -> Result<(), String> {
             go = Some(Route::List { table, query });
         }
         Ctl::PrevPage => l.page = l.page.saturating_sub(1),
-        Ctl::NextPage if (l.page + 1) * PAGE_SIZE < l.rows.len() => l.page += 1,
+        Ctl::NextPage if (l.page + 1) * per_page < l.rows.len() => l.page += 1,
         Ctl::RunFilter => {
             let mut conds = Vec::new();
             for (i, c) in l.conds.iter().enumerate() {

@@ -16,6 +16,7 @@ pub mod tables;
 use std::cell::OnceCell;
 
 use crate::page::Page;
+use crate::size::PageSize;
 use tables::{Table, TableId};
 
 pub const BASE_URL: &str = "http://miniarena.local";
@@ -164,6 +165,11 @@ pub struct World {
     pub cart: Vec<catalog::OrderLine>,
     /// Offset of element ids, so bids differ between instances.
     pub bid_base: u32,
+    /// How much the pages show.
+    pub size: PageSize,
+    /// Per table, the fields (bit i: field i) a small form shows besides the record's number and
+    /// the mandatory fields: those the goal names.
+    pub form_fields: [u64; 5],
     tables: [OnceCell<Table>; 5],
     articles: OnceCell<Vec<kb::Article>>,
     dashboards: OnceCell<Vec<dashboard::Dashboard>>,
@@ -174,7 +180,7 @@ pub struct World {
 const DEFAULT_ROWS: [usize; 5] = [25, 15, 12, 24, 20];
 
 impl World {
-    pub fn new(user: String, people: Vec<String>, apps: Vec<chrome::App>, bid_base: u32, filler: Filler) -> World {
+    pub fn new(user: String, people: Vec<String>, apps: Vec<chrome::App>, bid_base: u32, filler: Filler, size: PageSize) -> World {
         World {
             user,
             impersonating: None,
@@ -183,6 +189,8 @@ impl World {
             orders: Vec::new(),
             cart: Vec::new(),
             bid_base,
+            size,
+            form_fields: [0; 5],
             tables: Default::default(),
             articles: OnceCell::new(),
             dashboards: OnceCell::new(),

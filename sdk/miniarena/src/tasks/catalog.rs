@@ -7,6 +7,7 @@ use crate::app::catalog::{config_value, items_in, OptKind, OptValue, OrderLine, 
 use crate::app::{Ctl, Dest, Route, Ui, World};
 use crate::expert::{Plan, PlanCx};
 use crate::pick::{self, Pick};
+use crate::size::PageSize;
 
 #[derive(Clone, Debug)]
 pub(crate) struct OrderTarget {
@@ -121,9 +122,9 @@ fn radices(item: usize) -> Vec<usize> {
     r
 }
 
-fn order(category: u8, name: &str, seed: u64) -> Instance {
+fn order(category: u8, name: &str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
-    let world = base_world(&mut rng);
+    let world = base_world(&mut rng, size);
     let items: Vec<usize> = items_in(category).collect();
     let sizes: Vec<u64> = items.iter().map(|&i| radices(i).iter().map(|&r| r as u64).product()).collect();
     let mut pick = Pick::new(name, seed, sizes.iter().sum());
@@ -164,15 +165,15 @@ fn order(category: u8, name: &str, seed: u64) -> Instance {
     Instance { goal, world, start: Route::CatalogHome, target: Target::Order(OrderTarget { item: item as u16, values, line }) }
 }
 
-pub(crate) fn order_hardware(name: &'static str, seed: u64) -> Instance {
-    order(0, name, seed)
+pub(crate) fn order_hardware(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    order(0, name, seed, size)
 }
-pub(crate) fn order_mobile_device(name: &'static str, seed: u64) -> Instance {
-    order(1, name, seed)
+pub(crate) fn order_mobile_device(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    order(1, name, seed, size)
 }
-pub(crate) fn order_software(name: &'static str, seed: u64) -> Instance {
-    order(2, name, seed)
+pub(crate) fn order_software(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    order(2, name, seed, size)
 }
-pub(crate) fn order_peripheral(name: &'static str, seed: u64) -> Instance {
-    order(3, name, seed)
+pub(crate) fn order_peripheral(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    order(3, name, seed, size)
 }

@@ -10,6 +10,7 @@ use crate::app::dashboard::{DashTab, Dashboard, Widget, WidgetKind};
 use crate::app::{Ctl, Dest, Route, Ui};
 use crate::expert::{Plan, PlanCx};
 use crate::pick::{self, Pick, Rng};
+use crate::size::PageSize;
 use crate::vocab::{self, GROUPS};
 
 #[derive(Clone, Debug)]
@@ -119,9 +120,21 @@ pub(crate) fn random_dashboards(rng: &mut Rng, n: usize, avoid: &[&str]) -> Vec<
     names.iter().take(n).map(|name| random_dashboard(rng, name)).collect()
 }
 
-/// The world with dashboard `dash` holding chart (metric, dim) with `data`; returns where.
-fn place_chart(rng: &mut Rng, dash: usize, metric: usize, dim: usize, data: Vec<(String, u32)>) -> Placed {
-    let mut world = base_world(rng);
+/// Dashboards cut to small pages: at most `PageSize::Small.other_widgets()` widgets per tab
+/// besides the chart called `keep`.
+pub(crate) fn small_dashboards(mut dashboards: Vec<Dashboard>, keep: Option<&str>) -> Vec<Dashboard> {
+    for d in &mut dashboards {
+        for t in &mut d.tabs {
+            super::keep_first(&mut t.widgets, PageSize::Small.other_widgets(), |w| Some(w.title.as_str()) == keep);
+        }
+    }
+    dashboards
+}
+
+/// The world with dashboard `dash` holding chart (metric, dim) with `data`; returns where. A
+/// smaller size keeps fewer other dashboards and widgets (drawn all the same).
+fn place_chart(rng: &mut Rng, size: PageSize, dash: usize, metric: usize, dim: usize, data: Vec<(String, u32)>) -> Placed {
+    let mut world = base_world(rng, size);
     let name = DASHBOARDS[dash];
     let mut target = random_dashboard(rng, name);
     let title = chart_title(metric, dim);
@@ -133,8 +146,12 @@ fn place_chart(rng: &mut Rng, dash: usize, metric: usize, dim: usize, data: Vec<
     target.tabs[tab].widgets.insert(at, Widget { title: title.clone(), kind: random_kind(rng), data });
     let n_other = rng.random_range(3..=5);
     let mut dashboards = random_dashboards(rng, n_other, &[name]);
+    dashboards.truncate(size.other_dashboards());
     let pos = rng.random_range(0..=dashboards.len());
     dashboards.insert(pos, target);
+    if !size.is_full() {
+        dashboards = small_dashboards(dashboards, Some(&title));
+    }
     world.set_dashboards(dashboards);
     (world, pos as u8, tab as u8, title)
 }
@@ -147,7 +164,7 @@ fn instance(placed: Placed, goal: String, reply: Reply) -> Instance {
     Instance { goal, world, start: Route::Dashboards, target: Target::Dash(DashTarget { reply, dashboard, tab, chart }) }
 }
 
-pub(crate) fn read_value(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn read_value(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let sizes: Vec<u64> = DIMENSIONS.iter().map(|d| d.1.len() as u64 * 100).collect();
     let base = (DASHBOARDS.len() * METRICS.len()) as u64;
@@ -162,14 +179,14 @@ pub(crate) fn read_value(name: &'static str, seed: u64) -> Instance {
     let mut decoys: Vec<String> = data.iter().filter(|p| p.1 != value).map(|p| p.1.to_string()).collect();
     decoys.push((value + 1).to_string());
     let label = labels[li];
-    let placed = place_chart(&mut rng, dash, metric, dim, data);
+    let placed = place_chart(&mut rng, size, dash, metric, dim, data);
     let chart = placed.3.clone();
     let goal = format!("What is the value of {} in the {} chart on the {} dashboard? Report the number.", q(label), q(&chart), q(DASHBOARDS[dash]));
     let message = format!("The value of {label} is {value}.");
     instance(placed, goal, Reply { answer: value.to_string(), message, decoys })
 }
 
-pub(crate) fn find_max(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn find_max(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let sizes: Vec<u64> = DIMENSIONS.iter().map(|d| d.1.len() as u64).collect();
     let base = (DASHBOARDS.len() * METRICS.len() * 2) as u64;
@@ -184,7 +201,7 @@ pub(crate) fn find_max(name: &'static str, seed: u64) -> Instance {
     let data: Vec<(String, u32)> = labels.iter().enumerate().map(|(i, l)| (l.to_string(), if i == li { max } else { rng.random_range(0..max) })).collect();
     let label = labels[li];
     let decoys: Vec<String> = labels.iter().filter(|l| **l != label).map(|l| l.to_string()).collect();
-    let placed = place_chart(&mut rng, dash, metric, dim, data);
+    let placed = place_chart(&mut rng, size, dash, metric, dim, data);
     let chart = placed.3.clone();
     let dim_name = DIMENSIONS[dim].0.to_lowercase();
     let goal = if phrasing == 0 {
@@ -196,7 +213,7 @@ pub(crate) fn find_max(name: &'static str, seed: u64) -> Instance {
     instance(placed, goal, Reply { answer: label.to_string(), message, decoys })
 }
 
-pub(crate) fn sum_values(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn sum_values(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let base = (DASHBOARDS.len() * METRICS.len() * DIMENSIONS.len() * 2) as u64;
     let mut pick = Pick::new(name, seed, base * 200);
@@ -217,7 +234,7 @@ pub(crate) fn sum_values(name: &'static str, seed: u64) -> Instance {
     }
     let data: Vec<(String, u32)> = labels.iter().map(|l| l.to_string()).zip(parts).collect();
     let decoys = vec![(total + 1).to_string(), (total - 1).to_string(), (total + 10).to_string()];
-    let placed = place_chart(&mut rng, dash, metric, dim, data);
+    let placed = place_chart(&mut rng, size, dash, metric, dim, data);
     let chart = placed.3.clone();
     let goal = if phrasing == 0 {
         format!("What is the total of all values in the {} chart on the {} dashboard? Report the number.", q(&chart), q(DASHBOARDS[dash]))

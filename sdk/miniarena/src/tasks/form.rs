@@ -11,6 +11,7 @@ use crate::app::tables::{self, FieldKind, TableId};
 use crate::app::{Ctl, Route, Ui, World};
 use crate::expert::{Plan, PlanCx};
 use crate::pick;
+use crate::size::PageSize;
 
 /// A record of `table` with these (field index, value) pairs must have been created.
 #[derive(Clone, Debug)]
@@ -59,9 +60,9 @@ impl RecordTarget {
     }
 }
 
-fn create(table: TableId, name: &str, seed: u64) -> Instance {
+fn create(table: TableId, name: &str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
-    let world = base_world(&mut rng);
+    let mut world = base_world(&mut rng, size);
     let spec = table.spec();
     let candidates: Vec<usize> = (0..spec.fields.len()).filter(|&f| spec.fields[f].goal && spec.fields[f].kind.editable()).collect();
     let mut chosen: Vec<usize> = candidates.iter().copied().filter(|&f| spec.fields[f].required).collect();
@@ -98,24 +99,25 @@ fn create(table: TableId, name: &str, seed: u64) -> Instance {
             (f as u8, value)
         })
         .collect();
+    world.form_fields[table.index()] = values.iter().fold(0, |mask, (f, _)| mask | (1u64 << f));
     let mut parts: Vec<String> = values.iter().map(|(f, v)| format!("a value of {} for field {}", q(v), q(spec.fields[*f as usize].label))).collect();
     parts.shuffle(&mut rng);
     let goal = format!("Create a new {} with {}.", spec.label.to_lowercase(), join_and(&parts));
     Instance { goal, world, start: Route::Form { table, record: None }, target: Target::Record(RecordTarget { table, values }) }
 }
 
-pub(crate) fn create_incident(name: &'static str, seed: u64) -> Instance {
-    create(TableId::Incident, name, seed)
+pub(crate) fn create_incident(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    create(TableId::Incident, name, seed, size)
 }
-pub(crate) fn create_change_request(name: &'static str, seed: u64) -> Instance {
-    create(TableId::Change, name, seed)
+pub(crate) fn create_change_request(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    create(TableId::Change, name, seed, size)
 }
-pub(crate) fn create_problem(name: &'static str, seed: u64) -> Instance {
-    create(TableId::Problem, name, seed)
+pub(crate) fn create_problem(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    create(TableId::Problem, name, seed, size)
 }
-pub(crate) fn create_user(name: &'static str, seed: u64) -> Instance {
-    create(TableId::User, name, seed)
+pub(crate) fn create_user(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    create(TableId::User, name, seed, size)
 }
-pub(crate) fn create_hardware_asset(name: &'static str, seed: u64) -> Instance {
-    create(TableId::Hardware, name, seed)
+pub(crate) fn create_hardware_asset(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    create(TableId::Hardware, name, seed, size)
 }

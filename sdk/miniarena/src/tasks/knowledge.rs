@@ -11,6 +11,7 @@ use crate::app::kb::{Article, Block};
 use crate::app::{Ctl, Dest, Route, Ui};
 use crate::expert::{Plan, PlanCx};
 use crate::pick::{self, Pick, Rng};
+use crate::size::PageSize;
 use crate::vocab::{self, LOCATIONS};
 
 #[derive(Clone, Debug)]
@@ -392,19 +393,62 @@ fn number_articles(articles: &mut [Article]) {
     }
 }
 
-/// Builds the instance: the target article, similar distractors, fillers; all shuffled.
-fn kb_instance(rng: &mut Rng, goal: String, target: Article, distractors: Vec<Article>, query: String, reply: Reply) -> Instance {
-    let mut world = base_world(rng);
+/// The sentence banks filler paragraphs are drawn from.
+const BANKS: [&[&str]; 3] = [TRAVEL_SENTENCES, CONTACT_SENTENCES, SOFTWARE_SENTENCES];
+
+/// Whether a paragraph is filler text: a sentence of a bank, or a how-to step made of one.
+fn is_filler(text: &str) -> bool {
+    let step = text.split_once(". ").filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, rest)| rest);
+    BANKS.iter().any(|bank| bank.contains(&text) || step.is_some_and(|s| bank.contains(&s)))
+}
+
+/// Articles cut to `size`: at most `size.article_paragraphs()` filler paragraphs per section;
+/// headings, tables and the sentences that carry facts stay. Full articles are left alone.
+pub(crate) fn fit_articles(articles: &mut [Article], size: PageSize) {
+    if size.is_full() {
+        return;
+    }
+    let keep = size.article_paragraphs();
+    for a in articles {
+        let mut n = 0;
+        a.body.retain(|b| match b {
+            Block::Heading(_) => {
+                n = 0;
+                true
+            }
+            Block::Para(t) if is_filler(t) => {
+                n += 1;
+                n <= keep
+            }
+            _ => true,
+        });
+    }
+}
+
+/// Small filler articles (see [`fit_articles`]).
+pub(crate) fn small_articles(mut articles: Vec<Article>) -> Vec<Article> {
+    fit_articles(&mut articles, PageSize::Small);
+    articles
+}
+
+/// Builds the instance: the target article, similar distractors, fillers; all shuffled. A
+/// smaller size keeps fewer distractors and fillers (drawn all the same) and shorter articles.
+fn kb_instance(rng: &mut Rng, size: PageSize, goal: String, target: Article, mut distractors: Vec<Article>, query: String, reply: Reply) -> Instance {
+    let mut world = base_world(rng, size);
     let title = target.title.clone();
     let mut articles = vec![target];
     let n_fill = rng.random_range(6..=10);
-    for a in distractors.into_iter().chain(filler_articles(rng, n_fill)) {
+    distractors.truncate(size.kb_distractors());
+    let mut fillers = filler_articles(rng, n_fill);
+    fillers.truncate(size.kb_fillers());
+    for a in distractors.into_iter().chain(fillers) {
         if !articles.iter().any(|o| o.title == a.title) {
             articles.push(a);
         }
     }
     articles.shuffle(rng);
     number_articles(&mut articles);
+    fit_articles(&mut articles, size);
     let article = articles.iter().position(|a| a.title == title).unwrap_or(0) as u16;
     world.set_articles(articles);
     Instance {
@@ -453,7 +497,7 @@ const TRAVEL_QUESTIONS: [[&str; 3]; 6] = [
     ],
 ];
 
-pub(crate) fn travel_policy(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn travel_policy(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let n = (LOCATIONS.len() * 3) as u64;
     let radix = [57u64, 17, TRANSFERS.len() as u64, 24, 13, CARS.len() as u64];
@@ -506,10 +550,10 @@ pub(crate) fn travel_policy(name: &'static str, seed: u64) -> Instance {
         travel_article(rng, c, &t)
     });
     let query = format!("travel guidelines {city}");
-    kb_instance(&mut rng, question, target, distractors, query, Reply { answer, message, decoys })
+    kb_instance(&mut rng, size, question, target, distractors, query, Reply { answer, message, decoys })
 }
 
-pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn support_contact(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let mut pick = Pick::new(name, seed, (TEAMS.len() * LOCATIONS.len() * 3 * 9000) as u64);
     let team = TEAMS[pick.digit(TEAMS.len())];
@@ -529,6 +573,7 @@ pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
     });
     kb_instance(
         &mut rng,
+        size,
         question,
         target,
         distractors,
@@ -537,7 +582,7 @@ pub(crate) fn support_contact(name: &'static str, seed: u64) -> Instance {
     )
 }
 
-pub(crate) fn approved_version(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn approved_version(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let mut pick = Pick::new(name, seed, (SOFTWARE.len() * PLATFORMS.len() * 3 * 3000) as u64);
     let software = SOFTWARE[pick.digit(SOFTWARE.len())];
@@ -559,6 +604,7 @@ pub(crate) fn approved_version(name: &'static str, seed: u64) -> Instance {
     });
     kb_instance(
         &mut rng,
+        size,
         question,
         target,
         distractors,

@@ -10,6 +10,7 @@ use crate::app::tables::{self, Field, FieldKind, Gen, TableId};
 use crate::app::{Ctl, Route, Session, Ui, World};
 use crate::expert::{Plan, PlanCx};
 use crate::pick::{self, Pick};
+use crate::size::PageSize;
 use crate::vocab::{self, AGENTS, TITLES};
 
 /// The list of `table` must show exactly these conditions (in any order).
@@ -146,8 +147,8 @@ fn tuples(n: usize, k: usize) -> Vec<Vec<usize>> {
 }
 
 /// The list's table, regenerated with more rows (people include the fixed goal people).
-fn list_world(rng: &mut pick::Rng, table: TableId) -> World {
-    let mut world = base_world(rng);
+fn list_world(rng: &mut pick::Rng, table: TableId, size: PageSize) -> World {
+    let mut world = base_world(rng, size);
     let mut people = world.people.clone();
     people.extend(fixed_people());
     let n = rng.random_range(35..=80);
@@ -155,7 +156,7 @@ fn list_world(rng: &mut pick::Rng, table: TableId) -> World {
     world
 }
 
-fn filter(table: TableId, name: &str, seed: u64) -> Instance {
+fn filter(table: TableId, name: &str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let spec = table.spec();
     let fields: Vec<(usize, Vec<String>)> =
@@ -174,7 +175,7 @@ fn filter(table: TableId, name: &str, seed: u64) -> Instance {
             Cond { field: *f as u8, op, value }
         })
         .collect();
-    let mut world = list_world(&mut rng, table);
+    let mut world = list_world(&mut rng, table, size);
     // Make sure a few records match.
     let t = world.table_mut(table);
     let n = t.records.len();
@@ -194,7 +195,7 @@ fn filter(table: TableId, name: &str, seed: u64) -> Instance {
     Instance { goal, world, start: Route::List { table, query: Default::default() }, target: Target::Filter(FilterTarget { table, conds }) }
 }
 
-fn sort(table: TableId, name: &str, seed: u64) -> Instance {
+fn sort(table: TableId, name: &str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
     let spec = table.spec();
     let fields: Vec<usize> = (0..spec.fields.len()).filter(|&f| spec.fields[f].sort).collect();
@@ -202,7 +203,7 @@ fn sort(table: TableId, name: &str, seed: u64) -> Instance {
     let mut pick = Pick::new(name, seed, space);
     let picked = pick.distinct(fields.len(), 3);
     let keys: Vec<SortKey> = picked.into_iter().map(|i| SortKey { field: fields[i] as u8, desc: pick.digit(2) == 1 }).collect();
-    let world = list_world(&mut rng, table);
+    let world = list_world(&mut rng, table, size);
     let lines: Vec<String> = keys
         .iter()
         .map(|k| {
@@ -214,21 +215,21 @@ fn sort(table: TableId, name: &str, seed: u64) -> Instance {
     Instance { goal, world, start: Route::List { table, query: Default::default() }, target: Target::Sort(SortTarget { table, keys }) }
 }
 
-pub(crate) fn filter_incidents(name: &'static str, seed: u64) -> Instance {
-    filter(TableId::Incident, name, seed)
+pub(crate) fn filter_incidents(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    filter(TableId::Incident, name, seed, size)
 }
-pub(crate) fn filter_change_requests(name: &'static str, seed: u64) -> Instance {
-    filter(TableId::Change, name, seed)
+pub(crate) fn filter_change_requests(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    filter(TableId::Change, name, seed, size)
 }
-pub(crate) fn filter_hardware_assets(name: &'static str, seed: u64) -> Instance {
-    filter(TableId::Hardware, name, seed)
+pub(crate) fn filter_hardware_assets(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    filter(TableId::Hardware, name, seed, size)
 }
-pub(crate) fn sort_incidents(name: &'static str, seed: u64) -> Instance {
-    sort(TableId::Incident, name, seed)
+pub(crate) fn sort_incidents(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    sort(TableId::Incident, name, seed, size)
 }
-pub(crate) fn sort_users(name: &'static str, seed: u64) -> Instance {
-    sort(TableId::User, name, seed)
+pub(crate) fn sort_users(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    sort(TableId::User, name, seed, size)
 }
-pub(crate) fn sort_hardware_assets(name: &'static str, seed: u64) -> Instance {
-    sort(TableId::Hardware, name, seed)
+pub(crate) fn sort_hardware_assets(name: &'static str, seed: u64, size: PageSize) -> Instance {
+    sort(TableId::Hardware, name, seed, size)
 }

@@ -4,11 +4,12 @@
 
 use rand::Rng as _;
 
-use super::{base_world, build_apps, q, random_custom_apps, CustomApp, Instance, Target};
+use super::{base_world, build_apps, keep_first, q, random_custom_apps, CustomApp, Instance, Target};
 use crate::app::chrome::{self, CUSTOM_DOMAINS, CUSTOM_MODULES, CUSTOM_PREFIXES};
 use crate::app::{Ctl, Route, Session, World};
 use crate::expert::{Plan, PlanCx};
 use crate::pick::{self, Pick};
+use crate::size::PageSize;
 use crate::vocab;
 
 /// The browser must show module `module` of application `app` (navigator indices).
@@ -77,9 +78,9 @@ impl ImpersonateTarget {
     }
 }
 
-pub(crate) fn navigate_to_module(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn navigate_to_module(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
-    let mut world = base_world(&mut rng);
+    let mut world = base_world(&mut rng, size);
     let standard: Vec<(String, String)> = chrome::standard_apps(&world.user)
         .into_iter()
         .flat_map(|a| a.modules.into_iter().filter(|m| m.target != Route::Home).map(move |m| (a.name.clone(), m.name)))
@@ -105,6 +106,7 @@ pub(crate) fn navigate_to_module(name: &'static str, seed: u64) -> Instance {
     };
     let n_custom_apps = rng.random_range(3..=5);
     let mut customs = random_custom_apps(&mut rng, n_custom_apps, Some(&app_name));
+    customs.truncate(size.custom_apps());
     customs.extend(custom);
     world.apps = build_apps(&world.user, customs);
     let app = world.apps.iter().position(|a| a.name == app_name).unwrap_or(0);
@@ -114,15 +116,16 @@ pub(crate) fn navigate_to_module(name: &'static str, seed: u64) -> Instance {
     Instance { goal, world, start: Route::Home, target: Target::Page(PageTarget { app: app as u8, module: module as u8, app_name, module_name, route }) }
 }
 
-pub(crate) fn impersonate_user(name: &'static str, seed: u64) -> Instance {
+pub(crate) fn impersonate_user(name: &'static str, seed: u64, size: PageSize) -> Instance {
     let mut rng = pick::rng(name, seed);
-    let mut world = base_world(&mut rng);
+    let mut world = base_world(&mut rng, size);
     let mut pick = Pick::new(name, seed, vocab::person_count() as u64);
     let person = vocab::person(pick.digit(vocab::person_count()));
     if !world.people.contains(&person) {
         let i = rng.random_range(0..world.people.len());
         world.people[i] = person.clone();
     }
+    keep_first(&mut world.people, size.people(), |p| *p == person);
     world.people.sort();
     let goal = format!("Impersonate the user {}.", q(&person));
     Instance { goal, world, start: Route::Home, target: Target::Impersonate(ImpersonateTarget { name: person }) }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::app::{chrome, Filler, Route, Session, World};
 use crate::expert::{Plan, PlanCx};
 use crate::pick::Rng;
+use crate::size::PageSize;
 use crate::vocab;
 
 /// WorkArena L1's seven categories.
@@ -30,7 +31,7 @@ pub struct TemplateInfo {
     pub category: &'static str,
     pub description: &'static str,
     #[serde(skip)]
-    pub(crate) generate: fn(&'static str, u64) -> Instance,
+    pub(crate) generate: fn(&'static str, u64, PageSize) -> Instance,
 }
 
 /// One task instance: everything a seed decides.
@@ -331,22 +332,63 @@ impl Seeds {
     }
 }
 
-/// The instance `seed` of template `t`.
-pub(crate) fn instantiate(t: &'static TemplateInfo, seed: u64) -> Instance {
-    (t.generate)(t.name, seed)
+/// The instance `seed` of template `t` with pages of `size`.
+///
+/// Every size makes the same random draws up to the goal, so a seed has the same goal at every
+/// size; what a smaller size leaves out is cut after drawing (here the people, in the
+/// templates the rest).
+pub(crate) fn instantiate(t: &'static TemplateInfo, seed: u64, size: PageSize) -> Instance {
+    let mut inst = (t.generate)(t.name, seed, size);
+    keep_first(&mut inst.world.people, size.people(), |_| false);
+    inst
+}
+
+/// Keeps the first `n` items, and beyond them those that `must` keeps (counted in `n`), in
+/// their order.
+pub(crate) fn keep_first<T>(items: &mut Vec<T>, n: usize, must: impl Fn(&T) -> bool) {
+    if items.len() <= n {
+        return;
+    }
+    let musts = items.iter().filter(|x| must(x)).count();
+    let mut others = n.saturating_sub(musts);
+    items.retain(|x| {
+        if must(x) {
+            return true;
+        }
+        let keep = others > 0;
+        others = others.saturating_sub(1);
+        keep
+    });
 }
 
 /// The world every instance starts from: people, a few records per table, the standard and
 /// some custom applications, filler knowledge articles and dashboards.
-pub(crate) fn base_world(rng: &mut Rng) -> World {
+///
+/// All of the 24 people are kept here, whatever the size (goals draw from them); `instantiate`
+/// keeps the first ones of a smaller size (a random subset: they are drawn in random order).
+pub(crate) fn base_world(rng: &mut Rng, size: PageSize) -> World {
     let mut idx: Vec<usize> = (0..vocab::person_count()).collect();
     let (chosen, _) = idx.partial_shuffle(rng, 24);
     let people: Vec<String> = chosen.iter().map(|&i| vocab::person(i)).collect();
     let user = "System Administrator".to_string();
     let n_custom = rng.random_range(3..=5);
-    let apps = build_apps(&user, random_custom_apps(rng, n_custom, None));
-    let filler = Filler { seed: rng.random(), articles: |rng| knowledge::filler_articles(rng, 8), dashboards: |rng| dashboard::random_dashboards(rng, 4, &[]) };
-    World::new(user, people, apps, rng.random_range(0..60), filler)
+    let mut custom = random_custom_apps(rng, n_custom, None);
+    custom.truncate(size.custom_apps());
+    let apps = build_apps(&user, custom);
+    let seed = rng.random();
+    let filler = match size {
+        PageSize::Full => Filler {
+            seed,
+            articles: |rng| knowledge::filler_articles(rng, PageSize::Full.filler_articles()),
+            dashboards: |rng| dashboard::random_dashboards(rng, PageSize::Full.filler_dashboards(), &[]),
+        },
+        PageSize::Small => Filler {
+            seed,
+            articles: |rng| knowledge::small_articles(knowledge::filler_articles(rng, PageSize::Small.filler_articles())),
+            dashboards: |rng| dashboard::small_dashboards(dashboard::random_dashboards(rng, PageSize::Small.filler_dashboards(), &[]), None),
+        },
+    };
+    World::new(user, people, apps, rng.random_range(0..60), filler, size)
 }
 
 /// A custom application to add to the navigator: a name and module indices.

@@ -1,14 +1,20 @@
 //! Validators accept the right final state and reject near misses (wrong field value, wrong
-//! sort, wrong filter, wrong order, wrong page, wrong answer).
+//! sort, wrong filter, wrong order, wrong page, wrong answer), at every page size.
 
 use super::Target;
 use crate::app::catalog::Order;
 use crate::app::list::{ListUi, Op, Query};
 use crate::app::{Route, Session, Ui, World};
 use crate::env::Env;
+use crate::size::PageSize;
 
-fn env(task: &str, seed: u64) -> Env {
-    Env::new(task, seed, 15).unwrap()
+fn env(task: &str, seed: u64, size: PageSize) -> Env {
+    Env::with_size(task, seed, 15, size).unwrap()
+}
+
+/// Seeds `0..n` at every page size.
+fn cases(n: u64) -> impl Iterator<Item = (u64, PageSize)> {
+    PageSize::ALL.into_iter().flat_map(move |size| (0..n).map(move |seed| (seed, size)))
 }
 
 /// Shows the list of `table` with `query`, as running the condition builder does.
@@ -20,8 +26,8 @@ fn show_list(w: &World, s: &mut Session, table: crate::app::tables::TableId, que
 #[test]
 fn record_needs_every_value() {
     for task in ["miniarena.form.create_incident", "miniarena.form.create_user", "miniarena.form.create_hardware_asset"] {
-        for seed in 0..20 {
-            let mut e = env(task, seed);
+        for (seed, size) in cases(20) {
+            let mut e = env(task, seed, size);
             let (w, _, target) = e.parts_mut();
             let Target::Record(t) = target.clone() else { panic!("{task}") };
             let table = w.table(t.table);
@@ -48,8 +54,8 @@ fn record_needs_every_value() {
 #[test]
 fn filter_needs_exactly_the_conditions() {
     for task in ["miniarena.list_filter.filter_incidents", "miniarena.list_filter.filter_hardware_assets"] {
-        for seed in 0..20 {
-            let mut e = env(task, seed);
+        for (seed, size) in cases(20) {
+            let mut e = env(task, seed, size);
             let (w, s, target) = e.parts_mut();
             let Target::Filter(t) = target.clone() else { panic!() };
             assert!(!t.satisfied(s));
@@ -79,8 +85,8 @@ fn filter_needs_exactly_the_conditions() {
 #[test]
 fn sort_needs_fields_directions_and_order() {
     for task in ["miniarena.list_sort.sort_incidents", "miniarena.list_sort.sort_users"] {
-        for seed in 0..20 {
-            let mut e = env(task, seed);
+        for (seed, size) in cases(20) {
+            let mut e = env(task, seed, size);
             let (w, s, target) = e.parts_mut();
             let Target::Sort(t) = target.clone() else { panic!() };
             assert!(!t.satisfied(w, s));
@@ -103,8 +109,8 @@ fn sort_needs_fields_directions_and_order() {
 #[test]
 fn order_needs_item_options_and_quantity() {
     for task in ["miniarena.service_catalog.order_hardware", "miniarena.service_catalog.order_software"] {
-        for seed in 0..20 {
-            let mut e = env(task, seed);
+        for (seed, size) in cases(20) {
+            let mut e = env(task, seed, size);
             let (w, _, target) = e.parts_mut();
             let Target::Order(t) = target.clone() else { panic!() };
             let order = |lines| Order { number: "REQ0010001".into(), lines };
@@ -126,8 +132,8 @@ fn order_needs_item_options_and_quantity() {
 
 #[test]
 fn page_and_impersonation_targets() {
-    for seed in 0..30 {
-        let mut e = env("miniarena.menu.navigate_to_module", seed);
+    for (seed, size) in cases(30) {
+        let mut e = env("miniarena.menu.navigate_to_module", seed, size);
         let (_, s, target) = e.parts_mut();
         let Target::Page(t) = target.clone() else { panic!() };
         assert!(!t.satisfied(s), "{seed}: the start page is not the target");
@@ -136,7 +142,7 @@ fn page_and_impersonation_targets() {
         s.route = t.route.clone();
         assert!(t.satisfied(s));
 
-        let mut e = env("miniarena.menu.impersonate_user", seed);
+        let mut e = env("miniarena.menu.impersonate_user", seed, size);
         let (w, _, target) = e.parts_mut();
         let Target::Impersonate(t) = target.clone() else { panic!() };
         assert!(!t.satisfied(w));
@@ -158,8 +164,8 @@ fn answers_must_contain_the_right_value() {
         "miniarena.dashboard.find_max",
         "miniarena.dashboard.sum_values",
     ] {
-        for seed in 0..30 {
-            let mut e = env(task, seed);
+        for (seed, size) in cases(30) {
+            let mut e = env(task, seed, size);
             let (w, s, target) = e.parts_mut();
             assert!(target.expects_answer());
             assert!(!target.satisfied(w, s));
