@@ -4,10 +4,7 @@
 //! end-of-sequence token); everything before it is the prompt, rendered with the chat template
 //! — as `sft/build` does for an agent step, so one model is trained and prompted alike.
 
-use std::{
-    io::{BufRead, BufReader, Read},
-    path::Path,
-};
+use std::{io::BufRead, path::Path};
 
 use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
@@ -15,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dataset::{encode_example_with, Example},
     template::{ChatTemplate, Message},
+    text::open_jsonl,
 };
 
 /// One conversation as read from a file, with where it came from.
@@ -41,15 +39,11 @@ pub struct ChatReport {
 /// answer. A bad line is an error naming `file:line` and what is wrong.
 pub fn read_conversations(path: &Path, field: &str) -> anyhow::Result<Vec<Conversation>> {
     let name = path.display().to_string();
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
-    let r: Box<dyn Read> = match path.extension().and_then(|e| e.to_str()) {
-        Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Some("zst") => Box::new(zstd::Decoder::new(f).with_context(|| format!("{name}: not a zstd stream"))?),
-        Some("jsonl") => Box::new(f),
-        _ => bail!("{name}: not a JSON Lines file (the name must end in .jsonl, .jsonl.gz or .jsonl.zst)"),
-    };
+    if !matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "gz" | "zst")) {
+        bail!("{name}: not a JSON Lines file (the name must end in .jsonl, .jsonl.gz or .jsonl.zst)");
+    }
     let mut out = Vec::new();
-    for (i, line) in BufReader::with_capacity(1 << 20, r).lines().enumerate() {
+    for (i, line) in open_jsonl(path)?.lines().enumerate() {
         let at = format!("{name}:{}", i + 1);
         let line = line.with_context(|| format!("{at}: cannot read the line"))?;
         if line.trim().is_empty() {

@@ -222,6 +222,19 @@ fn kind_of(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// A buffered reader of a JSON Lines file (`.jsonl`, or `.jsonl.gz` / `.jsonl.zst`
+/// decompressed on the fly).
+pub fn open_jsonl(path: &Path) -> anyhow::Result<BufReader<Box<dyn Read>>> {
+    let name = path.display();
+    let f = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let r: Box<dyn Read> = match path.extension().and_then(|e| e.to_str()) {
+        Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        Some("zst") => Box::new(zstd::Decoder::new(f).with_context(|| format!("{name}: not a zstd stream"))?),
+        _ => Box::new(f),
+    };
+    Ok(BufReader::with_capacity(1 << 20, r))
+}
+
 /// The documents of one file, by its name ending: `.txt` split by `split`, JSON Lines by `field`.
 pub fn read_documents(path: &Path, split: Split, field: &str) -> anyhow::Result<Vec<String>> {
     let name = path.display().to_string();
@@ -231,15 +244,7 @@ pub fn read_documents(path: &Path, split: Split, field: &str) -> anyhow::Result<
             let text = String::from_utf8(bytes).map_err(|e| anyhow!("{name}: not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))?;
             Ok(split_documents(&text, split))
         }
-        Some(Format::Jsonl) => {
-            let f = File::open(path).with_context(|| format!("cannot open {name}"))?;
-            let r: Box<dyn Read> = match path.extension().and_then(|e| e.to_str()) {
-                Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(f)),
-                Some("zst") => Box::new(zstd::Decoder::new(f).with_context(|| format!("{name}: not a zstd stream"))?),
-                _ => Box::new(f),
-            };
-            jsonl_documents(BufReader::with_capacity(1 << 20, r), &name, field)
-        }
+        Some(Format::Jsonl) => jsonl_documents(open_jsonl(path)?, &name, field),
         None => bail!("{name}: not a text source (the name must end in {TEXT_EXTENSIONS})"),
     }
 }
