@@ -1,7 +1,10 @@
 //! Errors that point at pipeline text: `file:line:column: message`, the offending line with
 //! a caret under it, and a hint saying what to do.
 
-use std::{fmt, path::PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use crate::yaml::Pos;
 
@@ -24,22 +27,41 @@ impl Diagnostic {
     }
 }
 
-/// All the errors found in one pipeline file, rendered together.
+/// All the errors found in one pipeline file and the patch files applied to it, rendered
+/// together. A position's `file` says which file it points into: 0 is `file`, n ≥ 1 is
+/// `others[n - 1]`.
 #[derive(Debug)]
 pub struct Diagnostics {
     pub file: PathBuf,
     pub source: String,
+    /// Further files (path, text), such as `--patch` files, in order.
+    pub others: Vec<(PathBuf, String)>,
     pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// The path and text that position `pos` points into.
+    fn file_of(&self, pos: Pos) -> (&Path, &str) {
+        match pos.file.checked_sub(1).and_then(|i| self.others.get(i as usize)) {
+            Some((path, text)) => (path, text),
+            None => (&self.file, &self.source),
+        }
+    }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut files: Vec<&Path> = Vec::new();
         for (i, d) in self.items.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            writeln!(f, "{}:{}:{}: error: {}", self.file.display(), d.pos.line, d.pos.col, d.message)?;
-            if let Some(line) = self.source.lines().nth(d.pos.line.saturating_sub(1)) {
+            let (file, source) = self.file_of(d.pos);
+            if !files.contains(&file) {
+                files.push(file);
+            }
+            writeln!(f, "{}:{}:{}: error: {}", file.display(), d.pos.line, d.pos.col, d.message)?;
+            if let Some(line) = source.lines().nth(d.pos.line.saturating_sub(1)) {
                 let n = d.pos.line.to_string();
                 writeln!(f, "{:w$} |", "", w = n.len())?;
                 writeln!(f, "{n} | {line}")?;
@@ -50,7 +72,8 @@ impl fmt::Display for Diagnostics {
             }
         }
         if self.items.len() > 1 {
-            write!(f, "{} errors in {}", self.items.len(), self.file.display())?;
+            let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            write!(f, "{} errors in {}", self.items.len(), names.join(", "))?;
         }
         Ok(())
     }

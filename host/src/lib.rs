@@ -19,9 +19,15 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-/// Parses a pipeline, discovers its plugins and builds the plan.
-pub fn load(file: &Path, overrides: &[pipeline::Override], extra_plugin_dirs: &[PathBuf]) -> anyhow::Result<(plugins::Registry, plan::Plan)> {
-    let spec = pipeline::load(file, overrides)?;
+/// Parses a pipeline with its patch files (applied in order) and `--set` overrides, discovers
+/// its plugins and builds the plan.
+pub fn load(
+    file: &Path,
+    patches: &[PathBuf],
+    overrides: &[pipeline::Override],
+    extra_plugin_dirs: &[PathBuf],
+) -> anyhow::Result<(plugins::Registry, plan::Plan)> {
+    let spec = pipeline::load(file, patches, overrides)?;
     let mut dirs = extra_plugin_dirs.to_vec();
     dirs.extend(spec.plugin_path.iter().cloned());
     let registry = plugins::Registry::discover(&plugins::search_path(&dirs));

@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run a pipeline; nodes whose inputs and config are unchanged come from the store.
     #[command(
-        after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set hidden=128 --jobs 1\n  agentmerge run pipelines/quickstart.yaml --force summary --no-cache"
+        after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set hidden=128 --jobs 1\n  agentmerge run pipelines/quickstart.yaml --force summary --no-cache\n  agentmerge run pipelines/quickstart.yaml --patch my-models.yaml"
     )]
     Run {
         #[command(flatten)]
@@ -98,9 +98,14 @@ enum Command {
 struct PipelineArgs {
     /// The pipeline YAML file.
     pipeline: PathBuf,
-    /// Override a variable (`--set lr=1e-5`) or a node's config field (`--set merge.lambda=0.5`).
+    /// Override a variable (`--set lr=1e-5`) or a node's config field (`--set merge.lambda=0.5`);
+    /// wins over presets and patches.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<Override>,
+    /// A patch file: `vars:` to set, `nodes:` that replace the nodes with their ids (or are
+    /// added), `remove:` node ids (repeatable, applied in order).
+    #[arg(long = "patch", value_name = "FILE")]
+    patch: Vec<PathBuf>,
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -144,17 +149,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Merge { config, out, overwrite } => merge(&config, &out, overwrite, &cli.plugin_path, cli.quiet),
         Command::Check { p } => {
-            let (_, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
+            let (_, plan) = agentmerge::load(&p.pipeline, &p.patch, &p.set, &cli.plugin_path)?;
             println!("{}: ok ({} nodes, {} instances after sweeps)", p.pipeline.display(), plan.spec.nodes.len(), plan.instances.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { p, dot } => {
-            let (_, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
+            let (_, plan) = agentmerge::load(&p.pipeline, &p.patch, &p.set, &cli.plugin_path)?;
             print!("{}", report::graph(&plan, dot));
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { p, force, no_cache, jobs, store } => {
-            let (reg, plan) = agentmerge::load(&p.pipeline, &p.set, &cli.plugin_path)?;
+            let (reg, plan) = agentmerge::load(&p.pipeline, &p.patch, &p.set, &cli.plugin_path)?;
             for f in &force {
                 if !plan.spec.nodes.iter().any(|n| &n.id == f) && !plan.instances.iter().any(|i| &i.id == f) {
                     anyhow::bail!("--force {f}: no node or instance `{f}` in {}", p.pipeline.display());
@@ -196,7 +201,7 @@ fn merge(config: &std::path::Path, out: &std::path::Path, overwrite: bool, plugi
     std::fs::write(&pipeline, text)?;
     let result = (|| -> anyhow::Result<ExitCode> {
         // Report config errors against the user's file, not the one-node pipeline made here.
-        let (reg, plan) = agentmerge::load(&pipeline, &[], plugin_path).map_err(|e| match e.downcast::<agentmerge::diag::Diagnostics>() {
+        let (reg, plan) = agentmerge::load(&pipeline, &[], &[], plugin_path).map_err(|e| match e.downcast::<agentmerge::diag::Diagnostics>() {
             Ok(d) => anyhow::anyhow!(
                 "{}",
                 d.items

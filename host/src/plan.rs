@@ -71,8 +71,8 @@ pub fn build(spec: PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
 
 fn diags(spec: PipelineSpec, mut items: Vec<Diagnostic>) -> Diagnostics {
     let mut seen = BTreeSet::new();
-    items.retain(|d| seen.insert((d.pos.line, d.pos.col, d.message.clone())));
-    Diagnostics { file: spec.file, source: spec.source, items }
+    items.retain(|d| seen.insert((d.pos, d.message.clone())));
+    Diagnostics { file: spec.file, source: spec.source, others: spec.patches, items }
 }
 
 fn resolve_kinds<'r>(spec: &PipelineSpec, reg: &'r Registry, errs: &mut Vec<Diagnostic>) -> Vec<Option<&'r KindManifest>> {

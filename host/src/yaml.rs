@@ -6,16 +6,18 @@ use yaml_rust2::{
     scanner::{Marker, TScalarStyle},
 };
 
-/// A position in a source file: 1-based line and column.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A position in a source file: 1-based line and column, and which file (0: the pipeline;
+/// n ≥ 1: the n-th patch file, see [`crate::diag::Diagnostics::others`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pos {
     pub line: usize,
     pub col: usize,
+    pub file: u32,
 }
 
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Pos {
-        Pos { line: m.line(), col: m.col() + 1 }
+        Pos { line: m.line(), col: m.col() + 1, file: 0 }
     }
 }
 
@@ -98,6 +100,17 @@ impl Node {
             Kind::Str(s) => s.clone(),
             Kind::Seq(_) | Kind::Map(_) => self.to_json().to_string(),
         }
+    }
+
+    /// The same tree with every position (keys included) moved to source file `file`.
+    pub fn in_file(mut self, file: u32) -> Node {
+        self.pos.file = file;
+        self.kind = match self.kind {
+            Kind::Seq(items) => Kind::Seq(items.into_iter().map(|i| i.in_file(file)).collect()),
+            Kind::Map(entries) => Kind::Map(entries.into_iter().map(|(k, v)| (k.in_file(file), v.in_file(file))).collect()),
+            k => k,
+        };
+        self
     }
 
     /// Follows a dotted/indexed path (`a.b[2].c`) as far as it goes; returns the deepest node
@@ -227,7 +240,15 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut b, false).map_err(|e| SyntaxError { pos: Pos::from(*e.marker()), message: e.info().to_string() })?;
-    Ok(b.done.unwrap_or(Node { pos: Pos { line: 1, col: 1 }, kind: Kind::Null }))
+    Ok(b.done.unwrap_or(Node { pos: Pos { line: 1, col: 1, file: 0 }, kind: Kind::Null }))
+}
+
+/// Parses one YAML document of source file number `file` (positions carry it; see [`Pos`]).
+pub fn parse_in(text: &str, file: u32) -> Result<Node, SyntaxError> {
+    match parse(text) {
+        Ok(n) => Ok(n.in_file(file)),
+        Err(e) => Err(SyntaxError { pos: Pos { file, ..e.pos }, message: e.message }),
+    }
 }
 
 /// Parses a `--set` value or a scalar given on the command line, as YAML would.
@@ -248,14 +269,22 @@ mod tests {
         assert_eq!(doc.get("a").unwrap().kind, Kind::Int(1));
         let b = doc.get("b").unwrap();
         let Kind::Seq(items) = &b.kind else { panic!() };
-        assert_eq!(items[0].pos, Pos { line: 3, col: 5 });
+        assert_eq!(items[0].pos, Pos { line: 3, col: 5, file: 0 });
         assert_eq!(items[1].kind, Kind::Float(2.5));
         assert_eq!(items[2].kind, Kind::Bool(true));
         assert_eq!(doc.get("c").unwrap().kind, Kind::Str("7".into()));
-        assert_eq!(doc.key("c").unwrap().pos, Pos { line: 6, col: 1 });
+        assert_eq!(doc.key("c").unwrap().pos, Pos { line: 6, col: 1, file: 0 });
         assert_eq!(doc.get("d").unwrap().kind, Kind::Null);
         assert_eq!(doc.locate("b[1]").kind, Kind::Float(2.5));
         assert_eq!(doc.locate("zz").pos, doc.pos);
+    }
+
+    #[test]
+    fn positions_know_their_file() {
+        let doc = parse_in("a: {b: [1]}\n", 2).unwrap();
+        assert_eq!(doc.locate("a.b[0]").pos, Pos { line: 1, col: 9, file: 2 });
+        assert_eq!(doc.key("a").unwrap().pos.file, 2);
+        assert_eq!(parse_in("a: [1\n", 3).unwrap_err().pos.file, 3);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Golden pipelines: every file in tests/pipelines/valid must pass `agentmerge check`, and every
 //! file in tests/pipelines/invalid must fail with exactly the diagnostics in its `.err` file
-//! (file:line:column, the source line, and a hint). Set AGENTMERGE_BLESS=1 to rewrite the
-//! `.err` files after an intended change, and review the diff.
+//! (file:line:column, the source line, and a hint). An invalid pipeline `X.yaml` with a
+//! `patches/X.yaml` beside it is checked with `--patch patches/X.yaml`. Set AGENTMERGE_BLESS=1
+//! to rewrite the `.err` files after an intended change, and review the diff.
 
 mod common;
 
@@ -42,10 +43,16 @@ fn invalid_pipelines_give_located_errors() {
     let mut failures = Vec::new();
     for p in files {
         let name = p.file_name().unwrap().to_str().unwrap();
-        let out = agentmerge(&dir, &["check", name]);
+        let patch = format!("patches/{name}");
+        let mut args = vec!["check", name];
+        if dir.join(&patch).exists() {
+            args.extend(["--patch", &patch]);
+        }
+        let out = agentmerge(&dir, &args);
         assert_eq!(out.status.code(), Some(2), "{name} should be rejected:\n{}", stdout(&out));
         let got = stderr(&out);
-        assert!(got.starts_with(&format!("{name}:")), "{name}: error does not start with file:line:col:\n{got}");
+        let located = got.starts_with(&format!("{name}:")) || got.starts_with(&format!("{patch}:"));
+        assert!(located, "{name}: error does not start with file:line:col:\n{got}");
         let golden = p.with_extension("err");
         if bless {
             std::fs::write(&golden, &got).unwrap();

@@ -1,7 +1,8 @@
 //! Running pipelines with the real host and the real `debug` plugin: failures stay in their
 //! branch, reruns come from the cache, changes re-run exactly what depends on them, a killed
 //! run leaves nothing a later run trusts (except a node's work directory, kept for resuming),
-//! sweeps expand with labels, and a variable in `uses:` swaps the plugin.
+//! sweeps expand with labels, a variable in `uses:` swaps the plugin, and presets and patch
+//! files change sizes and nodes without editing the pipeline.
 
 mod common;
 
@@ -287,4 +288,86 @@ fn a_variable_in_uses_swaps_the_plugin_and_shares_the_cache() {
     );
     ok(t.path(), &["run", "literal.yaml", "--store", store_arg]);
     assert!(statuses(&latest_report(store.path())).values().all(|s| s == "cached"), "{:?}", statuses(&latest_report(store.path())));
+}
+
+const PATCHABLE: &str = "
+vars: {start: 1, scale: default}
+presets:
+  scale: {smoke: {start: 100}, default: {}}
+nodes:
+  - id: a
+    uses: debug/constant
+    with: {value: \"${start}\"}
+  - id: b
+    uses: debug/constant
+    with: {value: 2}
+  - id: s
+    uses: debug/sum
+    inputs: {values: [a.value, b.value]}
+";
+
+/// The output `port` of node `id` in a run report.
+fn output(report: &serde_json::Value, id: &str, port: &str) -> serde_json::Value {
+    report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no node {id}"))["outputs"][port].clone()
+}
+
+#[test]
+fn presets_and_patches_change_sizes_and_nodes_and_the_rest_stays_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", PATCHABLE);
+    let store = dir.path().join(".agentmerge");
+    ok(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(output(&latest_report(&store), "s", "sum"), 3.0);
+
+    // A patch replaces `b` (in place) and adds `t` downstream of a pipeline node; `a` stays cached.
+    write(
+        dir.path(),
+        "patch.yaml",
+        "nodes:\n  - id: b\n    uses: debug/constant\n    with: {value: 5}\n  - id: t\n    uses: debug/sum\n    with: {scale: 2}\n    inputs: {values: [s.sum]}\n",
+    );
+    ok(dir.path(), &["run", "p.yaml", "--patch", "patch.yaml"]);
+    let report = latest_report(&store);
+    let s = statuses(&report);
+    assert_eq!((s["a"].as_str(), s["b"].as_str(), s["s"].as_str(), s["t"].as_str()), ("cached", "ran", "ran", "ran"));
+    assert_eq!(output(&report, "s", "sum"), 6.0);
+    assert_eq!(output(&report, "t", "sum"), 12.0);
+
+    // A preset sets `start`; --set wins over it, and over a patch's `vars:`.
+    ok(dir.path(), &["run", "p.yaml", "--set", "scale=smoke"]);
+    assert_eq!(output(&latest_report(&store), "s", "sum"), 102.0);
+    write(dir.path(), "vars.yaml", "vars: {start: 40}\n");
+    ok(dir.path(), &["run", "p.yaml", "--set", "scale=smoke", "--patch", "vars.yaml"]);
+    assert_eq!(output(&latest_report(&store), "s", "sum"), 42.0);
+    ok(dir.path(), &["run", "p.yaml", "--patch", "vars.yaml", "--set", "start=7", "--set", "scale=smoke"]);
+    assert_eq!(output(&latest_report(&store), "s", "sum"), 9.0);
+    let out = agentmerge(dir.path(), &["check", "p.yaml", "--set", "scale=huge"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("p.yaml:4:3: error: scale=huge has no preset; presets: smoke, default"), "{}", stderr(&out));
+
+    // A node left feeding nothing still runs, with a warning; removing a consumed node is an
+    // error located in the patch file.
+    write(dir.path(), "leaf.yaml", "nodes:\n  - id: s\n    uses: debug/sum\n    inputs: {values: [a.value]}\n");
+    let out = agentmerge(dir.path(), &["run", "p.yaml", "--patch", "leaf.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("leaf.yaml: with `s` replaced, node `b` feeds no node; it still runs"), "{}", stderr(&out));
+    assert_eq!(statuses(&latest_report(&store))["b"], "cached");
+    write(dir.path(), "bad.yaml", "remove: [a]\n");
+    let out = agentmerge(dir.path(), &["graph", "p.yaml", "--patch", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("bad.yaml:1:10: error: cannot remove `a`: `s` (input `values`) still consumes it"), "{}", stderr(&out));
+
+    // A pipeline that `extends:` another is a patch over it, named by its own `name:`; its
+    // variables lose to --set, and its errors point into it.
+    write(dir.path(), "small.yaml", "extends: p.yaml\nname: small\nvars: {scale: smoke}\n");
+    ok(dir.path(), &["run", "small.yaml"]);
+    let report = latest_report(&store);
+    assert_eq!((report["pipeline"].as_str(), output(&report, "s", "sum")), (Some("small"), serde_json::json!(102.0)), "{report}");
+    ok(dir.path(), &["run", "small.yaml", "--set", "start=3"]);
+    assert_eq!(output(&latest_report(&store), "s", "sum"), 5.0);
+    write(dir.path(), "typo.yaml", "extends: p.yaml\nvars: {startt: 3}\n");
+    let out = agentmerge(dir.path(), &["check", "typo.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("typo.yaml:2:8: error:"), "{}", stderr(&out));
+    let out = agentmerge(dir.path(), &["check", "p.yaml", "--patch", "small.yaml"]);
+    assert!(stderr(&out).contains("`extends:` belongs in a pipeline file given to `run`"), "{}", stderr(&out));
 }
