@@ -174,6 +174,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = store.write_report(&plan.spec.name, &rep.to_json(&store))?;
             println!("{}", report::table(&rep, &store.root));
             println!("report: {}", path.display());
+            print!("{}", report::final_outputs(&plan, &rep, &store.root));
             if rep.failed().is_empty() {
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -9,6 +9,31 @@ use crate::{
     store::Record,
 };
 
+/// The files a run is for: the model and dataset outputs of the instances no other instance
+/// consumes (a report, a final model), one `  node.port: path` line each; empty if none.
+pub fn final_outputs(plan: &Plan, report: &RunReport, store_root: &std::path::Path) -> String {
+    let consumed: std::collections::BTreeSet<usize> = plan.instances.iter().flat_map(|i| i.inputs.values().flatten().map(|(from, _)| *from)).collect();
+    let mut out = String::new();
+    for (i, inst) in plan.instances.iter().enumerate() {
+        let Some(stored) = report.results.iter().find(|r| r.id == inst.id).and_then(|r| r.outputs.as_ref()) else { continue };
+        if consumed.contains(&i) {
+            continue;
+        }
+        for (port, recs) in &stored.ports {
+            for rec in recs {
+                if let Record::Model { path, .. } | Record::Dataset { path, .. } = rec {
+                    let _ = writeln!(out, "  {}.{port}: {}", inst.id, store_root.join(path).display());
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("results (outputs no node consumes):\n{out}")
+    }
+}
+
 /// The per-node table printed after a run.
 pub fn table(report: &RunReport, store_root: &std::path::Path) -> String {
     let mut rows = vec![["NODE".to_string(), "STATUS".into(), "TIME".into(), "OUTPUTS".into()]];

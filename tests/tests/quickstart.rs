@@ -1,32 +1,63 @@
-//! The README's main job: pipelines/quickstart.yaml through the real host and plugins, twice.
+//! The README's main job: pipelines/paper.yaml and the quickstart that extends it, through the
+//! real host and plugins, at the smoke scale CI can afford; plus the plugin listing and tensors
+//! crossing the boundary.
 
 mod common;
 
-use agentmerge_checkpoint::Checkpoint;
 use common::*;
 
+/// The paper pipeline at `scale=smoke` (the same graph as the default, tiny sizes): every node
+/// runs, the report holds Table 1 with finite numbers and both figures; a second run and the
+/// quickstart at the same scale (it `extends:` the paper pipeline) come from the cache.
 #[test]
-fn quickstart_runs_then_is_fully_cached() {
+fn the_paper_pipeline_runs_at_smoke_scale_and_reports() {
     let store = tempfile::tempdir().unwrap();
     let s = store.path().to_str().unwrap();
-    ok(&workspace(), &["run", "pipelines/quickstart.yaml", "--store", s]);
+    let out = ok(&workspace(), &["run", "pipelines/paper.yaml", "--set", "scale=smoke", "--store", s]);
     let report = latest_report(store.path());
     assert!(statuses(&report).values().all(|st| st == "ran"), "{report}");
-    let node = |id: &str| report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap().clone();
+    let node = |report: &serde_json::Value, id: &str| report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap().clone();
 
-    // The base checkpoint is a real Llama-shaped HF checkpoint.
-    let base = Checkpoint::open(std::path::Path::new(node("base")["outputs"]["model"].as_str().unwrap())).unwrap();
-    assert_eq!(base.architecture(), Some("LlamaForCausalLM"));
-    assert_eq!(base.info("model.layers.1.self_attn.k_proj.weight").unwrap().shape, vec![32, 64]); // 2 kv heads × 16
-    assert_eq!(base.info("model.embed_tokens.weight").unwrap().shape, vec![256, 64]);
-    let m = &node("agent_summary")["outputs"]["metrics"];
-    assert_eq!(m["num_params"].as_u64(), Some(base.num_params()));
-    let (dist, cos) = (m["distance"].as_f64().unwrap(), m["cosine"].as_f64().unwrap());
-    assert!(dist > 0.0 && cos > 0.99 && cos < 1.0, "perturbation should move the model a little: {m}");
+    // Merge in the loop: one merged model per agent checkpoint, evaluated as rows in step order
+    // after the instruct model (step 0).
+    let ev = &node(&report, "ev_am[lr=0.001,lambda=0.5]")["outputs"]["metrics"];
+    let steps: Vec<u64> = ev["rows"].as_array().unwrap().iter().map(|r| r["step"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(steps, [0, 2, 4], "{ev}");
+    assert_eq!(ev["node"], "ev_am[lr=0.001,lambda=0.5]");
 
-    ok(&workspace(), &["run", "pipelines/quickstart.yaml", "--store", s]);
-    let again = latest_report(store.path());
-    assert!(statuses(&again).values().all(|st| st == "cached"), "{again}");
+    // The report: where it is, what it holds.
+    let dir = std::path::PathBuf::from(node(&report, "report")["outputs"]["report"].as_str().unwrap());
+    assert!(out.contains(&format!("  report.report: {}", dir.display())), "the run should print where the report is:\n{out}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for needle in ["## Table 1", "### Inter-task", "### Cross-task", "| 0.001 |", "(λ = ", "## Table 2", "## Likelihood", "## Forgetting", "![Figure 2](figure2.png)"] {
+        assert!(md.contains(needle), "`{needle}` missing from report.md:\n{md}");
+    }
+    let csv = std::fs::read_to_string(dir.join("table1.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rate = header.iter().position(|h| *h == "rate").expect("a rate column");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 6, "{csv}");
+    for r in &rows {
+        let v: f64 = r[rate].parse().unwrap_or_else(|_| panic!("rate `{}` is not a number: {csv}", r[rate]));
+        assert!(v.is_finite() && (0.0..=1.0).contains(&v), "{csv}");
+    }
+    for (png, min_w) in [("figure2.png", 1000), ("figure3.png", 1000)] {
+        let bytes = std::fs::read(dir.join(png)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{png}");
+        let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        assert!(width >= min_w && bytes.len() > 20_000, "{png}: {width} px wide, {} bytes", bytes.len());
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json, node(&report, "report")["outputs"]["metrics"]);
+
+    // A second run, and the quickstart at the same scale, are served from the cache.
+    ok(&workspace(), &["run", "pipelines/paper.yaml", "--set", "scale=smoke", "--store", s]);
+    assert!(statuses(&latest_report(store.path())).values().all(|st| st == "cached"));
+    ok(&workspace(), &["run", "pipelines/quickstart.yaml", "--set", "scale=smoke", "--store", s]);
+    let quick = latest_report(store.path());
+    assert_eq!(quick["pipeline"], "quickstart");
+    assert!(statuses(&quick).values().all(|st| st == "cached"), "{quick}");
 }
 
 #[test]

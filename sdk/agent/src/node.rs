@@ -130,7 +130,10 @@ struct Reuse {
 }
 
 impl Reuse {
-    fn insert_into(&self, m: &mut Map<String, Json>) {
+    /// Adds the reuse counts, and the node's instance id (with its sweep labels, e.g.
+    /// `eval[lr=1e-05]`) so a report gathering many results knows which is which.
+    fn insert_into(&self, ctx: &Ctx, m: &mut Map<String, Json>) {
+        m.insert("node".into(), json!(ctx.node_id()));
         m.insert("rows_computed".into(), json!(self.computed));
         m.insert("rows_reused".into(), json!(self.reused));
     }
@@ -376,7 +379,7 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
         if rows_wanted {
             metrics.insert("rows".into(), Json::Array(rows.into_iter().map(Json::Object).collect()));
         }
-        reuse.insert_into(&mut metrics);
+        reuse.insert_into(ctx, &mut metrics);
         Ok(Outputs::new().with("metrics", metrics).with("traces", Value::Dataset { schema: "traces".into(), path: traces }))
     }
 }
@@ -665,7 +668,7 @@ impl<B: BackendKind> NodeKind for LikelihoodNode<B> {
             metrics.insert("rows".into(), Json::Array(rows.into_iter().map(Json::Object).collect()));
         }
         metrics.insert("per_example_file".into(), json!("likelihood.jsonl"));
-        reuse.insert_into(&mut metrics);
+        reuse.insert_into(ctx, &mut metrics);
         Ok(Outputs::new().with("metrics", metrics).with("per_example", Value::Dataset { schema: "jsonl".into(), path }))
     }
 }
@@ -714,7 +717,7 @@ impl<B: BackendKind> NodeKind for ForgettingNode<B> {
         out.into_inner().map_err(|e| anyhow!("writing {}: {e}", path.display()))?.sync_all()?;
         metrics.insert("forgetting".into(), json!(means[0] - means[1]));
         metrics.insert("per_example_file".into(), json!("likelihood.jsonl"));
-        reuse.insert_into(&mut metrics);
+        reuse.insert_into(ctx, &mut metrics);
         tracing::info!("forgetting: mean log-likelihood {:.4} before, {:.4} after ({:+.4})", means[0], means[1], means[1] - means[0]);
         Ok(Outputs::new().with("metrics", metrics).with("per_example", Value::Dataset { schema: "jsonl".into(), path }))
     }

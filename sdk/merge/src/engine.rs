@@ -135,6 +135,7 @@ pub fn run_merge(
     if matches!(plan.tokenizer_source, Some(TokenizerSource::Base)) && plan.base.is_none() {
         return Err(MergeError::Plan("`tokenizer_source: base` but the recipe has no `base_model`; name one or take the tokenizer from a model".into()));
     }
+    check_extra_files(plan)?;
     let base = match &plan.base {
         Some(p) => Some(Model { label: p.display().to_string(), ck: Checkpoint::open(p)?, is_base: true }),
         None => None,
@@ -234,6 +235,10 @@ pub fn run_merge(
         warnings.push(format!("no tokenizer files in {}", tokenizer_dir.display()));
     }
     writer.write_extra_file("mergekit_config.yml", recipe.as_bytes())?;
+    for f in &plan.extra_files {
+        let bytes = std::fs::read(f).map_err(|e| MergeError::Plan(format!("{}: cannot read it to copy into the merged checkpoint: {e}", f.display())))?;
+        writer.write_extra_file(&extra_file_name(f)?, &bytes)?;
+    }
     let out = writer.finish()?;
     Ok(MergeReport {
         out_dir: out,
@@ -245,6 +250,26 @@ pub fn run_merge(
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+/// The name an extra file gets in the output: its own file name.
+fn extra_file_name(f: &Path) -> Result<String, MergeError> {
+    f.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| MergeError::Plan(format!("extra file {} has no file name", f.display())))
+}
+
+/// Extra files must exist and must not replace a file the engine writes (weights, index,
+/// config.json, the recipe); checked before any tensor is read.
+fn check_extra_files(plan: &MergePlan) -> Result<(), MergeError> {
+    for f in &plan.extra_files {
+        let name = extra_file_name(f)?;
+        if name.ends_with(".safetensors") || ["config.json", "model.safetensors.index.json", "mergekit_config.yml"].contains(&name.as_str()) {
+            return Err(MergeError::Plan(format!("extra file {}: `{name}` is written by the merge itself and cannot be replaced", f.display())));
+        }
+        if !f.is_file() {
+            return Err(MergeError::Plan(format!("extra file {} does not exist or is not a file", f.display())));
+        }
+    }
+    Ok(())
 }
 
 /// Fixes glibc's malloc thresholds, so that the buffers a strategy allocates for each tensor

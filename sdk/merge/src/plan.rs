@@ -57,6 +57,11 @@ pub struct MergePlan {
     /// `None` one is generated from the plan.
     #[serde(default)]
     pub recipe: Option<String>,
+    /// Files copied unchanged into the output directory under their own names, after
+    /// everything else (e.g. an agent checkpoint's `trainer_state.json`, so a merged
+    /// checkpoint keeps its training step). Names the engine writes itself are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_files: Vec<PathBuf>,
 }
 
 fn default_shard() -> u64 {
@@ -76,6 +81,7 @@ impl MergePlan {
             seed: 0,
             max_shard_bytes: default_shard(),
             recipe: None,
+            extra_files: Vec::new(),
         }
     }
 

@@ -550,3 +550,28 @@ fn ties_on_stored_inputs_equals_the_decoded_path() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn extra_files_are_copied_unchanged_and_may_not_replace_the_merge_s_own() {
+    let s = setup();
+    let state = s.root.join("trainer_state.json");
+    std::fs::write(&state, br#"{"global_step": 200, "max_steps": 400}"#).unwrap();
+    let mut plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &[("weight", num(1.0))])]);
+    plan.extra_files.push(state.clone());
+    let out = merge(&plan, "task_arithmetic", &s.root.join("out")).unwrap().out_dir;
+    assert_eq!(std::fs::read(out.join("trainer_state.json")).unwrap(), std::fs::read(&state).unwrap());
+    // The extra file changes nothing else: the same merge without it has the same weights.
+    plan.extra_files.clear();
+    let plain = merge(&plan, "task_arithmetic", &s.root.join("plain")).unwrap().out_dir;
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), std::fs::read(plain.join("model.safetensors")).unwrap());
+
+    // A file the merge writes itself, or one that is missing, is refused before anything runs.
+    let cfg = s.root.join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    std::fs::write(cfg.join("config.json"), "{}").unwrap();
+    for (f, want) in [(cfg.join("config.json"), "written by the merge itself"), (s.root.join("absent.json"), "does not exist")] {
+        let mut plan = MergePlan::new(Some(s.base.clone()), vec![entry(&s.a, &[("weight", num(1.0))])]);
+        plan.extra_files.push(f);
+        expect_err(&plan, "task_arithmetic", &s.root.join("bad"), &[want]);
+    }
+}

@@ -15,28 +15,41 @@ use serde_json::{json, Value as Json};
 use crate::{config::LlamaConfig, layout::Layout, seed};
 
 /// Reads a checkpoint directory's config and weights into a flat f32 buffer laid out by
-/// [`Layout`]. Every tensor the layout needs must be present with its shape; tensors the model
-/// does not use are an error (they would silently be dropped), except rotary caches older
-/// checkpoints carry.
+/// [`Layout`], after [`check`]ing its config and tensors.
 pub fn load(dir: &Path) -> anyhow::Result<(LlamaConfig, Json, Vec<f32>)> {
-    let config = LlamaConfig::from_dir(dir)?;
+    let (config, ck) = check(dir)?;
     let raw: Json = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
     let layout = Layout::new(&config);
-    let ck = Checkpoint::open(dir)?;
     let mut flat = vec![0f32; layout.total];
+    for t in &layout.tensors {
+        let view = ck.view(&t.name)?;
+        let dst = &mut flat[t.off..t.off + t.len];
+        view.read_f32_into(0..t.len, dst)?;
+        if let Some(bad) = dst.iter().position(|x| !x.is_finite()) {
+            bail!("{}: tensor `{}` element {bad} is {}; the checkpoint is corrupt", view.file.display(), t.name, dst[bad]);
+        }
+    }
+    Ok((config, raw, flat))
+}
+
+/// Checks that `dir` holds a Llama this model reads, from config.json and the safetensors
+/// headers alone (no tensor data is read): the config parses ([`LlamaConfig::from_dir`]), every
+/// tensor the layout needs is present with its shape and a float dtype, and no other tensor
+/// is (tensors the model does not use would silently be dropped), except the rotary caches
+/// older checkpoints carry and a tied model's `lm_head.weight`. Returns the config and the
+/// opened checkpoint.
+pub fn check(dir: &Path) -> anyhow::Result<(LlamaConfig, Checkpoint)> {
+    let config = LlamaConfig::from_dir(dir)?;
+    let layout = Layout::new(&config);
+    let ck = Checkpoint::open(dir)?;
     for t in &layout.tensors {
         let view = ck.view(&t.name).with_context(|| format!("{}: tensor `{}` is missing; the config describes a model with it", dir.display(), t.name))?;
         let shape: Vec<usize> = view.shape.iter().map(|&x| x as usize).collect();
         if shape != t.shape {
             bail!("{}: tensor `{}` has shape {:?}, config.json implies {:?}", view.file.display(), t.name, shape, t.shape);
         }
-        let dst = &mut flat[t.off..t.off + t.len];
-        match view.dtype {
-            DType::F32 | DType::BF16 | DType::F16 | DType::F64 => view.read_f32_into(0..t.len, dst)?,
-            other => bail!("{}: tensor `{}` is {other:?}; weights must be float32, bfloat16, float16 or float64", view.file.display(), t.name),
-        }
-        if let Some(bad) = dst.iter().position(|x| !x.is_finite()) {
-            bail!("{}: tensor `{}` element {bad} is {}; the checkpoint is corrupt", view.file.display(), t.name, dst[bad]);
+        if !matches!(view.dtype, DType::F32 | DType::BF16 | DType::F16 | DType::F64) {
+            bail!("{}: tensor `{}` is {:?}; weights must be float32, bfloat16, float16 or float64", view.file.display(), t.name, view.dtype);
         }
     }
     let unused: Vec<&str> = ck
@@ -46,7 +59,7 @@ pub fn load(dir: &Path) -> anyhow::Result<(LlamaConfig, Json, Vec<f32>)> {
     if let Some(first) = unused.first() {
         bail!("{}: tensor `{first}` (and {} more) is not part of a Llama model; is config.json right?", dir.display(), unused.len() - 1);
     }
-    Ok((config, raw, flat))
+    Ok((config, ck))
 }
 
 /// A fresh model's parameters: every matrix from normal(0, `initializer_range`), every RMSNorm

@@ -1,0 +1,270 @@
+//! Reading the metrics the report is built from (`cpu/evaluate`, `cpu/likelihood`,
+//! `cpu/forgetting`) into plain rows, and pooling per-task success counts into the inter-task
+//! and cross-task splits.
+
+use anyhow::{anyhow, bail, Context as _};
+use serde_json::{Map, Value as Json};
+
+/// A pooled success rate: `successes` of `n` episodes, `rate = successes / n` and the binomial
+/// standard error `sqrt(rate (1 − rate) / n)` (the evaluator's own formula). Both are NaN when
+/// `n` is 0 (written as `—` in tables and `null` in JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Score {
+    pub n: u64,
+    pub successes: u64,
+}
+
+impl Score {
+    pub fn rate(&self) -> f64 {
+        if self.n == 0 {
+            return f64::NAN;
+        }
+        self.successes as f64 / self.n as f64
+    }
+
+    pub fn std_err(&self) -> f64 {
+        let p = self.rate();
+        (p * (1.0 - p) / self.n as f64).sqrt()
+    }
+
+    fn add(self, other: Score) -> Score {
+        Score { n: self.n + other.n, successes: self.successes + other.successes }
+    }
+}
+
+/// One task's episodes in an evaluate row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskCount {
+    pub task: String,
+    pub category: String,
+    pub score: Score,
+}
+
+/// Which split a task belongs to: cross-task when its category or its task name is listed in
+/// `cross_task`, inter-task otherwise.
+pub fn is_cross(task: &TaskCount, cross_task: &[String]) -> bool {
+    cross_task.iter().any(|c| *c == task.category || *c == task.task)
+}
+
+/// Pools the tasks of one split (`cross = true`: the cross-task split): n = Σ n and
+/// successes = Σ successes over its tasks.
+pub fn pool(tasks: &[TaskCount], cross_task: &[String], cross: bool) -> Score {
+    tasks.iter().filter(|t| is_cross(t, cross_task) == cross).fold(Score::default(), |acc, t| acc.add(t.score))
+}
+
+/// Pools every task.
+pub fn pool_all(tasks: &[TaskCount]) -> Score {
+    tasks.iter().fold(Score::default(), |acc, t| acc.add(t.score))
+}
+
+/// One evaluated model (one checkpoint of a list).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalRow {
+    /// The training step (0 for a model without a trainer state).
+    pub step: u64,
+    pub checkpoint: Option<String>,
+    pub tasks: Vec<TaskCount>,
+    /// Teacher-forced step accuracy (`step_accuracy`), when the evaluation had expert traces.
+    pub exact: Option<f64>,
+    pub verb: Option<f64>,
+    pub element: Option<f64>,
+    pub scored_steps: Option<u64>,
+}
+
+/// One model's likelihood of held-out expert trajectories.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogpRow {
+    pub step: u64,
+    pub checkpoint: Option<String>,
+    /// Mean log-likelihood per token (nats); `None` when the metrics held none (NaN).
+    pub mean_logprob: Option<f64>,
+    pub tokens: Option<u64>,
+}
+
+/// Forgetting: the held-out mean log-likelihood before and after, and the drop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forgetting {
+    pub forgetting: Option<f64>,
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+}
+
+/// The body of one result, by the node kind that wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// `evaluate`: rows in step order (one row when the metrics has no `rows`).
+    Evaluate(Vec<EvalRow>),
+    /// `likelihood`: rows in step order.
+    Likelihood(Vec<LogpRow>),
+    Forgetting(Forgetting),
+}
+
+impl Body {
+    /// What wrote it, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Evaluate(_) => "evaluate",
+            Body::Likelihood(_) => "likelihood",
+            Body::Forgetting(_) => "forgetting",
+        }
+    }
+
+    /// Tells the kinds apart: `forgetting` → forgetting, `overall`/`per_task` → evaluate,
+    /// `mean_logprob` → likelihood. `what` names the result in errors.
+    pub fn parse(m: &Map<String, Json>, what: &str) -> anyhow::Result<Body> {
+        if m.contains_key("forgetting") {
+            let logp = |side: &str| m.get(side).and_then(|s| s.get("mean_logprob")).and_then(Json::as_f64);
+            return Ok(Body::Forgetting(Forgetting { forgetting: m.get("forgetting").and_then(Json::as_f64), before: logp("before"), after: logp("after") }));
+        }
+        let rows = rows_of(m, what)?;
+        if m.contains_key("overall") || m.contains_key("per_task") {
+            let rows = rows.iter().enumerate().map(|(i, r)| eval_row(r, &format!("{what}, row {i}"))).collect::<anyhow::Result<_>>()?;
+            return Ok(Body::Evaluate(rows));
+        }
+        if m.contains_key("mean_logprob") {
+            let rows = rows.iter().enumerate().map(|(i, r)| logp_row(r, &format!("{what}, row {i}"))).collect::<anyhow::Result<_>>()?;
+            return Ok(Body::Likelihood(rows));
+        }
+        bail!(
+            "{what}: neither evaluate metrics (`overall`, `per_task`), likelihood metrics (`mean_logprob`) nor forgetting metrics (`forgetting`); connect the `metrics` output of an evaluate, likelihood or forgetting node"
+        )
+    }
+}
+
+/// The per-model objects: `rows` when present (a checkpoint list), else the metrics itself.
+fn rows_of<'a>(m: &'a Map<String, Json>, what: &str) -> anyhow::Result<Vec<&'a Map<String, Json>>> {
+    match m.get("rows") {
+        None => Ok(vec![m]),
+        Some(Json::Array(rows)) if !rows.is_empty() => {
+            rows.iter().enumerate().map(|(i, r)| r.as_object().ok_or_else(|| anyhow!("{what}: `rows[{i}]` is not an object"))).collect()
+        }
+        Some(_) => bail!("{what}: `rows` must be a non-empty list of objects"),
+    }
+}
+
+/// `step`: an integer; null or absent (a model without a trainer state) counts as 0.
+fn step_of(r: &Map<String, Json>, what: &str) -> anyhow::Result<u64> {
+    match r.get("step") {
+        None | Some(Json::Null) => Ok(0),
+        Some(v) => v.as_u64().ok_or_else(|| anyhow!("{what}: `step` must be a non-negative integer or null, got {v}")),
+    }
+}
+
+fn count(o: &Map<String, Json>, field: &str, what: &str) -> anyhow::Result<u64> {
+    let v = o.get(field).ok_or_else(|| anyhow!("{what}: missing `{field}`"))?;
+    v.as_u64().ok_or_else(|| anyhow!("{what}: `{field}` must be a non-negative integer, got {v}"))
+}
+
+fn eval_row(r: &Map<String, Json>, what: &str) -> anyhow::Result<EvalRow> {
+    let tasks = r.get("per_task").and_then(Json::as_array).ok_or_else(|| {
+        anyhow!("{what}: no `per_task` list; the report pools per-task counts into the inter- and cross-task splits (is this cpu/evaluate's metrics?)")
+    })?;
+    let tasks = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let w = format!("{what}, per_task[{i}]");
+            let t = t.as_object().ok_or_else(|| anyhow!("{w}: not an object"))?;
+            let text = |f: &str| t.get(f).and_then(Json::as_str).map(str::to_string).ok_or_else(|| anyhow!("{w}: missing the string `{f}`"));
+            let (n, successes) = (count(t, "n", &w)?, count(t, "successes", &w)?);
+            anyhow::ensure!(successes <= n, "{w}: {successes} successes of {n} episodes");
+            Ok(TaskCount { task: text("task")?, category: text("category")?, score: Score { n, successes } })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let acc = r.get("step_accuracy").and_then(Json::as_object);
+    let acc_f = |f: &str| acc.and_then(|a| a.get(f)).and_then(Json::as_f64);
+    Ok(EvalRow {
+        step: step_of(r, what)?,
+        checkpoint: r.get("checkpoint").and_then(Json::as_str).map(str::to_string),
+        tasks,
+        exact: acc_f("exact"),
+        verb: acc_f("verb"),
+        element: acc_f("element"),
+        scored_steps: acc.and_then(|a| a.get("steps")).and_then(Json::as_u64),
+    })
+}
+
+fn logp_row(r: &Map<String, Json>, what: &str) -> anyhow::Result<LogpRow> {
+    Ok(LogpRow {
+        step: step_of(r, what)?,
+        checkpoint: r.get("checkpoint").and_then(Json::as_str).map(str::to_string),
+        mean_logprob: r.get("mean_logprob").and_then(Json::as_f64),
+        tokens: r.get("tokens").and_then(Json::as_u64),
+    })
+}
+
+/// The `node` string of a result; `index` is its place on the `results` input.
+pub fn node_of(result: &Json, index: usize) -> anyhow::Result<&str> {
+    result.get("node").and_then(Json::as_str).with_context(|| {
+        format!("results[{index}] has no `node` string: the report needs the node instance id each metrics came from (evaluate, likelihood and forgetting write it)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(task: &str, category: &str, n: u64, successes: u64) -> TaskCount {
+        TaskCount { task: task.into(), category: category.into(), score: Score { n, successes } }
+    }
+
+    #[test]
+    fn pooling_sums_counts_and_uses_the_binomial_std_err() {
+        let tasks = [task("a.menu.x", "menu", 40, 6), task("a.menu.y", "menu", 20, 3), task("a.dash.z", "dashboard", 30, 12)];
+        let cross = vec!["dashboard".to_string()];
+        let inter = pool(&tasks, &cross, false);
+        assert_eq!((inter.n, inter.successes), (60, 9));
+        assert!((inter.rate() - 0.15).abs() < 1e-12);
+        assert!((inter.std_err() - (0.15f64 * 0.85 / 60.0).sqrt()).abs() < 1e-12);
+        let c = pool(&tasks, &cross, true);
+        assert_eq!((c.n, c.successes), (30, 12));
+        // A task name works as well as a category.
+        assert_eq!(pool(&tasks, &["a.menu.y".to_string()], true).n, 20);
+        // No cross-task list: everything is inter-task.
+        assert_eq!(pool(&tasks, &[], false).n, 90);
+        assert_eq!(pool(&tasks, &[], true).n, 0);
+        assert!(pool(&tasks, &[], true).rate().is_nan());
+        assert_eq!(pool_all(&tasks), Score { n: 90, successes: 21 });
+    }
+
+    #[test]
+    fn evaluate_with_and_without_rows() {
+        let one = json!({"node": "ev", "overall": {"n": 5}, "per_task": [{"task": "t", "category": "c", "n": 5, "successes": 2}]});
+        let Body::Evaluate(rows) = Body::parse(one.as_object().unwrap(), "r").unwrap() else { panic!() };
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].step, rows[0].exact), (0, None));
+        let list = json!({"node": "ev", "overall": {}, "per_task": [], "rows": [
+            {"step": null, "per_task": [{"task": "t", "category": "c", "n": 5, "successes": 1}]},
+            {"step": 300, "per_task": [{"task": "t", "category": "c", "n": 5, "successes": 4}], "step_accuracy": {"exact": 0.5, "element": 0.75, "steps": 12}}]});
+        let Body::Evaluate(rows) = Body::parse(list.as_object().unwrap(), "r").unwrap() else { panic!() };
+        assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 300]);
+        assert_eq!((rows[1].exact, rows[1].element, rows[1].scored_steps), (Some(0.5), Some(0.75), Some(12)));
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_naming_the_place() {
+        let e = Body::parse(json!({"overall": {}, "per_task": [{"task": "t", "category": "c", "n": 2, "successes": 3}]}).as_object().unwrap(), "results[1]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("results[1], row 0, per_task[0]") && e.contains("3 successes of 2"), "{e}");
+        let e = Body::parse(json!({"loss": 1}).as_object().unwrap(), "results[2]").unwrap_err().to_string();
+        assert!(e.contains("results[2]") && e.contains("evaluate"), "{e}");
+        let e = Body::parse(json!({"overall": {}, "rows": [{"step": -1, "per_task": []}]}).as_object().unwrap(), "x").unwrap_err().to_string();
+        assert!(e.contains("`step`"), "{e}");
+        assert!(node_of(&json!({"overall": {}}), 4).unwrap_err().to_string().contains("results[4]"));
+    }
+
+    #[test]
+    fn likelihood_and_forgetting() {
+        let l = json!({"mean_logprob": -1.5, "tokens": 10, "rows": [{"step": 100, "mean_logprob": -2.25}, {"step": 200, "mean_logprob": null}]});
+        let Body::Likelihood(rows) = Body::parse(l.as_object().unwrap(), "r").unwrap() else { panic!() };
+        assert_eq!(rows[0].mean_logprob, Some(-2.25));
+        assert_eq!(rows[1].mean_logprob, None);
+        let f = json!({"forgetting": 0.125, "before": {"mean_logprob": -1.0}, "after": {"mean_logprob": -1.125}});
+        assert_eq!(
+            Body::parse(f.as_object().unwrap(), "r").unwrap(),
+            Body::Forgetting(Forgetting { forgetting: Some(0.125), before: Some(-1.0), after: Some(-1.125) })
+        );
+    }
+}
