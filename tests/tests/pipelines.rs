@@ -22,14 +22,25 @@ fn valid_pipelines_check() {
     assert!(n >= 3, "expected golden valid pipelines in {}", dir.display());
 }
 
+/// The patch files shipped in pipelines/ (for `--patch`), each with the pipeline it patches.
+const SHIPPED_PATCHES: &[(&str, &str)] = &[("own-data.yaml", "paper.yaml")];
+
 #[test]
 fn shipped_pipelines_check() {
     let dir = workspace().join("pipelines");
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "yaml") {
-            ok(&workspace(), &["check", p.strip_prefix(workspace()).unwrap().to_str().unwrap()]);
+            let file = p.strip_prefix(workspace()).unwrap().to_str().unwrap().to_string();
+            let name = p.file_name().unwrap().to_str().unwrap();
+            match SHIPPED_PATCHES.iter().find(|(patch, _)| *patch == name) {
+                Some((_, pipeline)) => ok(&workspace(), &["check", &format!("pipelines/{pipeline}"), "--patch", &file]),
+                None => ok(&workspace(), &["check", &file]),
+            };
         }
+    }
+    for (patch, _) in SHIPPED_PATCHES {
+        assert!(dir.join(patch).exists(), "pipelines/{patch} is listed in SHIPPED_PATCHES but missing");
     }
 }
 

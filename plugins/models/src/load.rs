@@ -14,23 +14,11 @@ use std::{
 use agentmerge_checkpoint::Checkpoint;
 use agentmerge_sdk::prelude::*;
 
-/// The files besides config.json and the weights that a model directory may hold and the
-/// output keeps when present: tokenizer, generation and chat-template files, and a trainer's
-/// `trainer_state.json` (its `global_step` orders evaluation rows). Anything else (README,
-/// PyTorch `.bin` or `.pth` weights, subdirectories) is left out.
-pub const COMPANION_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-    "trainer_state.json",
-];
+/// The files besides config.json, the weights and the tokenizer and generation files
+/// (`agentmerge_checkpoint::TOKENIZER_FILES`) that the output keeps when present: chat-template
+/// files, and a trainer's `trainer_state.json` (its `global_step` orders evaluation rows).
+/// Anything else (README, PyTorch `.bin` or `.pth` weights, subdirectories) is left out.
+pub const COMPANION_FILES: &[&str] = &["chat_template.jinja", "chat_template.json", "trainer_state.json"];
 
 /// Loads a Hugging Face model directory into the store.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -83,7 +71,7 @@ fn model_files(dir: &Path, ck: &Checkpoint) -> Vec<PathBuf> {
         files.push(index);
     }
     files.push(dir.join("config.json"));
-    files.extend(COMPANION_FILES.iter().map(|f| dir.join(f)).filter(|p| p.is_file()));
+    files.extend(agentmerge_checkpoint::TOKENIZER_FILES.iter().chain(COMPANION_FILES).map(|f| dir.join(f)).filter(|p| p.is_file()));
     files.sort();
     files.dedup();
     files

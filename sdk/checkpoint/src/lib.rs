@@ -16,7 +16,7 @@ pub use agentmerge_sdk::DType;
 pub use convert::{bf16_bits, cast_f32_into, cast_f64_into, f32_to_bytes, f64_to_bytes, to_f32_into, to_f64_into};
 pub use read::{layer_index, num_layers, Checkpoint, Mapped, TensorInfo, TensorView};
 pub use simd::{run_vectorized, simd_level, SimdLevel};
-pub use write::{CheckpointWriter, TensorSpec, WriteOptions};
+pub use write::{CheckpointWriter, TensorSpec, WriteOptions, TOKENIZER_FILES};
 
 use std::path::PathBuf;
 

@@ -68,6 +68,19 @@ pub struct CheckpointWriter {
     finished: bool,
 }
 
+/// The tokenizer and generation files a Hugging Face model directory may hold besides
+/// config.json and the weights.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "generation_config.json",
+];
+
 impl CheckpointWriter {
     /// Plans the shards for `tensors` (laid out in name order) and writes their headers.
     pub fn plan(out_dir: &Path, mut tensors: Vec<TensorSpec>, opts: WriteOptions) -> Result<CheckpointWriter> {
@@ -224,20 +237,11 @@ impl CheckpointWriter {
         self.dtype_for_config = dtype;
     }
 
-    /// Copies the tokenizer and generation files of another checkpoint directory.
+    /// Copies the tokenizer and generation files ([`TOKENIZER_FILES`]) of another checkpoint
+    /// directory.
     pub fn copy_tokenizer_from(&self, dir: &Path) -> Result<Vec<String>> {
-        const FILES: &[&str] = &[
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "tokenizer.model",
-            "vocab.json",
-            "merges.txt",
-            "added_tokens.json",
-            "generation_config.json",
-        ];
         let mut copied = Vec::new();
-        for f in FILES {
+        for f in TOKENIZER_FILES {
             let src = dir.join(f);
             if src.exists() {
                 std::fs::copy(&src, self.tmp_dir.join(f)).map_err(|e| CheckpointError::io(&src, e))?;
