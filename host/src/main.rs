@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
     name = "agentmerge",
     version,
     about = "Compose, run and cache pipelines of plugins that collect agent traces, fine-tune, merge and evaluate LLM checkpoints.",
-    after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set seed=3 --force merge\n  agentmerge check pipelines/quickstart.yaml\n  agentmerge graph pipelines/quickstart.yaml > quickstart.mmd\n  agentmerge plugins models/random_llama\n\nLogs: RUST_LOG=agentmerge=debug, or -v / -q."
+    after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/paper.yaml --set scale=smoke --force report\n  agentmerge check pipelines/quickstart.yaml\n  agentmerge graph pipelines/quickstart.yaml > quickstart.mmd\n  agentmerge plugins models/random_llama\n\nLogs: RUST_LOG=agentmerge=debug, or -v / -q."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run a pipeline; nodes whose inputs and config are unchanged come from the store.
     #[command(
-        after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set hidden=128 --jobs 1\n  agentmerge run pipelines/quickstart.yaml --force summary --no-cache\n  agentmerge run pipelines/quickstart.yaml --patch my-models.yaml"
+        after_help = "Examples:\n  agentmerge run pipelines/quickstart.yaml\n  agentmerge run pipelines/quickstart.yaml --set hidden=128 --jobs 1\n  agentmerge run pipelines/quickstart.yaml --force report --no-cache\n  agentmerge run pipelines/paper.yaml --patch pipelines/own-data.yaml"
     )]
     Run {
         #[command(flatten)]

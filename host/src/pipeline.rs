@@ -166,7 +166,7 @@ fn parse_inner(file: &Path, source: &str, patches: &[(PathBuf, String)], overrid
         }
     };
     if !matches!(doc.kind, Kind::Map(_)) {
-        errs.push(Diagnostic::new(doc.pos, "a pipeline must be a mapping with a `nodes:` list").hint("see pipelines/quickstart.yaml for the shape"));
+        errs.push(Diagnostic::new(doc.pos, "a pipeline must be a mapping with a `nodes:` list").hint("see pipelines/paper.yaml for the shape"));
         return None;
     }
     check_keys(&doc, TOP_KEYS, "top-level key", errs);

@@ -1,16 +1,43 @@
-//! Merging through the real host: AgentMerge and the soup in the quickstart are checked tensor
-//! by tensor against values computed here from the input checkpoints, and `agentmerge merge`
+//! Merging through the real host: AgentMerge and the soup of perturbed random checkpoints are
+//! checked tensor by tensor against values computed here from the input checkpoints, and `agentmerge merge`
 //! runs a mergekit recipe unchanged to the same result as the pipeline node.
 
 mod common;
 
 use common::*;
 
+/// Stand-ins for fine-tuned models (seeded perturbations of a random base), merged: the soup
+/// and AgentMerge at two λ.
+const MERGES: &str = "
+seed: 7
+nodes:
+  - id: base
+    uses: models/random_llama
+    with: {hidden_size: 64, num_hidden_layers: 2, intermediate_size: 172, vocab_size: 256}
+  - id: agent
+    uses: models/perturb
+    with: {scale: 0.05}
+    inputs: {model: base.model}
+  - id: instruct
+    uses: models/perturb
+    with: {scale: 0.05}
+    inputs: {model: base.model}
+  - id: soup
+    uses: merge/linear
+    with: {models: [{weight: 0.5}, {weight: 0.5}]}
+    inputs: {models: [agent.model, instruct.model]}
+  - id: agentmerge
+    uses: merge/agentmerge
+    sweep: {lambda: [0.5, 1.0]}
+    inputs: {instruct: instruct.model, agent: agent.model, base: base.model}
+";
+
 #[test]
 fn agentmerge_and_soup_match_a_hand_computation() {
-    let store = tempfile::tempdir().unwrap();
-    ok(&workspace(), &["run", "pipelines/quickstart.yaml", "--store", store.path().to_str().unwrap()]);
-    let report = latest_report(store.path());
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "merges.yaml", MERGES);
+    ok(dir.path(), &["run", "merges.yaml"]);
+    let report = latest_report(&dir.path().join(".agentmerge"));
     let (base, agent, instruct) = (model_of(&report, "base"), model_of(&report, "agent"), model_of(&report, "instruct"));
     for name in ["model.layers.1.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight"] {
         let (b, a, i) = (tensor(&base, name), tensor(&agent, name), tensor(&instruct, name));
