@@ -253,7 +253,13 @@ fn parse_inner(file: &Path, source: &str, patches: &[(PathBuf, String)], overrid
         None => Vec::new(),
     };
 
-    let name = patch_docs.iter().rev().find_map(|d| d.get("name")).or(doc.get("name")).map(|n| n.scalar_text()).unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = patch_docs
+        .iter()
+        .rev()
+        .find_map(|d| d.get("name"))
+        .or(doc.get("name"))
+        .map(|n| n.scalar_text())
+        .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let seed = match doc.get("seed").map(|n| (n, substitute(n, &vars, errs))) {
         None => 0,
         Some((_, n)) => match n.kind {

@@ -28,26 +28,10 @@ fn the_paper_pipeline_runs_at_smoke_scale_and_reports() {
     // The report: where it is, what it holds.
     let dir = std::path::PathBuf::from(node(&report, "report")["outputs"]["report"].as_str().unwrap());
     assert!(out.contains(&format!("  report.report: {}", dir.display())), "the run should print where the report is:\n{out}");
-    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    for needle in ["## Table 1", "### Inter-task", "### Cross-task", "| 0.001 |", "(λ = ", "## Table 2", "## Likelihood", "## Forgetting", "![Figure 2](figure2.png)"] {
-        assert!(md.contains(needle), "`{needle}` missing from report.md:\n{md}");
-    }
-    let csv = std::fs::read_to_string(dir.join("table1.csv")).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let rate = header.iter().position(|h| *h == "rate").expect("a rate column");
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert!(rows.len() >= 6, "{csv}");
-    for r in &rows {
-        let v: f64 = r[rate].parse().unwrap_or_else(|_| panic!("rate `{}` is not a number: {csv}", r[rate]));
-        assert!(v.is_finite() && (0.0..=1.0).contains(&v), "{csv}");
-    }
-    for (png, min_w) in [("figure2.png", 1000), ("figure3.png", 1000)] {
-        let bytes = std::fs::read(dir.join(png)).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{png}");
-        let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-        assert!(width >= min_w && bytes.len() > 20_000, "{png}: {width} px wide, {} bytes", bytes.len());
-    }
+    check_paper_report(
+        &dir,
+        &["## Table 1", "### Inter-task", "### Cross-task", "| 0.001 |", "(λ = ", "## Table 2", "## Likelihood", "## Forgetting", "![Figure 2](figure2.png)"],
+    );
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(json, node(&report, "report")["outputs"]["metrics"]);
 

@@ -116,3 +116,29 @@ pub fn model_of(report: &serde_json::Value, id: &str) -> PathBuf {
 pub fn tensor(dir: &Path, name: &str) -> Vec<f32> {
     agentmerge_checkpoint::Checkpoint::open(dir).unwrap().view(name).unwrap().to_f32_vec()
 }
+
+/// Checks a `report/paper` output directory: report.md holds every `needle`, table1.csv has at
+/// least six rows whose rates are finite numbers in [0, 1], and both figures are PNGs at least
+/// 1,000 pixels wide with something drawn on them.
+pub fn check_paper_report(dir: &Path, needles: &[&str]) {
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for needle in needles {
+        assert!(md.contains(needle), "`{needle}` missing from report.md:\n{md}");
+    }
+    let csv = std::fs::read_to_string(dir.join("table1.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rate = header.iter().position(|h| *h == "rate").expect("a rate column");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 6, "{csv}");
+    for r in &rows {
+        let v: f64 = r[rate].parse().unwrap_or_else(|_| panic!("rate `{}` is not a number: {csv}", r[rate]));
+        assert!(v.is_finite() && (0.0..=1.0).contains(&v), "{csv}");
+    }
+    for png in ["figure2.png", "figure3.png"] {
+        let bytes = std::fs::read(dir.join(png)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{png}");
+        let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        assert!(width >= 1000 && bytes.len() > 20_000, "{png}: {width} px wide, {} bytes", bytes.len());
+    }
+}
