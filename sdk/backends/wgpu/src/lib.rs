@@ -1,0 +1,658 @@
+//! The wgpu backend: the model's ops as WGSL compute kernels, on any GPU wgpu drives (Vulkan,
+//! Metal, DX12, GL) and on software adapters (Mesa's lavapipe and llvmpipe).
+//!
+//! One wgpu buffer per [`Mem`]; an op binds each of its spans as its own window of a buffer
+//! (from the aligned byte offset at or below the span's start; the kernel adds the remainder,
+//! passed in the dispatch's parameter block) and records a dispatch. Dispatches, uploads and
+//! copies queue up in order and are submitted together when a result is read back
+//! ([`Backend::download`], [`Backend::sum_squares`]), so a training step is a handful of
+//! submissions. Every kernel is deterministic: no atomics, every sum in a fixed order.
+//!
+//! Files: `device.rs` opens the adapter, `kernels.rs` names the kernels and compiles them,
+//! `shaders/*.wgsl` are the kernels, and this file maps each [`Backend`] call onto them.
+
+mod device;
+mod kernels;
+
+use std::collections::BTreeMap;
+
+use agentmerge_model::backend::{AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
+use anyhow::{bail, ensure, Context, Result};
+use wgpu::util::DeviceExt;
+
+use device::Gpu;
+pub use device::ADAPTER_ENV;
+use kernels::{Kernel, Pipelines};
+
+/// Words of a parameter block before the op's own parameters: the element offsets of bindings
+/// 1..=12 (see `shaders/prelude.wgsl`).
+const OFFSET_WORDS: usize = 12;
+/// The largest head dimension the attention kernels hold in registers.
+const MAX_HEAD_DIM: usize = 256;
+/// Elements one `sum_squares` workgroup sums (in f32; the partials are added in f64).
+const SUM_CHUNK: usize = 4096;
+/// Threads per workgroup of the 1-D kernels.
+const WG: usize = 256;
+
+/// One allocated buffer and its length in elements.
+struct Buf {
+    buffer: wgpu::Buffer,
+    len: usize,
+}
+
+/// What a binding names: a span of a [`Mem`], or a range of the backend's own scratch buffer.
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    Span(Span),
+    Scratch { off: usize, len: usize },
+}
+
+/// One bound window: binding index, buffer, byte offset, byte size.
+struct Bound {
+    binding: u32,
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+/// A recorded command, run in order at the next submission.
+enum Cmd {
+    Dispatch { kernel: Kernel, binds: Vec<Bound>, params_at: u64, params_len: u64, groups: [u32; 3] },
+    Copy { src: wgpu::Buffer, src_off: u64, dst: wgpu::Buffer, dst_off: u64, size: u64 },
+    Clear { buffer: wgpu::Buffer, offset: u64, size: u64 },
+}
+
+/// The wgpu backend. [`WgpuBackend::new`] opens the adapter [`ADAPTER_ENV`] names (or the best).
+pub struct WgpuBackend {
+    gpu: Gpu,
+    bufs: BTreeMap<Mem, Buf>,
+    /// Temporaries of the ops that need one (sum_squares' partial sums, attention's `D`).
+    scratch: Option<Buf>,
+    pipelines: Pipelines,
+    pending: Vec<Cmd>,
+    /// The pending dispatches' parameter blocks, each starting at an aligned word.
+    params: Vec<u32>,
+    params_buf: Option<wgpu::Buffer>,
+}
+
+impl WgpuBackend {
+    /// Opens the adapter `AGENTMERGE_WGPU_ADAPTER` names, or the best one found; a clear error
+    /// when there is none.
+    pub fn new() -> Result<WgpuBackend> {
+        Self::with_adapter(std::env::var(ADAPTER_ENV).ok().as_deref())
+    }
+
+    /// Opens the adapter `choice` names (a backend, part of a name, or an index; see
+    /// [`ADAPTER_ENV`]); `None`: the best one found.
+    pub fn with_adapter(choice: Option<&str>) -> Result<WgpuBackend> {
+        let gpu = device::open(choice)?;
+        tracing::info!("wgpu adapter: {}", gpu.describe());
+        Ok(WgpuBackend {
+            gpu,
+            bufs: BTreeMap::new(),
+            scratch: None,
+            pipelines: Pipelines::default(),
+            pending: Vec::new(),
+            params: Vec::new(),
+            params_buf: None,
+        })
+    }
+
+    /// The adapter's limits, as the device was opened with them.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.gpu.limits
+    }
+
+    fn take_error(&self) -> Result<()> {
+        if let Some(e) = self.gpu.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bail!("wgpu ({}): {e}", self.gpu.describe());
+        }
+        Ok(())
+    }
+
+    fn new_buffer(&self, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(4), usage, mapped_at_creation: false })
+    }
+
+    /// The buffer behind `s` and its length in elements; panics (like the CPU backend) when the
+    /// span lies outside it — the model's spans always lie inside.
+    fn resolve(&self, op: &str, s: Src) -> (wgpu::Buffer, usize, usize) {
+        let (buf, off, len) = match s {
+            Src::Span(sp) => {
+                let b = self.bufs.get(&sp.mem).unwrap_or_else(|| panic!("{op}: {:?} was never allocated ({sp:?})", sp.mem));
+                assert!(sp.end() <= b.len, "{op}: {sp:?} lies outside {:?} ({} elements)", sp.mem, b.len);
+                (&b.buffer, sp.off, sp.len)
+            }
+            Src::Scratch { off, len } => {
+                let b = self.scratch.as_ref().expect("scratch allocated before use");
+                assert!(off + len <= b.len, "{op}: scratch {off}+{len} outside {}", b.len);
+                (&b.buffer, off, len)
+            }
+        };
+        (buf.clone(), off, len)
+    }
+
+    /// Makes sure the scratch buffer holds `len` elements. Call before recording the commands
+    /// that use it (a grown scratch is a new buffer).
+    fn scratch(&mut self, len: usize) {
+        if self.scratch.as_ref().is_some_and(|s| s.len >= len) {
+            return;
+        }
+        self.flush();
+        let len = len.next_power_of_two();
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let buffer = self.new_buffer("scratch", (len * 4) as u64, usage);
+        self.scratch = Some(Buf { buffer, len });
+    }
+
+    /// Records one dispatch of `kernel` over `groups` workgroups with the given bindings (index,
+    /// what) and op parameters.
+    fn dispatch(&mut self, op: &str, kernel: Kernel, binds: &[(u32, Src)], params: &[u32], groups: [u32; 3]) {
+        if groups.contains(&0) {
+            return;
+        }
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment as usize;
+        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
+        let mut block = vec![0u32; OFFSET_WORDS + params.len()];
+        block[OFFSET_WORDS..].copy_from_slice(params);
+        let mut bound = Vec::with_capacity(binds.len());
+        for &(binding, src) in binds {
+            let (buffer, off, len) = self.resolve(op, src);
+            let start = off * 4 / align * align;
+            let size = ((off + len) * 4 - start).max(4).min(buffer.size() as usize - start);
+            assert!(
+                size <= max_binding,
+                "{op}: a span of {} MiB exceeds the adapter's largest storage binding ({} MiB); this op does not split it yet — use a smaller model or another adapter",
+                size >> 20,
+                max_binding >> 20
+            );
+            block[binding as usize - 1] = ((off * 4 - start) / 4) as u32;
+            bound.push(Bound { binding, buffer, offset: start as u64, size: size as u64 });
+        }
+        let words = align.div_ceil(4).max(1);
+        let at = self.params.len().next_multiple_of(words);
+        self.params.resize(at, 0);
+        self.params.extend_from_slice(&block);
+        self.pipelines.get(&self.gpu.device, kernel);
+        self.pending.push(Cmd::Dispatch { kernel, binds: bound, params_at: (at * 4) as u64, params_len: (block.len() * 4) as u64, groups });
+    }
+
+    /// Submits every recorded command.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let device = &self.gpu.device;
+        if !self.params.is_empty() {
+            let bytes: &[u8] = bytemuck::cast_slice(&self.params);
+            if self.params_buf.as_ref().is_none_or(|b| b.size() < bytes.len() as u64) {
+                let size = (bytes.len() as u64).next_power_of_two().max(1024);
+                let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+                self.params_buf = Some(device.create_buffer(&wgpu::BufferDescriptor { label: Some("params"), size, usage, mapped_at_creation: false }));
+            }
+            self.gpu.queue.write_buffer(self.params_buf.as_ref().expect("params buffer"), 0, bytes);
+        }
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") });
+        let cmds = std::mem::take(&mut self.pending);
+        let mut i = 0;
+        while i < cmds.len() {
+            match &cmds[i] {
+                Cmd::Dispatch { .. } => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                    while let Some(Cmd::Dispatch { kernel, binds, params_at, params_len, groups }) = cmds.get(i) {
+                        let pipeline = self.pipelines.compiled(*kernel);
+                        let params = self.params_buf.as_ref().expect("params buffer");
+                        let mut entries = vec![wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: params,
+                                offset: *params_at,
+                                size: std::num::NonZeroU64::new(*params_len),
+                            }),
+                        }];
+                        entries.extend(binds.iter().map(|b| wgpu::BindGroupEntry {
+                            binding: b.binding,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &b.buffer,
+                                offset: b.offset,
+                                size: std::num::NonZeroU64::new(b.size),
+                            }),
+                        }));
+                        let group =
+                            device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.get_bind_group_layout(0), entries: &entries });
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, &group, &[]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        i += 1;
+                    }
+                }
+                Cmd::Copy { src, src_off, dst, dst_off, size } => {
+                    enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *size);
+                    i += 1;
+                }
+                Cmd::Clear { buffer, offset, size } => {
+                    enc.clear_buffer(buffer, *offset, Some(*size));
+                    i += 1;
+                }
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        self.params.clear();
+    }
+
+    /// Reads `len` elements at `off` of `src`'s buffer back, after everything recorded so far.
+    fn read_back(&mut self, src: Src) -> Result<Vec<u8>> {
+        let (buffer, off, len) = self.resolve("download", src);
+        let bytes = (len * 4) as u64;
+        let staging = self.new_buffer("read back", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        if len > 0 {
+            self.pending.push(Cmd::Copy { src: buffer, src_off: (off * 4) as u64, dst: staging.clone(), dst_off: 0, size: bytes });
+        }
+        self.flush();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
+        self.take_error()?;
+        rx.recv().context("the GPU dropped a read-back")?.context("mapping a read-back buffer")?;
+        let data = staging.get_mapped_range(..).context("reading a mapped buffer")?.to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Checks that `dst` lies inside its buffer, for the calls that return errors.
+    fn check_span(&self, what: &str, s: Span, given: usize) -> Result<()> {
+        let have = self.mem_len(s.mem);
+        ensure!(s.end() <= have, "{what}: {s:?} lies outside {:?} ({have} elements)", s.mem);
+        ensure!(given == s.len, "{what}: {given} values for a span of {}", s.len);
+        Ok(())
+    }
+
+    fn upload_bytes(&mut self, dst: Src, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let staging = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("upload"),
+            contents: bytes,
+            usage: wgpu::BufferUsages::COPY_SRC,
+        });
+        let (buffer, off, _) = self.resolve("upload", dst);
+        self.pending.push(Cmd::Copy { src: staging, src_off: 0, dst: buffer, dst_off: (off * 4) as u64, size: bytes.len() as u64 });
+    }
+
+    /// The most elements of one binding, rounded down to whole `sum_squares` chunks, so that an
+    /// elementwise op over a larger span runs as several dispatches.
+    fn chunk_elems(&self) -> usize {
+        let max = self.gpu.limits.max_storage_buffer_binding_size as usize - self.gpu.limits.min_storage_buffer_offset_alignment as usize;
+        (max / 4 / SUM_CHUNK * SUM_CHUNK).max(SUM_CHUNK)
+    }
+
+    /// An elementwise kernel over spans of one length, split into dispatches no binding of which
+    /// exceeds the adapter's limit. Parameter 0 is the element count; `extra` follows it.
+    fn elementwise(&mut self, op: &str, kernel: Kernel, spans: &[Span], extra: &[u32]) {
+        let n = spans[0].len;
+        let chunk = self.chunk_elems();
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let binds: Vec<(u32, Src)> = spans.iter().enumerate().map(|(i, s)| (i as u32 + 1, Src::Span(s.slice(start, len)))).collect();
+            let mut params = vec![len as u32];
+            params.extend_from_slice(extra);
+            self.dispatch(op, kernel, &binds, &params, grid(len));
+            start += len;
+        }
+    }
+}
+
+/// Workgroups of 256 threads covering `threads`, laid out on a 2-D grid (at most 65,535 a side).
+fn grid(threads: usize) -> [u32; 3] {
+    groups(threads.div_ceil(WG))
+}
+
+/// `n` workgroups on a 2-D grid.
+fn groups(n: usize) -> [u32; 3] {
+    if n == 0 {
+        return [0, 0, 0];
+    }
+    let x = n.min(65_535);
+    let y = n.div_ceil(x);
+    assert!(y <= 65_535, "a dispatch of {n} workgroups is larger than any grid");
+    [x as u32, y as u32, 1]
+}
+
+fn f(x: f32) -> u32 {
+    x.to_bits()
+}
+
+fn u(x: usize) -> u32 {
+    u32::try_from(x).expect("a size above 2³² elements")
+}
+
+#[track_caller]
+fn expect_len(op: &str, what: &str, span: Span, len: usize) {
+    assert!(span.len == len, "{op}: `{what}` span holds {} elements, the shape needs {len} ({span:?})", span.len);
+}
+
+#[track_caller]
+fn check_heads(op: &str, heads: usize, kv_heads: usize, head_dim: usize) {
+    assert!(
+        kv_heads > 0 && head_dim > 0 && heads.is_multiple_of(kv_heads),
+        "{op}: heads {heads} must be a multiple of kv_heads {kv_heads} (and head_dim {head_dim} > 0)"
+    );
+    assert!(head_dim <= MAX_HEAD_DIM, "{op}: head_dim {head_dim} is above the wgpu kernels' {MAX_HEAD_DIM}");
+}
+
+impl Backend for WgpuBackend {
+    fn name(&self) -> String {
+        format!("wgpu: {}", self.gpu.describe())
+    }
+
+    // ---- memory ----------------------------------------------------------------------------
+
+    fn alloc(&mut self, mem: Mem, len: usize) -> Result<()> {
+        self.flush();
+        let bytes = len as u64 * 4;
+        let max = self.gpu.limits.max_buffer_size;
+        ensure!(
+            bytes <= max,
+            "wgpu: {mem:?} needs {} MiB, more than the largest buffer adapter {} allows ({} MiB); use a smaller model or batch, or another adapter ({ADAPTER_ENV})",
+            bytes >> 20,
+            self.gpu.describe(),
+            max >> 20
+        );
+        self.bufs.remove(&mem);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let err = self.gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.new_buffer(&format!("{mem:?}"), bytes, usage);
+        if let Some(e) = pollster::block_on(err.pop()) {
+            bail!("wgpu: allocating {} MiB for {mem:?} on {}: {e}; use a smaller model or batch", bytes >> 20, self.gpu.describe());
+        }
+        self.bufs.insert(mem, Buf { buffer, len });
+        self.take_error()
+    }
+
+    fn mem_len(&self, mem: Mem) -> usize {
+        self.bufs.get(&mem).map_or(0, |b| b.len)
+    }
+
+    fn upload(&mut self, dst: Span, src: &[f32]) -> Result<()> {
+        ensure!(dst.mem != Mem::Ids, "upload: {dst:?} is an ids span; use upload_ids");
+        self.check_span("upload", dst, src.len())?;
+        self.upload_bytes(Src::Span(dst), bytemuck::cast_slice(src));
+        Ok(())
+    }
+
+    fn download(&mut self, src: Span, dst: &mut [f32]) -> Result<()> {
+        self.check_span("download", src, dst.len())?;
+        let bytes = self.read_back(Src::Span(src))?;
+        dst.copy_from_slice(bytemuck::cast_slice(&bytes));
+        Ok(())
+    }
+
+    fn upload_ids(&mut self, dst: Span, src: &[u32]) -> Result<()> {
+        ensure!(dst.mem == Mem::Ids, "upload_ids: {dst:?} is not in Mem::Ids");
+        self.check_span("upload_ids", dst, src.len())?;
+        self.upload_bytes(Src::Span(dst), bytemuck::cast_slice(src));
+        Ok(())
+    }
+
+    fn zero(&mut self, dst: Span) {
+        if dst.len == 0 {
+            return;
+        }
+        let (buffer, off, len) = self.resolve("zero", Src::Span(dst));
+        self.pending.push(Cmd::Clear { buffer, offset: (off * 4) as u64, size: (len * 4) as u64 });
+    }
+
+    fn copy(&mut self, dst: Span, src: Span) {
+        assert!(dst.len == src.len, "copy: {dst:?} and {src:?} differ in length");
+        assert!((dst.mem == Mem::Ids) == (src.mem == Mem::Ids), "copy: between Ids and an f32 buffer ({dst:?} <- {src:?})");
+        if dst.len == 0 {
+            return;
+        }
+        if dst.mem != src.mem {
+            let (s, so, _) = self.resolve("copy", Src::Span(src));
+            let (d, dof, _) = self.resolve("copy", Src::Span(dst));
+            self.pending.push(Cmd::Copy { src: s, src_off: (so * 4) as u64, dst: d, dst_off: (dof * 4) as u64, size: (dst.len * 4) as u64 });
+        } else {
+            let k = if dst.mem == Mem::Ids { Kernel::CopyU32 } else { Kernel::CopyF32 };
+            self.elementwise("copy", k, &[dst, src], &[]);
+        }
+    }
+
+    // ---- elementwise -----------------------------------------------------------------------
+
+    fn add(&mut self, out: Span, a: Span, b: Span) {
+        assert!(out.len == a.len && out.len == b.len, "add: spans differ in length ({out:?} = {a:?} + {b:?})");
+        self.elementwise("add", Kernel::Add, &[out, a, b], &[]);
+    }
+
+    fn scale(&mut self, x: Span, alpha: f32) {
+        self.elementwise("scale", Kernel::Scale, &[x], &[f(alpha)]);
+    }
+
+    // ---- matrix product --------------------------------------------------------------------
+
+    fn matmul(&mut self, c: Span, a: Span, ta: Trans, b: Span, tb: Trans, m: usize, k: usize, n: usize, accumulate: bool) {
+        expect_len("matmul", "c", c, m * n);
+        expect_len("matmul", "a", a, m * k);
+        expect_len("matmul", "b", b, k * n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !accumulate {
+                self.zero(c);
+            }
+            return;
+        }
+        let lda = if ta == Trans::N { k } else { m };
+        let ldb = if tb == Trans::N { n } else { k };
+        let params = [u(m), u(k), u(n), (ta == Trans::T) as u32, (tb == Trans::T) as u32, accumulate as u32, u(lda), u(ldb), u(n)];
+        let binds = [(1, Src::Span(c)), (2, Src::Span(a)), (3, Src::Span(b))];
+        self.dispatch("matmul", Kernel::Matmul, &binds, &params, [u(n.div_ceil(64)), u(m.div_ceil(64)), 1]);
+    }
+
+    // ---- layers ----------------------------------------------------------------------------
+
+    fn embedding_fwd(&mut self, out: Span, table: Span, ids: Span, n: usize, d: usize) {
+        expect_len("embedding_fwd", "out", out, n * d);
+        expect_len("embedding_fwd", "ids", ids, n);
+        assert!(d > 0 && table.len.is_multiple_of(d), "embedding_fwd: table of {} elements is not rows of {d}", table.len);
+        let binds = [(1, Src::Span(out)), (2, Src::Span(table)), (3, Src::Span(ids))];
+        self.dispatch("embedding_fwd", Kernel::EmbeddingFwd, &binds, &[u(n), u(d), u(table.len / d)], grid(n * d));
+    }
+
+    fn embedding_bwd(&mut self, dtable: Span, dout: Span, ids: Span, n: usize, d: usize) {
+        expect_len("embedding_bwd", "dout", dout, n * d);
+        expect_len("embedding_bwd", "ids", ids, n);
+        assert!(d > 0 && dtable.len.is_multiple_of(d), "embedding_bwd: table of {} elements is not rows of {d}", dtable.len);
+        let binds = [(1, Src::Span(dtable)), (2, Src::Span(dout)), (3, Src::Span(ids))];
+        self.dispatch("embedding_bwd", Kernel::EmbeddingBwd, &binds, &[u(n), u(d), u(dtable.len / d)], grid(d));
+    }
+
+    fn rmsnorm_fwd(&mut self, out: Span, rstd: Span, x: Span, w: Span, n: usize, d: usize, eps: f32) {
+        assert!(d > 0, "rmsnorm_fwd: d is 0");
+        expect_len("rmsnorm_fwd", "out", out, n * d);
+        expect_len("rmsnorm_fwd", "rstd", rstd, n);
+        expect_len("rmsnorm_fwd", "x", x, n * d);
+        expect_len("rmsnorm_fwd", "w", w, d);
+        let binds = [(1, Src::Span(out)), (2, Src::Span(rstd)), (3, Src::Span(x)), (4, Src::Span(w))];
+        self.dispatch("rmsnorm_fwd", Kernel::RmsnormFwd, &binds, &[u(n), u(d), f(eps)], groups(n));
+    }
+
+    fn rmsnorm_bwd(&mut self, dx: Span, dw: Span, dout: Span, x: Span, w: Span, rstd: Span, n: usize, d: usize) {
+        assert!(d > 0, "rmsnorm_bwd: d is 0");
+        for (what, s, len) in [("dx", dx, n * d), ("dw", dw, d), ("dout", dout, n * d), ("x", x, n * d), ("w", w, d), ("rstd", rstd, n)] {
+            expect_len("rmsnorm_bwd", what, s, len);
+        }
+        let binds = [(1, Src::Span(dx)), (2, Src::Span(dout)), (3, Src::Span(x)), (4, Src::Span(w)), (5, Src::Span(rstd))];
+        self.dispatch("rmsnorm_bwd", Kernel::RmsnormBwdDx, &binds, &[u(n), u(d), 0], groups(n));
+        let binds = [(1, Src::Span(dw)), (2, Src::Span(dout)), (3, Src::Span(x)), (4, Src::Span(rstd))];
+        self.dispatch("rmsnorm_bwd", Kernel::RmsnormBwdDw, &binds, &[u(n), u(d), 0], grid(d));
+    }
+
+    fn rope_fwd(&mut self, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32) {
+        self.rope("rope_fwd", x, pos, n, heads, head_dim, theta, false);
+    }
+
+    fn rope_bwd(&mut self, dx: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32) {
+        self.rope("rope_bwd", dx, pos, n, heads, head_dim, theta, true);
+    }
+
+    fn attention_fwd(&mut self, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
+        check_heads("attention_fwd", s.heads, s.kv_heads, s.head_dim);
+        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
+        for (what, span, len) in [("out", out, n * qd), ("lse", lse, n * s.heads), ("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
+            expect_len("attention_fwd", what, span, len);
+        }
+        let binds = [(1, Src::Span(out)), (2, Src::Span(lse)), (3, Src::Span(q)), (4, Src::Span(k)), (5, Src::Span(v)), (6, Src::Span(doc))];
+        self.dispatch("attention_fwd", Kernel::AttentionFwd, &binds, &attn_params(&s), grid(n * s.heads));
+    }
+
+    fn attention_bwd(&mut self, dq: Span, dk: Span, dv: Span, dout: Span, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
+        check_heads("attention_bwd", s.heads, s.kv_heads, s.head_dim);
+        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
+        for (what, span, len) in
+            [("dq", dq, n * qd), ("dk", dk, n * kd), ("dv", dv, n * kd), ("dout", dout, n * qd), ("out", out, n * qd), ("lse", lse, n * s.heads)]
+        {
+            expect_len("attention_bwd", what, span, len);
+        }
+        for (what, span, len) in [("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
+            expect_len("attention_bwd", what, span, len);
+        }
+        self.scratch(n * s.heads);
+        let d = Src::Scratch { off: 0, len: n * s.heads };
+        let params = attn_params(&s);
+        let common = [(4, Src::Span(dout)), (6, Src::Span(lse)), (7, Src::Span(q)), (8, Src::Span(k)), (9, Src::Span(v)), (10, Src::Span(doc))];
+        let mut binds = vec![(1, Src::Span(dq)), (2, d), (5, Src::Span(out))];
+        binds.extend(common);
+        self.dispatch("attention_bwd", Kernel::AttentionDq, &binds, &params, grid(n * s.heads));
+        let mut binds = vec![(1, Src::Span(dk)), (2, Src::Span(dv)), (3, d)];
+        binds.extend(common);
+        self.dispatch("attention_bwd", Kernel::AttentionDkv, &binds, &params, grid(n * s.kv_heads));
+    }
+
+    // ---- decoding ----------------------------------------------------------------------------
+
+    fn kv_store(&mut self, k_cache: Span, v_cache: Span, k: Span, v: Span, slots: Span, pos: Span, s: DecodeShape) {
+        const OP: &str = "kv_store";
+        check_decode(OP, k_cache, v_cache, &s);
+        let kd = s.kv_heads * s.head_dim;
+        for (what, span, len) in [("k", k, s.batch * kd), ("v", v, s.batch * kd), ("slots", slots, s.batch), ("pos", pos, s.batch)] {
+            expect_len(OP, what, span, len);
+        }
+        let binds = [(1, Src::Span(k_cache)), (2, Src::Span(v_cache)), (3, Src::Span(k)), (4, Src::Span(v)), (5, Src::Span(slots)), (6, Src::Span(pos))];
+        self.dispatch(OP, Kernel::KvStore, &binds, &decode_params(&s), grid(s.batch * kd));
+    }
+
+    fn attention_decode(&mut self, out: Span, q: Span, k_cache: Span, v_cache: Span, slots: Span, lens: Span, s: DecodeShape) {
+        const OP: &str = "attention_decode";
+        check_decode(OP, k_cache, v_cache, &s);
+        let qd = s.heads * s.head_dim;
+        for (what, span, len) in [("out", out, s.batch * qd), ("q", q, s.batch * qd), ("slots", slots, s.batch), ("lens", lens, s.batch)] {
+            expect_len(OP, what, span, len);
+        }
+        let binds = [(1, Src::Span(out)), (2, Src::Span(q)), (3, Src::Span(k_cache)), (4, Src::Span(v_cache)), (5, Src::Span(slots)), (6, Src::Span(lens))];
+        self.dispatch(OP, Kernel::AttentionDecode, &binds, &decode_params(&s), grid(s.batch * s.heads));
+    }
+
+    fn swiglu_fwd(&mut self, out: Span, gate: Span, up: Span) {
+        assert!(out.len == gate.len && out.len == up.len, "swiglu_fwd: spans differ in length ({out:?}, {gate:?}, {up:?})");
+        self.elementwise("swiglu_fwd", Kernel::SwigluFwd, &[out, gate, up], &[]);
+    }
+
+    fn swiglu_bwd(&mut self, dgate: Span, dup: Span, dout: Span, gate: Span, up: Span) {
+        let len = dout.len;
+        assert!([dgate, dup, gate, up].iter().all(|s| s.len == len), "swiglu_bwd: spans differ in length ({dgate:?}, {dup:?}, {dout:?}, {gate:?}, {up:?})");
+        self.elementwise("swiglu_bwd", Kernel::SwigluBwd, &[dgate, dup, dout, gate, up], &[]);
+    }
+
+    fn cross_entropy(&mut self, logits: Span, losses: Span, targets: Span, n: usize, vocab: usize, grad_scale: Option<f32>) {
+        assert!(vocab > 0, "cross_entropy: vocab is 0");
+        expect_len("cross_entropy", "logits", logits, n * vocab);
+        expect_len("cross_entropy", "losses", losses, n);
+        expect_len("cross_entropy", "targets", targets, n);
+        let binds = [(1, Src::Span(logits)), (2, Src::Span(losses)), (3, Src::Span(targets))];
+        let params = [u(n), u(vocab), grad_scale.is_some() as u32, f(grad_scale.unwrap_or(0.0))];
+        self.dispatch("cross_entropy", Kernel::Xent, &binds, &params, groups(n));
+    }
+
+    // ---- optimizer -------------------------------------------------------------------------
+
+    fn sum_squares(&mut self, x: Span) -> f64 {
+        let n = x.len;
+        if n == 0 {
+            return 0.0;
+        }
+        let parts = n.div_ceil(SUM_CHUNK);
+        self.scratch(parts);
+        let chunk = self.chunk_elems();
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let p = Src::Scratch { off: start / SUM_CHUNK, len: len.div_ceil(SUM_CHUNK) };
+            self.dispatch("sum_squares", Kernel::SumSquares, &[(1, p), (2, Src::Span(x.slice(start, len)))], &[u(len)], groups(len.div_ceil(SUM_CHUNK)));
+            start += len;
+        }
+        // The trait returns no error: a failed read-back is a lost device, which the next call
+        // that returns errors reports too.
+        let bytes = self.read_back(Src::Scratch { off: 0, len: parts }).unwrap_or_else(|e| panic!("sum_squares: {e:#}"));
+        bytemuck::cast_slice::<u8, f32>(&bytes).iter().map(|&p| p as f64).sum()
+    }
+
+    fn adamw(&mut self, p: Span, g: Span, m: Span, v: Span, step: AdamStep) {
+        assert!(g.len == p.len && m.len == p.len && v.len == p.len, "adamw: spans differ in length (p {p:?}, g {g:?}, m {m:?}, v {v:?})");
+        assert!(step.t >= 1, "adamw: the step count t is 1-based (got 0)");
+        // The constants exactly as the CPU backend computes them.
+        let (b1, b2, lr) = (step.beta1 as f64, step.beta2 as f64, step.lr as f64);
+        let t = step.t as f64;
+        let decay = (1.0 - lr * step.weight_decay as f64) as f32;
+        let neg_step_size = (-lr / (1.0 - b1.powf(t))) as f32;
+        let bc2_sqrt = (1.0 - b2.powf(t)).sqrt() as f32;
+        let (w1, w2) = ((1.0 - b1) as f32, (1.0 - b2) as f32);
+        let extra = [f(decay), f(neg_step_size), f(bc2_sqrt), f(w1), f(step.beta2), f(w2), f(step.eps), f(step.grad_scale)];
+        self.elementwise("adamw", Kernel::Adamw, &[p, g, m, v], &extra);
+    }
+}
+
+impl WgpuBackend {
+    #[allow(clippy::too_many_arguments)]
+    fn rope(&mut self, op: &str, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32, inverse: bool) {
+        assert!(heads > 0 && head_dim > 0 && head_dim.is_multiple_of(2), "{op}: heads {heads} and head_dim {head_dim} must be positive, head_dim even");
+        expect_len(op, "x", x, n * heads * head_dim);
+        expect_len(op, "pos", pos, n);
+        // The frequencies exactly as the CPU backend computes them, in f32 on the host.
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+        self.scratch(half);
+        let freq = Src::Scratch { off: 0, len: half };
+        self.upload_bytes(freq, bytemuck::cast_slice(&inv_freq));
+        // 4/π and π/4 in three parts (8, 12 and 24 bits: the first two products with an
+        // angle's quadrant count are exact), as Cephes' sinf has them.
+        let params = [u(n), u(heads), u(head_dim), inverse as u32, f(4.0 / std::f32::consts::PI), f(0.785_156_25), f(2.418_756_5e-4), f(3.774_895e-8)];
+        self.dispatch(op, Kernel::Rope, &[(1, Src::Span(x)), (2, Src::Span(pos)), (3, freq)], &params, grid(n * heads * half));
+    }
+}
+
+fn attn_params(s: &AttnShape) -> [u32; 6] {
+    [u(s.batch), u(s.seq), u(s.heads), u(s.kv_heads), u(s.head_dim), f(1.0 / (s.head_dim as f32).sqrt())]
+}
+
+fn decode_params(s: &DecodeShape) -> [u32; 6] {
+    [u(s.batch), u(s.heads), u(s.kv_heads), u(s.head_dim), u(s.max_len), f(1.0 / (s.head_dim as f32).sqrt())]
+}
+
+#[track_caller]
+fn check_decode(op: &str, k_cache: Span, v_cache: Span, s: &DecodeShape) {
+    check_heads(op, s.heads, s.kv_heads, s.head_dim);
+    assert!(s.max_len > 0, "{op}: max_len is 0");
+    let slot = s.slot_len();
+    assert!(k_cache.len.is_multiple_of(slot), "{op}: k_cache of {} elements is not slots of {} × {} × {}", k_cache.len, s.max_len, s.kv_heads, s.head_dim);
+    assert!(v_cache.len == k_cache.len, "{op}: k_cache ({}) and v_cache ({}) differ in length", k_cache.len, v_cache.len);
+}
