@@ -153,3 +153,22 @@ fn a_missing_adapter_is_a_clear_error_before_training() {
     assert!(err.contains("AGENTMERGE_WGPU_ADAPTER=no-such-gpu names no adapter"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The paper pipeline runs unchanged with `--set backend=wgpu` (at the smoke scale CI affords):
+/// every trainer and evaluator node runs on the wgpu plugin and the report is written.
+#[test]
+fn the_paper_pipeline_runs_on_wgpu() {
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path().to_str().unwrap();
+    ok(&workspace(), &["run", "pipelines/paper.yaml", "--set", "scale=smoke", "--set", "backend=wgpu", "--store", s]);
+    let report = latest_report(store.path());
+    assert!(statuses(&report).values().all(|st| st == "ran"), "{report}");
+    let nodes = report["nodes"].as_array().unwrap();
+    let on_wgpu: Vec<&str> = nodes.iter().filter(|n| n["uses"].as_str().unwrap_or("").starts_with("wgpu/")).map(|n| n["id"].as_str().unwrap()).collect();
+    assert!(on_wgpu.contains(&"base") && on_wgpu.contains(&"instruct"), "{on_wgpu:?}");
+    assert!(nodes.iter().all(|n| !n["uses"].as_str().unwrap_or("").starts_with("cpu/")), "a node still ran on the cpu plugin");
+    let base = &node(&report, "base")["outputs"]["metrics"];
+    assert!(base["device"].as_str().unwrap().starts_with("wgpu: "), "{base}");
+    let dir = std::path::PathBuf::from(node(&report, "report")["outputs"]["report"].as_str().unwrap());
+    check_paper_report(&dir, &["## Table 1", "### Inter-task", "### Cross-task", "## Likelihood", "## Forgetting", "![Figure 2](figure2.png)"]);
+}

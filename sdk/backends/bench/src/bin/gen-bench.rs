@@ -1,4 +1,5 @@
-//! `gen-bench`: generation throughput of the model on the CPU backend, the figures
+//! `gen-bench`: generation throughput of the model on each backend named by `--backend`
+//! (default `cpu`), the figures
 //! docs/training.md quotes. A fresh model of hidden 128 × 4 layers (the `h128l4` of
 //! `train-bench`) continues random prompts greedily, with the KV cache at several batch sizes,
 //! and, for comparison, without a cache (the whole sequence through the forward pass for every
@@ -8,12 +9,12 @@
 //! and peak RSS.
 //!
 //! ```text
-//! cargo run --release -p agentmerge-backend-cpu --bin gen-bench -- [--batch 1,8,32] [--prompt 400] [--new 64] [--vocab 4096] [--reps 3] [--no-uncached]
+//! cargo run --release -p agentmerge-backend-bench --bin gen-bench -- [--backend cpu,wgpu] [--batch 1,8,32] [--prompt 400] [--new 64] [--vocab 4096] [--reps 3] [--no-uncached]
 //! ```
 
 use std::time::Instant;
 
-use agentmerge_backend_cpu::CpuBackend;
+use agentmerge_backend_bench::{backends, open, peak_rss_mb};
 use agentmerge_model::{
     checkpoint,
     generate::{generate, Sampling},
@@ -21,13 +22,6 @@ use agentmerge_model::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -47,7 +41,7 @@ fn timed(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Resu
 }
 
 /// Greedy continuation without a cache: the whole sequence through `Model::forward` per token.
-fn uncached(be: &mut CpuBackend, model: &mut Model, prompt: &[u32], new: usize) -> anyhow::Result<Vec<u32>> {
+fn uncached(be: &mut dyn Backend, model: &mut Model, prompt: &[u32], new: usize) -> anyhow::Result<Vec<u32>> {
     let v = model.config.vocab_size;
     let mut seq = prompt.to_vec();
     for _ in 0..new {
@@ -74,44 +68,46 @@ fn main() -> anyhow::Result<()> {
 
     let (hidden, inter, layers, heads) = (128, 344, 4, 4);
     let c = LlamaConfig::new(vocab, hidden, inter, layers, heads);
-    let mut be = CpuBackend::new();
-    let mut model = Model::new(c.clone())?;
-    model.alloc_params(&mut be, false)?;
-    be.upload(model.all(Mem::Params), &checkpoint::init(&c, 1))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let max_batch = batches.iter().copied().max().unwrap_or(1);
-    let prompts: Vec<Vec<u32>> = (0..max_batch).map(|_| (0..prompt_len).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
-    let decode = |ids: &[u32]| -> anyhow::Result<String> { Ok(format!("{} tokens", ids.len())) };
-    let line = |case: &str, batch: usize, total: f64, prefill: f64, be: &CpuBackend| {
-        println!(
-            "{}",
-            serde_json::json!({
-                "case": case, "backend": be.name(), "threads": rayon::current_num_threads(),
-                "hidden": hidden, "layers": layers, "vocab": vocab, "batch": batch, "prompt": prompt_len, "new_tokens": new,
-                "tokens_per_s": (batch * new) as f64 / total,
-                "decode_tokens_per_s": (batch * (new - 1)) as f64 / (total - prefill),
-                "prefill_ms": prefill * 1e3, "total_ms": total * 1e3, "peak_rss_mb": peak_rss_mb(),
-            })
-        );
-    };
-
-    for &batch in &batches {
-        let ps = &prompts[..batch];
-        let mut run = |n: usize| -> anyhow::Result<()> {
-            let s = Sampling { max_new_tokens: n, ..Sampling::default() };
-            let out = generate(&mut be, &mut model, ps, &s, 0, &decode)?;
-            anyhow::ensure!(out.iter().all(|g| g.tokens.len() == n), "a sequence stopped early");
-            Ok(())
+    for backend in backends(arg("--backend")) {
+        let mut be = open(&backend)?;
+        let mut model = Model::new(c.clone())?;
+        model.alloc_params(be.as_mut(), false)?;
+        be.upload(model.all(Mem::Params), &checkpoint::init(&c, 1))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let max_batch = batches.iter().copied().max().unwrap_or(1);
+        let prompts: Vec<Vec<u32>> = (0..max_batch).map(|_| (0..prompt_len).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
+        let decode = |ids: &[u32]| -> anyhow::Result<String> { Ok(format!("{} tokens", ids.len())) };
+        let line = |case: &str, batch: usize, total: f64, prefill: f64, be: &dyn Backend| {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "case": case, "backend": be.name(), "threads": rayon::current_num_threads(),
+                    "hidden": hidden, "layers": layers, "vocab": vocab, "batch": batch, "prompt": prompt_len, "new_tokens": new,
+                    "tokens_per_s": (batch * new) as f64 / total,
+                    "decode_tokens_per_s": (batch * (new - 1)) as f64 / (total - prefill),
+                    "prefill_ms": prefill * 1e3, "total_ms": total * 1e3, "peak_rss_mb": peak_rss_mb(),
+                })
+            );
         };
-        let prefill = timed(reps, || run(1))?;
-        let total = timed(reps, || run(new))?;
-        line("kv_cache", batch, total, prefill, &be);
-    }
-    if with_uncached {
-        let p = &prompts[0];
-        let prefill = timed(reps, || uncached(&mut be, &mut model, p, 1).map(drop))?;
-        let total = timed(reps, || uncached(&mut be, &mut model, p, new).map(drop))?;
-        line("no_cache", 1, total, prefill, &be);
+
+        for &batch in &batches {
+            let ps = &prompts[..batch];
+            let mut run = |n: usize| -> anyhow::Result<()> {
+                let s = Sampling { max_new_tokens: n, ..Sampling::default() };
+                let out = generate(be.as_mut(), &mut model, ps, &s, 0, &decode)?;
+                anyhow::ensure!(out.iter().all(|g| g.tokens.len() == n), "a sequence stopped early");
+                Ok(())
+            };
+            let prefill = timed(reps, || run(1))?;
+            let total = timed(reps, || run(new))?;
+            line("kv_cache", batch, total, prefill, be.as_ref());
+        }
+        if with_uncached {
+            let p = &prompts[0];
+            let prefill = timed(reps, || uncached(be.as_mut(), &mut model, p, 1).map(drop))?;
+            let total = timed(reps, || uncached(be.as_mut(), &mut model, p, new).map(drop))?;
+            line("no_cache", 1, total, prefill, be.as_ref());
+        }
     }
     Ok(())
 }
