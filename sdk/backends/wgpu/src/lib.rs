@@ -73,6 +73,8 @@ pub struct WgpuBackend {
     /// The pending dispatches' parameter blocks, each starting at an aligned word.
     params: Vec<u32>,
     params_buf: Option<wgpu::Buffer>,
+    /// The largest storage binding, in bytes: the adapter's, or less for tests of the splits.
+    max_binding: usize,
 }
 
 impl WgpuBackend {
@@ -87,7 +89,9 @@ impl WgpuBackend {
     pub fn with_adapter(choice: Option<&str>) -> Result<WgpuBackend> {
         let gpu = device::open(choice)?;
         tracing::info!("wgpu adapter: {}", gpu.describe());
+        let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
         Ok(WgpuBackend {
+            max_binding,
             gpu,
             bufs: BTreeMap::new(),
             scratch: None,
@@ -101,6 +105,14 @@ impl WgpuBackend {
     /// The adapter's limits, as the device was opened with them.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.gpu.limits
+    }
+
+    /// Behaves as if the adapter's largest storage binding were `bytes` (at most the real one):
+    /// ops over larger spans split as they would on such an adapter. For tests of the splits,
+    /// which would otherwise need tensors of hundreds of MiB.
+    pub fn limit_bindings(&mut self, bytes: usize) {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment as usize;
+        self.max_binding = bytes.clamp(4 * align, self.gpu.limits.max_storage_buffer_binding_size as usize);
     }
 
     fn take_error(&self) -> Result<()> {
@@ -152,7 +164,7 @@ impl WgpuBackend {
             return;
         }
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as usize;
-        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
+        let max_binding = self.max_binding;
         let mut block = vec![0u32; OFFSET_WORDS + params.len()];
         block[OFFSET_WORDS..].copy_from_slice(params);
         let mut bound = Vec::with_capacity(binds.len());
@@ -288,8 +300,14 @@ impl WgpuBackend {
     /// The most elements of one binding, rounded down to whole `sum_squares` chunks, so that an
     /// elementwise op over a larger span runs as several dispatches.
     fn chunk_elems(&self) -> usize {
-        let max = self.gpu.limits.max_storage_buffer_binding_size as usize - self.gpu.limits.min_storage_buffer_offset_alignment as usize;
+        let max = self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize;
         (max / 4 / SUM_CHUNK * SUM_CHUNK).max(SUM_CHUNK)
+    }
+
+    /// Rows of `d` elements that one binding holds (at least one).
+    fn rows_per_binding(&self, d: usize) -> usize {
+        let max = (self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize) / 4;
+        (max / d.max(1)).max(1)
     }
 
     /// An elementwise kernel over spans of one length, split into dispatches no binding of which
@@ -451,11 +469,7 @@ impl Backend for WgpuBackend {
             }
             return;
         }
-        let lda = if ta == Trans::N { k } else { m };
-        let ldb = if tb == Trans::N { n } else { k };
-        let params = [u(m), u(k), u(n), (ta == Trans::T) as u32, (tb == Trans::T) as u32, accumulate as u32, u(lda), u(ldb), u(n)];
-        let binds = [(1, Src::Span(c)), (2, Src::Span(a)), (3, Src::Span(b))];
-        self.dispatch("matmul", Kernel::Matmul, &binds, &params, [u(n.div_ceil(64)), u(m.div_ceil(64)), 1]);
+        self.matmul_blocks(c, a, ta, b, tb, m, k, n, accumulate);
     }
 
     // ---- layers ----------------------------------------------------------------------------
@@ -464,16 +478,32 @@ impl Backend for WgpuBackend {
         expect_len("embedding_fwd", "out", out, n * d);
         expect_len("embedding_fwd", "ids", ids, n);
         assert!(d > 0 && table.len.is_multiple_of(d), "embedding_fwd: table of {} elements is not rows of {d}", table.len);
-        let binds = [(1, Src::Span(out)), (2, Src::Span(table)), (3, Src::Span(ids))];
-        self.dispatch("embedding_fwd", Kernel::EmbeddingFwd, &binds, &[u(n), u(d), u(table.len / d)], grid(n * d));
+        // Parts of the table, and of the tokens, that each fit a binding.
+        let rows = self.rows_per_binding(d);
+        for r0 in (0..table.len / d).step_by(rows) {
+            let tr = rows.min(table.len / d - r0);
+            for t0 in (0..n).step_by(rows) {
+                let tn = rows.min(n - t0);
+                let binds = [(1, Src::Span(out.slice(t0 * d, tn * d))), (2, Src::Span(table.slice(r0 * d, tr * d))), (3, Src::Span(ids.slice(t0, tn)))];
+                self.dispatch("embedding_fwd", Kernel::EmbeddingFwd, &binds, &[u(tn), u(d), u(tr), u(r0)], grid(tn * d));
+            }
+        }
     }
 
     fn embedding_bwd(&mut self, dtable: Span, dout: Span, ids: Span, n: usize, d: usize) {
         expect_len("embedding_bwd", "dout", dout, n * d);
         expect_len("embedding_bwd", "ids", ids, n);
         assert!(d > 0 && dtable.len.is_multiple_of(d), "embedding_bwd: table of {} elements is not rows of {d}", dtable.len);
-        let binds = [(1, Src::Span(dtable)), (2, Src::Span(dout)), (3, Src::Span(ids))];
-        self.dispatch("embedding_bwd", Kernel::EmbeddingBwd, &binds, &[u(n), u(d), u(dtable.len / d)], grid(d));
+        // Token blocks in order, so each row's gradient still adds up in token order.
+        let rows = self.rows_per_binding(d);
+        for r0 in (0..dtable.len / d).step_by(rows) {
+            let tr = rows.min(dtable.len / d - r0);
+            for t0 in (0..n).step_by(rows) {
+                let tn = rows.min(n - t0);
+                let binds = [(1, Src::Span(dtable.slice(r0 * d, tr * d))), (2, Src::Span(dout.slice(t0 * d, tn * d))), (3, Src::Span(ids.slice(t0, tn)))];
+                self.dispatch("embedding_bwd", Kernel::EmbeddingBwd, &binds, &[u(tn), u(d), u(tr), u(r0)], grid(d));
+            }
+        }
     }
 
     fn rmsnorm_fwd(&mut self, out: Span, rstd: Span, x: Span, w: Span, n: usize, d: usize, eps: f32) {
@@ -578,9 +608,14 @@ impl Backend for WgpuBackend {
         expect_len("cross_entropy", "logits", logits, n * vocab);
         expect_len("cross_entropy", "losses", losses, n);
         expect_len("cross_entropy", "targets", targets, n);
-        let binds = [(1, Src::Span(logits)), (2, Src::Span(losses)), (3, Src::Span(targets))];
-        let params = [u(n), u(vocab), grad_scale.is_some() as u32, f(grad_scale.unwrap_or(0.0))];
-        self.dispatch("cross_entropy", Kernel::Xent, &binds, &params, groups(n));
+        let grad = [grad_scale.is_some() as u32, f(grad_scale.unwrap_or(0.0))];
+        // Rows of logits that fit a binding, one dispatch each.
+        let rows = self.rows_per_binding(vocab);
+        for r0 in (0..n).step_by(rows) {
+            let rn = rows.min(n - r0);
+            let binds = [(1, Src::Span(logits.slice(r0 * vocab, rn * vocab))), (2, Src::Span(losses.slice(r0, rn))), (3, Src::Span(targets.slice(r0, rn)))];
+            self.dispatch("cross_entropy", Kernel::Xent, &binds, &[u(rn), u(vocab), grad[0], grad[1]], groups(rn));
+        }
     }
 
     // ---- optimizer -------------------------------------------------------------------------
@@ -622,6 +657,64 @@ impl Backend for WgpuBackend {
 }
 
 impl WgpuBackend {
+    /// `matmul` as one dispatch, or — when an operand is larger than the adapter's largest
+    /// storage binding — as blocks whose windows fit: rows of C (and of A when it is stored
+    /// `m × k`), columns of C (rows of B stored `n × k`), and the depth (rows of A stored `k × m`
+    /// or B stored `k × n`, the blocks after the first accumulating). Each block is a kernel
+    /// call on sub-matrices named by their first element and the full matrices' row strides.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_blocks(&mut self, c: Span, a: Span, ta: Trans, b: Span, tb: Trans, m: usize, k: usize, n: usize, accumulate: bool) {
+        let lda = if ta == Trans::N { k } else { m };
+        let ldb = if tb == Trans::N { n } else { k };
+        // Elements one binding may hold, less the alignment slack of its window.
+        let limit = (self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize) / 4;
+        // A window of `rows` rows of stride `ld` spans about rows · ld elements.
+        let rows_fitting = |ld: usize| (limit / ld.max(1)).max(1);
+        let mut mb = m.min(rows_fitting(n));
+        let mut kb = k;
+        let mut nb = n;
+        if ta == Trans::N {
+            mb = mb.min(rows_fitting(k));
+        } else {
+            kb = kb.min(rows_fitting(m));
+        }
+        if tb == Trans::N {
+            kb = kb.min(rows_fitting(n));
+        } else {
+            nb = nb.min(rows_fitting(k));
+        }
+        // Blocks of whole 64-row/column tiles where they are that large.
+        if mb < m && mb >= 64 {
+            mb = mb / 64 * 64;
+        }
+        if nb < n && nb >= 64 {
+            nb = nb / 64 * 64;
+        }
+        for i0 in (0..m).step_by(mb) {
+            let mi = mb.min(m - i0);
+            for j0 in (0..n).step_by(nb) {
+                let nj = nb.min(n - j0);
+                for k0 in (0..k).step_by(kb) {
+                    let kk = kb.min(k - k0);
+                    // First element and extent of each block inside its stored matrix.
+                    let (a0, a_len) = match ta {
+                        Trans::N => (i0 * lda + k0, (mi - 1) * lda + kk),
+                        Trans::T => (k0 * lda + i0, (kk - 1) * lda + mi),
+                    };
+                    let (b0, b_len) = match tb {
+                        Trans::N => (k0 * ldb + j0, (kk - 1) * ldb + nj),
+                        Trans::T => (j0 * ldb + k0, (nj - 1) * ldb + kk),
+                    };
+                    let (c0, c_len) = (i0 * n + j0, (mi - 1) * n + nj);
+                    let acc = accumulate || k0 > 0;
+                    let params = [u(mi), u(kk), u(nj), (ta == Trans::T) as u32, (tb == Trans::T) as u32, acc as u32, u(lda), u(ldb), u(n)];
+                    let binds = [(1, Src::Span(c.slice(c0, c_len))), (2, Src::Span(a.slice(a0, a_len))), (3, Src::Span(b.slice(b0, b_len)))];
+                    self.dispatch("matmul", Kernel::Matmul, &binds, &params, [u(nj.div_ceil(64)), u(mi.div_ceil(64)), 1]);
+                }
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn rope(&mut self, op: &str, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32, inverse: bool) {
         assert!(heads > 0 && head_dim > 0 && head_dim.is_multiple_of(2), "{op}: heads {heads} and head_dim {head_dim} must be positive, head_dim even");

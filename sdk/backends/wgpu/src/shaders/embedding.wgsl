@@ -1,6 +1,8 @@
-// Embedding lookup and its backward. Parameters: 0 n (tokens), 1 d (columns), 2 rows of the table.
-// An id outside the table reads and writes nothing (the CPU backend panics on it; the model
-// never passes one).
+// Embedding lookup and its backward. Parameters: 0 n (tokens), 1 d (columns), 2 rows of the bound
+// part of the table, 3 the id of its first row (a table larger than one binding is bound in
+// parts, one dispatch each). Ids outside the bound part are skipped: the other parts' dispatches
+// handle them, and an id outside the whole table reads and writes nothing (the CPU backend panics
+// on it; the model never passes one).
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;   // out, or dtable
 @group(0) @binding(2) var<storage, read_write> inp: array<f32>;   // table, or dout
@@ -14,8 +16,8 @@ fn embedding_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     if (e >= pu(0u) * d) { return; }
     let i = e / d;
     let id = ids[off(3u) + i];
-    if (id >= pu(2u)) { return; }
-    out[off(1u) + e] = inp[off(2u) + id * d + e % d];
+    if (id < pu(3u) || id - pu(3u) >= pu(2u)) { return; }
+    out[off(1u) + e] = inp[off(2u) + (id - pu(3u)) * d + e % d];
 }
 
 // dtable[ids[i], c] += dout[i, c]: one thread per column, tokens in order, so repeated ids add
@@ -27,8 +29,8 @@ fn embedding_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     if (c >= d) { return; }
     for (var i = 0u; i < pu(0u); i++) {
         let id = ids[off(3u) + i];
-        if (id < pu(2u)) {
-            let at = off(1u) + id * d + c;
+        if (id >= pu(3u) && id - pu(3u) < pu(2u)) {
+            let at = off(1u) + (id - pu(3u)) * d + c;
             out[at] = out[at] + inp[off(2u) + i * d + c];
         }
     }
