@@ -105,13 +105,14 @@ def write_models(models, dtype):
 
 
 def layer_t(name):
-    # mergekit's plan.py: t = layer / (layers - 1) inside the layers (1 for a single layer),
-    # 0 for the weights before them (embeddings), 1 for the weights after (norm, lm_head).
+    # mergekit 0.1.5's plan.py: t = layer / (layers - 1) inside the layers (1 for a single
+    # layer); the weights before them (embeddings) and after them (final norm, lm_head) are
+    # both planned by `plan_module` with its `ConfigReader(t=0)`, so they get t = 0.
     parts = name.split(".")
     for i, p in enumerate(parts[:-1]):
         if p == "layers":
             return int(parts[i + 1]) / (LAYERS - 1) if LAYERS > 1 else 1.0
-    return 0.0 if "embed" in name else 1.0
+    return 0.0
 
 
 def evaluate(setting, name, t):

@@ -382,7 +382,7 @@ fn plan_tensors(plan: &MergePlan, strategy: &dyn Strategy, reference: &Model, mo
     for name in reference.ck.names() {
         let info = reference.ck.info(name).expect("listed tensor has info");
         let layer = layer_index(name);
-        let t = layer_t(name, layer, num_layers);
+        let t = layer_t(layer, num_layers);
         let tensor_err = |message: String| MergeError::Tensor {
             tensor: name.to_string(),
             models: models.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(", "),
@@ -471,15 +471,15 @@ fn stream_inputs<'a>(models: &'a [Model], params: &'a [Params]) -> Vec<StreamInp
     models.iter().zip(params).map(|(m, p)| StreamInput { model: &m.label, params: p, is_base: m.is_base }).collect()
 }
 
-/// Where a tensor sits for layer gradients, as mergekit plans it: `layer / (layers − 1)` in
-/// the layers (1 when there is one), 0 before them (embeddings: names with `embed`, `wte`,
-/// `wpe`), 1 after them (final norm, `lm_head`).
-fn layer_t(name: &str, layer: Option<usize>, num_layers: usize) -> f64 {
+/// Where a tensor sits for layer gradients, as mergekit 0.1.5 plans it: `layer / (layers − 1)`
+/// in the layers (1 when there is one); 0 outside them — the tensors before the layers
+/// (embeddings) and after them (final norm, `lm_head`) are both planned by `plan_module` with
+/// its `ConfigReader(t=0)`.
+fn layer_t(layer: Option<usize>, num_layers: usize) -> f64 {
     match layer {
         Some(l) if num_layers > 1 => (l as f64 / (num_layers - 1) as f64).min(1.0),
         Some(_) => 1.0,
-        None if ["embed", "wte", "wpe"].iter().any(|p| name.contains(p)) => 0.0,
-        None => 1.0,
+        None => 0.0,
     }
 }
 

@@ -1,9 +1,9 @@
 //! Merge parameters as mergekit writes them: a scalar, a gradient across layers, or a list of
 //! `{filter, value}` entries matched against the tensor name; and their resolved values.
 //!
-//! Resolution follows mergekit: a list of numbers is a gradient, interpolated linearly at
-//! `t = layer / (num_layers - 1)` (1 for a single layer; tensors before the layers, the
-//! embeddings, get `t = 0`, tensors after them, the final norm and `lm_head`, `t = 1`); a list of
+//! Resolution follows mergekit 0.1.5: a list of numbers is a gradient, interpolated linearly at
+//! `t = layer / (num_layers - 1)` (1 for a single layer; tensors outside the layers — the
+//! embeddings before them, the final norm and `lm_head` after them — get `t = 0`); a list of
 //! `{filter, value}` entries takes the first entry whose `filter` is a substring of the tensor
 //! name, an entry without a filter (or with `filter: "*"`) matching every tensor — so put the
 //! default last.
