@@ -280,6 +280,14 @@ fn run_one(plan: &Plan, i: usize, upstream: &BTreeMap<usize, Stored>, reg: &Regi
                 return Ok((Status::Cached, stored));
             }
         }
+        // One run computes a key at a time; another that needs it waits here, then reuses it.
+        let _lock = store.lock_key(&k, &inst.id)?;
+        if !opts.no_cache && !forced {
+            if let Some(stored) = store.lookup(&k) {
+                tracing::info!(node = inst.id, "computed by another run meanwhile: reused");
+                return Ok((Status::Cached, stored));
+            }
+        }
         tracing::info!(node = inst.id, uses = inst.uses, "running");
         let tmp = store.temp_dir(&k)?;
         let work = store.work_dir(&k).inspect_err(|_| {

@@ -4,7 +4,11 @@
 //! .agentmerge/
 //!   nodes/<key>/outputs.json   finished node outputs (values, digests); trusted only if present
 //!   nodes/<key>/...            the files the node wrote (models, datasets, tensors)
-//!   tmp/<key>.<pid>.<n>/       a node still running; never trusted, removed when stale
+//!   tmp/<run>.lock             held locked (flock) by a live run for its whole life
+//!   tmp/<key>.<run>.<n>/       a node still running; never trusted; removed by a later run
+//!                              once the run that owns it is gone (its lock is free)
+//!   locks/<key>.lock           held locked while one run computes <key>: another run that
+//!                              needs the same key waits, then finds it finished
 //!   work/<key>/                a node's resumable state (`Ctx::work_dir`): kept when the node
 //!                              fails or the run is killed, removed once its outputs are committed
 //!   memo/<hash>/<key>.json     per-item results of one plugin kind (`Ctx::memo_dir`), shared
@@ -19,6 +23,14 @@
 //! appear by renaming a finished temporary directory, so a killed run never leaves a
 //! half-written artifact that a later run would trust. A node's work directory is the opposite:
 //! it survives an interrupted run on purpose, so that the next run of the same key can resume.
+//!
+//! Several runs may share one store at once (two terminals, CI jobs, a scheduler on a shared
+//! disk). A key is computed by one run at a time (`locks/`), so the others reuse its result
+//! instead of racing on its work directory or replacing its outputs while they are read, and a
+//! run only removes temporaries whose owner has died (`tmp/<run>.lock`). Locks are `flock`s: the
+//! kernel releases them when their holder dies, however it dies, so a killed run never leaves
+//! a stale lock. (On a network file system, flock works where the NFS client supports it —
+//! Linux's does since 2.6.12.)
 //! The memo outlives nodes: the host caches whole nodes, and a node that runs again (a list
 //! input grew by one checkpoint) finds there what it computed for the unchanged items. Its
 //! directory is per plugin build and kind, so a rebuilt plugin never reuses stale results; the
@@ -39,6 +51,68 @@ use serde_json::Value as Json;
 
 pub struct Store {
     pub root: PathBuf,
+    /// This run's claim on its temporaries.
+    run: RunLock,
+}
+
+/// This process's claim on its temporaries: `tmp/<id>.lock`, flock-ed for the store's life. A
+/// temporary `tmp/<key>.<id>.<n>` belongs to a live run exactly while that lock is held.
+struct RunLock {
+    id: String,
+    _file: fs::File,
+}
+
+/// A key this run is computing (`locks/<key>.lock`, flock-ed); released when dropped.
+pub struct KeyLock {
+    _file: fs::File,
+}
+
+/// Takes an exclusive flock on `f`; `Ok(false)` when another holder has it and `wait` is false.
+fn flock(f: &fs::File, wait: bool) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let op = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
+    loop {
+        // SAFETY: a valid open file descriptor; flock has no memory effects.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Whether `f` (open) is still the file at `path`: a lock on a file another process has since
+/// unlinked protects nothing.
+fn same_file(f: &fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+impl RunLock {
+    fn acquire(tmp: &Path) -> anyhow::Result<RunLock> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        for attempt in 0..16u32 {
+            // Unique across processes and machines sharing the store; no '.' (temporaries'
+            // names are split on it).
+            let id = format!("{}-{:x}-{attempt}", std::process::id(), nanos);
+            let path = tmp.join(format!("{id}.lock"));
+            let file = fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(|| format!("creating {}", path.display()))?;
+            flock(&file, true).with_context(|| format!("locking {}", path.display()))?;
+            // Another run's clean-up may have taken and removed the file between our create and
+            // our lock; then try again with a fresh name.
+            if same_file(&file, &path) {
+                return Ok(RunLock { id, _file: file });
+            }
+        }
+        bail!("cannot take a run lock in {}", tmp.display())
+    }
 }
 
 /// A stored value: what `outputs.json` records for each output.
@@ -79,26 +153,71 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     pub fn open(root: &Path) -> anyhow::Result<Store> {
-        for sub in ["nodes", "tmp", "work", "runs"] {
+        for sub in ["nodes", "tmp", "work", "runs", "locks"] {
             fs::create_dir_all(root.join(sub)).with_context(|| format!("cannot create the artifact store at {}", root.display()))?;
         }
-        let store = Store { root: root.canonicalize()? };
+        let root = root.canonicalize()?;
+        let run = RunLock::acquire(&root.join("tmp"))?;
+        let store = Store { root, run };
         store.clean_stale_tmp();
         Ok(store)
     }
 
-    /// Removes temporary directories left by runs that are no longer alive.
+    /// Removes what runs that are gone left in `tmp/`: their temporaries and their run locks.
+    /// A run is gone when its lock file is missing or can be locked (the kernel released it).
     fn clean_stale_tmp(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+        let tmp = self.root.join("tmp");
+        let Ok(entries) = fs::read_dir(&tmp) else {
             return;
+        };
+        let mut alive: BTreeMap<String, bool> = BTreeMap::new();
+        let mut is_alive = |run: &str| -> bool {
+            if run == self.run.id {
+                return true;
+            }
+            *alive.entry(run.to_string()).or_insert_with(|| {
+                let path = tmp.join(format!("{run}.lock"));
+                let Ok(f) = fs::OpenOptions::new().write(true).open(&path) else {
+                    return false;
+                };
+                match flock(&f, false) {
+                    // Free: its run is gone. Remove the lock while holding it.
+                    Ok(true) => {
+                        let _ = fs::remove_file(&path);
+                        false
+                    }
+                    Ok(false) => true,
+                    Err(_) => true,
+                }
+            })
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            let alive = pid.is_some_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
+            let run = match name.strip_suffix(".lock") {
+                Some(run) => run.to_string(),
+                None => name.split('.').nth(1).unwrap_or("").to_string(),
+            };
+            if !is_alive(&run) && !name.ends_with(".lock") {
                 tracing::debug!("removing stale temporary {}", e.path().display());
                 let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// Takes the lock of `key`, waiting while another run computes it (`node` names it in the
+    /// log). Check the cache again once it is held: the other run may have finished the key.
+    pub fn lock_key(&self, key: &str, node: &str) -> anyhow::Result<KeyLock> {
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        loop {
+            let file = fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path).with_context(|| format!("opening {}", path.display()))?;
+            if !flock(&file, false).with_context(|| format!("locking {}", path.display()))? {
+                tracing::info!(node, "waiting for another run that is computing this node");
+                flock(&file, true).with_context(|| format!("locking {}", path.display()))?;
+            }
+            // Lock files are never removed while the store is in use, but someone may clear
+            // `locks/` by hand: a lock on an unlinked file would exclude no one.
+            if same_file(&file, &path) {
+                return Ok(KeyLock { _file: file });
             }
         }
     }
@@ -123,7 +242,7 @@ impl Store {
     /// A fresh temporary directory for a running node.
     pub fn temp_dir(&self, key: &str) -> anyhow::Result<PathBuf> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
+        let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", self.run.id));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
     }
@@ -174,8 +293,9 @@ impl Store {
         let stored = Stored { node: node.to_string(), uses: uses.to_string(), key: key.to_string(), ports };
         write_synced(&tmp.join("outputs.json"), serde_json::to_string_pretty(&stored)?.as_bytes())?;
         if final_dir.exists() {
-            // A forced re-run (or a concurrent run) produced this key before: replace it.
-            let old = self.root.join("tmp").join(format!("{key}.{}.old{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+            // A forced re-run (`--force`, `--no-cache`) of a key stored before: replace it. (Runs
+            // that need it and are not forced wait for our key lock, then read the new one.)
+            let old = self.root.join("tmp").join(format!("{key}.{}.old{}", self.run.id, TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
             fs::rename(&final_dir, &old).with_context(|| format!("moving aside {}", final_dir.display()))?;
             let _ = fs::remove_dir_all(&old);
         }
@@ -236,13 +356,29 @@ impl Store {
         })
     }
 
-    /// Writes a run report as `runs/<stamp>-<name>.json` and `runs/latest.json`.
+    /// Writes a run report as `runs/<stamp>-<name>.json` (`-2`, `-3`, ... after the name when
+    /// another run finished in the same millisecond) and `runs/latest.json`.
     pub fn write_report(&self, name: &str, report: &Json) -> anyhow::Result<PathBuf> {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let path = self.root.join("runs").join(format!("{stamp}-{name}.json"));
+        let runs = self.root.join("runs");
         let text = serde_json::to_string_pretty(report)?;
-        write_atomic(&path, text.as_bytes())?;
-        write_atomic(&self.root.join("runs").join("latest.json"), text.as_bytes())?;
+        let tmp = runs.join(format!(".{}.report", self.run.id));
+        write_synced(&tmp, text.as_bytes())?;
+        // A hard link appears complete and fails if the name is taken, so concurrent runs never
+        // overwrite each other's reports.
+        let mut n = 1;
+        let path = loop {
+            let path = runs.join(if n == 1 { format!("{stamp}-{name}.json") } else { format!("{stamp}-{name}-{n}.json") });
+            match fs::hard_link(&tmp, &path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e).with_context(|| format!("writing {}", path.display()));
+                }
+            }
+        };
+        fs::rename(&tmp, runs.join("latest.json")).with_context(|| format!("writing {}", runs.join("latest.json").display()))?;
         Ok(path)
     }
 }
@@ -267,7 +403,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Writes a file so that readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process and call: several runs may write `runs/latest.json` at once.
+    let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
     write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
@@ -379,5 +516,42 @@ mod tests {
         fs::create_dir_all(dir.path().join("tmp/abc.999999999.0")).unwrap();
         Store::open(dir.path()).unwrap();
         assert!(!dir.path().join("tmp/abc.999999999.0").exists());
+    }
+
+    #[test]
+    fn a_live_runs_temporaries_survive_another_run_and_go_once_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).unwrap();
+        let t = a.temp_dir("k1").unwrap();
+        fs::write(t.join("half-written"), b"x").unwrap();
+        // Another run opening the store leaves a live run's work alone.
+        let b = Store::open(dir.path()).unwrap();
+        assert!(t.join("half-written").exists());
+        drop(b);
+        // Once `a` is gone (its lock released, as when the process dies), the next run clears
+        // its temporaries and its run lock.
+        let a_lock = dir.path().join("tmp").join(format!("{}.lock", a.run.id));
+        drop(a);
+        let _c = Store::open(dir.path()).unwrap();
+        assert!(!t.exists() && !a_lock.exists());
+    }
+
+    #[test]
+    fn one_run_at_a_time_holds_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Store::open(dir.path()).unwrap(), Store::open(dir.path()).unwrap());
+        let held = a.lock_key("k", "node").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _l = b.lock_key("k", "node").unwrap();
+            tx.send(()).unwrap();
+        });
+        // The second run waits while the first holds the key...
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+        // ... and gets it once the first lets go. Another key is never blocked.
+        let _other = a.lock_key("k2", "node").unwrap();
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
     }
 }
