@@ -81,6 +81,17 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Re-hash every stored node's outputs against the digests recorded when it was committed,
+    /// and list the entries that do not match (or are incomplete). With `--repair`, remove
+    /// them, so the next run computes them again instead of trusting them.
+    #[command(after_help = "Examples:\n  agentmerge verify pipelines/.agentmerge\n  agentmerge verify pipelines/.agentmerge --repair")]
+    Verify {
+        /// The artifact store (e.g. `pipelines/.agentmerge`).
+        store: PathBuf,
+        /// Remove the corrupt entries.
+        #[arg(long)]
+        repair: bool,
+    },
     /// List plugin libraries with their node kinds, ports and config fields.
     #[command(
         after_help = "Examples:\n  agentmerge plugins\n  agentmerge plugins merge\n  agentmerge plugins models/random_llama\n  agentmerge plugins --json"
@@ -148,6 +159,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Merge { config, out, overwrite } => merge(&config, &out, overwrite, &cli.plugin_path, cli.quiet),
+        Command::Verify { store, repair } => {
+            if !store.join("nodes").is_dir() {
+                anyhow::bail!("{} is not an artifact store (no nodes/ in it); name the store directory, e.g. pipelines/.agentmerge", store.display());
+            }
+            let store = Store::open(&store)?;
+            let v = store.verify(repair)?;
+            for (key, node, why) in &v.corrupt {
+                println!("corrupt  {key}  {node}: {why}{}", if repair { "  (removed)" } else { "" });
+            }
+            println!("{} entries checked: {} intact, {} corrupt", v.checked, v.checked - v.corrupt.len(), v.corrupt.len());
+            if v.corrupt.is_empty() || repair {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("run `agentmerge verify {} --repair` to remove them; the next run computes them again", store.root.display());
+                Ok(ExitCode::from(1))
+            }
+        }
         Command::Check { p } => {
             let (_, plan) = agentmerge::load(&p.pipeline, &p.patch, &p.set, &cli.plugin_path)?;
             println!("{}: ok ({} nodes, {} instances after sweeps)", p.pipeline.display(), plan.spec.nodes.len(), plan.instances.len());

@@ -149,6 +149,15 @@ pub struct Stored {
     pub ports: BTreeMap<String, Vec<Record>>,
 }
 
+/// What [`Store::verify`] found.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// Entries checked.
+    pub checked: usize,
+    /// (key, node, reason) of each corrupt entry.
+    pub corrupt: Vec<(String, String, String)>,
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
@@ -354,6 +363,60 @@ impl Store {
             Record::Scalar { value, .. } => Value::Scalar(*value),
             Record::Json { value, .. } => Value::Json(value.clone()),
         })
+    }
+
+    /// Re-hashes every entry of `nodes/` against the digests its `outputs.json` recorded.
+    /// Returns the entries that are corrupt (unreadable outputs.json, a missing file, a digest
+    /// that differs) with the reason; with `repair`, moves each aside and deletes it, under the
+    /// entry's key lock, so no run is reading or writing it meanwhile.
+    pub fn verify(&self, repair: bool) -> anyhow::Result<Verified> {
+        let mut v = Verified::default();
+        let mut keys: Vec<String> = fs::read_dir(self.root.join("nodes"))?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        keys.sort();
+        for key in keys {
+            v.checked += 1;
+            let (node, problem) = match self.check_entry(&key) {
+                Ok(_) => continue,
+                Err((node, why)) => (node, why),
+            };
+            if repair {
+                let _lock = self.lock_key(&key, &node)?;
+                let aside = self.root.join("tmp").join(format!("{key}.{}.corrupt{}", self.run.id, TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+                fs::rename(self.node_dir(&key), &aside).with_context(|| format!("moving aside {}", self.node_dir(&key).display()))?;
+                fs::remove_dir_all(&aside).with_context(|| format!("removing {}", aside.display()))?;
+            }
+            v.corrupt.push((key, node, problem));
+        }
+        Ok(v)
+    }
+
+    /// One entry's outputs against their recorded digests: `Err((node, reason))` when corrupt.
+    fn check_entry(&self, key: &str) -> Result<(), (String, String)> {
+        let text = fs::read_to_string(self.node_dir(key).join("outputs.json")).map_err(|e| (String::from("?"), format!("outputs.json: {e}")))?;
+        let stored: Stored = serde_json::from_str(&text).map_err(|e| (String::from("?"), format!("outputs.json: {e}")))?;
+        let node = stored.node.clone();
+        for (port, records) in &stored.ports {
+            for r in records {
+                let got = match r {
+                    Record::Model { path, .. } | Record::Dataset { path, .. } => digest_path(&self.root.join(path)).map_err(|e| format!("{e:#}")),
+                    Record::Tensor { dtype, shape, file, .. } => fs::read(self.root.join(file)).map_err(|e| format!("{file}: {e}")).map(|bytes| {
+                        let mut h = blake3::Hasher::new();
+                        h.update(format!("{dtype}{shape:?}").as_bytes());
+                        h.update(&bytes);
+                        h.finalize().to_hex().to_string()
+                    }),
+                    Record::Metrics { value, .. } => Ok(digest_json(&Json::Object(value.clone()))),
+                    Record::Scalar { value, .. } => Ok(digest_json(&Json::from(*value))),
+                    Record::Json { value, .. } => Ok(digest_json(value)),
+                };
+                match got {
+                    Ok(d) if d == r.digest() => {}
+                    Ok(_) => return Err((node, format!("output `{port}` does not match its recorded digest"))),
+                    Err(e) => return Err((node, format!("output `{port}`: {e}"))),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes a run report as `runs/<stamp>-<name>.json` (`-2`, `-3`, ... after the name when
