@@ -133,7 +133,13 @@ impl SftReader {
         }
         let u = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().unwrap());
         let (n, t, vocab_size) = (u(8) as usize, u(16) as usize, u(24));
-        let want = 32usize.checked_add(8 * (n + 1)).and_then(|x| x.checked_add(5 * t)).ok_or_else(|| bad("sizes overflow".into()))?;
+        // Checked throughout: the counts are the file's word, and a hostile one must not wrap.
+        let want = n
+            .checked_add(1)
+            .and_then(|x| x.checked_mul(8))
+            .and_then(|x| x.checked_add(32))
+            .and_then(|x| x.checked_add(t.checked_mul(5)?))
+            .ok_or_else(|| bad(format!("counts of {n} examples and {t} tokens overflow")))?;
         if map.len() != want {
             return Err(bad(format!("{} bytes, expected {want} for {n} examples and {t} tokens (truncated?)", map.len())));
         }
