@@ -59,7 +59,19 @@ pub struct Store {
 /// temporary `tmp/<key>.<id>.<n>` belongs to a live run exactly while that lock is held.
 struct RunLock {
     id: String,
-    _file: fs::File,
+    /// The locked file; `None` only in tests that simulate a dead run.
+    file: Option<fs::File>,
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    /// A run that ends normally removes its lock file (closing it releases the lock); a run that
+    /// dies leaves it, unlocked, for the next run's clean-up.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// A key this run is computing (`locks/<key>.lock`, flock-ed); released when dropped.
@@ -108,7 +120,7 @@ impl RunLock {
             // Another run's clean-up may have taken and removed the file between our create and
             // our lock; then try again with a fresh name.
             if same_file(&file, &path) {
-                return Ok(RunLock { id, _file: file });
+                return Ok(RunLock { id, file: Some(file), path });
             }
         }
         bail!("cannot take a run lock in {}", tmp.display())
@@ -591,12 +603,21 @@ mod tests {
         let b = Store::open(dir.path()).unwrap();
         assert!(t.join("half-written").exists());
         drop(b);
-        // Once `a` is gone (its lock released, as when the process dies), the next run clears
-        // its temporaries and its run lock.
-        let a_lock = dir.path().join("tmp").join(format!("{}.lock", a.run.id));
-        drop(a);
+        // Once `a` is dead (its lock released but its file left, as when the process is
+        // killed), the next run clears its temporaries and its run lock.
+        let mut a = a;
+        let a_lock = a.run.path.clone();
+        drop(a.run.file.take());
+        assert!(a_lock.exists());
         let _c = Store::open(dir.path()).unwrap();
         assert!(!t.exists() && !a_lock.exists());
+        drop(a);
+        // A run that ends normally removes its own lock file.
+        let d = Store::open(dir.path()).unwrap();
+        let d_lock = d.run.path.clone();
+        assert!(d_lock.exists());
+        drop(d);
+        assert!(!d_lock.exists());
     }
 
     #[test]

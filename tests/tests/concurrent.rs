@@ -17,44 +17,32 @@ fn pipeline(dir: &Path) -> std::path::PathBuf {
     write(
         dir,
         "race.yaml",
-        r#"name: race
+        &format!(
+            r#"name: race
 seed: 4
 vars:
   lr: 0.003
 nodes:
-  - id: collect
-    uses: miniarena/collect
-    with:
-      templates: [miniarena.menu.impersonate_user]
-      seeds: {start: 0, count: 3}
-      experts: [{preset: perfect, think: false}]
-  - id: tokenizer
-    uses: sft/tokenizer
-    with: {vocab_size: 400}
-    inputs: {traces: collect.traces}
-  - id: data
-    uses: sft/build
-    with: {max_len: 1024, prompt: {system: "", max_history: 2, use_thinking: false}}
-    inputs: {traces: collect.traces, tokenizer: tokenizer.tokenizer}
-  - id: base
+{TRACES_TO_SFT_NODES}  - id: base
     uses: cpu/pretrain
     with:
-      init: {hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}
+      init: {{hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}}
       seq_len: 1024
       batch_size: 2
       max_steps: 30
       lr: 0.01
       checkpoint_every: 10
-    inputs: {data: data.dataset, tokenizer: tokenizer.tokenizer}
+    inputs: {{data: data.dataset, tokenizer: tokenizer.tokenizer}}
   - id: agent
     uses: cpu/sft
-    with: {seq_len: 1024, batch_size: 2, max_steps: 20, lr: "${lr}", checkpoint_every: 10}
-    inputs: {model: base.model, data: data.dataset}
+    with: {{seq_len: 1024, batch_size: 2, max_steps: 20, lr: "${{lr}}", checkpoint_every: 10}}
+    inputs: {{model: base.model, data: data.dataset}}
   - id: merged
     uses: merge/agentmerge
-    with: {lambda: 0.5}
-    inputs: {instruct: base.model, base: base.model, agent: agent.model}
-"#,
+    with: {{lambda: 0.5}}
+    inputs: {{instruct: base.model, base: base.model, agent: agent.model}}
+"#
+        ),
     )
 }
 

@@ -142,3 +142,22 @@ pub fn check_paper_report(dir: &Path, needles: &[&str]) {
         assert!(width >= 1000 && bytes.len() > 20_000, "{png}: {width} px wide, {} bytes", bytes.len());
     }
 }
+
+/// The first nodes of many test pipelines: three perfect-expert episodes of
+/// `impersonate_user` → a 400-token tokenizer → SFT data (`data.dataset`) at 1024 tokens with
+/// the built-in pipelines' prompt. Indented as a `nodes:` list; add nodes after it.
+pub const TRACES_TO_SFT_NODES: &str = r#"  - id: collect
+    uses: miniarena/collect
+    with:
+      templates: [miniarena.menu.impersonate_user]
+      seeds: {start: 0, count: 3}
+      experts: [{preset: perfect, think: false}]
+  - id: tokenizer
+    uses: sft/tokenizer
+    with: {vocab_size: 400}
+    inputs: {traces: collect.traces}
+  - id: data
+    uses: sft/build
+    with: {max_len: 1024, prompt: {system: "", max_history: 2, use_thinking: false}}
+    inputs: {traces: collect.traces, tokenizer: tokenizer.tokenizer}
+"#;
