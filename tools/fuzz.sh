@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every reader of users' files (tests/fuzz/targets.rs) with cargo-fuzz on nightly:
 #   tools/fuzz.sh [RUNS] [TARGET...]      (default: 1,000,000 runs of every target)
+#   FUZZ_SECONDS=N tools/fuzz.sh ...       (also stop each target after N seconds)
 # Needs `rustup toolchain install nightly` and `cargo install cargo-fuzz`. Each target starts
 # from its seed corpus (tests/fuzz/corpus/<target>/); libFuzzer's limits catch hangs (10 s per
 # input) and unbounded allocation (2 GB RSS, 512 MB per malloc). A crash leaves its input in
@@ -20,7 +21,7 @@ for t in "${targets[@]}"; do
   work="$(mktemp -d)"
   cp -r "corpus/$t/." "$work/"
   start=$(date +%s)
-  if cargo +nightly fuzz run --release "$t" "$work" -- -runs="$runs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 >"$work.log" 2>&1; then
+  if cargo +nightly fuzz run --release "$t" "$work" -- -runs="$runs" ${FUZZ_SECONDS:+-max_total_time=$FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 >"$work.log" 2>&1; then
     status="ok"
   else
     status="FOUND A FAILURE (see $work.log and artifacts/$t/)"
