@@ -300,14 +300,17 @@ impl WgpuBackend {
     /// The most elements of one binding, rounded down to whole `sum_squares` chunks, so that an
     /// elementwise op over a larger span runs as several dispatches.
     fn chunk_elems(&self) -> usize {
-        let max = self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize;
-        (max / 4 / SUM_CHUNK * SUM_CHUNK).max(SUM_CHUNK)
+        (self.binding_elems() / SUM_CHUNK * SUM_CHUNK).max(SUM_CHUNK)
     }
 
-    /// Rows of `d` elements that one binding holds (at least one).
+    /// Elements one binding may hold, less the alignment slack of its window.
+    fn binding_elems(&self) -> usize {
+        (self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize) / 4
+    }
+
+    /// Rows of stride `d` that one binding holds (at least one).
     fn rows_per_binding(&self, d: usize) -> usize {
-        let max = (self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize) / 4;
-        (max / d.max(1)).max(1)
+        (self.binding_elems() / d.max(1)).max(1)
     }
 
     /// An elementwise kernel over spans of one length, split into dispatches no binding of which
@@ -666,10 +669,8 @@ impl WgpuBackend {
     fn matmul_blocks(&mut self, c: Span, a: Span, ta: Trans, b: Span, tb: Trans, m: usize, k: usize, n: usize, accumulate: bool) {
         let lda = if ta == Trans::N { k } else { m };
         let ldb = if tb == Trans::N { n } else { k };
-        // Elements one binding may hold, less the alignment slack of its window.
-        let limit = (self.max_binding - self.gpu.limits.min_storage_buffer_offset_alignment as usize) / 4;
         // A window of `rows` rows of stride `ld` spans about rows · ld elements.
-        let rows_fitting = |ld: usize| (limit / ld.max(1)).max(1);
+        let rows_fitting = |ld: usize| self.rows_per_binding(ld);
         let mut mb = m.min(rows_fitting(n));
         let mut kb = k;
         let mut nb = n;
