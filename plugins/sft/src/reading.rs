@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, io::Write as _};
 
 use agentmerge_sdk::prelude::*;
-use agentmerge_sft::reading::{document, exercises, page_text, parse_axtree, Kind, Rng};
+use agentmerge_sft::reading::{document, exercises, goal_document, goals, page_text, parse_axtree, Kind, Rng};
 use agentmerge_traces::{read_episodes, OnBadLine};
 use serde_json::json;
 
@@ -25,6 +25,14 @@ pub struct Reading {
     /// Documents made from each distinct page, each with its own draw of questions.
     #[serde(default = "d_rounds")]
     pub rounds: usize,
+    /// Goal documents per page and round (`format: text` only): numbered `select`/`fill`
+    /// instructions before the page and the actions after it, so a value is copied from an
+    /// instruction hundreds of tokens back, as an agent copies from its goal. 0 for none.
+    #[serde(default)]
+    pub goal_documents: usize,
+    /// Instructions in each goal document.
+    #[serde(default = "d_goals")]
+    pub goals_per_document: usize,
     /// The most pages read (in episode order); 0 for all.
     #[serde(default)]
     pub max_pages: usize,
@@ -50,6 +58,9 @@ fn d_questions() -> usize {
 fn d_rounds() -> usize {
     1
 }
+fn d_goals() -> usize {
+    4
+}
 
 #[derive(Serialize, Default)]
 struct ReadingReport {
@@ -63,7 +74,7 @@ struct ReadingReport {
 
 impl NodeKind for Reading {
     const NAME: &'static str = "reading";
-    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value.";
+    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it.";
 
     fn ports() -> Ports {
         Ports::new()
@@ -79,6 +90,12 @@ impl NodeKind for Reading {
     fn check(&self) -> Result<(), ConfigError> {
         if self.questions_per_page == 0 {
             return Err(ConfigError::new("questions_per_page", "must be at least 1"));
+        }
+        if self.goals_per_document == 0 {
+            return Err(ConfigError::new("goals_per_document", "must be at least 1"));
+        }
+        if self.goal_documents > 0 && self.format == Format::Chat {
+            return Err(ConfigError::new("goal_documents", "goal documents are pretraining text: set `format: text` or `goal_documents: 0`"));
         }
         if self.rounds == 0 {
             return Err(ConfigError::new("rounds", "must be at least 1"));
@@ -120,6 +137,17 @@ impl NodeKind for Reading {
                             r.characters += text.len();
                             r.documents += 1;
                             writeln!(file, "{}", json!({ "text": text }))?;
+                            for _ in 0..self.goal_documents {
+                                let gs = goals(&els, self.goals_per_document, &mut rng);
+                                if gs.is_empty() {
+                                    break;
+                                }
+                                let text = goal_document(&s.obs.url, &s.obs.axtree_txt, &gs);
+                                *r.exercises.entry("goal".into()).or_default() += gs.len();
+                                r.characters += text.len();
+                                r.documents += 1;
+                                writeln!(file, "{}", json!({ "text": text }))?;
+                            }
                         }
                         Format::Chat => {
                             let page = page_text(&s.obs.url, &s.obs.axtree_txt);

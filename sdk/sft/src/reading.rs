@@ -131,6 +131,22 @@ impl Rng {
 /// fresh value each time. Only elements whose (role, name) is unique on the page are asked
 /// about, so every answer is the only right one. Questions may repeat on a small page.
 pub fn exercises(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
+    exercises_of(elements, n, rng, &[Kind::Find, Kind::Describe, Kind::Click, Kind::Fill, Kind::Select, Kind::Value])
+}
+
+/// `n` instructions to carry out on the page, for a goal document ([`goal_document`]): the
+/// kinds that copy a value from the instruction into the action (`select`, `fill`) when the
+/// page has a field for them, else `click`. None when the page has no element for either.
+pub fn goals(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
+    let copying = exercises_of(elements, n, rng, &[Kind::Fill, Kind::Select]);
+    if !copying.is_empty() {
+        return copying;
+    }
+    exercises_of(elements, n, rng, &[Kind::Click])
+}
+
+/// [`exercises`] restricted to the kinds in `allowed`.
+fn exercises_of(elements: &[Element], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
     let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for e in elements {
         *seen.entry((&e.role, &e.name)).or_default() += 1;
@@ -162,7 +178,7 @@ pub fn exercises(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise>
         if e.value.as_ref().is_some_and(|v| !v.is_empty()) {
             kinds.push(Kind::Value);
         }
-        for k in kinds {
+        for k in kinds.into_iter().filter(|k| allowed.contains(k)) {
             by_kind.entry(k).or_default().push(i);
         }
     }
@@ -211,6 +227,24 @@ pub fn document(url: &str, axtree: &str, exercises: &[Exercise]) -> String {
     s.push_str("\n\n# Questions\n");
     for e in exercises {
         s.push_str(&format!("Q: {}\nA: {}\n", e.question, e.answer));
+    }
+    s
+}
+
+/// A goal document: numbered instructions before the page, as the agent prompt puts its goal,
+/// and the actions that carry them out, in the same order, after it. The action copies its value
+/// from an instruction hundreds of tokens back — the long-range, multi-token copy an agent needs
+/// to act on a goal such as `Impersonate the user "Ahmed Ferreira".` (docs/evaluation.md).
+pub fn goal_document(url: &str, axtree: &str, goals: &[Exercise]) -> String {
+    let mut s = String::from("# Goals\n");
+    for (i, g) in goals.iter().enumerate() {
+        s.push_str(&format!("{}. {}\n", i + 1, g.question));
+    }
+    s.push('\n');
+    s.push_str(&page_text(url, axtree));
+    s.push_str("\n\n# Actions\n");
+    for (i, g) in goals.iter().enumerate() {
+        s.push_str(&format!("{}. {}\n", i + 1, g.answer));
     }
     s
 }
@@ -285,5 +319,30 @@ mod tests {
         assert!(doc.starts_with("# Current page\nURL: http://x/\n\n## AXTree\nRootWebArea"));
         assert!(doc.contains(&format!("Q: {}\nA: {}\n", ex[1].question, ex[1].answer)));
         assert!(parse_axtree("no elements here\n[] x 'y'\n[b1] button").is_empty());
+    }
+
+    #[test]
+    fn goals_copy_values_and_come_before_the_page() {
+        let els = parse_axtree(PAGE);
+        let gs = goals(&els, 200, &mut Rng::new(4));
+        assert_eq!(gs.len(), 200);
+        assert!(gs.iter().all(|g| matches!(g.kind, Kind::Select | Kind::Fill)), "{gs:?}");
+        assert!(gs.iter().any(|g| g.kind == Kind::Select) && gs.iter().any(|g| g.kind == Kind::Fill));
+        // The value of each action is the one its instruction names.
+        for g in &gs {
+            let value = match g.kind {
+                Kind::Select => &g.question["Select '".len()..g.question.find("' in the ").unwrap()],
+                _ => &g.question[g.question.find(" with '").unwrap() + 7..g.question.len() - 2],
+            };
+            assert!(g.answer.ends_with(&format!(", '{value}')</action>")), "{g:?}");
+        }
+        let doc = goal_document("http://x/", PAGE, &gs[..2]);
+        let page = doc.find("# Current page").unwrap();
+        assert!(doc.starts_with(&format!("# Goals\n1. {}\n2. {}\n\n", gs[0].question, gs[1].question)), "{doc}");
+        assert!(doc[page..].ends_with(&format!("# Actions\n1. {}\n2. {}\n", gs[0].answer, gs[1].answer)), "{doc}");
+        // A page with nothing to fill or select gets clicks; one with nothing to act on, none.
+        let links = parse_axtree("RootWebArea 'x'\n\t[a1] link 'Home'\n\t[a2] link 'Users'");
+        assert!(goals(&links, 3, &mut Rng::new(1)).iter().all(|g| g.kind == Kind::Click));
+        assert!(goals(&parse_axtree("RootWebArea 'x'\n\t[a1] heading 'Home'"), 3, &mut Rng::new(1)).is_empty());
     }
 }
