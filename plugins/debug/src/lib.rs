@@ -1,10 +1,11 @@
 //! The `debug` plugin: tiny node kinds for trying out pipelines and testing the host —
 //! constants, sums, a node that fails, one that panics, a slow one that honours
-//! cancellation, and a flaky one that resumes from its work directory.
+//! cancellation, a flaky one that resumes from its work directory, and one that holds memory
+//! (for testing resource limits).
 
 use std::time::{Duration, Instant};
 
-use agentmerge_sdk::prelude::*;
+use agentmerge_sdk::{prelude::*, Resources};
 
 /// Emits a constant scalar.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -17,6 +18,9 @@ pub struct Constant {
 impl NodeKind for Constant {
     const NAME: &'static str = "constant";
     const DOC: &'static str = "Emits `value` as a scalar.";
+    fn resources() -> Resources {
+        Resources::light()
+    }
     fn ports() -> Ports {
         Ports::new().output("value", PortType::Scalar, "the constant")
     }
@@ -42,6 +46,9 @@ fn one() -> f64 {
 impl NodeKind for Sum {
     const NAME: &'static str = "sum";
     const DOC: &'static str = "Adds the scalars on `values` and multiplies by `scale`; also writes the result to sum.txt.";
+    fn resources() -> Resources {
+        Resources::light()
+    }
     fn ports() -> Ports {
         Ports::new().list_input("values", PortType::Scalar, "numbers to add").output("sum", PortType::Scalar, "scale × Σ values").output(
             "report",
@@ -210,6 +217,9 @@ fn one_f32() -> f32 {
 impl NodeKind for Range {
     const NAME: &'static str = "range";
     const DOC: &'static str = "Emits an f32 tensor of `shape` holding start, start+step, ... (row-major).";
+    fn resources() -> Resources {
+        Resources::light()
+    }
     fn ports() -> Ports {
         Ports::new().output("tensor", PortType::Tensor, "the tensor")
     }
@@ -228,6 +238,9 @@ pub struct TensorStats {}
 impl NodeKind for TensorStats {
     const NAME: &'static str = "tensor_stats";
     const DOC: &'static str = "Reports a tensor's dtype, shape, element count, sum and mean.";
+    fn resources() -> Resources {
+        Resources::light()
+    }
     fn ports() -> Ports {
         Ports::new().input("tensor", PortType::Tensor, "any tensor").output("stats", PortType::Metrics, "dtype, shape, numel, sum, mean")
     }
@@ -245,4 +258,74 @@ impl NodeKind for TensorStats {
     }
 }
 
-export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow, Flaky, Range, TensorStats] }
+/// Holds memory for a while.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alloc {
+    /// MiB to allocate and touch.
+    pub mib: u64,
+    /// How long to hold it, in ms.
+    #[serde(default)]
+    pub millis: u64,
+}
+
+impl NodeKind for Alloc {
+    const NAME: &'static str = "alloc";
+    const DOC: &'static str = "Allocates and touches `mib` MiB, holds it `millis` ms (checking for cancellation), then emits the MiB held.";
+    fn ports() -> Ports {
+        Ports::new().output("mib", PortType::Scalar, "the MiB held")
+    }
+    fn run(&self, ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        for i in 0..self.mib {
+            // Every page written, so the memory is resident, not just reserved.
+            held.push(vec![(i % 251) as u8 + 1; 1 << 20]);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(self.millis) {
+            ctx.check()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sum: u64 = held.iter().map(|b| b[b.len() / 2] as u64).sum();
+        tracing::info!(mib = self.mib, checksum = sum, "held");
+        Ok(Outputs::new().with("mib", held.len() as f64))
+    }
+}
+
+/// Reports what the host gave it: threads, GPU devices, and when it ran.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// How long to run, in ms.
+    #[serde(default)]
+    pub millis: u64,
+    /// A label, so several probes differ in their cache keys.
+    #[serde(default)]
+    pub label: String,
+}
+
+impl NodeKind for Probe {
+    const NAME: &'static str = "probe";
+    const DOC: &'static str = "Runs `millis` ms and reports the threads (`Ctx::threads`, and the rayon pool it runs in) and GPU devices the host gave it, with its start and end (Unix ms).";
+    fn ports() -> Ports {
+        Ports::new().output("report", PortType::Metrics, "threads, rayon_threads, devices, start_ms, end_ms")
+    }
+    fn run(&self, ctx: &Ctx, _inputs: Inputs) -> anyhow::Result<Outputs> {
+        let ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let start = ms();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(self.millis) {
+            ctx.check()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("threads".into(), ctx.threads().into());
+        m.insert("rayon_threads".into(), rayon::current_num_threads().into());
+        m.insert("devices".into(), ctx.devices().into());
+        m.insert("start_ms".into(), start.into());
+        m.insert("end_ms".into(), ms().into());
+        Ok(Outputs::new().with("report", Value::Metrics(m)))
+    }
+}
+
+export_plugin! { name: "debug", kinds: [Constant, Sum, Fail, Panic, Slow, Flaky, Range, TensorStats, Alloc, Probe] }

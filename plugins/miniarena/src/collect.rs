@@ -32,6 +32,10 @@ impl NodeKind for Collect {
     const NAME: &'static str = "collect";
     const DOC: &'static str = "Plays MiniArena templates × seeds with expert policies of chosen skill and writes their traces.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         Ports::new().output("traces", PortType::Dataset(Some("traces".into())), "one episode per template × seed × expert").output(
             "report",

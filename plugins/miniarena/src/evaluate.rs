@@ -35,6 +35,10 @@ impl NodeKind for Evaluate {
     const DOC: &'static str =
         "Plays an agent through MiniArena templates and seeds; reports success rates per task, category and overall with standard errors.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         Ports::new().output("metrics", PortType::Metrics, "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors").output(
             "traces",

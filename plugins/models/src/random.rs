@@ -137,6 +137,10 @@ impl NodeKind for RandomLlama {
     const NAME: &'static str = "random_llama";
     const DOC: &'static str = "Writes a Llama-architecture Hugging Face checkpoint with seeded random weights (no download needed).";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         Ports::new().output("model", PortType::Model, "the checkpoint directory")
     }
@@ -222,6 +226,10 @@ fn d_scale() -> f64 {
 impl NodeKind for Perturb {
     const NAME: &'static str = "perturb";
     const DOC: &'static str = "Copies a checkpoint with seeded Gaussian noise added to every tensor (a stand-in for fine-tuning in demos and tests).";
+
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
 
     fn ports() -> Ports {
         Ports::new().input("model", PortType::Model, "the checkpoint to perturb").output("model", PortType::Model, "the perturbed copy")

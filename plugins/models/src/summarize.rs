@@ -22,6 +22,10 @@ impl NodeKind for Summarize {
     const NAME: &'static str = "summarize";
     const DOC: &'static str = "Reports a checkpoint's parameter count, dtypes and L2 norms, and its distance and cosine similarity to an optional reference.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         Ports::new()
             .input("model", PortType::Model, "the checkpoint to summarise")

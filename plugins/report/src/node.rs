@@ -14,6 +14,10 @@ impl NodeKind for Paper {
     const NAME: &'static str = "paper";
     const DOC: &'static str = "The paper's Table 1 (test success ± std err per fine-tuning learning rate: Instruct-FT, model soup, AgentMerge at the λ chosen on validation; inter- and cross-task), step accuracy, likelihood and forgetting tables, and Figures 2–3 (success and likelihood over fine-tuning steps) from evaluate, likelihood and forgetting metrics; every cell uses a run's final checkpoint.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::light()
+    }
+
     fn ports() -> Ports {
         Ports::new()
             .list_input(

@@ -38,6 +38,10 @@ impl NodeKind for Build {
     const NAME: &'static str = "build";
     const DOC: &'static str = "Builds an SFT token file from traces: one example per action step, AgentLab's prompt fitted to `max_len` (AXTree cut from the bottom), the response `<think>…</think><action>…</action>` + EOS in the loss; drops missing_bid / too_long / unparsable_action.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         Ports::new()
             .input("traces", traces_type(), "episodes")

@@ -108,6 +108,10 @@ impl NodeKind for Tokenize {
     const NAME: &'static str = "tokenize";
     const DOC: &'static str = "Tokenizes plain text (.txt split at blank lines/lines/whole file, JSON Lines `text` fields, or directories of them) for next-token pretraining: one example per document, windows of at most `max_len` tokens, bos/eos added, every token in the loss.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         let mut ports = Ports::new()
             .input("tokenizer", tokenizer_type(), "tokenizer.json + tokenizer_config.json (bos_token, eos_token), e.g. from sft/tokenizer")

@@ -169,6 +169,10 @@ impl NodeKind for TokenizerKind {
     const NAME: &'static str = "tokenizer";
     const DOC: &'static str = "Trains a byte-level BPE tokenizer on the prompts and responses of a traces dataset (and any `text` datasets), or takes a model's tokenizer (model input); writes tokenizer.json + tokenizer_config.json with the chat template.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         let mut ports = Ports::new()
             .optional_input("traces", traces_type(), "episodes to train on (and to measure tokens per character on)")

@@ -265,6 +265,10 @@ impl NodeKind for Stats {
     const DOC: &'static str =
         "Counts episodes, instances, successes, action steps, rewards and thoughts, overall and per task, category and agent (model_name/agent_name).";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::light()
+    }
+
     fn ports() -> Ports {
         Ports::new().input("traces", traces_type(), "episodes").output(
             "stats",

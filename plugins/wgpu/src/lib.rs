@@ -19,6 +19,9 @@ impl BackendKind for Wgpu {
     fn create() -> anyhow::Result<Box<dyn Backend>> {
         Ok(Box::new(WgpuBackend::new()?))
     }
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::one_gpu()
+    }
 }
 
 agentmerge_sdk::export_plugin! {

@@ -300,6 +300,10 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
     const NAME: &'static str = "evaluate";
     const DOC: &'static str = "Plays a trained model (or every checkpoint of a list, one row each in step order) as a MiniArena agent: sft/build's prompt, batched decoding, <think>/<action> parsed; reports success rates overall, per category and per task with standard errors (as miniarena/evaluate), parse errors, invalid actions and truncated answers, and writes the episodes.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        B::resources()
+    }
+
     fn ports() -> Ports {
         let mut p = Ports::new().optional_input("model", PortType::Model, "the model to play (with its tokenizer files)");
         optional_models(&mut p, "checkpoints", "models to play one after the other, reported as rows in step order (trainer_state.json's global_step)");
@@ -627,6 +631,10 @@ impl<B: BackendKind> NodeKind for LikelihoodNode<B> {
     const NAME: &'static str = "likelihood";
     const DOC: &'static str = "The per-token mean log-likelihood (natural log) of the response tokens of an SFT file (e.g. held-out expert trajectories) under a model, or under every checkpoint of a list (one row each, in step order): overall (Σ log p / tokens) and per example.";
 
+    fn resources() -> agentmerge_sdk::Resources {
+        B::resources()
+    }
+
     fn ports() -> Ports {
         let mut p = Ports::new().optional_input("model", PortType::Model, "the model to score with");
         optional_models(&mut p, "checkpoints", "models to score one after the other, reported as rows in step order");
@@ -682,6 +690,10 @@ backend_node!(
 impl<B: BackendKind> NodeKind for ForgettingNode<B> {
     const NAME: &'static str = "forgetting";
     const DOC: &'static str = "Catastrophic forgetting: the per-token mean log-likelihood of held-out data (e.g. the instruction data the instruct model was tuned on) under a model `before` and `after` fine-tuning or merging, and the drop (before − after; positive = forgotten).";
+
+    fn resources() -> agentmerge_sdk::Resources {
+        B::resources()
+    }
 
     fn ports() -> Ports {
         Ports::new()

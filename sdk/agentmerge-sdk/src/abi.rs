@@ -63,6 +63,10 @@ pub struct HostCtx {
     pub seed: u64,
     /// The most verbose log level the host shows (0 error .. 4 trace).
     pub max_log_level: u8,
+    /// Threads the node may use (0: the machine's cores); the SDK sizes the node's rayon pool.
+    pub threads: u32,
+    /// GPU device indices assigned to the node, comma-separated; empty for none assigned.
+    pub devices: RString,
     pub data: *const c_void,
     /// Emits a log record. Needs no `data`, so it may be called after `run` returned (from a
     /// thread the plugin left running): `node` names the origin.

@@ -46,6 +46,7 @@ impl KindEntry {
                     inputs: ports.inputs,
                     outputs: ports.outputs,
                     config_schema: serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Json::Null),
+                    resources: T::resources(),
                 }
             },
             validate: |cfg| {
@@ -150,7 +151,13 @@ pub fn run(reg: &Registry, kind: RStr<'_>, config: RStr<'_>, ctx: &HostCtx, inpu
             let values = p.values.into_iter().map(Value::from_ffi).collect::<anyhow::Result<Vec<_>>>();
             ports.insert(p.name.into_string(), values.map_err(|e| format!("{e:#}"))?);
         }
-        let outputs = (entry.run)(&cfg, &Ctx::from_raw(ctx), Inputs::new(ports)).map_err(|e| format!("{e:#}"))?;
+        // The node's threads: a pool of the size the host gave it (0: rayon's default).
+        let call = || (entry.run)(&cfg, &Ctx::from_raw(ctx), Inputs::new(ports));
+        let outputs = match ctx.threads {
+            0 => call(),
+            n => rayon::ThreadPoolBuilder::new().num_threads(n as usize).build().map_err(|e| format!("a pool of {n} threads: {e}"))?.install(call),
+        }
+        .map_err(|e| format!("{e:#}"))?;
         Ok(outputs
             .into_ports()
             .into_iter()

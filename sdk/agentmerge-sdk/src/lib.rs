@@ -41,7 +41,7 @@ pub mod node;
 pub mod tensor;
 pub mod value;
 
-pub use manifest::{KindManifest, Manifest, PortSpec, PortType};
+pub use manifest::{KindManifest, Manifest, PortSpec, PortType, Resources};
 pub use memo::Memo;
 pub use node::{ConfigError, Ctx, Inputs, NodeKind, Outputs, Ports};
 pub use tensor::{DType, Tensor};

@@ -1,5 +1,6 @@
 //! What a plugin library publishes about itself: its name and version, the SDK it was built
-//! against, and for each node kind the doc line, typed ports and config schema.
+//! against, and for each node kind the doc line, typed ports, config schema and the resources
+//! one instance needs.
 
 use std::{fmt, str::FromStr};
 
@@ -23,6 +24,63 @@ pub struct KindManifest {
     pub outputs: Vec<PortSpec>,
     /// JSON Schema of the `with:` block (from `schemars`).
     pub config_schema: serde_json::Value,
+    /// What one instance needs by default; a pipeline may override it per node.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// What one instance of a node kind needs: the host's local scheduler and the cluster executors
+/// read it (`--cpus-per-task`, `--mem`, `--gres=gpu:N`). A pipeline node's `resources:` block
+/// overrides any field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Light work (statistics, reports, small files): runs in the driver, never as a cluster job,
+    /// and takes no share of the machine's threads.
+    #[serde(default)]
+    pub light: bool,
+    /// Threads one instance uses well; 0 for as many as it is given (a trainer).
+    #[serde(default = "one")]
+    pub cpus: u32,
+    /// Memory, e.g. `512M`, `8G`; empty for the executor's default.
+    #[serde(default)]
+    pub mem: String,
+    /// GPUs (each gets its own device).
+    #[serde(default)]
+    pub gpus: u32,
+    /// A config field whose integer value, when set, is the number of GPUs instead of `gpus`
+    /// (e.g. `devices` of a data-parallel trainer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_from: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources { light: false, cpus: 1, mem: String::new(), gpus: 0, gpus_from: None }
+    }
+}
+
+impl Resources {
+    /// Light work: runs in the driver.
+    pub fn light() -> Resources {
+        Resources { light: true, cpus: 0, ..Resources::default() }
+    }
+    /// Uses every thread it is given.
+    pub fn all_threads() -> Resources {
+        Resources { cpus: 0, ..Resources::default() }
+    }
+    /// One GPU (and the threads that feed it).
+    pub fn one_gpu() -> Resources {
+        Resources { gpus: 1, ..Resources::default() }
+    }
+    pub fn with_mem(mut self, mem: &str) -> Resources {
+        self.mem = mem.to_string();
+        self
+    }
 }
 
 impl KindManifest {

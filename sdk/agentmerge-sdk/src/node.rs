@@ -31,6 +31,13 @@ pub trait NodeKind: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 's
     /// The kind's input and output ports.
     fn ports() -> Ports;
 
+    /// What one instance needs by default (threads, memory, GPUs, or light work that runs in
+    /// the driver): one thread unless the kind says otherwise. A pipeline's per-node
+    /// `resources:` block overrides it.
+    fn resources() -> crate::Resources {
+        crate::Resources::default()
+    }
+
     /// Checks beyond the types (ranges, combinations). Called when a pipeline is validated,
     /// before anything runs. Return a [`ConfigError`] naming the field.
     fn check(&self) -> Result<(), ConfigError> {
@@ -292,6 +299,20 @@ impl<'a> Ctx<'a> {
     /// Reports that `done` of `total` units are finished (the host draws the bar).
     pub fn progress(&self, done: u64, total: u64, message: &str) {
         (self.raw.progress)(self.raw.data, done, total, RStr::from(message));
+    }
+
+    /// The threads this node was given (the host shares the machine's cores out between the
+    /// nodes running at once; a cluster job gets its allocation). The SDK runs the node inside
+    /// a rayon pool of this size, so `rayon::current_num_threads()` agrees.
+    pub fn threads(&self) -> usize {
+        (self.raw.threads as usize).max(1)
+    }
+
+    /// The GPU devices this node was given, as indices of the machine's GPUs (for a backend
+    /// to open; `CUDA_VISIBLE_DEVICES` numbering). Empty when the host assigned none: the
+    /// backend picks its default.
+    pub fn devices(&self) -> Vec<usize> {
+        self.raw.devices.as_str().split(',').filter_map(|d| d.trim().parse().ok()).collect()
     }
 
     /// True once the user asked the run to stop.

@@ -109,6 +109,10 @@ impl<K: StrategyKind> NodeKind for StrategyNode<K> {
     const NAME: &'static str = K::NAME;
     const DOC: &'static str = K::DOC;
 
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
+
     fn ports() -> Ports {
         merge_outputs(Ports::new().list_input("models", PortType::Model, "the checkpoints to merge").optional_input(
             "base",

@@ -25,6 +25,11 @@ pub trait BackendKind: 'static {
     const NAME: &'static str;
     /// Opens the device; a clear error when it is missing (no adapter, no driver).
     fn create() -> anyhow::Result<Box<dyn Backend>>;
+    /// What one training or evaluation node on this backend needs (the manifest's
+    /// `resources`): by default every thread it is given.
+    fn resources() -> agentmerge_sdk::Resources {
+        agentmerge_sdk::Resources::all_threads()
+    }
 }
 
 /// What a trainer kind trains on.
@@ -307,6 +312,10 @@ impl Hooks for CtxHooks<'_, '_> {
 impl<B: BackendKind, O: Objective> NodeKind for TrainNode<B, O> {
     const NAME: &'static str = O::NAME;
     const DOC: &'static str = O::DOC;
+
+    fn resources() -> agentmerge_sdk::Resources {
+        B::resources()
+    }
 
     fn ports() -> Ports {
         Ports::new()
