@@ -5,15 +5,21 @@
 //! - [`yaml`] and [`pipeline`]: the pipeline file, with positions for every error ([`diag`]);
 //! - [`plugins`]: finding, checking and calling plugin libraries;
 //! - [`plan`]: kinds, ports, types, cycles, sweeps and configs checked into a [`plan::Plan`];
-//! - [`exec`]: running a plan in parallel; [`store`]: the artifact store and cache;
+//! - [`exec`]: running a plan in parallel, locally or as cluster jobs ([`executor`], one job's
+//!   work in [`node_task`]), sharing the machine by what nodes need ([`resources`]);
+//! - [`store`]: the artifact store and cache;
 //! - [`report`]: the table printed after a run, and the Mermaid/DOT views of a plan.
 
 pub mod diag;
 pub mod exec;
+pub mod executor;
+pub mod node_task;
 pub mod pipeline;
 pub mod plan;
 pub mod plugins;
 pub mod report;
+pub mod resources;
+pub mod status;
 pub mod store;
 pub mod yaml;
 

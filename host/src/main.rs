@@ -48,6 +48,33 @@ enum Command {
         /// The artifact store (default: the pipeline's `store:`, else .agentmerge/ beside it).
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// Where nodes run: `local` (this process) or `slurm` (one batch job per node that is
+        /// not light; this process is the driver). Default: the pipeline's `executor.type`,
+        /// else local. See docs/cluster.md.
+        #[arg(long, value_name = "NAME")]
+        executor: Option<String>,
+    },
+    /// Show the state of the runs using a store: each node waiting, pending (queued as a job),
+    /// running, done, cached, failed or skipped, with its job id — from another terminal while
+    /// a run goes on, or after it ended.
+    #[command(after_help = "Examples:\n  agentmerge status pipelines/.agentmerge\n  agentmerge status pipelines/.agentmerge --all")]
+    Status {
+        /// The artifact store.
+        store: PathBuf,
+        /// Every run recorded in the store, not only those alive and the last one.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run one node of a planned run (what a cluster job executes; the driver writes the task
+    /// into the store and submits a script that calls this).
+    #[command(hide = true)]
+    RunNode {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        attempt: String,
     },
     /// Validate a pipeline (plugins, ports, types, cycles, configs) without running anything.
     #[command(after_help = "Example:\n  agentmerge check pipelines/quickstart.yaml --set hidden=96")]
@@ -186,7 +213,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", report::graph(&plan, dot));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { p, force, no_cache, jobs, store } => {
+        Command::Status { store, all } => {
+            print!("{}", agentmerge::status::show(&store, all)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RunNode { store, key, attempt } => {
+            ctrlc_handler();
+            let ok = agentmerge::node_task::run_node(&store, &key, &attempt, &cli.plugin_path)?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Run { p, force, no_cache, jobs, store, executor } => {
             let (reg, plan) = agentmerge::load(&p.pipeline, &p.patch, &p.set, &cli.plugin_path)?;
             for f in &force {
                 if !plan.spec.nodes.iter().any(|n| &n.id == f) && !plan.instances.iter().any(|i| &i.id == f) {
@@ -196,8 +232,20 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open(&agentmerge::store_dir(&plan, store.as_deref()))?;
             ctrlc_handler();
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            let opts =
-                exec::RunOptions { jobs: jobs.or(plan.spec.jobs).unwrap_or(cores), force, no_cache, progress: std::io::stderr().is_terminal() && !cli.quiet };
+            let mut settings = plan.spec.executor.clone();
+            if let Some(e) = executor {
+                if !agentmerge::executor::KINDS.contains(&e.as_str()) {
+                    anyhow::bail!("--executor {e}: unknown executor; executors are: {}", agentmerge::executor::KINDS.join(", "));
+                }
+                settings.kind = Some(e);
+            }
+            let opts = exec::RunOptions {
+                jobs: jobs.or(plan.spec.jobs).unwrap_or(cores),
+                force,
+                no_cache,
+                progress: std::io::stderr().is_terminal() && !cli.quiet,
+                executor: settings,
+            };
             let rep = exec::run(&plan, &reg, &store, &opts);
             let path = store.write_report(&plan.spec.name, &rep.to_json(&store))?;
             println!("{}", report::table(&rep, &store.root));
@@ -243,7 +291,7 @@ fn merge(config: &std::path::Path, out: &std::path::Path, overwrite: bool, plugi
         })?;
         let store = Store::open(&work.join("store"))?;
         ctrlc_handler();
-        let opts = exec::RunOptions { jobs: 1, force: Vec::new(), no_cache: true, progress: std::io::stderr().is_terminal() && !quiet };
+        let opts = exec::RunOptions { jobs: 1, force: Vec::new(), no_cache: true, progress: std::io::stderr().is_terminal() && !quiet, ..Default::default() };
         let rep = exec::run(&plan, &reg, &store, &opts);
         if !rep.failed().is_empty() {
             eprint!("{}", report::failures(&rep));
@@ -285,7 +333,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// First Ctrl-C asks nodes to stop (they see `ctx.is_cancelled()`); the second exits at once.
+/// First Ctrl-C (or SIGTERM) asks nodes to stop (they see `ctx.is_cancelled()`) and cancels the
+/// run's cluster jobs; the second exits at once.
 /// Either way no half-written artifact is trusted later: unfinished nodes live in store/tmp.
 fn ctrlc_handler() {
     let _ = ctrlc::set_handler(|| {

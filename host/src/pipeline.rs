@@ -49,6 +49,8 @@ pub struct PipelineSpec {
     pub store: Option<PathBuf>,
     pub plugin_path: Vec<PathBuf>,
     pub jobs: Option<usize>,
+    /// The `executor:` section (which executor, and its cluster settings).
+    pub executor: crate::executor::Settings,
     pub nodes: Vec<NodeSpec>,
 }
 
@@ -65,6 +67,8 @@ pub struct NodeSpec {
     pub inputs: Vec<InputSpec>,
     /// Config field (dotted path) → values to sweep over.
     pub sweep: Vec<SweepAxis>,
+    /// The node's `resources:` block, overriding what its kind declares.
+    pub resources: crate::resources::Override,
 }
 
 #[derive(Debug, Clone)]
@@ -92,9 +96,9 @@ pub struct SweepAxis {
     pub values: Vec<Node>,
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "presets", "plugin_path", "store", "jobs", "nodes"];
+const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "presets", "plugin_path", "store", "jobs", "executor", "nodes"];
 const PATCH_KEYS: &[&str] = &["name", "extends", "description", "vars", "nodes", "remove"];
-const NODE_KEYS: &[&str] = &["id", "uses", "with", "inputs", "sweep", "description"];
+const NODE_KEYS: &[&str] = &["id", "uses", "with", "inputs", "sweep", "resources", "description"];
 
 /// A `--set key=value` override: a variable, or `node_id.field.path` for a node's config.
 #[derive(Debug, Clone)]
@@ -280,6 +284,7 @@ fn parse_inner(file: &Path, source: &str, patches: &[(PathBuf, String)], overrid
             }
         },
     };
+    let executor = doc.get("executor").map(|n| crate::executor::Settings::parse(&substitute(n, &vars, errs), errs)).unwrap_or_default();
     let store = doc.get("store").and_then(|n| match n.as_str() {
         Some(s) => Some(dir.join(s)),
         None => {
@@ -356,7 +361,18 @@ fn parse_inner(file: &Path, source: &str, patches: &[(PathBuf, String)], overrid
         notes.iter().for_each(|n| tracing::info!("{n}"));
         warnings.iter().for_each(|w| tracing::warn!("{w}"));
     }
-    Some(PipelineSpec { file: file.to_path_buf(), source: source.to_string(), patches: patches.to_vec(), name, seed, store, plugin_path, jobs, nodes })
+    Some(PipelineSpec {
+        file: file.to_path_buf(),
+        source: source.to_string(),
+        patches: patches.to_vec(),
+        name,
+        seed,
+        store,
+        plugin_path,
+        jobs,
+        executor,
+        nodes,
+    })
 }
 
 fn check_keys(map: &Node, valid: &[&str], what: &str, errs: &mut Vec<Diagnostic>) {
@@ -699,7 +715,8 @@ fn parse_node(item: &Node, vars: &BTreeMap<String, Node>, errs: &mut Vec<Diagnos
             _ => errs.push(Diagnostic::new(sw.pos, "`sweep` must map config fields to lists of values")),
         }
     }
-    Some(NodeSpec { id, pos: item.pos, uses, uses_pos, with, inputs, sweep })
+    let resources = item.get("resources").map(|r| crate::resources::Override::parse(&substitute(r, vars, errs), errs)).unwrap_or_default();
+    Some(NodeSpec { id, pos: item.pos, uses, uses_pos, with, inputs, sweep, resources })
 }
 
 fn valid_id(s: &str) -> bool {

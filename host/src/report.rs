@@ -54,6 +54,10 @@ pub fn table(report: &RunReport, store_root: &std::path::Path) -> String {
             (None, Status::Failed(e) | Status::Skipped(e)) => first_line(e),
             _ => String::new(),
         };
+        let outputs = match &r.job {
+            Some(j) => format!("[job {}{}] {outputs}", j.id, j.queued.map(|q| format!(", queued {:.1}s", q.as_secs_f64())).unwrap_or_default()),
+            None => outputs,
+        };
         rows.push([r.id.clone(), status, format!("{:.2}s", r.wall.as_secs_f64()), outputs]);
     }
     let w: Vec<usize> = (0..3).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
@@ -126,6 +130,10 @@ pub fn plugins(reg: &Registry, filter: Option<&str>) -> String {
         let _ = writeln!(out, "{} {} (sdk {}) — {}", m.plugin, m.version, m.sdk_version, p.path.display());
         for k in kinds {
             let _ = writeln!(out, "\n  {}/{}\n    {}", m.plugin, k.name, k.doc);
+            let r = &k.resources;
+            let need = crate::resources::Need { light: r.light, cpus: r.cpus, mem: crate::resources::parse_mem(&r.mem).ok(), gpus: r.gpus, time: None };
+            let gpus_from = r.gpus_from.as_ref().map(|f| format!(" (gpus from `{f}`)")).unwrap_or_default();
+            let _ = writeln!(out, "    resources: {}{gpus_from}", need.describe());
             for (title, ports) in [("inputs", &k.inputs), ("outputs", &k.outputs)] {
                 if ports.is_empty() {
                     continue;

@@ -16,6 +16,8 @@
 //!                              the node's own (e.g. one evaluated checkpoint); may be deleted
 //!                              at any time (it is only a shortcut)
 //!   runs/<time>-<pipeline>.json, runs/latest.json   run reports
+//!   runs/<run>/state.json       a run's live state (`agentmerge status`); its jobs' logs beside it
+//!   jobs/<key>/                 a node's cluster job: task, script, job record, status files
 //! ```
 //!
 //! A node's key hashes the plugin's identity (name, version, digest of the library file), the
@@ -258,6 +260,27 @@ impl Store {
             _ => true,
         });
         intact.then_some(stored)
+    }
+
+    /// This run's id (unique across processes and machines sharing the store).
+    pub fn run_id(&self) -> &str {
+        &self.run.id
+    }
+
+    /// This run's folder, `runs/<run>/`: its state for `agentmerge status` and its jobs' logs.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("runs").join(&self.run.id)
+    }
+
+    /// Whether the run `id` is still alive (its lock is held).
+    pub fn run_alive(&self, id: &str) -> bool {
+        if id == self.run.id {
+            return true;
+        }
+        let Ok(f) = fs::OpenOptions::new().write(true).open(self.root.join("tmp").join(format!("{id}.lock"))) else {
+            return false;
+        };
+        !matches!(flock(&f, false), Ok(true))
     }
 
     /// A fresh temporary directory for a running node.

@@ -67,7 +67,8 @@ fn race(dir: &Path, store: &Path, sets: &[&[&str]]) -> Vec<BTreeMap<String, Stri
     let mut reports = Vec::new();
     for e in std::fs::read_dir(store.join("runs")).unwrap() {
         let path = e.unwrap().path();
-        if path.file_name().unwrap() != "latest.json" {
+        // Reports are files; each run's folder (its state, its jobs' logs) is not one.
+        if path.is_file() && path.file_name().unwrap() != "latest.json" {
             let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             reports.push(statuses(&r));
         }
