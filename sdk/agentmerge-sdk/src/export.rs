@@ -105,16 +105,24 @@ fn install_panic_hook() {
     });
 }
 
-/// Runs `f`, turning a panic into an error message that says where it happened.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+/// Runs `f`, turning a panic into an error message that says where it happened. Call it on the
+/// thread that runs `f`: the location is recorded per thread.
+fn catch<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     install_panic_hook();
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => ROk(v),
-        Ok(Err(e)) => RErr(e.into()),
+        Ok(r) => r,
         Err(p) => {
             let at = PANIC_AT.with(|a| a.borrow_mut().take()).map(|a| format!(" at {a}")).unwrap_or_default();
-            RErr(format!("{what} panicked{at}: {}", panic_message(p)).into())
+            Err(format!("{what} panicked{at}: {}", panic_message(p)))
         }
+    }
+}
+
+/// [`catch`] as the ABI's result.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+    match catch(what, f) {
+        Ok(v) => ROk(v),
+        Err(e) => RErr(e.into()),
     }
 }
 
@@ -151,13 +159,17 @@ pub fn run(reg: &Registry, kind: RStr<'_>, config: RStr<'_>, ctx: &HostCtx, inpu
             let values = p.values.into_iter().map(Value::from_ffi).collect::<anyhow::Result<Vec<_>>>();
             ports.insert(p.name.into_string(), values.map_err(|e| format!("{e:#}"))?);
         }
-        // The node's threads: a pool of the size the host gave it (0: rayon's default).
-        let call = || (entry.run)(&cfg, &Ctx::from_raw(ctx), Inputs::new(ports));
+        // The node's threads: a pool of the size the host gave it (0: rayon's default). The node
+        // runs on one of the pool's threads, so a panic there is caught there, where its
+        // location was recorded.
+        let call = || {
+            let _current = CurrentNode::enter(ctx);
+            catch("node", || (entry.run)(&cfg, &Ctx::from_raw(ctx), Inputs::new(ports)).map_err(|e| format!("{e:#}")))
+        };
         let outputs = match ctx.threads {
             0 => call(),
             n => rayon::ThreadPoolBuilder::new().num_threads(n as usize).build().map_err(|e| format!("a pool of {n} threads: {e}"))?.install(call),
-        }
-        .map_err(|e| format!("{e:#}"))?;
+        }?;
         Ok(outputs
             .into_ports()
             .into_iter()
