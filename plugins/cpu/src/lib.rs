@@ -14,7 +14,7 @@ pub struct Cpu;
 
 impl BackendKind for Cpu {
     const NAME: &'static str = "cpu";
-    fn create() -> anyhow::Result<Box<dyn Backend>> {
+    fn create(_devices: &[usize]) -> anyhow::Result<Box<dyn Backend>> {
         Ok(Box::new(CpuBackend::new()))
     }
 }

@@ -16,8 +16,8 @@ pub struct Wgpu;
 
 impl BackendKind for Wgpu {
     const NAME: &'static str = "wgpu";
-    fn create() -> anyhow::Result<Box<dyn Backend>> {
-        Ok(Box::new(WgpuBackend::new()?))
+    fn create(devices: &[usize]) -> anyhow::Result<Box<dyn Backend>> {
+        Ok(Box::new(WgpuBackend::on_devices(devices)?))
     }
     fn resources() -> agentmerge_sdk::Resources {
         agentmerge_sdk::Resources::one_gpu()

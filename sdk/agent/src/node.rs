@@ -450,7 +450,7 @@ impl ModelRun<'_> {
         let (cfg, ctx, total) = (self.cfg, self.ctx, self.total);
         let be = match backend.take() {
             Some(be) => be,
-            None => B::create()?,
+            None => B::create(&ctx.devices())?,
         };
         let loaded = LoadedModel::load(be, dir, tok_dir)?;
         if cfg.max_len > loaded.model.config.max_position_embeddings {
@@ -575,7 +575,7 @@ fn memoised_score<B: BackendKind>(
         }
     }
     if be.is_none() {
-        *be = Some(B::create()?);
+        *be = Some(B::create(&ctx.devices())?);
     }
     let l = cfg.score(ctx, be.as_deref_mut().expect("created"), dir, data, label)?;
     reuse.computed += 1;

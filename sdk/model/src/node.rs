@@ -23,8 +23,10 @@ use crate::{
 pub trait BackendKind: 'static {
     /// The plugin's name (`cpu`, `wgpu`, `cuda`), for logs and docs.
     const NAME: &'static str;
-    /// Opens the device; a clear error when it is missing (no adapter, no driver).
-    fn create() -> anyhow::Result<Box<dyn Backend>>;
+    /// Opens the device; a clear error when it is missing (no adapter, no driver). `devices`:
+    /// the GPU indices the host assigned the node (`Ctx::devices`; empty: the backend's
+    /// default choice).
+    fn create(devices: &[usize]) -> anyhow::Result<Box<dyn Backend>>;
     /// What one training or evaluation node on this backend needs (the manifest's
     /// `resources`): by default every thread it is given.
     fn resources() -> agentmerge_sdk::Resources {
@@ -351,7 +353,7 @@ fn run_training(
     objective: &str,
     use_mask: bool,
     backend_name: &str,
-    create: fn() -> anyhow::Result<Box<dyn Backend>>,
+    create: fn(&[usize]) -> anyhow::Result<Box<dyn Backend>>,
     ctx: &Ctx,
     inputs: &Inputs,
 ) -> anyhow::Result<Outputs> {
@@ -395,7 +397,7 @@ fn run_training(
         checkpoint_every: cfg.checkpoint_every,
         save_dtype: parse_dtype(&cfg.save_dtype).expect("checked"),
     };
-    let mut be = create()?;
+    let mut be = create(&ctx.devices())?;
     let mut model = Model::new(config.clone())?;
     model.alloc_params(be.as_mut(), true)?;
     be.upload(model.all(Mem::Params), &params)?;

@@ -104,7 +104,29 @@ fn choose(choice: Option<&str>) -> Result<wgpu::Adapter> {
 
 /// Opens the adapter `choice` names (see [`ADAPTER_ENV`]), with its own limits.
 pub(crate) fn open(choice: Option<&str>) -> Result<Gpu> {
-    let adapter = choose(choice)?;
+    open_adapter(choose(choice)?)
+}
+
+/// Opens GPU `index` of the machine: the `index`-th hardware adapter (discrete, integrated or
+/// virtual GPU; software adapters and GL left out), in the order the driver lists them — the
+/// order `CUDA_VISIBLE_DEVICES` numbers NVIDIA GPUs in on a machine with only those.
+pub(crate) fn open_gpu(index: usize) -> Result<Gpu> {
+    let primary = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = primary;
+    let instance = wgpu::Instance::new(desc);
+    let gpus: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(primary))
+        .into_iter()
+        .filter(|a| !matches!(a.get_info().device_type, wgpu::DeviceType::Cpu | wgpu::DeviceType::Other))
+        .collect();
+    let n = gpus.len();
+    let adapter = gpus.into_iter().nth(index).with_context(|| {
+        format!("the host assigned this node GPU {index}, but wgpu sees {n} hardware GPU adapter(s); set {ADAPTER_ENV} to choose one, or AGENTMERGE_GPUS to the number of GPUs")
+    })?;
+    open_adapter(adapter)
+}
+
+fn open_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
     let info = adapter.get_info();
     let limits = adapter.limits();
     if limits.max_storage_buffers_per_shader_stage < STORAGE_BUFFERS {

@@ -84,10 +84,26 @@ impl WgpuBackend {
         Self::with_adapter(std::env::var(ADAPTER_ENV).ok().as_deref())
     }
 
+    /// Opens the adapter for a node the host gave `devices` (GPU indices): the user's
+    /// `AGENTMERGE_WGPU_ADAPTER` when set, else the first device's GPU among the machine's
+    /// hardware adapters (so two nodes on two GPUs never share one), else the best one found.
+    pub fn on_devices(devices: &[usize]) -> Result<WgpuBackend> {
+        match (std::env::var(ADAPTER_ENV).ok().filter(|c| !c.trim().is_empty()), devices.first()) {
+            (None, Some(&i)) => {
+                let gpu = device::open_gpu(i)?;
+                Self::from_gpu(gpu)
+            }
+            (choice, _) => Self::with_adapter(choice.as_deref()),
+        }
+    }
+
     /// Opens the adapter `choice` names (a backend, part of a name, or an index; see
     /// [`ADAPTER_ENV`]); `None`: the best one found.
     pub fn with_adapter(choice: Option<&str>) -> Result<WgpuBackend> {
-        let gpu = device::open(choice)?;
+        Self::from_gpu(device::open(choice)?)
+    }
+
+    fn from_gpu(gpu: device::Gpu) -> Result<WgpuBackend> {
         tracing::info!("wgpu adapter: {}", gpu.describe());
         let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
         Ok(WgpuBackend {
