@@ -81,6 +81,17 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// An unknown key of a mapping (`what`: "resource", "executor setting"), pointing at it, with
+/// the closest known key and the whole list as the hint.
+pub fn unknown_key(key: &crate::yaml::Node, what: &str, known: &[&str]) -> Diagnostic {
+    let name = key.scalar_text();
+    let all = format!("{what}s are: {}", known.join(", "));
+    Diagnostic::new(key.pos, format!("unknown {what} `{name}`")).hint(match did_you_mean(&name, known.iter().copied()) {
+        Some(d) => format!("{d} ({all})"),
+        None => all,
+    })
+}
+
 /// "did you mean `x`?" for the candidate closest to `wanted`, if any is close.
 pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates

@@ -64,10 +64,7 @@ impl Override {
                     Ok(t) => o.time = Some(t),
                     Err(e) => errs.push(Diagnostic::new(v.pos, format!("`resources.time`: {e}")).hint("e.g. `time: 30m`, `time: 4h`, `time: 1-12:00:00`")),
                 },
-                _ => errs.push(Diagnostic::new(k.pos, format!("unknown resource `{key}`")).hint(match crate::diag::did_you_mean(&key, KEYS.iter().copied()) {
-                    Some(d) => format!("{d} (resources are: {})", KEYS.join(", ")),
-                    None => format!("resources are: {}", KEYS.join(", ")),
-                })),
+                _ => errs.push(crate::diag::unknown_key(k, "resource", KEYS)),
             }
         }
         o

@@ -138,12 +138,7 @@ impl Settings {
                     _ => errs
                         .push(Diagnostic::new(v.pos, "`executor.sbatch` must be a list of arguments").hint("e.g. `sbatch: [--exclusive, --mail-type=FAIL]`")),
                 },
-                _ => errs.push(Diagnostic::new(k.pos, format!("unknown executor setting `{key}`")).hint(
-                    match crate::diag::did_you_mean(&key, KEYS.iter().copied()) {
-                        Some(d) => format!("{d} (settings are: {})", KEYS.join(", ")),
-                        None => format!("settings are: {}", KEYS.join(", ")),
-                    },
-                )),
+                _ => errs.push(crate::diag::unknown_key(k, "executor setting", KEYS)),
             }
         }
         s

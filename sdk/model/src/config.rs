@@ -159,10 +159,10 @@ impl LlamaConfig {
                 bail!("`{k}` must be at least 1");
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             bail!("`num_key_value_heads` ({}) must divide `num_attention_heads` ({})", self.num_key_value_heads, self.num_attention_heads);
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!("`head_dim` ({}) must be even for rotary embeddings", self.head_dim);
         }
         if !(self.rope_theta > 0.0) {
