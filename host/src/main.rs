@@ -239,6 +239,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 settings.kind = Some(e);
             }
+            if let Some(e) = settings.executor() {
+                e.ready()?;
+            }
             let opts = exec::RunOptions {
                 jobs: jobs.or(plan.spec.jobs).unwrap_or(cores),
                 force,

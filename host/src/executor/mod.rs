@@ -52,6 +52,10 @@ pub trait Executor: Send {
     fn poll(&mut self, ids: &[String]) -> anyhow::Result<BTreeMap<String, JobState>>;
     /// Cancels the jobs in `ids`.
     fn cancel(&mut self, ids: &[String]) -> anyhow::Result<()>;
+    /// Whether the scheduler can be reached, checked once before a run submits anything.
+    fn ready(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Which executor, and its settings: the pipeline's `executor:` section, `--executor` winning

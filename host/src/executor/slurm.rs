@@ -92,6 +92,12 @@ impl Executor for Slurm {
         Ok(states)
     }
 
+    fn ready(&self) -> anyhow::Result<()> {
+        command_output("squeue", &["--noheader".to_string(), "--me".to_string(), "--format=%i".to_string()])
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("the slurm executor cannot reach Slurm: {e:#}"))
+    }
+
     fn cancel(&mut self, ids: &[String]) -> anyhow::Result<()> {
         if !ids.is_empty() {
             command_output("scancel", ids)?;
