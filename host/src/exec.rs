@@ -208,7 +208,7 @@ pub fn run(plan: &Plan, reg: &Registry, store: &Store, opts: &RunOptions) -> Run
     if needs.iter().flatten().any(|nd| nd.gpus > 0 && !nd.light) && machine.gpus() == 0 && cluster.is_none() {
         tracing::info!("no GPU seen (CUDA_VISIBLE_DEVICES, /dev/nvidia*): nodes that need a GPU run one at a time on what their backend finds");
     }
-    let mut state = RunState::new(plan, store, opts, cluster.as_ref().map(|c| c.exec.name()).unwrap_or("local"));
+    let mut state = RunState::new(plan, store, cluster.as_ref().map(|c| c.exec.name()).unwrap_or("local"));
 
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, NodeResult)>();
@@ -706,7 +706,7 @@ struct RunState<'a> {
 }
 
 impl<'a> RunState<'a> {
-    fn new(plan: &'a Plan, store: &'a Store, _opts: &RunOptions, executor: &'static str) -> RunState<'a> {
+    fn new(plan: &'a Plan, store: &'a Store, executor: &'static str) -> RunState<'a> {
         RunState { plan, store, executor, started: node_task::now(), last: None }
     }
 
