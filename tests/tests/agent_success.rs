@@ -2,18 +2,16 @@
 //! with `cpu/sft` on traces of the `perfect` expert, played by `cpu/evaluate` on held-out seeds
 //! of the same template, before and after training.
 //!
-//! What is reached, honestly (docs/evaluation.md, "What a small model reaches", has the table).
-//! The evaluation issue asks for a success rate of about 0.8 on held-out seeds. A model trained
-//! from scratch on 2 cores does not get there yet: it learns the answer format and the verbs
-//! within a minute and copies the bids of the first steps' elements from held-out pages, but at
-//! the dialog step it confirms instead of selecting the user (BRIEF §7's grounding problem).
+//! What is reached (docs/evaluation.md, "What a small model reaches", has the table):
 //!
 //! - `a_trained_model_learns_the_format_ci` (CI, ~2 min in a debug build): SFT from a random
 //!   model; before training every answer is a parse error; after 150 steps the answers parse and
 //!   name the right verb; the success rate is reported (0 at this size).
-//! - `the_grounding_pipeline_copies_bids` (`#[ignore]`, ~25 min in a release build): runs
-//!   `pipelines/grounding.yaml` as it is (page-reading pretraining, then SFT, every checkpoint
-//!   played). Measured: exact 0.51–0.56, element 0.51–0.56, verb 0.75, success 0.00. Run it with
+//! - `the_grounding_pipeline_succeeds_on_held_out_seeds` (`#[ignore]`, ~50 min in a release
+//!   build, beyond CI's budget): runs `pipelines/grounding.yaml` as it is (page-reading
+//!   pretraining with goal documents, then SFT, every checkpoint played) and checks the issue's
+//!   headline: success ≥ 0.8 on 40 held-out seeds after fine-tuning, about 0 before. Measured:
+//!   0.00 before, 0.90 after 200 steps, 1.00 after 400. Run it with
 //!   `cargo build --release --workspace && cargo test --release -p agentmerge-tests --test agent_success -- --ignored --nocapture`.
 
 mod common;
@@ -163,14 +161,16 @@ fn a_trained_model_learns_the_format_ci() {
 }
 
 #[test]
-#[ignore = "about 25 minutes in a release build; see the module docs for the command and the result"]
-fn the_grounding_pipeline_copies_bids() {
+#[ignore = "about 50 minutes in a release build; see the module docs for the command and the result"]
+fn the_grounding_pipeline_succeeds_on_held_out_seeds() {
     let t = tempfile::tempdir().unwrap();
     let rows = rows(t.path(), &workspace().join("pipelines/grounding.yaml"));
-    let after = rows.last().unwrap();
-    // Measured: exact and element 0.51–0.56 (the first two steps of four, bids copied from
-    // held-out pages), verb 0.75, success 0.00 — the issue's 0.8 is not reached.
-    assert!(f(after, &["step_accuracy", "element"]) >= 0.45, "{after}");
-    assert!(f(after, &["step_accuracy", "verb"]) >= 0.7, "{after}");
-    assert!(f(after, &["parse_error_rate"]) <= 0.1, "{after}");
+    let (before, after) = (&rows[0], rows.last().unwrap());
+    // The pretrained base, before fine-tuning on the agent's traces: no episode solved.
+    assert!(before["step"].is_null());
+    assert!(f(before, &["overall", "success_rate"]) <= 0.05, "{before}");
+    // After: measured 1.00 (40 of 40), with every recorded step's action exact.
+    assert!(f(after, &["overall", "success_rate"]) >= 0.8, "{after}");
+    assert!(f(after, &["step_accuracy", "exact"]) >= 0.8, "{after}");
+    assert!(f(after, &["parse_error_rate"]) <= 0.05, "{after}");
 }
