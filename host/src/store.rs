@@ -194,26 +194,7 @@ impl Store {
             return;
         };
         let mut alive: BTreeMap<String, bool> = BTreeMap::new();
-        let mut is_alive = |run: &str| -> bool {
-            if run == self.run.id {
-                return true;
-            }
-            *alive.entry(run.to_string()).or_insert_with(|| {
-                let path = tmp.join(format!("{run}.lock"));
-                let Ok(f) = fs::OpenOptions::new().write(true).open(&path) else {
-                    return false;
-                };
-                match flock(&f, false) {
-                    // Free: its run is gone. Remove the lock while holding it.
-                    Ok(true) => {
-                        let _ = fs::remove_file(&path);
-                        false
-                    }
-                    Ok(false) => true,
-                    Err(_) => true,
-                }
-            })
-        };
+        let mut is_alive = |run: &str| -> bool { *alive.entry(run.to_string()).or_insert_with(|| self.probe_run(run, true)) };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let run = match name.strip_suffix(".lock") {
@@ -274,13 +255,28 @@ impl Store {
 
     /// Whether the run `id` is still alive (its lock is held).
     pub fn run_alive(&self, id: &str) -> bool {
+        self.probe_run(id, false)
+    }
+
+    /// Whether run `id` is alive: its lock file exists and is held. A run whose lock is free is
+    /// gone; with `remove`, its lock file is removed while we hold it (clean-up).
+    fn probe_run(&self, id: &str, remove: bool) -> bool {
         if id == self.run.id {
             return true;
         }
-        let Ok(f) = fs::OpenOptions::new().write(true).open(self.root.join("tmp").join(format!("{id}.lock"))) else {
+        let path = self.root.join("tmp").join(format!("{id}.lock"));
+        let Ok(f) = fs::OpenOptions::new().write(true).open(&path) else {
             return false;
         };
-        !matches!(flock(&f, false), Ok(true))
+        match flock(&f, false) {
+            Ok(true) => {
+                if remove {
+                    let _ = fs::remove_file(&path);
+                }
+                false
+            }
+            Ok(false) | Err(_) => true,
+        }
     }
 
     /// A fresh temporary directory for a running node.

@@ -157,21 +157,6 @@ impl Settings {
     }
 }
 
-/// Runs a command and returns its stdout; an error names the command and quotes its stderr.
-pub(crate) fn command_output(program: &str, args: &[String]) -> anyhow::Result<String> {
-    let out = std::process::Command::new(program).args(args).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!("`{program}` not found: the slurm executor needs Slurm's client commands on PATH (is this a cluster login node?)")
-        } else {
-            anyhow::anyhow!("running `{program}`: {e}")
-        }
-    })?;
-    if !out.status.success() {
-        anyhow::bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{command_output, Executor, JobSpec, JobState, Settings};
+use super::{Executor, JobSpec, JobState, Settings};
 use crate::resources::slurm_time;
 
 pub struct Slurm {
@@ -104,6 +104,21 @@ impl Executor for Slurm {
         }
         Ok(())
     }
+}
+
+/// Runs a command and returns its stdout; an error names the command and quotes its stderr.
+fn command_output(program: &str, args: &[String]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(program).args(args).output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!("`{program}` not found: the slurm executor needs Slurm's client commands on PATH (is this a cluster login node?)")
+        } else {
+            anyhow::anyhow!("running `{program}`: {e}")
+        }
+    })?;
+    if !out.status.success() {
+        anyhow::bail!("`{program} {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A `squeue` state (and reason) as a [`JobState`], with the ending in plain words.
