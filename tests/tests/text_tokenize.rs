@@ -4,7 +4,8 @@
 //! pretraining in the real host. The token file is checked with `SftReader` against what the
 //! test computes with the same tokenizer: one example per document, long documents cut into
 //! `max_len` windows, bos/eos around each document, every token in the loss. Caching, file
-//! changes and the errors are checked too.
+//! changes and the errors are checked too; so is `sft/chat` reading conversation files from
+//! `paths`.
 
 mod common;
 
@@ -223,5 +224,74 @@ fn bad_sources_fail_clearly() {
     let listing = ok(dir.path(), &["plugins", "sft/tokenize"]);
     for field in ["paths", "split", "field", "max_len", "add_bos", "add_eos", "min_tokens", "dataset:tokens"] {
         assert!(listing.contains(field), "{field} missing from:\n{listing}");
+    }
+}
+
+#[test]
+fn chat_files_named_in_paths_become_sft_data() {
+    // `sft/chat` reads a user's own instruction data from `paths` (no `chat` input): every
+    // conversation an example whose loss is exactly the last answer and the eos token; the
+    // files are fingerprinted, so an edit re-runs the node; mistakes name the field or line.
+    let dir = tempfile::tempdir().unwrap();
+    write_episodes(&dir.path().join("t.jsonl"), &episodes()).unwrap();
+    let conv =
+        |q: &str, a: &str| format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"{q}\"}}, {{\"role\": \"assistant\", \"content\": \"{a}\"}}]}}\n");
+    write(dir.path(), "own/a.jsonl", &(conv("Which field holds the caller?", "Field 3.") + &conv("Set the priority.", "fill('b2', '3')")));
+    write(dir.path(), "own/notes.txt", "a .txt file in the directory is not a conversation file");
+    write(dir.path(), "more.jsonl", &conv("What is the caller's name?", "Abel Tuter."));
+    let pipeline = |with: &str| {
+        format!(
+            "nodes:\n  - id: read\n    uses: traces/read\n    with: {{path: t.jsonl}}\n  - id: tok\n    uses: sft/tokenizer\n    with: {{vocab_size: 600}}\n    inputs: {{traces: read.traces}}\n  - id: chat\n    uses: sft/chat\n    with: {with}\n    inputs: {{tokenizer: tok.tokenizer}}\n"
+        )
+    };
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    write(dir.path(), "p.yaml", &pipeline("{paths: [more.jsonl, own/a.jsonl], max_len: 512}"));
+    ok(dir.path(), &["run", "p.yaml", "--store", store_arg]);
+    let report = latest_report(&store);
+    let tok = tk::load(&path_of(&report, "tok", "tokenizer")).unwrap();
+    let r = SftReader::open(&path_of(&report, "chat", "dataset")).unwrap();
+    let answers: Vec<String> = (0..r.len())
+        .map(|i| {
+            let (ids, mask) = r.example(i);
+            let loss: Vec<u32> = ids.iter().zip(mask).filter(|(_, &m)| m == 1).map(|(&t, _)| t).collect();
+            tok.decode(&loss, false).unwrap()
+        })
+        .collect();
+    assert_eq!(answers, ["Abel Tuter.<|eos|>", "Field 3.<|eos|>", "fill('b2', '3')<|eos|>"], "paths in order, the answer + eos in the loss");
+    let cr = output(&report, "chat", "report");
+    assert_eq!((n(&cr["conversations"]), n(&cr["examples"])), (3, 3), "{cr}");
+
+    // Cached on a rerun; an edited file re-runs the node.
+    ok(dir.path(), &["run", "p.yaml", "--store", store_arg]);
+    assert_eq!(statuses(&latest_report(&store))["chat"], "cached");
+    write(dir.path(), "more.jsonl", &(conv("What is the caller's name?", "Abel Tuter.") + &conv("Save.", "click('b7')")));
+    ok(dir.path(), &["run", "p.yaml", "--store", store_arg]);
+    let again = latest_report(&store);
+    assert_eq!(statuses(&again)["chat"], "ran");
+    assert_eq!(n(&output(&again, "chat", "report")["examples"]), 4);
+
+    // A directory is read whole: its .txt file is refused by name at run time.
+    write(dir.path(), "d.yaml", &pipeline("{paths: [own]}"));
+    let out = agentmerge(dir.path(), &["run", "d.yaml", "--store", store_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = node(&latest_report(&store), "chat")["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("notes.txt: not a JSON Lines file"), "{err}");
+    write(dir.path(), "n.yaml", &pipeline("{}"));
+    let out = agentmerge(dir.path(), &["run", "n.yaml", "--store", store_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = node(&latest_report(&store), "chat")["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("no conversations to read: connect the `chat` input or list files in `paths`"), "{err}");
+    for (with, want) in [
+        ("{paths: [missing.jsonl]}", "field `paths[0]`: missing.jsonl does not exist"),
+        (
+            "{paths: [more.jsonl, own/notes.txt]}",
+            "field `paths[1]`: own/notes.txt is not a JSON Lines file (the name must end in .jsonl, .jsonl.gz or .jsonl.zst)",
+        ),
+    ] {
+        write(dir.path(), "c.yaml", &pipeline(with));
+        let out = agentmerge(dir.path(), &["check", "c.yaml"]);
+        assert!(!out.status.success(), "{with}");
+        assert!(stderr(&out).contains(want), "{with}: missing {want:?} in:\n{}", stderr(&out));
     }
 }

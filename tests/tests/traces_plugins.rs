@@ -188,7 +188,7 @@ nodes:
     inputs: {traces: think.traces}
   - id: split
     uses: traces/split
-    with: {kind: cross_task, held_out_tasks: [miniarena.menu.open_module]}
+    with: {kind: cross_task, held_out_tasks: [miniarena.menu.open_module, miniarena.menu.not_collected], allow_missing: true}
     inputs: {traces: dedup.traces}
   - id: inter
     uses: traces/split
@@ -319,6 +319,7 @@ fn traces_to_sft_pipeline_counts_match_and_reruns_are_cached() {
     assert_eq!(train, deduped.iter().filter(|e| e.task_name != HELD_OUT).cloned().collect::<Vec<_>>());
     let sr = output(&report, "split", "report");
     assert_eq!(sr["test_tasks"], serde_json::json!([HELD_OUT]));
+    assert_eq!(sr["missing_held_out"], serde_json::json!(["miniarena.menu.not_collected"]), "allow_missing lists the absent name");
     assert_eq!((n(&sr["train_episodes"]), n(&sr["test_episodes"])), (train.len() as u64, test.len() as u64));
 
     // inter-task split: instances never on both sides.

@@ -1,8 +1,12 @@
 //! `sft/chat`: instruction data (JSON Lines conversations, `messages: [{role, content}]`) +
 //! tokenizer → an SFT token file: the prompt rendered with the chat template, the last
-//! (assistant) message and the eos token in the loss (`agentmerge_sft::chat`).
+//! (assistant) message and the eos token in the loss (`agentmerge_sft::chat`). Conversations come
+//! from the `chat` input, from files named in `paths` (fingerprinted, `crate::paths`), or both.
 
-use std::{fmt::Write as _, path::PathBuf};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use agentmerge_sdk::{prelude::*, PortSpec};
 use agentmerge_sft::{
@@ -14,7 +18,7 @@ use agentmerge_sft::{
     tokenizer as tk,
 };
 
-use crate::{metrics, tokenizer_type, SFT_SCHEMA};
+use crate::{metrics, paths, tokenizer_type, SFT_SCHEMA};
 
 /// The SFT token file's name in the node's output directory.
 pub const CHAT_FILE: &str = "chat.amsft";
@@ -23,6 +27,11 @@ pub const CHAT_FILE: &str = "chat.amsft";
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chat {
+    /// Conversation files or directories to read, after those on the `chat` input: `.jsonl`,
+    /// `.jsonl.gz` or `.jsonl.zst` files, or directories whose such files are read in sorted
+    /// order. A relative path is relative to the current directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
     /// The most tokens in one example (prompt + answer + eos); longer conversations are dropped
     /// and counted.
     #[serde(default = "d_max_len")]
@@ -33,6 +42,18 @@ pub struct Chat {
     /// How many examples the readable preview shows.
     #[serde(default = "d_preview")]
     pub preview_examples: usize,
+    /// Filled in when the pipeline is checked: a fingerprint of the files `paths` stands for,
+    /// so the cache notices when they change. Leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// What a conversation file's name ends in.
+const CHAT_ENDINGS: &str = ".jsonl, .jsonl.gz or .jsonl.zst";
+
+fn is_chat_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    [".jsonl", ".jsonl.gz", ".jsonl.zst"].iter().any(|e| name.ends_with(e) && name.len() > e.len())
 }
 
 fn d_max_len() -> usize {
@@ -61,8 +82,9 @@ impl NodeKind for Chat {
                 name: "chat".into(),
                 ty: PortType::Dataset(None),
                 list: true,
-                optional: false,
-                doc: "conversations: .jsonl / .jsonl.gz / .jsonl.zst files or directories of them (e.g. sft/reading with `format: chat`)".into(),
+                optional: true,
+                doc: "conversations: .jsonl / .jsonl.gz / .jsonl.zst files or directories of them (e.g. sft/reading with `format: chat`); read before `paths`"
+                    .into(),
             },
         );
         ports
@@ -75,11 +97,21 @@ impl NodeKind for Chat {
         if self.field.is_empty() {
             return Err(ConfigError::new("field", "is empty; name the key holding each line's messages"));
         }
+        paths::check(&self.paths, is_chat_file, "JSON Lines file", CHAT_ENDINGS)
+    }
+
+    fn resolve(&mut self) -> Result<(), ConfigError> {
+        self.fingerprint = paths::fingerprint(&self.paths)?;
         Ok(())
     }
 
     fn run(&self, ctx: &Ctx, inputs: Inputs) -> anyhow::Result<Outputs> {
-        let sources: Vec<PathBuf> = inputs.datasets("chat")?.into_iter().map(|(_, p)| p).collect();
+        let mut sources: Vec<PathBuf> = inputs.datasets("chat")?.into_iter().map(|(_, p)| p).collect();
+        if sources.is_empty() && self.paths.is_empty() {
+            bail!("no conversations to read: connect the `chat` input or list files in `paths`");
+        }
+        paths::unchanged(self.fingerprint.as_ref(), &self.paths)?;
+        sources.extend(self.paths.iter().map(PathBuf::from));
         let (_, tok_dir) = inputs.dataset("tokenizer")?;
         let tok = tk::load(&tok_dir)?;
         let template = ChatTemplate::from_dir(&tok_dir)?;

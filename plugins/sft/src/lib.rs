@@ -14,6 +14,7 @@
 
 mod build;
 mod chat;
+mod paths;
 mod reading;
 mod tokenize;
 mod tokenizer;

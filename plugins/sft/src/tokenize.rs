@@ -2,14 +2,10 @@
 //! file for next-token pretraining (`agentmerge_sft::text`): one example per document, or per
 //! window of `max_len` tokens of a long one, every token in the loss.
 //!
-//! Files named in `paths` are not inputs, so, as in `traces/read`, the resolved config carries
-//! a fingerprint of them (each file's path, size and modification time): editing, adding or
-//! removing a file re-runs the node.
+//! Files named in `paths` are fingerprinted into the resolved config (`crate::paths`): editing,
+//! adding or removing one re-runs the node.
 
-use std::{
-    path::{Path, PathBuf},
-    time::UNIX_EPOCH,
-};
+use std::path::PathBuf;
 
 use agentmerge_sdk::{prelude::*, PortSpec};
 use agentmerge_sft::{
@@ -18,7 +14,7 @@ use agentmerge_sft::{
     tokenizer as tk,
 };
 
-use crate::{metrics, tokenizer_type, TOKENS_SCHEMA};
+use crate::{metrics, paths, tokenizer_type, TOKENS_SCHEMA};
 
 /// The token file's name in the node's output directory.
 pub const TOKENS_FILE: &str = "tokens.amsft";
@@ -68,27 +64,6 @@ fn d_max_len() -> usize {
 }
 fn d_min_tokens() -> usize {
     2
-}
-
-/// A fingerprint of the files `paths` stands for. `None` when there are no paths.
-fn fingerprint(paths: &[String]) -> Result<Option<String>, ConfigError> {
-    if paths.is_empty() {
-        return Ok(None);
-    }
-    let mut h = blake3::Hasher::new();
-    for (i, p) in paths.iter().enumerate() {
-        let field = format!("paths[{i}]");
-        let files = list_files(&[PathBuf::from(p)]).map_err(|e| ConfigError::new(&field, format!("{e:#}")))?;
-        for f in files {
-            let meta = std::fs::metadata(&f).map_err(|e| ConfigError::new(&field, format!("cannot read {}: {e}", f.display())))?;
-            let abs = f.canonicalize().unwrap_or(f);
-            let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-            h.update(abs.to_string_lossy().as_bytes());
-            h.update(format!("\0{}\0{mtime}\0", meta.len()).as_bytes());
-        }
-        h.update(b"\n");
-    }
-    Ok(Some(h.finalize().to_hex()[..32].to_string()))
 }
 
 impl Tokenize {
@@ -149,25 +124,12 @@ impl NodeKind for Tokenize {
         if self.field.is_empty() {
             return Err(ConfigError::new("field", "is empty; name the JSON Lines key holding the text"));
         }
-        for (i, p) in self.paths.iter().enumerate() {
-            let field = format!("paths[{i}]");
-            if p.is_empty() {
-                return Err(ConfigError::new(field, format!("is empty; name a {TEXT_EXTENSIONS} file or a directory")));
-            }
-            let path = Path::new(p);
-            if !path.exists() {
-                let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
-                return Err(ConfigError::new(field, format!("{p} does not exist (a relative path is relative to the current directory, {cwd})")));
-            }
-            if !path.is_dir() && !agentmerge_sft::text::is_text_file(path) {
-                return Err(ConfigError::new(field, format!("{p} is not a text source (the name must end in {TEXT_EXTENSIONS})")));
-            }
-        }
+        paths::check(&self.paths, agentmerge_sft::text::is_text_file, "text source", TEXT_EXTENSIONS)?;
         Ok(())
     }
 
     fn resolve(&mut self) -> Result<(), ConfigError> {
-        self.fingerprint = fingerprint(&self.paths)?;
+        self.fingerprint = paths::fingerprint(&self.paths)?;
         Ok(())
     }
 
@@ -176,10 +138,7 @@ impl NodeKind for Tokenize {
         if sources.is_empty() && self.paths.is_empty() {
             bail!("no text to read: connect the `text` input or list files in `paths`");
         }
-        if let Some(f) = &self.fingerprint {
-            let now = fingerprint(&self.paths).map_err(|e| anyhow!("{e}"))?;
-            anyhow::ensure!(Some(f) == now.as_ref(), "the files in `paths` changed after the pipeline was checked; run again");
-        }
+        paths::unchanged(self.fingerprint.as_ref(), &self.paths)?;
         sources.extend(self.paths.iter().map(PathBuf::from));
         let files = list_files(&sources)?;
         let (_, tok_dir) = inputs.dataset("tokenizer")?;

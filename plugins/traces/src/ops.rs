@@ -118,6 +118,10 @@ pub struct Split {
     /// cross_task: categories held out for the test set (every template of each).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_out_categories: Vec<String>,
+    /// cross_task: a held-out name absent from the data is listed in the report
+    /// (`missing_held_out`) and warned about instead of being an error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_missing: bool,
 }
 
 impl Split {
@@ -131,6 +135,9 @@ impl Split {
                 }
                 if !self.held_out_categories.is_empty() {
                     return Err(only("held_out_categories", "cross_task"));
+                }
+                if self.allow_missing {
+                    return Err(only("allow_missing", "cross_task"));
                 }
                 let f = self.test_fraction.ok_or_else(|| ConfigError::new("test_fraction", "an inter_task split needs `test_fraction` (between 0 and 1)"))?;
                 if !(0.0..=1.0).contains(&f) {
@@ -148,7 +155,11 @@ impl Split {
                 if self.held_out_tasks.is_empty() && self.held_out_categories.is_empty() {
                     return Err(ConfigError::new("held_out_tasks", "a cross_task split needs `held_out_tasks` or `held_out_categories` (none given)"));
                 }
-                Ok(SplitConfig::CrossTask { held_out_tasks: self.held_out_tasks.clone(), held_out_categories: self.held_out_categories.clone() })
+                Ok(SplitConfig::CrossTask {
+                    held_out_tasks: self.held_out_tasks.clone(),
+                    held_out_categories: self.held_out_categories.clone(),
+                    allow_missing: self.allow_missing,
+                })
             }
         }
     }
@@ -163,7 +174,7 @@ impl NodeKind for Split {
             .input("traces", traces_type(), "episodes")
             .output("train", traces_type(), "the training episodes, in input order")
             .output("test", traces_type(), "the held-out episodes, in input order")
-            .output("report", PortType::Metrics, "train/test episodes and instances, test_tasks, tasks_only_in_test")
+            .output("report", PortType::Metrics, "train/test episodes and instances, test_tasks, tasks_only_in_test, missing_held_out")
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -174,6 +185,9 @@ impl NodeKind for Split {
         let cfg = self.config().map_err(|e| anyhow!("{e}"))?;
         let s = ops::split(read_input(&inputs, "traces")?, &cfg)?;
         tracing::info!("train {} episodes, test {}", s.report.train_episodes, s.report.test_episodes);
+        if !s.report.missing_held_out.is_empty() {
+            tracing::warn!("held out but absent from the data (allow_missing): {}", s.report.missing_held_out.join(", "));
+        }
         if !s.report.tasks_only_in_test.is_empty() {
             tracing::warn!("templates with every seed in the test set: {}", s.report.tasks_only_in_test.join(", "));
         }

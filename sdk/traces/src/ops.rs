@@ -270,6 +270,12 @@ pub enum SplitConfig {
         /// Categories held out for the test set: every template of the category.
         #[serde(default)]
         held_out_categories: Vec<String>,
+        /// A held-out name absent from the data is listed in the report (`missing_held_out`)
+        /// instead of being an error: for one list of held-out templates shared by several
+        /// datasets, some of which lack a few (a user's own traces). Off by default, since a
+        /// misspelt name would otherwise hold out nothing without a word.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_missing: bool,
     },
 }
 
@@ -286,6 +292,9 @@ pub struct SplitReport {
     /// Inter-task only: templates whose seeds all went to the test set (so they are not
     /// "seen" in training); add seeds or change `split_seed` if this matters.
     pub tasks_only_in_test: Vec<String>,
+    /// Cross-task with `allow_missing`: held-out templates and categories absent from the data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_held_out: Vec<String>,
 }
 
 /// The result of [`split`].
@@ -298,6 +307,7 @@ pub struct Split {
 
 /// Splits episodes into train and test (each keeps the input order).
 pub fn split(episodes: Vec<Episode>, cfg: &SplitConfig) -> anyhow::Result<Split> {
+    let mut missing = Vec::new();
     let is_test: Box<dyn Fn(&Episode) -> bool> = match cfg {
         SplitConfig::InterTask { test_fraction, split_seed } => {
             let (f, s) = (*test_fraction, *split_seed);
@@ -306,7 +316,7 @@ pub fn split(episodes: Vec<Episode>, cfg: &SplitConfig) -> anyhow::Result<Split>
             }
             Box::new(move |e: &Episode| unit_hash(s, &e.task_name, e.seed) < f)
         }
-        SplitConfig::CrossTask { held_out_tasks, held_out_categories } => {
+        SplitConfig::CrossTask { held_out_tasks, held_out_categories, allow_missing } => {
             if held_out_tasks.is_empty() && held_out_categories.is_empty() {
                 bail!("split: a cross_task split needs `held_out_tasks` or `held_out_categories` (none given)");
             }
@@ -314,12 +324,26 @@ pub fn split(episodes: Vec<Episode>, cfg: &SplitConfig) -> anyhow::Result<Split>
             let cats: BTreeSet<&str> = episodes.iter().map(|e| e.category.as_str()).filter(|c| !c.is_empty()).collect();
             for t in held_out_tasks {
                 if !tasks.contains(t.as_str()) {
-                    bail!("split: held-out task `{t}` is not in the data; tasks present: {}", name_list(tasks.iter().copied()));
+                    if *allow_missing {
+                        missing.push(t.clone());
+                        continue;
+                    }
+                    bail!(
+                        "split: held-out task `{t}` is not in the data (set `allow_missing: true` if that is expected); tasks present: {}",
+                        name_list(tasks.iter().copied())
+                    );
                 }
             }
             for c in held_out_categories {
                 if !cats.contains(c.as_str()) {
-                    bail!("split: held-out category `{c}` is not in the data; categories present: {}", name_list(cats.iter().copied()));
+                    if *allow_missing {
+                        missing.push(c.clone());
+                        continue;
+                    }
+                    bail!(
+                        "split: held-out category `{c}` is not in the data (set `allow_missing: true` if that is expected); categories present: {}",
+                        name_list(cats.iter().copied())
+                    );
                 }
             }
             let tasks: HashSet<String> = held_out_tasks.iter().cloned().collect();
@@ -351,6 +375,7 @@ pub fn split(episodes: Vec<Episode>, cfg: &SplitConfig) -> anyhow::Result<Split>
             SplitConfig::InterTask { .. } => test_tasks.difference(&train_tasks).map(|t| t.to_string()).collect(),
             SplitConfig::CrossTask { .. } => Vec::new(),
         },
+        missing_held_out: missing,
     };
     Ok(out)
 }
@@ -742,13 +767,28 @@ mod tests {
         assert_eq!(s.test.len(), eps.iter().filter(|e| e.task_name == "miniarena.form.t1" || e.category == "menu").count());
         assert!(s.report.test_tasks.contains(&"miniarena.menu.t0".to_string()));
 
-        let err = split(eps.clone(), &SplitConfig::CrossTask { held_out_tasks: vec!["miniarena.form.t9".into()], held_out_categories: vec![] })
+        let err =
+            split(eps.clone(), &SplitConfig::CrossTask { held_out_tasks: vec!["miniarena.form.t9".into()], held_out_categories: vec![], allow_missing: false })
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("`miniarena.form.t9` is not in the data") && err.contains("`miniarena.form.t0`"), "{err}");
+        let err = split(eps.clone(), &SplitConfig::CrossTask { held_out_tasks: vec![], held_out_categories: vec!["forms".into()], allow_missing: false })
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`miniarena.form.t9` is not in the data") && err.contains("`miniarena.form.t0`"), "{err}");
-        let err = split(eps.clone(), &SplitConfig::CrossTask { held_out_tasks: vec![], held_out_categories: vec!["forms".into()] }).unwrap_err().to_string();
         assert!(err.contains("`forms`") && err.contains("`form`"), "{err}");
-        assert!(split(eps, &SplitConfig::CrossTask { held_out_tasks: vec![], held_out_categories: vec![] }).is_err());
+        assert!(split(eps.clone(), &SplitConfig::CrossTask { held_out_tasks: vec![], held_out_categories: vec![], allow_missing: true }).is_err());
+        // With allow_missing, absent names are reported and the present ones still held out.
+        let cfg = SplitConfig::CrossTask {
+            held_out_tasks: vec!["miniarena.form.t9".into(), "miniarena.form.t1".into()],
+            held_out_categories: vec!["forms".into()],
+            allow_missing: true,
+        };
+        let s = split(eps.clone(), &cfg).unwrap();
+        assert_eq!(s.report.missing_held_out, ["miniarena.form.t9", "forms"]);
+        assert!(!s.test.is_empty() && s.test.iter().all(|e| e.task_name == "miniarena.form.t1"));
+        // The default config serializes as before (cache keys of existing pipelines stay).
+        let plain = SplitConfig::CrossTask { held_out_tasks: vec!["a".into()], held_out_categories: vec![], allow_missing: false };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("allow_missing"));
         // Unknown config fields are refused.
         assert!(serde_json::from_str::<SplitConfig>(r#"{"kind": "inter_task", "test_fraction": 0.2, "seed": 1}"#).is_err());
         assert!(serde_json::from_str::<SplitConfig>(r#"{"kind": "inter_task", "test_fraction": 0.2}"#).is_ok());
