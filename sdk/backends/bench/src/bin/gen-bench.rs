@@ -1,7 +1,7 @@
 //! `gen-bench`: generation throughput of the model on each backend named by `--backend`
 //! (default `cpu`), the figures
-//! docs/training.md quotes. A fresh model of hidden 128 × 4 layers (the `h128l4` of
-//! `train-bench`) continues random prompts greedily, with the KV cache at several batch sizes,
+//! docs/training.md quotes. A fresh model of one of `train-bench`'s configs (`--config`, default
+//! `h128l4`: hidden 128 × 4 layers) continues random prompts greedily, with the KV cache at several batch sizes,
 //! and, for comparison, without a cache (the whole sequence through the forward pass for every
 //! new token) at batch 1. Each case prints one JSON line: generated tokens/s end to end (prefill
 //! included), decoding tokens/s (without the prefill: the time of `new` tokens minus that of one),
@@ -9,12 +9,12 @@
 //! and peak RSS.
 //!
 //! ```text
-//! cargo run --release -p agentmerge-backend-bench --bin gen-bench -- [--backend cpu,wgpu] [--batch 1,8,32] [--prompt 400] [--new 64] [--vocab 4096] [--reps 3] [--no-uncached]
+//! cargo run --release -p agentmerge-backend-bench --bin gen-bench -- [--backend cpu,wgpu,cuda] [--config h128l4] [--batch 1,8,32] [--prompt 400] [--new 64] [--vocab 4096] [--reps 3] [--no-uncached]
 //! ```
 
 use std::time::Instant;
 
-use agentmerge_backend_bench::{backends, open, peak_rss_mb};
+use agentmerge_backend_bench::{backends, config, open, peak_rss_mb};
 use agentmerge_model::{
     checkpoint,
     generate::{generate, Sampling},
@@ -61,12 +61,14 @@ fn main() -> anyhow::Result<()> {
     let batches: Vec<usize> = arg("--batch").unwrap_or_else(|| "1,8,32".into()).split(',').map(str::parse).collect::<Result<_, _>>()?;
     let prompt_len: usize = arg("--prompt").map_or(Ok(400), |s| s.parse())?;
     let new: usize = arg("--new").map_or(Ok(64), |s| s.parse())?;
-    let vocab: usize = arg("--vocab").map_or(Ok(4096), |s| s.parse())?;
+    let bench = config(&arg("--config").unwrap_or_else(|| "h128l4".into()))?;
+    // The config's vocabulary unless `--vocab` says otherwise.
+    let vocab: usize = arg("--vocab").map_or(Ok(bench.vocab), |s| s.parse())?;
     let reps: usize = arg("--reps").map_or(Ok(3), |s| s.parse())?;
     let with_uncached = !args.iter().any(|a| a == "--no-uncached");
     anyhow::ensure!(new >= 2 && reps >= 1, "--new must be at least 2 and --reps at least 1");
 
-    let (hidden, inter, layers, heads) = (128, 344, 4, 4);
+    let (hidden, inter, layers, heads) = (bench.hidden, bench.inter, bench.layers, bench.heads);
     let c = LlamaConfig::new(vocab, hidden, inter, layers, heads);
     for backend in backends(arg("--backend")) {
         let mut be = open(&backend)?;
@@ -81,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "case": case, "backend": be.name(), "threads": rayon::current_num_threads(),
+                    "case": case, "config": bench.name, "backend": be.name(), "threads": rayon::current_num_threads(),
                     "hidden": hidden, "layers": layers, "vocab": vocab, "batch": batch, "prompt": prompt_len, "new_tokens": new,
                     "tokens_per_s": (batch * new) as f64 / total,
                     "decode_tokens_per_s": (batch * (new - 1)) as f64 / (total - prefill),

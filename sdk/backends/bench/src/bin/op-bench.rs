@@ -5,7 +5,7 @@
 //! for the device, as one JSON line per op.
 //!
 //! ```text
-//! cargo run --release -p agentmerge-backend-bench --bin op-bench -- [--backend cpu,wgpu] [--reps 5] [--tokens 2048]
+//! cargo run --release -p agentmerge-backend-bench --bin op-bench -- [--backend cpu,wgpu,cuda] [--reps 5] [--tokens 2048]
 //! ```
 
 use std::time::Instant;

@@ -6,12 +6,12 @@
 //! `tools/llama_reference/bench_torch.py` runs the same configs in PyTorch for comparison.
 //!
 //! ```text
-//! cargo run --release -p agentmerge-backend-bench --bin train-bench -- [--backend cpu,wgpu] [--config h128l4,h256l4,h512l8] [--steps 10] [--warmup 2]
+//! cargo run --release -p agentmerge-backend-bench --bin train-bench -- [--backend cpu,wgpu,cuda] [--config h128l4,h256l4,h512l8,h768l12] [--steps 10] [--warmup 2]
 //! ```
 
 use std::time::Instant;
 
-use agentmerge_backend_bench::{backends, open, peak_rss_mb};
+use agentmerge_backend_bench::{backends, config, open, peak_rss_mb};
 use agentmerge_model::{
     checkpoint,
     optim::{AdamW, Decay, Schedule},
@@ -19,23 +19,6 @@ use agentmerge_model::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-struct Bench {
-    name: &'static str,
-    hidden: usize,
-    inter: usize,
-    layers: usize,
-    heads: usize,
-    seq: usize,
-    batch: usize,
-}
-
-const VOCAB: usize = 4096;
-const CONFIGS: &[Bench] = &[
-    Bench { name: "h128l4", hidden: 128, inter: 344, layers: 4, heads: 4, seq: 256, batch: 8 },
-    Bench { name: "h256l4", hidden: 256, inter: 688, layers: 4, heads: 4, seq: 256, batch: 8 },
-    Bench { name: "h512l8", hidden: 512, inter: 1376, layers: 8, heads: 8, seq: 256, batch: 8 },
-];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -45,11 +28,8 @@ fn main() -> anyhow::Result<()> {
     let wanted = arg("--config").unwrap_or_else(|| "h128l4,h256l4".into());
     for backend in backends(arg("--backend")) {
         for name in wanted.split(',') {
-            let b = CONFIGS
-                .iter()
-                .find(|c| c.name == name)
-                .ok_or_else(|| anyhow::anyhow!("unknown config `{name}`; one of {}", CONFIGS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")))?;
-            let c = LlamaConfig::new(VOCAB, b.hidden, b.inter, b.layers, b.heads);
+            let b = config(name)?;
+            let c = LlamaConfig::new(b.vocab, b.hidden, b.inter, b.layers, b.heads);
             let mut be = open(&backend)?;
             let mut model = Model::new(c.clone())?;
             model.alloc_params(be.as_mut(), true)?;
@@ -61,7 +41,7 @@ fn main() -> anyhow::Result<()> {
             let mut times = Vec::new();
             let mut loss = 0.0;
             for s in 0..warmup + steps {
-                let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+                let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..b.vocab as u32)).collect();
                 let mut targets: Vec<u32> = ids[1..].to_vec();
                 targets.push(IGNORE);
                 for r in 1..=b.batch {
@@ -93,7 +73,7 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({
                     "config": b.name, "backend": be.name(), "threads": rayon::current_num_threads(),
-                    "hidden": b.hidden, "layers": b.layers, "seq": b.seq, "batch": b.batch, "vocab": VOCAB,
+                    "hidden": b.hidden, "layers": b.layers, "seq": b.seq, "batch": b.batch, "vocab": b.vocab,
                     "non_embedding_params": c.non_embedding_params(), "flops_per_token": flops,
                     "tokens_per_s": tps, "ms_per_step": median * 1e3, "gflops_per_s": flops * tps / 1e9,
                     "peak_rss_mb": peak_rss_mb(), "final_loss": loss, "steps": steps,
