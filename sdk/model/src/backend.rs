@@ -14,6 +14,11 @@
 //!   micro-batches); activation gradients are overwritten unless the op says otherwise.
 //! - Every op is deterministic: the same inputs give bit-identical outputs whatever the number of
 //!   threads (reductions have a fixed order).
+//!
+//! What each op requires of its spans and shapes is checked once, in [`shapes`], which every
+//! backend calls.
+
+pub mod shapes;
 
 use anyhow::Result;
 

@@ -14,7 +14,6 @@ use agentmerge_model::backend::AdamStep;
 use rayon::prelude::*;
 
 pub fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
-    assert!(s.t >= 1, "adamw: the step count t is 1-based (got 0)");
     let (b1, b2, lr) = (s.beta1 as f64, s.beta2 as f64, s.lr as f64);
     let t = s.t as f64;
     let decay = (1.0 - lr * s.weight_decay as f64) as f32;

@@ -10,41 +10,20 @@
 
 use std::cell::RefCell;
 
-use agentmerge_model::backend::{DecodeShape, Span};
+use agentmerge_model::backend::{shapes, DecodeShape, Span};
 use rayon::prelude::*;
 
 use crate::buffers::{Buffers, Ids};
+use crate::math;
 use crate::matmul::{gemm_strided, Strided};
-use crate::{expect_len, math};
 use gemm::Parallelism;
-
-/// The cache's slot count, after checking the shape and both caches' lengths.
-#[track_caller]
-fn slot_count(op: &str, k_cache: Span, v_cache: Span, s: &DecodeShape) -> usize {
-    assert!(
-        s.kv_heads > 0 && s.head_dim > 0 && s.max_len > 0 && s.heads.is_multiple_of(s.kv_heads),
-        "{op}: heads {} must be a multiple of kv_heads {} (and head_dim {}, max_len {} > 0)",
-        s.heads,
-        s.kv_heads,
-        s.head_dim,
-        s.max_len
-    );
-    let slot = s.slot_len();
-    assert!(k_cache.len.is_multiple_of(slot), "{op}: k_cache of {} elements is not slots of {} × {} × {}", k_cache.len, s.max_len, s.kv_heads, s.head_dim);
-    assert!(v_cache.len == k_cache.len, "{op}: k_cache ({}) and v_cache ({}) differ in length", k_cache.len, v_cache.len);
-    k_cache.len / slot
-}
 
 /// `k_cache[slots[b], pos[b]] ← k[b]`, `v_cache[slots[b], pos[b]] ← v[b]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn kv_store(bufs: &mut Buffers, ids: &Ids, k_cache: Span, v_cache: Span, k: Span, v: Span, slots: Span, pos: Span, s: DecodeShape) {
     const OP: &str = "kv_store";
-    let nslots = slot_count(OP, k_cache, v_cache, &s);
+    let nslots = shapes::kv_store(k_cache, v_cache, k, v, slots, pos, &s);
     let kd = s.kv_heads * s.head_dim;
-    expect_len(OP, "k", k, s.batch * kd);
-    expect_len(OP, "v", v, s.batch * kd);
-    expect_len(OP, "slots", slots, s.batch);
-    expect_len(OP, "pos", pos, s.batch);
     let (slots, pos) = (ids.get(OP, slots), ids.get(OP, pos));
     let mut places: Vec<(u32, u32)> = slots.iter().copied().zip(pos.iter().copied()).collect();
     for &(sl, p) in &places {
@@ -75,12 +54,8 @@ thread_local! {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_decode(bufs: &mut Buffers, ids: &Ids, out: Span, q: Span, k_cache: Span, v_cache: Span, slots: Span, lens: Span, s: DecodeShape) {
     const OP: &str = "attention_decode";
-    let nslots = slot_count(OP, k_cache, v_cache, &s);
-    let (hd, qd, kd) = (s.head_dim, s.heads * s.head_dim, s.kv_heads * s.head_dim);
-    expect_len(OP, "out", out, s.batch * qd);
-    expect_len(OP, "q", q, s.batch * qd);
-    expect_len(OP, "slots", slots, s.batch);
-    expect_len(OP, "lens", lens, s.batch);
+    let nslots = shapes::attention_decode(out, q, k_cache, v_cache, slots, lens, &s);
+    let (hd, kd) = (s.head_dim, s.kv_heads * s.head_dim);
     let (slots, lens) = (ids.get(OP, slots), ids.get(OP, lens));
     for (&sl, &len) in slots.iter().zip(lens) {
         assert!((sl as usize) < nslots, "{OP}: slot {sl} outside a cache of {nslots} slots");

@@ -27,7 +27,7 @@ mod rope;
 mod swiglu;
 mod xent;
 
-use agentmerge_model::backend::{AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
+use agentmerge_model::backend::{shapes, AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
 use anyhow::Result;
 
 use buffers::{Buffers, Ids};
@@ -83,12 +83,6 @@ impl SharedMut {
     }
 }
 
-/// Panics unless `span` holds exactly `len` elements (the shape arguments and the spans must agree).
-#[track_caller]
-fn expect_len(op: &str, what: &str, span: Span, len: usize) {
-    assert!(span.len == len, "{op}: `{what}` span holds {} elements, the shape needs {len} ({span:?})", span.len);
-}
-
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -132,8 +126,7 @@ impl Backend for CpuBackend {
     }
 
     fn copy(&mut self, dst: Span, src: Span) {
-        assert!(dst.len == src.len, "copy: {dst:?} and {src:?} differ in length");
-        assert!((dst.mem == Mem::Ids) == (src.mem == Mem::Ids), "copy: between Ids and an f32 buffer ({dst:?} <- {src:?})");
+        shapes::copy(dst, src);
         if dst.mem == Mem::Ids {
             self.ids.copy(dst, src);
         } else {
@@ -145,7 +138,7 @@ impl Backend for CpuBackend {
     // ---- elementwise -----------------------------------------------------------------------
 
     fn add(&mut self, out: Span, a: Span, b: Span) {
-        assert!(out.len == a.len && out.len == b.len, "add: spans differ in length ({out:?} = {a:?} + {b:?})");
+        shapes::add(out, a, b);
         match (out == a, out == b) {
             (true, true) => {
                 let ([], [o]) = self.bufs.io("add", [], [out]);
@@ -174,9 +167,7 @@ impl Backend for CpuBackend {
     // ---- matrix product --------------------------------------------------------------------
 
     fn matmul(&mut self, c: Span, a: Span, ta: Trans, b: Span, tb: Trans, m: usize, k: usize, n: usize, accumulate: bool) {
-        expect_len("matmul", "c", c, m * n);
-        expect_len("matmul", "a", a, m * k);
-        expect_len("matmul", "b", b, k * n);
+        shapes::matmul(c, a, b, m, k, n);
         let ([a, b], [c]) = self.bufs.io("matmul", [a, b], [c]);
         matmul::matmul(c, a, ta, b, tb, m, k, n, accumulate);
     }
@@ -184,41 +175,27 @@ impl Backend for CpuBackend {
     // ---- layers ----------------------------------------------------------------------------
 
     fn embedding_fwd(&mut self, out: Span, table: Span, ids: Span, n: usize, d: usize) {
-        expect_len("embedding_fwd", "out", out, n * d);
-        expect_len("embedding_fwd", "ids", ids, n);
-        assert!(d > 0 && table.len.is_multiple_of(d), "embedding_fwd: table of {} elements is not rows of {d}", table.len);
+        shapes::embedding_fwd(out, table, ids, n, d);
         let ids = self.ids.get("embedding_fwd", ids);
         let ([table], [out]) = self.bufs.io("embedding_fwd", [table], [out]);
         embedding::forward(out, table, ids, d);
     }
 
     fn embedding_bwd(&mut self, dtable: Span, dout: Span, ids: Span, n: usize, d: usize) {
-        expect_len("embedding_bwd", "dout", dout, n * d);
-        expect_len("embedding_bwd", "ids", ids, n);
-        assert!(d > 0 && dtable.len.is_multiple_of(d), "embedding_bwd: table of {} elements is not rows of {d}", dtable.len);
+        shapes::embedding_bwd(dtable, dout, ids, n, d);
         let ids = self.ids.get("embedding_bwd", ids);
         let ([dout], [dtable]) = self.bufs.io("embedding_bwd", [dout], [dtable]);
         embedding::backward(dtable, dout, ids, d);
     }
 
     fn rmsnorm_fwd(&mut self, out: Span, rstd: Span, x: Span, w: Span, n: usize, d: usize, eps: f32) {
-        assert!(d > 0, "rmsnorm_fwd: d is 0");
-        expect_len("rmsnorm_fwd", "out", out, n * d);
-        expect_len("rmsnorm_fwd", "rstd", rstd, n);
-        expect_len("rmsnorm_fwd", "x", x, n * d);
-        expect_len("rmsnorm_fwd", "w", w, d);
+        shapes::rmsnorm_fwd(out, rstd, x, w, n, d);
         let ([x, w], [out, rstd]) = self.bufs.io("rmsnorm_fwd", [x, w], [out, rstd]);
         rmsnorm::forward(out, rstd, x, w, d, eps);
     }
 
     fn rmsnorm_bwd(&mut self, dx: Span, dw: Span, dout: Span, x: Span, w: Span, rstd: Span, n: usize, d: usize) {
-        assert!(d > 0, "rmsnorm_bwd: d is 0");
-        expect_len("rmsnorm_bwd", "dx", dx, n * d);
-        expect_len("rmsnorm_bwd", "dw", dw, d);
-        expect_len("rmsnorm_bwd", "dout", dout, n * d);
-        expect_len("rmsnorm_bwd", "x", x, n * d);
-        expect_len("rmsnorm_bwd", "w", w, d);
-        expect_len("rmsnorm_bwd", "rstd", rstd, n);
+        shapes::rmsnorm_bwd(dx, dw, dout, x, w, rstd, n, d);
         let ([dout, x, w, rstd], [dx, dw]) = self.bufs.io("rmsnorm_bwd", [dout, x, w, rstd], [dx, dw]);
         rmsnorm::backward(dx, dw, dout, x, w, rstd, d, &mut self.scratch64);
     }
@@ -232,30 +209,14 @@ impl Backend for CpuBackend {
     }
 
     fn attention_fwd(&mut self, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
-        check_attn("attention_fwd", &s);
-        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        expect_len("attention_fwd", "out", out, n * qd);
-        expect_len("attention_fwd", "lse", lse, n * s.heads);
-        expect_len("attention_fwd", "q", q, n * qd);
-        expect_len("attention_fwd", "k", k, n * kd);
-        expect_len("attention_fwd", "v", v, n * kd);
-        expect_len("attention_fwd", "doc", doc, n);
+        shapes::attention_fwd(out, lse, q, k, v, doc, &s);
         let doc = self.ids.get("attention_fwd", doc);
         let ([q, k, v], [out, lse]) = self.bufs.io("attention_fwd", [q, k, v], [out, lse]);
         attention::forward(out, lse, q, k, v, doc, s, &self.attn);
     }
 
     fn attention_bwd(&mut self, dq: Span, dk: Span, dv: Span, dout: Span, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
-        check_attn("attention_bwd", &s);
-        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        for (what, span, len) in
-            [("dq", dq, n * qd), ("dk", dk, n * kd), ("dv", dv, n * kd), ("dout", dout, n * qd), ("out", out, n * qd), ("lse", lse, n * s.heads)]
-        {
-            expect_len("attention_bwd", what, span, len);
-        }
-        for (what, span, len) in [("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
-            expect_len("attention_bwd", what, span, len);
-        }
+        shapes::attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, doc, &s);
         let doc = self.ids.get("attention_bwd", doc);
         let ([dout, out, lse, q, k, v], [dq, dk, dv]) = self.bufs.io("attention_bwd", [dout, out, lse, q, k, v], [dq, dk, dv]);
         attention::backward(attention::Grads { dq, dk, dv }, attention::Saved { dout, out, lse, q, k, v }, doc, s, &self.attn);
@@ -270,23 +231,19 @@ impl Backend for CpuBackend {
     }
 
     fn swiglu_fwd(&mut self, out: Span, gate: Span, up: Span) {
-        assert!(out.len == gate.len && out.len == up.len, "swiglu_fwd: spans differ in length ({out:?}, {gate:?}, {up:?})");
+        shapes::swiglu_fwd(out, gate, up);
         let ([gate, up], [out]) = self.bufs.io("swiglu_fwd", [gate, up], [out]);
         swiglu::forward(out, gate, up);
     }
 
     fn swiglu_bwd(&mut self, dgate: Span, dup: Span, dout: Span, gate: Span, up: Span) {
-        let len = dout.len;
-        assert!([dgate, dup, gate, up].iter().all(|s| s.len == len), "swiglu_bwd: spans differ in length ({dgate:?}, {dup:?}, {dout:?}, {gate:?}, {up:?})");
+        shapes::swiglu_bwd(dgate, dup, dout, gate, up);
         let ([dout, gate, up], [dgate, dup]) = self.bufs.io("swiglu_bwd", [dout, gate, up], [dgate, dup]);
         swiglu::backward(dgate, dup, dout, gate, up);
     }
 
     fn cross_entropy(&mut self, logits: Span, losses: Span, targets: Span, n: usize, vocab: usize, grad_scale: Option<f32>) {
-        assert!(vocab > 0, "cross_entropy: vocab is 0");
-        expect_len("cross_entropy", "logits", logits, n * vocab);
-        expect_len("cross_entropy", "losses", losses, n);
-        expect_len("cross_entropy", "targets", targets, n);
+        shapes::cross_entropy(logits, losses, targets, n, vocab);
         let targets = self.ids.get("cross_entropy", targets);
         match grad_scale {
             Some(s) => {
@@ -308,7 +265,7 @@ impl Backend for CpuBackend {
     }
 
     fn adamw(&mut self, p: Span, g: Span, m: Span, v: Span, step: AdamStep) {
-        assert!(g.len == p.len && m.len == p.len && v.len == p.len, "adamw: spans differ in length (p {p:?}, g {g:?}, m {m:?}, v {v:?})");
+        shapes::adamw(p, g, m, v, &step);
         let ([g], [p, m, v]) = self.bufs.io("adamw", [g], [p, m, v]);
         adamw::step(p, g, m, v, &step);
     }
@@ -317,22 +274,9 @@ impl Backend for CpuBackend {
 impl CpuBackend {
     #[allow(clippy::too_many_arguments)]
     fn rope(&mut self, op: &str, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32, inverse: bool) {
-        assert!(heads > 0 && head_dim > 0 && head_dim.is_multiple_of(2), "{op}: heads {heads} and head_dim {head_dim} must be positive, head_dim even");
-        expect_len(op, "x", x, n * heads * head_dim);
-        expect_len(op, "pos", pos, n);
+        shapes::rope(op, x, pos, n, heads, head_dim);
         let pos = self.ids.get(op, pos);
         let ([], [x]) = self.bufs.io(op, [], [x]);
         rope::rotate(x, pos, heads, head_dim, theta, inverse, &mut self.scratch);
     }
-}
-
-#[track_caller]
-fn check_attn(op: &str, s: &AttnShape) {
-    assert!(
-        s.kv_heads > 0 && s.head_dim > 0 && s.heads.is_multiple_of(s.kv_heads),
-        "{op}: heads {} must be a multiple of kv_heads {} (and head_dim {} > 0)",
-        s.heads,
-        s.kv_heads,
-        s.head_dim
-    );
 }

@@ -20,7 +20,7 @@ mod kernels;
 
 use std::collections::BTreeMap;
 
-use agentmerge_model::backend::{AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
+use agentmerge_model::backend::{shapes, AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
 use anyhow::{anyhow, bail, ensure, Result};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
@@ -223,9 +223,7 @@ impl CudaBackend {
 
     #[allow(clippy::too_many_arguments)]
     fn rope(&mut self, op: &str, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32, inverse: bool) {
-        assert!(heads > 0 && head_dim > 0 && head_dim.is_multiple_of(2), "{op}: heads {heads} and head_dim {head_dim} must be positive, head_dim even");
-        expect_len(op, "x", x, n * heads * head_dim);
-        expect_len(op, "pos", pos, n);
+        shapes::rope(op, x, pos, n, heads, head_dim);
         if n == 0 {
             return;
         }
@@ -258,27 +256,10 @@ fn l(x: usize) -> Arg {
     Arg::L(x as u64)
 }
 
+/// The cuda kernels' own limit, beyond the trait's shape rules: `head_dim` at most [`MAX_HEAD_DIM`].
 #[track_caller]
-fn expect_len(op: &str, what: &str, span: Span, len: usize) {
-    assert!(span.len == len, "{op}: `{what}` span holds {} elements, the shape needs {len} ({span:?})", span.len);
-}
-
-#[track_caller]
-fn check_heads(op: &str, heads: usize, kv_heads: usize, head_dim: usize) {
-    assert!(
-        kv_heads > 0 && head_dim > 0 && heads.is_multiple_of(kv_heads),
-        "{op}: heads {heads} must be a multiple of kv_heads {kv_heads} (and head_dim {head_dim} > 0)"
-    );
+fn check_head_dim(op: &str, head_dim: usize) {
     assert!(head_dim <= MAX_HEAD_DIM, "{op}: head_dim {head_dim} is above the cuda kernels' {MAX_HEAD_DIM}");
-}
-
-#[track_caller]
-fn check_decode(op: &str, k_cache: Span, v_cache: Span, s: &DecodeShape) {
-    check_heads(op, s.heads, s.kv_heads, s.head_dim);
-    assert!(s.max_len > 0, "{op}: max_len is 0");
-    let slot = s.slot_len();
-    assert!(k_cache.len.is_multiple_of(slot), "{op}: k_cache of {} elements is not slots of {} × {} × {}", k_cache.len, s.max_len, s.kv_heads, s.head_dim);
-    assert!(v_cache.len == k_cache.len, "{op}: k_cache ({}) and v_cache ({}) differ in length", k_cache.len, v_cache.len);
 }
 
 /// Blocks of four warps covering `warps` warps.
@@ -343,8 +324,7 @@ impl Backend for CudaBackend {
     }
 
     fn copy(&mut self, dst: Span, src: Span) {
-        assert!(dst.len == src.len, "copy: {dst:?} and {src:?} differ in length");
-        assert!((dst.mem == Mem::Ids) == (src.mem == Mem::Ids), "copy: between Ids and an f32 buffer ({dst:?} <- {src:?})");
+        shapes::copy(dst, src);
         if dst.len == 0 {
             return;
         }
@@ -361,7 +341,7 @@ impl Backend for CudaBackend {
     // ---- elementwise -----------------------------------------------------------------------
 
     fn add(&mut self, out: Span, a: Span, b: Span) {
-        assert!(out.len == a.len && out.len == b.len, "add: spans differ in length ({out:?} = {a:?} + {b:?})");
+        shapes::add(out, a, b);
         let args = [Arg::P(self.ptr("add", out)), Arg::P(self.ptr("add", a)), Arg::P(self.ptr("add", b)), l(out.len)];
         self.elementwise("add", Source::Elementwise, "add_f32", out.len, &args);
     }
@@ -374,9 +354,7 @@ impl Backend for CudaBackend {
     // ---- matrix product --------------------------------------------------------------------
 
     fn matmul(&mut self, c: Span, a: Span, ta: Trans, b: Span, tb: Trans, m: usize, k: usize, n: usize, accumulate: bool) {
-        expect_len("matmul", "c", c, m * n);
-        expect_len("matmul", "a", a, m * k);
-        expect_len("matmul", "b", b, k * n);
+        shapes::matmul(c, a, b, m, k, n);
         if m == 0 || n == 0 {
             return;
         }
@@ -428,18 +406,14 @@ impl Backend for CudaBackend {
 
     fn embedding_fwd(&mut self, out: Span, table: Span, ids: Span, n: usize, d: usize) {
         const OP: &str = "embedding_fwd";
-        expect_len(OP, "out", out, n * d);
-        expect_len(OP, "ids", ids, n);
-        assert!(d > 0 && table.len.is_multiple_of(d), "{OP}: table of {} elements is not rows of {d}", table.len);
+        shapes::embedding_fwd(out, table, ids, n, d);
         let args = [Arg::P(self.ptr(OP, out)), Arg::P(self.ptr(OP, table)), Arg::P(self.ptr(OP, ids)), l(n), l(d), l(table.len / d)];
         self.elementwise(OP, Source::Embedding, "embedding_fwd", n * d, &args);
     }
 
     fn embedding_bwd(&mut self, dtable: Span, dout: Span, ids: Span, n: usize, d: usize) {
         const OP: &str = "embedding_bwd";
-        expect_len(OP, "dout", dout, n * d);
-        expect_len(OP, "ids", ids, n);
-        assert!(d > 0 && dtable.len.is_multiple_of(d), "{OP}: table of {} elements is not rows of {d}", dtable.len);
+        shapes::embedding_bwd(dtable, dout, ids, n, d);
         if n == 0 {
             return;
         }
@@ -449,20 +423,14 @@ impl Backend for CudaBackend {
 
     fn rmsnorm_fwd(&mut self, out: Span, rstd: Span, x: Span, w: Span, n: usize, d: usize, eps: f32) {
         const OP: &str = "rmsnorm_fwd";
-        assert!(d > 0, "{OP}: d is 0");
-        for (what, s, len) in [("out", out, n * d), ("rstd", rstd, n), ("x", x, n * d), ("w", w, d)] {
-            expect_len(OP, what, s, len);
-        }
+        shapes::rmsnorm_fwd(out, rstd, x, w, n, d);
         let args = [Arg::P(self.ptr(OP, out)), Arg::P(self.ptr(OP, rstd)), Arg::P(self.ptr(OP, x)), Arg::P(self.ptr(OP, w)), l(n), l(d), Arg::F(eps)];
         self.launch(OP, Source::Rmsnorm, "rmsnorm_fwd", n, THREADS, &args);
     }
 
     fn rmsnorm_bwd(&mut self, dx: Span, dw: Span, dout: Span, x: Span, w: Span, rstd: Span, n: usize, d: usize) {
         const OP: &str = "rmsnorm_bwd";
-        assert!(d > 0, "{OP}: d is 0");
-        for (what, s, len) in [("dx", dx, n * d), ("dw", dw, d), ("dout", dout, n * d), ("x", x, n * d), ("w", w, d), ("rstd", rstd, n)] {
-            expect_len(OP, what, s, len);
-        }
+        shapes::rmsnorm_bwd(dx, dw, dout, x, w, rstd, n, d);
         if n == 0 {
             return;
         }
@@ -481,11 +449,9 @@ impl Backend for CudaBackend {
 
     fn attention_fwd(&mut self, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
         const OP: &str = "attention_fwd";
-        check_heads(OP, s.heads, s.kv_heads, s.head_dim);
-        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        for (what, span, len) in [("out", out, n * qd), ("lse", lse, n * s.heads), ("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
-            expect_len(OP, what, span, len);
-        }
+        check_head_dim(OP, s.head_dim);
+        shapes::attention_fwd(out, lse, q, k, v, doc, &s);
+        let n = s.tokens();
         let mut args = vec![
             Arg::P(self.ptr(OP, out)),
             Arg::P(self.ptr(OP, lse)),
@@ -500,16 +466,9 @@ impl Backend for CudaBackend {
 
     fn attention_bwd(&mut self, dq: Span, dk: Span, dv: Span, dout: Span, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
         const OP: &str = "attention_bwd";
-        check_heads(OP, s.heads, s.kv_heads, s.head_dim);
-        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        for (what, span, len) in
-            [("dq", dq, n * qd), ("dk", dk, n * kd), ("dv", dv, n * kd), ("dout", dout, n * qd), ("out", out, n * qd), ("lse", lse, n * s.heads)]
-        {
-            expect_len(OP, what, span, len);
-        }
-        for (what, span, len) in [("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
-            expect_len(OP, what, span, len);
-        }
+        check_head_dim(OP, s.head_dim);
+        shapes::attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, doc, &s);
+        let n = s.tokens();
         if n == 0 {
             return;
         }
@@ -529,11 +488,9 @@ impl Backend for CudaBackend {
 
     fn kv_store(&mut self, k_cache: Span, v_cache: Span, k: Span, v: Span, slots: Span, pos: Span, s: DecodeShape) {
         const OP: &str = "kv_store";
-        check_decode(OP, k_cache, v_cache, &s);
+        check_head_dim(OP, s.head_dim);
+        shapes::kv_store(k_cache, v_cache, k, v, slots, pos, &s);
         let kd = s.kv_heads * s.head_dim;
-        for (what, span, len) in [("k", k, s.batch * kd), ("v", v, s.batch * kd), ("slots", slots, s.batch), ("pos", pos, s.batch)] {
-            expect_len(OP, what, span, len);
-        }
         let args = [
             Arg::P(self.ptr(OP, k_cache)),
             Arg::P(self.ptr(OP, v_cache)),
@@ -551,11 +508,8 @@ impl Backend for CudaBackend {
 
     fn attention_decode(&mut self, out: Span, q: Span, k_cache: Span, v_cache: Span, slots: Span, lens: Span, s: DecodeShape) {
         const OP: &str = "attention_decode";
-        check_decode(OP, k_cache, v_cache, &s);
-        let qd = s.heads * s.head_dim;
-        for (what, span, len) in [("out", out, s.batch * qd), ("q", q, s.batch * qd), ("slots", slots, s.batch), ("lens", lens, s.batch)] {
-            expect_len(OP, what, span, len);
-        }
+        check_head_dim(OP, s.head_dim);
+        shapes::attention_decode(out, q, k_cache, v_cache, slots, lens, &s);
         let args = [
             Arg::P(self.ptr(OP, out)),
             Arg::P(self.ptr(OP, q)),
@@ -575,15 +529,15 @@ impl Backend for CudaBackend {
 
     fn swiglu_fwd(&mut self, out: Span, gate: Span, up: Span) {
         const OP: &str = "swiglu_fwd";
-        assert!(out.len == gate.len && out.len == up.len, "{OP}: spans differ in length ({out:?}, {gate:?}, {up:?})");
+        shapes::swiglu_fwd(out, gate, up);
         let args = [Arg::P(self.ptr(OP, out)), Arg::P(self.ptr(OP, gate)), Arg::P(self.ptr(OP, up)), l(out.len)];
         self.elementwise(OP, Source::Elementwise, "swiglu_fwd", out.len, &args);
     }
 
     fn swiglu_bwd(&mut self, dgate: Span, dup: Span, dout: Span, gate: Span, up: Span) {
         const OP: &str = "swiglu_bwd";
+        shapes::swiglu_bwd(dgate, dup, dout, gate, up);
         let len = dout.len;
-        assert!([dgate, dup, gate, up].iter().all(|s| s.len == len), "{OP}: spans differ in length ({dgate:?}, {dup:?}, {dout:?}, {gate:?}, {up:?})");
         let args =
             [Arg::P(self.ptr(OP, dgate)), Arg::P(self.ptr(OP, dup)), Arg::P(self.ptr(OP, dout)), Arg::P(self.ptr(OP, gate)), Arg::P(self.ptr(OP, up)), l(len)];
         self.elementwise(OP, Source::Elementwise, "swiglu_bwd", len, &args);
@@ -591,10 +545,7 @@ impl Backend for CudaBackend {
 
     fn cross_entropy(&mut self, logits: Span, losses: Span, targets: Span, n: usize, vocab: usize, grad_scale: Option<f32>) {
         const OP: &str = "cross_entropy";
-        assert!(vocab > 0, "{OP}: vocab is 0");
-        expect_len(OP, "logits", logits, n * vocab);
-        expect_len(OP, "losses", losses, n);
-        expect_len(OP, "targets", targets, n);
+        shapes::cross_entropy(logits, losses, targets, n, vocab);
         let args = [
             Arg::P(self.ptr(OP, logits)),
             Arg::P(self.ptr(OP, losses)),
@@ -653,8 +604,7 @@ impl Backend for CudaBackend {
 
     fn adamw(&mut self, p: Span, g: Span, m: Span, v: Span, step: AdamStep) {
         const OP: &str = "adamw";
-        assert!(g.len == p.len && m.len == p.len && v.len == p.len, "{OP}: spans differ in length (p {p:?}, g {g:?}, m {m:?}, v {v:?})");
-        assert!(step.t >= 1, "{OP}: the step count t is 1-based (got 0)");
+        shapes::adamw(p, g, m, v, &step);
         // The constants exactly as the CPU backend computes them.
         let (b1, b2, lr) = (step.beta1 as f64, step.beta2 as f64, step.lr as f64);
         let t = step.t as f64;

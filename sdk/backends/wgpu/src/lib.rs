@@ -16,7 +16,7 @@ mod kernels;
 
 use std::collections::BTreeMap;
 
-use agentmerge_model::backend::{AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
+use agentmerge_model::backend::{shapes, AdamStep, AttnShape, Backend, DecodeShape, Mem, Span, Trans};
 use anyhow::{bail, ensure, Context, Result};
 use wgpu::util::DeviceExt;
 
@@ -370,17 +370,9 @@ fn u(x: usize) -> u32 {
     u32::try_from(x).expect("a size above 2³² elements")
 }
 
+/// The wgpu kernels' own limit, beyond the trait's shape rules: `head_dim` at most [`MAX_HEAD_DIM`].
 #[track_caller]
-fn expect_len(op: &str, what: &str, span: Span, len: usize) {
-    assert!(span.len == len, "{op}: `{what}` span holds {} elements, the shape needs {len} ({span:?})", span.len);
-}
-
-#[track_caller]
-fn check_heads(op: &str, heads: usize, kv_heads: usize, head_dim: usize) {
-    assert!(
-        kv_heads > 0 && head_dim > 0 && heads.is_multiple_of(kv_heads),
-        "{op}: heads {heads} must be a multiple of kv_heads {kv_heads} (and head_dim {head_dim} > 0)"
-    );
+fn check_head_dim(op: &str, head_dim: usize) {
     assert!(head_dim <= MAX_HEAD_DIM, "{op}: head_dim {head_dim} is above the wgpu kernels' {MAX_HEAD_DIM}");
 }
 
@@ -447,8 +439,7 @@ impl Backend for WgpuBackend {
     }
 
     fn copy(&mut self, dst: Span, src: Span) {
-        assert!(dst.len == src.len, "copy: {dst:?} and {src:?} differ in length");
-        assert!((dst.mem == Mem::Ids) == (src.mem == Mem::Ids), "copy: between Ids and an f32 buffer ({dst:?} <- {src:?})");
+        shapes::copy(dst, src);
         if dst.len == 0 {
             return;
         }
@@ -465,7 +456,7 @@ impl Backend for WgpuBackend {
     // ---- elementwise -----------------------------------------------------------------------
 
     fn add(&mut self, out: Span, a: Span, b: Span) {
-        assert!(out.len == a.len && out.len == b.len, "add: spans differ in length ({out:?} = {a:?} + {b:?})");
+        shapes::add(out, a, b);
         self.elementwise("add", Kernel::Add, &[out, a, b], &[]);
     }
 
@@ -476,9 +467,7 @@ impl Backend for WgpuBackend {
     // ---- matrix product --------------------------------------------------------------------
 
     fn matmul(&mut self, c: Span, a: Span, ta: Trans, b: Span, tb: Trans, m: usize, k: usize, n: usize, accumulate: bool) {
-        expect_len("matmul", "c", c, m * n);
-        expect_len("matmul", "a", a, m * k);
-        expect_len("matmul", "b", b, k * n);
+        shapes::matmul(c, a, b, m, k, n);
         if m == 0 || n == 0 {
             return;
         }
@@ -494,9 +483,7 @@ impl Backend for WgpuBackend {
     // ---- layers ----------------------------------------------------------------------------
 
     fn embedding_fwd(&mut self, out: Span, table: Span, ids: Span, n: usize, d: usize) {
-        expect_len("embedding_fwd", "out", out, n * d);
-        expect_len("embedding_fwd", "ids", ids, n);
-        assert!(d > 0 && table.len.is_multiple_of(d), "embedding_fwd: table of {} elements is not rows of {d}", table.len);
+        shapes::embedding_fwd(out, table, ids, n, d);
         // Parts of the table, and of the tokens, that each fit a binding.
         let rows = self.rows_per_binding(d);
         for r0 in (0..table.len / d).step_by(rows) {
@@ -510,9 +497,7 @@ impl Backend for WgpuBackend {
     }
 
     fn embedding_bwd(&mut self, dtable: Span, dout: Span, ids: Span, n: usize, d: usize) {
-        expect_len("embedding_bwd", "dout", dout, n * d);
-        expect_len("embedding_bwd", "ids", ids, n);
-        assert!(d > 0 && dtable.len.is_multiple_of(d), "embedding_bwd: table of {} elements is not rows of {d}", dtable.len);
+        shapes::embedding_bwd(dtable, dout, ids, n, d);
         // Token blocks in order, so each row's gradient still adds up in token order.
         let rows = self.rows_per_binding(d);
         for r0 in (0..dtable.len / d).step_by(rows) {
@@ -526,20 +511,13 @@ impl Backend for WgpuBackend {
     }
 
     fn rmsnorm_fwd(&mut self, out: Span, rstd: Span, x: Span, w: Span, n: usize, d: usize, eps: f32) {
-        assert!(d > 0, "rmsnorm_fwd: d is 0");
-        expect_len("rmsnorm_fwd", "out", out, n * d);
-        expect_len("rmsnorm_fwd", "rstd", rstd, n);
-        expect_len("rmsnorm_fwd", "x", x, n * d);
-        expect_len("rmsnorm_fwd", "w", w, d);
+        shapes::rmsnorm_fwd(out, rstd, x, w, n, d);
         let binds = [(1, Src::Span(out)), (2, Src::Span(rstd)), (3, Src::Span(x)), (4, Src::Span(w))];
         self.dispatch("rmsnorm_fwd", Kernel::RmsnormFwd, &binds, &[u(n), u(d), f(eps)], groups(n));
     }
 
     fn rmsnorm_bwd(&mut self, dx: Span, dw: Span, dout: Span, x: Span, w: Span, rstd: Span, n: usize, d: usize) {
-        assert!(d > 0, "rmsnorm_bwd: d is 0");
-        for (what, s, len) in [("dx", dx, n * d), ("dw", dw, d), ("dout", dout, n * d), ("x", x, n * d), ("w", w, d), ("rstd", rstd, n)] {
-            expect_len("rmsnorm_bwd", what, s, len);
-        }
+        shapes::rmsnorm_bwd(dx, dw, dout, x, w, rstd, n, d);
         let binds = [(1, Src::Span(dx)), (2, Src::Span(dout)), (3, Src::Span(x)), (4, Src::Span(w)), (5, Src::Span(rstd))];
         self.dispatch("rmsnorm_bwd", Kernel::RmsnormBwdDx, &binds, &[u(n), u(d), 0], groups(n));
         let binds = [(1, Src::Span(dw)), (2, Src::Span(dout)), (3, Src::Span(x)), (4, Src::Span(rstd))];
@@ -555,26 +533,17 @@ impl Backend for WgpuBackend {
     }
 
     fn attention_fwd(&mut self, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
-        check_heads("attention_fwd", s.heads, s.kv_heads, s.head_dim);
-        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        for (what, span, len) in [("out", out, n * qd), ("lse", lse, n * s.heads), ("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
-            expect_len("attention_fwd", what, span, len);
-        }
+        check_head_dim("attention_fwd", s.head_dim);
+        shapes::attention_fwd(out, lse, q, k, v, doc, &s);
+        let n = s.tokens();
         let binds = [(1, Src::Span(out)), (2, Src::Span(lse)), (3, Src::Span(q)), (4, Src::Span(k)), (5, Src::Span(v)), (6, Src::Span(doc))];
         self.dispatch("attention_fwd", Kernel::AttentionFwd, &binds, &attn_params(&s), grid(n * s.heads));
     }
 
     fn attention_bwd(&mut self, dq: Span, dk: Span, dv: Span, dout: Span, out: Span, lse: Span, q: Span, k: Span, v: Span, doc: Span, s: AttnShape) {
-        check_heads("attention_bwd", s.heads, s.kv_heads, s.head_dim);
-        let (n, qd, kd) = (s.tokens(), s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        for (what, span, len) in
-            [("dq", dq, n * qd), ("dk", dk, n * kd), ("dv", dv, n * kd), ("dout", dout, n * qd), ("out", out, n * qd), ("lse", lse, n * s.heads)]
-        {
-            expect_len("attention_bwd", what, span, len);
-        }
-        for (what, span, len) in [("q", q, n * qd), ("k", k, n * kd), ("v", v, n * kd), ("doc", doc, n)] {
-            expect_len("attention_bwd", what, span, len);
-        }
+        check_head_dim("attention_bwd", s.head_dim);
+        shapes::attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, doc, &s);
+        let n = s.tokens();
         self.scratch(n * s.heads);
         let d = Src::Scratch { off: 0, len: n * s.heads };
         let params = attn_params(&s);
@@ -591,42 +560,33 @@ impl Backend for WgpuBackend {
 
     fn kv_store(&mut self, k_cache: Span, v_cache: Span, k: Span, v: Span, slots: Span, pos: Span, s: DecodeShape) {
         const OP: &str = "kv_store";
-        check_decode(OP, k_cache, v_cache, &s);
+        check_head_dim(OP, s.head_dim);
+        shapes::kv_store(k_cache, v_cache, k, v, slots, pos, &s);
         let kd = s.kv_heads * s.head_dim;
-        for (what, span, len) in [("k", k, s.batch * kd), ("v", v, s.batch * kd), ("slots", slots, s.batch), ("pos", pos, s.batch)] {
-            expect_len(OP, what, span, len);
-        }
         let binds = [(1, Src::Span(k_cache)), (2, Src::Span(v_cache)), (3, Src::Span(k)), (4, Src::Span(v)), (5, Src::Span(slots)), (6, Src::Span(pos))];
         self.dispatch(OP, Kernel::KvStore, &binds, &decode_params(&s), grid(s.batch * kd));
     }
 
     fn attention_decode(&mut self, out: Span, q: Span, k_cache: Span, v_cache: Span, slots: Span, lens: Span, s: DecodeShape) {
         const OP: &str = "attention_decode";
-        check_decode(OP, k_cache, v_cache, &s);
-        let qd = s.heads * s.head_dim;
-        for (what, span, len) in [("out", out, s.batch * qd), ("q", q, s.batch * qd), ("slots", slots, s.batch), ("lens", lens, s.batch)] {
-            expect_len(OP, what, span, len);
-        }
+        check_head_dim(OP, s.head_dim);
+        shapes::attention_decode(out, q, k_cache, v_cache, slots, lens, &s);
         let binds = [(1, Src::Span(out)), (2, Src::Span(q)), (3, Src::Span(k_cache)), (4, Src::Span(v_cache)), (5, Src::Span(slots)), (6, Src::Span(lens))];
         self.dispatch(OP, Kernel::AttentionDecode, &binds, &decode_params(&s), grid(s.batch * s.heads));
     }
 
     fn swiglu_fwd(&mut self, out: Span, gate: Span, up: Span) {
-        assert!(out.len == gate.len && out.len == up.len, "swiglu_fwd: spans differ in length ({out:?}, {gate:?}, {up:?})");
+        shapes::swiglu_fwd(out, gate, up);
         self.elementwise("swiglu_fwd", Kernel::SwigluFwd, &[out, gate, up], &[]);
     }
 
     fn swiglu_bwd(&mut self, dgate: Span, dup: Span, dout: Span, gate: Span, up: Span) {
-        let len = dout.len;
-        assert!([dgate, dup, gate, up].iter().all(|s| s.len == len), "swiglu_bwd: spans differ in length ({dgate:?}, {dup:?}, {dout:?}, {gate:?}, {up:?})");
+        shapes::swiglu_bwd(dgate, dup, dout, gate, up);
         self.elementwise("swiglu_bwd", Kernel::SwigluBwd, &[dgate, dup, dout, gate, up], &[]);
     }
 
     fn cross_entropy(&mut self, logits: Span, losses: Span, targets: Span, n: usize, vocab: usize, grad_scale: Option<f32>) {
-        assert!(vocab > 0, "cross_entropy: vocab is 0");
-        expect_len("cross_entropy", "logits", logits, n * vocab);
-        expect_len("cross_entropy", "losses", losses, n);
-        expect_len("cross_entropy", "targets", targets, n);
+        shapes::cross_entropy(logits, losses, targets, n, vocab);
         let grad = [grad_scale.is_some() as u32, f(grad_scale.unwrap_or(0.0))];
         // Rows of logits that fit a binding, one dispatch each.
         let rows = self.rows_per_binding(vocab);
@@ -661,8 +621,7 @@ impl Backend for WgpuBackend {
     }
 
     fn adamw(&mut self, p: Span, g: Span, m: Span, v: Span, step: AdamStep) {
-        assert!(g.len == p.len && m.len == p.len && v.len == p.len, "adamw: spans differ in length (p {p:?}, g {g:?}, m {m:?}, v {v:?})");
-        assert!(step.t >= 1, "adamw: the step count t is 1-based (got 0)");
+        shapes::adamw(p, g, m, v, &step);
         // The constants exactly as the CPU backend computes them.
         let (b1, b2, lr) = (step.beta1 as f64, step.beta2 as f64, step.lr as f64);
         let t = step.t as f64;
@@ -734,9 +693,7 @@ impl WgpuBackend {
 
     #[allow(clippy::too_many_arguments)]
     fn rope(&mut self, op: &str, x: Span, pos: Span, n: usize, heads: usize, head_dim: usize, theta: f32, inverse: bool) {
-        assert!(heads > 0 && head_dim > 0 && head_dim.is_multiple_of(2), "{op}: heads {heads} and head_dim {head_dim} must be positive, head_dim even");
-        expect_len(op, "x", x, n * heads * head_dim);
-        expect_len(op, "pos", pos, n);
+        shapes::rope(op, x, pos, n, heads, head_dim);
         // The frequencies exactly as the CPU backend computes them, in f32 on the host.
         let half = head_dim / 2;
         let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
@@ -756,13 +713,4 @@ fn attn_params(s: &AttnShape) -> [u32; 6] {
 
 fn decode_params(s: &DecodeShape) -> [u32; 6] {
     [u(s.batch), u(s.heads), u(s.kv_heads), u(s.head_dim), u(s.max_len), f(1.0 / (s.head_dim as f32).sqrt())]
-}
-
-#[track_caller]
-fn check_decode(op: &str, k_cache: Span, v_cache: Span, s: &DecodeShape) {
-    check_heads(op, s.heads, s.kv_heads, s.head_dim);
-    assert!(s.max_len > 0, "{op}: max_len is 0");
-    let slot = s.slot_len();
-    assert!(k_cache.len.is_multiple_of(slot), "{op}: k_cache of {} elements is not slots of {} × {} × {}", k_cache.len, s.max_len, s.kv_heads, s.head_dim);
-    assert!(v_cache.len == k_cache.len, "{op}: k_cache ({}) and v_cache ({}) differ in length", k_cache.len, v_cache.len);
 }
