@@ -115,6 +115,12 @@ fn every_checkpoint_gets_a_row_and_every_kind_runs_through_the_host() {
     assert!(m["rows"].is_null());
     let acc = &m["step_accuracy"];
     assert_eq!((acc["steps"].as_u64(), acc["exact"].as_f64()), (Some(12), Some(0.0)));
+    // Per task, as counts (one task here: all of it).
+    assert_eq!(acc["per_task"].as_array().unwrap().len(), 1);
+    let t = &acc["per_task"][0];
+    assert_eq!((t["task"].as_str(), t["category"].as_str()), (Some("miniarena.menu.impersonate_user"), Some("menu")));
+    assert_eq!((t["steps"].as_u64(), t["exact"].as_u64(), t["verb"].as_u64(), t["parses"].as_u64()), (Some(12), Some(0), Some(0), Some(0)));
+    assert_eq!(t["element_steps"], acc["element_steps"]);
     let eps = episodes(u["traces"].as_str().unwrap());
     assert_eq!((eps.len(), eps[0].agent.model_name.as_str()), (3, "model"));
     assert!(eps.iter().all(|e| e.err_msg.is_none() && e.n_steps == 3 && e.steps[3].truncated && !e.steps[1].obs.last_action_error.is_empty()));

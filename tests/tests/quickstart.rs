@@ -30,10 +30,28 @@ fn the_paper_pipeline_runs_at_smoke_scale_and_reports() {
     assert!(out.contains(&format!("  report.report: {}", dir.display())), "the run should print where the report is:\n{out}");
     check_paper_report(
         &dir,
-        &["## Table 1", "### Inter-task", "### Cross-task", "| 0.001 |", "(λ = ", "## Table 2", "## Likelihood", "## Forgetting", "![Figure 2](figure2.png)"],
+        &[
+            "## Table 1",
+            "### Inter-task",
+            "### Cross-task",
+            "| 0.001 |",
+            "(λ = ",
+            "## Table 2",
+            "cross-task exact / verb / element",
+            "## Likelihood",
+            "## Forgetting",
+            "![Figure 2](figure2.png)",
+        ],
     );
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(json, node(&report, "report")["outputs"]["metrics"]);
+    // Table 2's splits: every scored step falls in one of them, and the held-out tasks have some.
+    for s in json["series"].as_array().unwrap() {
+        let p = s["points"].as_array().unwrap().last().unwrap();
+        let split = |k: &str| p["split_accuracy"][k]["steps"].as_u64().unwrap_or_else(|| panic!("no {k} steps: {s}"));
+        assert_eq!(split("inter") + split("cross"), p["scored_steps"].as_u64().unwrap(), "{s}");
+        assert!(split("cross") > 0, "{s}");
+    }
 
     // A second run, and the quickstart at the same scale, are served from the cache.
     ok(&workspace(), &["run", "pipelines/paper.yaml", "--set", "scale=smoke", "--store", s]);

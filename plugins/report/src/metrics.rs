@@ -1,6 +1,6 @@
 //! Reading the metrics the report is built from (`cpu/evaluate`, `cpu/likelihood`,
-//! `cpu/forgetting`) into plain rows, and pooling per-task success counts into the inter-task
-//! and cross-task splits.
+//! `cpu/forgetting`) into plain rows, and pooling per-task success counts and step-accuracy
+//! counts into the inter-task and cross-task splits.
 
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::{Map, Value as Json};
@@ -42,14 +42,72 @@ pub struct TaskCount {
 
 /// Which split a task belongs to: cross-task when its category or its task name is listed in
 /// `cross_task`, inter-task otherwise.
-pub fn is_cross(task: &TaskCount, cross_task: &[String]) -> bool {
-    cross_task.iter().any(|c| *c == task.category || *c == task.task)
+pub fn is_cross(task: &str, category: &str, cross_task: &[String]) -> bool {
+    cross_task.iter().any(|c| c == category || c == task)
 }
 
 /// Pools the tasks of one split (`cross = true`: the cross-task split): n = Σ n and
 /// successes = Σ successes over its tasks.
 pub fn pool(tasks: &[TaskCount], cross_task: &[String], cross: bool) -> Score {
-    tasks.iter().filter(|t| is_cross(t, cross_task) == cross).fold(Score::default(), |acc, t| acc.add(t.score))
+    tasks.iter().filter(|t| is_cross(&t.task, &t.category, cross_task) == cross).fold(Score::default(), |acc, t| acc.add(t.score))
+}
+
+/// Teacher-forced step accuracy as counts (one task's, or tasks pooled): of `steps` expert
+/// steps, `exact` right whole actions and `verb` right action names; of the `element_steps`
+/// steps whose expert action targets an element, `element` right targets. A rate over no steps
+/// is NaN.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepScore {
+    pub steps: u64,
+    pub exact: u64,
+    pub verb: u64,
+    pub element: u64,
+    pub element_steps: u64,
+}
+
+impl StepScore {
+    pub fn exact_rate(&self) -> f64 {
+        ratio(self.exact, self.steps)
+    }
+
+    pub fn verb_rate(&self) -> f64 {
+        ratio(self.verb, self.steps)
+    }
+
+    pub fn element_rate(&self) -> f64 {
+        ratio(self.element, self.element_steps)
+    }
+
+    fn add(self, o: StepScore) -> StepScore {
+        StepScore {
+            steps: self.steps + o.steps,
+            exact: self.exact + o.exact,
+            verb: self.verb + o.verb,
+            element: self.element + o.element,
+            element_steps: self.element_steps + o.element_steps,
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// One task's scored steps in an evaluate row (`step_accuracy.per_task`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSteps {
+    pub task: String,
+    pub category: String,
+    pub score: StepScore,
+}
+
+/// Pools the step counts of one split's tasks, by the rule of [`pool`].
+pub fn pool_steps(tasks: &[TaskSteps], cross_task: &[String], cross: bool) -> StepScore {
+    tasks.iter().filter(|t| is_cross(&t.task, &t.category, cross_task) == cross).fold(StepScore::default(), |acc, t| acc.add(t.score))
 }
 
 /// Pools every task.
@@ -69,6 +127,9 @@ pub struct EvalRow {
     pub verb: Option<f64>,
     pub element: Option<f64>,
     pub scored_steps: Option<u64>,
+    /// The same per task, as counts; `None` when the metrics have none (written before the
+    /// evaluator counted per task).
+    pub step_tasks: Option<Vec<TaskSteps>>,
 }
 
 /// One model's likelihood of held-out expert trajectories.
@@ -173,6 +234,13 @@ fn eval_row(r: &Map<String, Json>, what: &str) -> anyhow::Result<EvalRow> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let acc = r.get("step_accuracy").and_then(Json::as_object);
     let acc_f = |f: &str| acc.and_then(|a| a.get(f)).and_then(Json::as_f64);
+    let step_tasks = match acc.and_then(|a| a.get("per_task")) {
+        None | Some(Json::Null) => None,
+        Some(Json::Array(list)) => {
+            Some(list.iter().enumerate().map(|(i, t)| task_steps(t, &format!("{what}, step_accuracy.per_task[{i}]"))).collect::<anyhow::Result<_>>()?)
+        }
+        Some(v) => bail!("{what}: `step_accuracy.per_task` must be a list, got {v}"),
+    };
     Ok(EvalRow {
         step: step_of(r, what)?,
         checkpoint: r.get("checkpoint").and_then(Json::as_str).map(str::to_string),
@@ -181,7 +249,32 @@ fn eval_row(r: &Map<String, Json>, what: &str) -> anyhow::Result<EvalRow> {
         verb: acc_f("verb"),
         element: acc_f("element"),
         scored_steps: acc.and_then(|a| a.get("steps")).and_then(Json::as_u64),
+        step_tasks,
     })
+}
+
+/// One entry of `step_accuracy.per_task`: the task, its category and its step counts.
+fn task_steps(t: &Json, w: &str) -> anyhow::Result<TaskSteps> {
+    let t = t.as_object().ok_or_else(|| anyhow!("{w}: not an object"))?;
+    let text = |f: &str| t.get(f).and_then(Json::as_str).map(str::to_string).ok_or_else(|| anyhow!("{w}: missing the string `{f}`"));
+    let score = StepScore {
+        steps: count(t, "steps", w)?,
+        exact: count(t, "exact", w)?,
+        verb: count(t, "verb", w)?,
+        element: count(t, "element", w)?,
+        element_steps: count(t, "element_steps", w)?,
+    };
+    let s = &score;
+    anyhow::ensure!(
+        s.exact <= s.steps && s.verb <= s.steps && s.element <= s.element_steps && s.element_steps <= s.steps,
+        "{w}: inconsistent counts (steps {}, exact {}, verb {}, element {} of {})",
+        s.steps,
+        s.exact,
+        s.verb,
+        s.element,
+        s.element_steps
+    );
+    Ok(TaskSteps { task: text("task")?, category: text("category")?, score })
 }
 
 fn logp_row(r: &Map<String, Json>, what: &str) -> anyhow::Result<LogpRow> {
@@ -240,6 +333,40 @@ mod tests {
         let Body::Evaluate(rows) = Body::parse(list.as_object().unwrap(), "r").unwrap() else { panic!() };
         assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 300]);
         assert_eq!((rows[1].exact, rows[1].element, rows[1].scored_steps), (Some(0.5), Some(0.75), Some(12)));
+    }
+
+    #[test]
+    fn step_accuracy_per_task_pools_into_the_splits() {
+        let m = json!({"node": "ev", "overall": {}, "per_task": [], "step_accuracy": {"steps": 23, "exact": 0.5, "per_task": [
+            {"task": "a.dash.z", "category": "dashboard", "steps": 7, "exact": 2, "verb": 5, "element": 1, "element_steps": 3, "exact_rate": 0.2857},
+            {"task": "a.menu.x", "category": "menu", "steps": 10, "exact": 6, "verb": 9, "element": 4, "element_steps": 8},
+            {"task": "a.menu.y", "category": "menu", "steps": 6, "exact": 1, "verb": 2, "element": 0, "element_steps": 0}]}});
+        let Body::Evaluate(rows) = Body::parse(m.as_object().unwrap(), "r").unwrap() else { panic!() };
+        let tasks = rows[0].step_tasks.as_ref().unwrap();
+        let cross = vec!["dashboard".to_string()];
+        let inter = pool_steps(tasks, &cross, false);
+        assert_eq!(inter, StepScore { steps: 16, exact: 7, verb: 11, element: 4, element_steps: 8 });
+        assert_eq!((inter.exact_rate(), inter.verb_rate(), inter.element_rate()), (7.0 / 16.0, 11.0 / 16.0, 0.5));
+        assert_eq!(pool_steps(tasks, &cross, true), StepScore { steps: 7, exact: 2, verb: 5, element: 1, element_steps: 3 });
+        // By task name, as for success counts; a split without steps has NaN rates.
+        assert_eq!(pool_steps(tasks, &["a.menu.y".to_string()], true).steps, 6);
+        let none = pool_steps(tasks, &[], true);
+        assert!(none.steps == 0 && none.exact_rate().is_nan() && none.element_rate().is_nan());
+        // Older metrics: no per_task, no split.
+        let old = json!({"overall": {}, "per_task": [], "step_accuracy": {"steps": 12, "exact": 0.5}});
+        let Body::Evaluate(rows) = Body::parse(old.as_object().unwrap(), "r").unwrap() else { panic!() };
+        assert_eq!((rows[0].exact, rows[0].step_tasks.as_ref()), (Some(0.5), None));
+        // Bad entries are errors naming the place.
+        for (bad, words) in [
+            (json!("x"), "`step_accuracy.per_task` must be a list"),
+            (json!([{"task": "t", "category": "c", "steps": 2, "exact": 3, "verb": 0, "element": 0, "element_steps": 0}]), "per_task[0]: inconsistent counts"),
+            (json!([{"task": "t", "category": "c", "steps": 2, "exact": 1, "verb": 1, "element": 0}]), "missing `element_steps`"),
+            (json!([{"task": "t", "steps": 2, "exact": 1, "verb": 1, "element": 0, "element_steps": 1}]), "missing the string `category`"),
+        ] {
+            let m = json!({"overall": {}, "per_task": [], "step_accuracy": {"steps": 2, "per_task": bad}});
+            let e = Body::parse(m.as_object().unwrap(), "results[3]").unwrap_err().to_string();
+            assert!(e.contains("results[3], row 0") && e.contains(words), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use crate::config::{Method, Paper, Role, Split};
 use crate::labels::{Label, NodeId};
-use crate::metrics::{self, Body, EvalRow, Forgetting, LogpRow, Score};
+use crate::metrics::{self, Body, EvalRow, Forgetting, LogpRow, Score, StepScore};
 use crate::select::{self, Candidate};
 
 /// One evaluated model or checkpoint: its success pooled per split and its step accuracy.
@@ -22,6 +22,10 @@ pub struct Point {
     pub verb: Option<f64>,
     pub element: Option<f64>,
     pub scored_steps: Option<u64>,
+    /// Step accuracy pooled per split, by the rule of `inter` and `cross`; `None` when the
+    /// evaluation has no per-task step counts (older metrics).
+    pub steps_inter: Option<StepScore>,
+    pub steps_cross: Option<StepScore>,
 }
 
 impl Point {
@@ -36,6 +40,8 @@ impl Point {
             verb: row.verb,
             element: row.element,
             scored_steps: row.scored_steps,
+            steps_inter: row.step_tasks.as_ref().map(|t| metrics::pool_steps(t, cross_task, false)),
+            steps_cross: row.step_tasks.as_ref().map(|t| metrics::pool_steps(t, cross_task, true)),
         }
     }
 
@@ -43,6 +49,14 @@ impl Point {
         match split {
             Split::Inter => self.inter,
             Split::Cross => self.cross,
+        }
+    }
+
+    /// The step accuracy of one split (`None`: no per-task step counts).
+    pub fn steps(&self, split: Split) -> Option<StepScore> {
+        match split {
+            Split::Inter => self.steps_inter,
+            Split::Cross => self.steps_cross,
         }
     }
 }
@@ -156,8 +170,10 @@ impl Report {
             let obj = result.as_object().ok_or_else(|| anyhow::anyhow!("{what} is not a JSON object"))?;
             let body = Body::parse(obj, &what)?;
             if let Body::Evaluate(rows) = &body {
-                for t in rows.iter().flat_map(|r| &r.tasks) {
-                    for name in [&t.task, &t.category] {
+                let success = rows.iter().flat_map(|r| &r.tasks).map(|t| (&t.task, &t.category));
+                let steps = rows.iter().flat_map(|r| r.step_tasks.iter().flatten()).map(|t| (&t.task, &t.category));
+                for (task, category) in success.chain(steps) {
+                    for name in [task, category] {
                         if !seen.contains(name) {
                             seen.push(name.clone());
                         }

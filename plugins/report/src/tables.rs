@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::config::{Method, Split};
 use crate::labels::{show, Label};
-use crate::metrics::Score;
+use crate::metrics::{Score, StepScore};
 use crate::report::{Key, Point, Report, Series};
 
 /// Table 1's method columns, in the paper's order.
@@ -89,7 +89,7 @@ fn how_to_read(r: &Report) -> String {
         "**How to read.** Every cell is the final checkpoint of its run (the last row in step order). \
          Success rates pool the test episodes of the tasks in each split (cross-task: {cross}): \
          rate = successes / n, ± the binomial standard error sqrt(rate (1 − rate) / n). \
-         Cells pool {} and {}. {lambda} \
+         Cells pool {} and {}. Table 2's step accuracy is split by the same rule, pooling the tasks' step counts. {lambda} \
          Learning rates (LR) are the fine-tuning rates, highest first; `—` means no result.",
         episodes(Split::Inter),
         episodes(Split::Cross),
@@ -178,14 +178,21 @@ fn step_accuracy_table(r: &Report, md: &mut String) {
         return;
     }
     md.push_str("## Table 2: teacher-forced step accuracy (final checkpoint)\n\n");
-    md.push_str("The model sees each expert step's observation and history and must produce the expert's action: exact (whole action), verb (action name) and element (target element). At small scale success is often 0 and this is the informative figure.\n\n");
-    md.push_str("| Model | LR | λ | exact | verb | element | steps |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("The model sees each expert step's observation and history and must produce the expert's action: exact (whole action), verb (action name) and element (target element, among the steps whose expert action targets one). At small scale success is often 0 and this is the informative figure. ");
+    md.push_str("The first columns pool every scored step; inter-task and cross-task pool the steps of the tasks in each split (Table 1's rule) by summing the per-task counts: rate = right / steps. `—` in a split: the evaluation recorded no per-task counts, or the split has no steps.\n\n");
+    md.push_str("| Model | LR | λ | exact | verb | element | steps | inter-task exact / verb / element | inter steps | cross-task exact / verb / element | cross steps |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in rows {
         let p = s.last();
         let steps = p.scored_steps.map_or("—".into(), |n| n.to_string());
+        let split = |split| {
+            let a = p.steps(split);
+            (accuracy_cell(a), a.map_or("—".into(), |a| a.steps.to_string()))
+        };
+        let ((inter, inter_steps), (cross, cross_steps)) = (split(Split::Inter), split(Split::Cross));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {steps} |",
+            "| {} | {} | {} | {} | {} | {} | {steps} | {inter} | {inter_steps} | {cross} | {cross_steps} |",
             s.key.method.title(),
             show(s.key.lr.as_ref()),
             show(s.key.lambda.as_ref()),
@@ -195,6 +202,14 @@ fn step_accuracy_table(r: &Report, md: &mut String) {
         );
     }
     md.push('\n');
+}
+
+/// `exact / verb / element` of one split, `—` when it has no steps or no counts.
+fn accuracy_cell(a: Option<StepScore>) -> String {
+    match a {
+        Some(a) if a.steps > 0 => format!("{} / {} / {}", fixed(Some(a.exact_rate())), fixed(Some(a.verb_rate())), fixed(Some(a.element_rate()))),
+        _ => "—".into(),
+    }
 }
 
 fn likelihood_table(r: &Report, md: &mut String) {
@@ -249,16 +264,45 @@ fn table1_records(r: &Report) -> Vec<Map<String, Json>> {
             m.insert("checkpoint".into(), json!(p.checkpoint));
             m.extend(score_fields(p.split(split)));
             m.insert("exact".into(), opt_num(p.exact));
+            m.insert("verb".into(), opt_num(p.verb));
             m.insert("element".into(), opt_num(p.element));
+            let a = p.steps(split);
+            m.insert("split_steps".into(), json!(a.map(|a| a.steps)));
+            m.insert("split_exact".into(), opt_num(a.map(|a| a.exact_rate())));
+            m.insert("split_verb".into(), opt_num(a.map(|a| a.verb_rate())));
+            m.insert("split_element".into(), opt_num(a.map(|a| a.element_rate())));
+            m.insert("split_element_steps".into(), json!(a.map(|a| a.element_steps)));
             out.push(m);
         }
     }
     out
 }
 
-const CSV_COLUMNS: [&str; 13] = ["method", "lr", "lambda", "split", "step", "checkpoint", "n", "successes", "rate", "std_err", "exact", "element", "node"];
+const CSV_COLUMNS: [&str; 19] = [
+    "method",
+    "lr",
+    "lambda",
+    "split",
+    "step",
+    "checkpoint",
+    "n",
+    "successes",
+    "rate",
+    "std_err",
+    "exact",
+    "verb",
+    "element",
+    "split_steps",
+    "split_exact",
+    "split_verb",
+    "split_element",
+    "split_element_steps",
+    "node",
+];
 
-/// `table1.csv`: every number of Table 1, its reference rows and Table 2, one line per model and split.
+/// `table1.csv`: every number of Table 1, its reference rows and Table 2, one line per model and
+/// split. `exact`, `verb` and `element` pool every scored step (the same on both lines of a
+/// model); the `split_` columns are the line's split (empty without per-task counts).
 pub fn csv(r: &Report) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push('\n');
@@ -315,6 +359,21 @@ fn point_json(p: &Point) -> Json {
         "verb": opt_num(p.verb),
         "element": opt_num(p.element),
         "scored_steps": p.scored_steps,
+        "split_accuracy": {"inter": p.steps_inter.map(step_score_json), "cross": p.steps_cross.map(step_score_json)},
+    })
+}
+
+/// Step-accuracy counts with their rates (`null` over no steps).
+fn step_score_json(a: StepScore) -> Json {
+    json!({
+        "steps": a.steps,
+        "exact": a.exact,
+        "verb": a.verb,
+        "element": a.element,
+        "element_steps": a.element_steps,
+        "exact_rate": num(a.exact_rate()),
+        "verb_rate": num(a.verb_rate()),
+        "element_rate": num(a.element_rate()),
     })
 }
 
@@ -338,6 +397,7 @@ pub fn json(r: &Report) -> Map<String, Json> {
         json!({
             "checkpoint": "every table cell is the final checkpoint: the last row in step order",
             "std_err": "binomial: sqrt(rate (1 - rate) / n) over the pooled episodes of the split",
+            "step_accuracy": "exact, verb, element pool every scored step; split_accuracy (and table1's split_ fields) pool the per-task step counts of each split's tasks, null when the evaluation recorded none",
             "lambda": "per learning rate, the highest validation success (all validation tasks pooled, final checkpoint); ties: higher exact step accuracy, then smaller lambda; without validation: lambda = 1 if swept, else the smallest",
         }),
     );

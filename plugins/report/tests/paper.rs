@@ -1,6 +1,7 @@
 //! `report/paper` end to end on hand-made metrics (tests/fixtures/results.json: evaluate,
 //! likelihood and forgetting metrics in the shapes the cpu nodes write): the numbers in
-//! report.md, the λ chosen on validation, report.json's nulls, and figures that decode.
+//! report.md (Table 2 split into inter- and cross-task where a row has per-task step counts),
+//! the λ chosen on validation, report.json's nulls, and figures that decode.
 
 use agentmerge_plugin_report::{config::Method, labels::Label, Paper, Report};
 use serde_json::{json, Value as Json};
@@ -72,7 +73,13 @@ fn report_md_holds_table1_with_final_checkpoints() {
     assert!(md.contains("| Agent | 0.0001 |"), "{md}");
     // Step accuracy, likelihood and forgetting tables; the λ choice with its validation rates.
     assert!(md.contains("## Table 2: teacher-forced step accuracy"), "{md}");
-    assert!(md.contains("| AgentMerge | 1e-05 | 0.5 | 0.660 |"), "{md}");
+    // Table 2 split by the cross-task rule from the per-task step counts of the fixture's
+    // AgentMerge row (dashboard 15/24/17 of 32 steps, 24 targeting; menu and form 90/114/79 of
+    // 128, 96 targeting), the pooled figures first; rows without per-task counts show `—`.
+    let t2 = "| AgentMerge | 1e-05 | 0.5 | 0.656 | 0.863 | 0.800 | 160 | 0.703 / 0.891 / 0.823 | 128 | 0.469 / 0.750 / 0.708 | 32 |";
+    assert!(md.contains(t2), "{md}");
+    assert!(md.contains("| Instruct-FT | 1e-05 | — | 0.630 | 0.830 | 0.770 | 160 | — | — | — | — |"), "{md}");
+    assert!(md.contains("| inter-task exact / verb / element | inter steps | cross-task exact / verb / element | cross steps |"), "{md}");
     assert!(md.contains("| Instruct-FT | 1e-05 | — | -1.180 | -1.530 |"), "{md}");
     assert!(md.contains("| AgentMerge | 1e-05 | 0.5 | -1.873 | -1.951 | 0.078 |"), "{md}");
     assert!(md.contains("| 1e-05 | 0.5 | 0.300 ± 0.084 | 0.610 | ev_am_val[lambda=0.5,lr=1e-05] | **yes** |"), "{md}");
@@ -107,8 +114,22 @@ fn writes_every_file_and_the_figures_decode() {
     assert_eq!(Json::Object(metrics), json);
     assert_eq!(json["lambda_choice"][0]["lambda"], "1.0");
     let csv = std::fs::read_to_string(out.join("table1.csv")).unwrap();
-    assert!(csv.starts_with("method,lr,lambda,split,step,checkpoint,n,successes,rate,std_err,exact,element,node\n"));
+    let header = "method,lr,lambda,split,step,checkpoint,n,successes,rate,std_err,exact,verb,element,split_steps,split_exact,split_verb,split_element,split_element_steps,node\n";
+    assert!(csv.starts_with(header), "{csv}");
     assert!(csv.contains("agentmerge,1e-05,0.5,inter,400,step-0000400,80,22,0.275,"), "{csv}");
+    // The pooled step accuracy on both lines, each line's split after it; empty without
+    // per-task counts.
+    assert!(csv.contains(",0.65625,0.8625,0.8,128,0.703125,0.890625,0.8229166666666666,96,\"ev_am[lambda=0.5,lr=1e-05]\"\n"), "{csv}");
+    assert!(csv.contains(",0.65625,0.8625,0.8,32,0.46875,0.75,0.7083333333333334,24,\"ev_am[lambda=0.5,lr=1e-05]\"\n"), "{csv}");
+    assert!(csv.contains(",0.77,,,,,,ev_ift[lr=1e-05]\n"), "{csv}");
+    let am = json["series"].as_array().unwrap().iter().find(|s| s["node"] == "ev_am[lambda=0.5,lr=1e-05]").unwrap();
+    let last = &am["points"][1]["split_accuracy"];
+    assert_eq!(
+        last["cross"],
+        json!({"steps": 32, "exact": 15, "verb": 24, "element": 17, "element_steps": 24, "exact_rate": 0.46875, "verb_rate": 0.75, "element_rate": 17.0 / 24.0})
+    );
+    assert_eq!(last["inter"]["steps"], 128);
+    assert_eq!(am["points"][0]["split_accuracy"], json!({"inter": null, "cross": null}));
 }
 
 /// (width, height) and RGB pixels of a PNG.
@@ -130,8 +151,14 @@ fn without_cross_task_the_cross_numbers_are_null_not_nan() {
     let cross: Vec<&Json> = json["table1"].as_array().unwrap().iter().filter(|t| t["split"] == "cross").collect();
     assert!(!cross.is_empty());
     assert!(cross.iter().all(|t| t["n"] == 0 && t["rate"].is_null() && t["std_err"].is_null()));
+    // Step accuracy too: every step is inter-task, the cross split has none.
+    let am =
+        |split: &str| json["table1"].as_array().unwrap().iter().find(|t| t["node"] == "ev_am[lambda=0.5,lr=1e-05]" && t["split"] == split).unwrap().clone();
+    assert_eq!((am("inter")["split_steps"].clone(), am("inter")["split_exact"].clone()), (json!(160), json!(0.65625)));
+    assert_eq!((am("cross")["split_steps"].clone(), am("cross")["split_exact"].clone()), (json!(0), Json::Null));
     let md = agentmerge_plugin_report::tables::markdown(&r);
     assert!(md.contains("`cross_task` is empty"), "{md}");
+    assert!(md.contains("| AgentMerge | 1e-05 | 0.5 | 0.656 | 0.863 | 0.800 | 160 | 0.656 / 0.863 / 0.800 | 160 | — | 0 |"), "{md}");
     // The figures still draw (cross panels say why they are empty).
     let dir = tempfile::tempdir().unwrap();
     agentmerge_plugin_report::write(&r, dir.path()).unwrap();

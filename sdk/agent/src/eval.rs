@@ -121,12 +121,41 @@ pub struct StepAccuracy {
     pub element_steps: usize,
     /// The model's answer parses as one BrowserGym action in AgentLab's format.
     pub parses: f64,
+    /// The same by task (in name order), as counts: tasks pool by summing them.
+    #[serde(default)]
+    pub per_task: Vec<TaskStepAccuracy>,
+}
+
+/// One task's steps in [`StepAccuracy`]: counts, so that a split of the tasks (inter-task,
+/// cross-task) pools exactly by summing, and their rates.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskStepAccuracy {
+    /// The episodes' `task_name` and `category`.
+    pub task: String,
+    pub category: String,
+    /// Expert action steps scored.
+    pub steps: usize,
+    /// Steps whose action equals the expert's.
+    pub exact: usize,
+    /// Steps whose action has the expert's action name.
+    pub verb: usize,
+    /// Steps whose action targets the expert's element (of `element_steps`).
+    pub element: usize,
+    /// Steps whose expert action targets an element.
+    pub element_steps: usize,
+    /// Answers that parse.
+    pub parses: usize,
+    /// `exact / steps`, `verb / steps`, `element / element_steps` (0 when there are none).
+    pub exact_rate: f64,
+    pub verb_rate: f64,
+    pub element_rate: f64,
 }
 
 /// Teacher-forced step accuracy: for every action step of `episodes` (e.g. held-out expert
 /// traces), the model is shown the step's observation and the expert's history, exactly as an
-/// agent in that state, and its action is compared with the expert's. `batch` steps are decoded
-/// together. The element accuracy is the grounding figure of docs/evaluation.md.
+/// agent in that state, and its action is compared with the expert's; overall and per task.
+/// `batch` steps are decoded together. The element accuracy is the grounding figure of
+/// docs/evaluation.md.
 pub fn step_accuracy<D: Decoder>(
     policy: &mut ModelPolicy<D>,
     episodes: &[Episode],
@@ -143,37 +172,58 @@ pub fn step_accuracy<D: Decoder>(
         })
         .collect();
     let canonical = |a: &str| parse_action(a).ok();
-    let (mut exact, mut verb, mut element, mut element_steps, mut parses) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut tasks = BTreeMap::<&str, TaskStepAccuracy>::new();
     policy.take_counts();
     for (n, chunk) in turns.chunks(batch).enumerate() {
         let ts: Vec<Turn<'_>> = chunk.iter().map(|(t, _)| *t).collect();
         let outs = policy.act_batch(&ts)?;
-        for ((_, want), got) in chunk.iter().zip(outs) {
+        for ((turn, want), got) in chunk.iter().zip(outs) {
+            let t = task_entry(&mut tasks, &episodes[turn.episode]);
+            t.steps += 1;
             let want = canonical(want);
             let got = got.ok().and_then(|o| canonical(&o.action));
             if let Some(w) = &want {
                 if let Some(b) = w.target_bid() {
-                    element_steps += 1;
-                    element += usize::from(got.as_ref().and_then(|g| g.target_bid()) == Some(b));
+                    t.element_steps += 1;
+                    t.element += usize::from(got.as_ref().and_then(|g| g.target_bid()) == Some(b));
                 }
-                verb += usize::from(got.as_ref().is_some_and(|g| g.name() == w.name()));
-                exact += usize::from(got.as_ref().is_some_and(|g| g.to_string() == w.to_string()));
+                t.verb += usize::from(got.as_ref().is_some_and(|g| g.name() == w.name()));
+                t.exact += usize::from(got.as_ref().is_some_and(|g| g.to_string() == w.to_string()));
             }
         }
         progress(((n + 1) * batch).min(turns.len()), turns.len())?;
     }
-    let counts = policy.take_counts();
-    let actions: usize = counts.values().map(|c| c.actions).sum();
-    parses += actions - counts.values().map(|c| c.parse_errors).sum::<usize>();
-    let steps = turns.len();
+    // The policy counts answers per episode: an answer parses unless it is a parse error.
+    for (k, c) in policy.take_counts() {
+        if let Some(e) = episodes.get(k) {
+            task_entry(&mut tasks, e).parses += c.actions.saturating_sub(c.parse_errors);
+        }
+    }
+    let per_task: Vec<TaskStepAccuracy> = tasks
+        .into_values()
+        .map(|t| TaskStepAccuracy {
+            exact_rate: ratio(t.exact, t.steps),
+            verb_rate: ratio(t.verb, t.steps),
+            element_rate: ratio(t.element, t.element_steps),
+            ..t
+        })
+        .collect();
+    let sum = |f: fn(&TaskStepAccuracy) -> usize| per_task.iter().map(f).sum::<usize>();
+    let (steps, element_steps) = (sum(|t| t.steps), sum(|t| t.element_steps));
     Ok(StepAccuracy {
         steps,
-        exact: ratio(exact, steps),
-        verb: ratio(verb, steps),
-        element: ratio(element, element_steps),
+        exact: ratio(sum(|t| t.exact), steps),
+        verb: ratio(sum(|t| t.verb), steps),
+        element: ratio(sum(|t| t.element), element_steps),
         element_steps,
-        parses: ratio(parses, steps),
+        parses: ratio(sum(|t| t.parses), steps),
+        per_task,
     })
+}
+
+/// The entry of `e`'s task, made on first use.
+fn task_entry<'a, 'e>(tasks: &'a mut BTreeMap<&'e str, TaskStepAccuracy>, e: &'e Episode) -> &'a mut TaskStepAccuracy {
+    tasks.entry(&e.task_name).or_insert_with(|| TaskStepAccuracy { task: e.task_name.clone(), category: e.category.clone(), ..Default::default() })
 }
 
 /// The MiniArena instances a traces file names: each distinct (task, seed, page size), in order

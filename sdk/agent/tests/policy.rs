@@ -1,11 +1,15 @@
 //! The model-backed agent: its prompts are exactly `sft/build`'s (a stand-in decoder that
 //! answers each training prompt with its training response replays the expert and solves every
 //! episode, full and small pages alike), malformed answers reach the environment and are
-//! counted, and a random model's episodes end cleanly.
+//! counted, a random model's episodes end cleanly, and teacher-forced step accuracy is counted
+//! per task.
 
 use std::collections::HashMap;
 
-use agentmerge_agent::{eval::instances_of, play, AgentOptions, Decoder, LoadedModel, ModelPolicy};
+use agentmerge_agent::{
+    eval::{instances_of, step_accuracy, TaskStepAccuracy},
+    play, AgentOptions, Decoder, LoadedModel, ModelPolicy,
+};
 use agentmerge_backend_cpu::CpuBackend;
 use agentmerge_miniarena::{rollout_env, Env, Expert, PageSize};
 use agentmerge_model::{
@@ -19,7 +23,7 @@ use agentmerge_sft::{
     template::ChatTemplate,
     tokenizer::{self as tk, train_bpe},
 };
-use agentmerge_traces::{AgentInfo, Episode};
+use agentmerge_traces::{parse_action, AgentInfo, Episode};
 use tokenizers::Tokenizer;
 
 const TASKS: [&str; 3] = ["miniarena.menu.navigate_to_module", "miniarena.menu.impersonate_user", "miniarena.form.create_problem"];
@@ -234,4 +238,90 @@ fn a_random_model_plays_to_the_end_with_its_errors_counted() {
     assert_eq!(eval.counts.actions, 9);
     assert_eq!(eval.counts.parse_errors, 9, "a random model writes no action");
     assert!(eval.counts.truncated > 0 && eval.counts.new_tokens <= 12 * eval.counts.actions);
+}
+
+#[test]
+fn step_accuracy_is_counted_per_task_and_pools_by_summing() {
+    let all = expert_episodes(false);
+    let tok = tokenizer(&all);
+    // navigate_to_module seed 0 (full) and seed 1 (small), create_problem seed 1, impersonate_user
+    // seed 2 (small): two episodes of one task, and tasks of two categories, interleaved.
+    let episodes: Vec<Episode> = [0, 14, 11, 3].iter().map(|&i| all[i].clone()).collect();
+    let tasks: Vec<&str> = episodes.iter().map(|e| e.task_name.as_str()).collect();
+    assert_eq!(tasks, [TASKS[0], TASKS[2], TASKS[1], TASKS[0]]);
+    // The model's answers, step by step: navigate_to_module the expert's action; create_problem
+    // the expert's action on even steps and, on odd steps, the same verb on another element;
+    // impersonate_user prose that does not parse.
+    let mut script = Vec::new();
+    let mut want: std::collections::BTreeMap<&str, TaskStepAccuracy> = Default::default();
+    for e in &episodes {
+        let w = want.entry(e.task_name.as_str()).or_insert_with(|| TaskStepAccuracy {
+            task: e.task_name.clone(),
+            category: e.category.clone(),
+            ..Default::default()
+        });
+        for (i, a) in e.steps.iter().filter_map(|s| s.action.as_deref()).enumerate() {
+            let expert = parse_action(a).unwrap();
+            let targeted = expert.target_bid().is_some();
+            let parses = e.task_name != TASKS[1];
+            let exact = parses && (e.task_name == TASKS[0] || i % 2 == 0 || !targeted);
+            let answer = if !parses {
+                "I would look for the user menu first".to_string()
+            } else if exact {
+                format!("<action>{a}</action>")
+            } else {
+                let mut other = expert.clone();
+                *other.target_bid_mut().unwrap() = "zz9".into();
+                format!("<action>{other}</action>")
+            };
+            script.push((answer, StopReason::Eos));
+            w.steps += 1;
+            w.element_steps += usize::from(targeted);
+            w.exact += usize::from(exact);
+            w.verb += usize::from(parses);
+            w.parses += usize::from(parses);
+            w.element += usize::from(exact && targeted);
+        }
+    }
+    let opts = AgentOptions { prompt: PromptOptions { use_thinking: false, ..Default::default() }, max_len: 8192, max_new_tokens: 64, ..Default::default() };
+    let mut policy = ModelPolicy::new(Scripted(script), tok, ChatTemplate::default(), vec![1], opts, 0, AgentInfo::default()).unwrap();
+    let mut seen = Vec::new();
+    let acc = step_accuracy(&mut policy, &episodes, 3, &mut |done, total| {
+        seen.push((done, total));
+        Ok(())
+    })
+    .unwrap();
+    assert!(policy.decoder.0.is_empty(), "every scripted answer used");
+    let rate = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let want: Vec<TaskStepAccuracy> = want
+        .into_values()
+        .map(|t| TaskStepAccuracy { exact_rate: rate(t.exact, t.steps), verb_rate: rate(t.verb, t.steps), element_rate: rate(t.element, t.element_steps), ..t })
+        .collect();
+    assert_eq!(acc.per_task, want);
+    // In task-name order, with the episodes' categories; the two navigate episodes are one task.
+    let names: Vec<(&str, &str)> = acc.per_task.iter().map(|t| (t.task.as_str(), t.category.as_str())).collect();
+    assert_eq!(names, [(TASKS[2], "form"), (TASKS[1], "menu"), (TASKS[0], "menu")]);
+    let (form, imp, nav) = (&acc.per_task[0], &acc.per_task[1], &acc.per_task[2]);
+    assert_eq!(nav.steps, episodes[0].action_steps().count() + episodes[3].action_steps().count());
+    assert_eq!((nav.exact, nav.verb, nav.parses, nav.exact_rate), (nav.steps, nav.steps, nav.steps, 1.0));
+    assert_eq!((imp.exact, imp.verb, imp.element, imp.parses), (0, 0, 0, 0));
+    assert!(imp.element_steps > 0 && form.steps > 2, "{imp:?} {form:?}");
+    assert!(0 < form.exact && form.exact < form.steps && form.verb == form.steps && form.element < form.element_steps, "{form:?}");
+    // The pooled figures are the per-task counts summed.
+    let sum = |f: fn(&TaskStepAccuracy) -> usize| acc.per_task.iter().map(f).sum::<usize>();
+    assert_eq!(acc.steps, episodes.iter().map(|e| e.action_steps().count()).sum::<usize>());
+    assert_eq!((acc.steps, acc.element_steps), (sum(|t| t.steps), sum(|t| t.element_steps)));
+    assert_eq!(acc.exact, sum(|t| t.exact) as f64 / acc.steps as f64);
+    assert_eq!(acc.verb, sum(|t| t.verb) as f64 / acc.steps as f64);
+    assert_eq!(acc.element, sum(|t| t.element) as f64 / acc.element_steps as f64);
+    assert_eq!(acc.parses, (nav.steps + form.steps) as f64 / acc.steps as f64);
+    assert_eq!(seen.last(), Some(&(acc.steps, acc.steps)));
+    // In the metrics: the pooled rates as before, and the per-task counts.
+    let json = serde_json::to_value(&acc).unwrap();
+    assert_eq!(json["per_task"][1]["task"], TASKS[1]);
+    assert_eq!(json["per_task"][0]["exact"], form.exact);
+    // Metrics written before per_task existed still read.
+    let old: agentmerge_agent::eval::StepAccuracy =
+        serde_json::from_value(serde_json::json!({"steps": 4, "exact": 0.5, "verb": 0.75, "element": 0.5, "element_steps": 2, "parses": 1.0})).unwrap();
+    assert!(old.per_task.is_empty());
 }
