@@ -1,6 +1,7 @@
 //! `sft/reading` through the real host: page-reading documents from the pages of real episodes,
-//! with goal documents (numbered instructions before the page, their actions after it), and
-//! the config error when goal documents are asked of chat output.
+//! with goal documents (numbered instructions before the page, their actions after it), with
+//! the `text`/`cell` kinds and documents filled to `fill_chars`, and the config errors when
+//! goal documents or filling are asked of chat output.
 
 mod common;
 
@@ -61,4 +62,72 @@ nodes:
     let o = agentmerge(t.path(), &["check", "bad.yaml"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("goal_documents") && stderr(&o).contains("format: text"), "{}", stderr(&o));
+}
+
+#[test]
+fn reading_asks_about_texts_and_tables_and_fills_documents() {
+    let t = tempfile::tempdir().unwrap();
+    // Knowledge-base articles (static texts) and dashboards (tables, charts as `label: value`).
+    let pipeline = |fill: usize| {
+        format!(
+            r#"name: reading
+nodes:
+  - id: collect
+    uses: miniarena/collect
+    with: {{templates: [miniarena.knowledge_base.support_contact, miniarena.dashboard.read_value], seeds: {{start: 0, count: 3}}, experts: [{{preset: perfect, think: false}}], page_size: small}}
+  - id: reading
+    uses: sft/reading
+    with: {{questions_per_page: 6, fill_chars: {fill}, kinds: [find, text, cell]}}
+    inputs: {{traces: collect.traces}}
+"#
+        )
+    };
+    let docs = |fill: usize| -> (serde_json::Value, Vec<String>) {
+        write(t.path(), "p.yaml", &pipeline(fill));
+        ok(t.path(), &["run", "p.yaml"]);
+        let report = latest_report(&t.path().join(".agentmerge"));
+        let node = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "reading").unwrap().clone();
+        let text = std::fs::read_to_string(node["outputs"]["text"].as_str().unwrap()).unwrap();
+        let docs = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+        (node["outputs"]["report"].clone(), docs)
+    };
+    let (r, plain) = docs(0);
+    // Only the kinds asked for; the article's sentences and the charts' values are asked about.
+    let kinds: Vec<&String> = r["exercises"].as_object().unwrap().keys().collect();
+    assert_eq!(kinds, ["cell", "find", "text"], "{r}");
+    let all = plain.concat();
+    assert!(all.contains("Q: Which text on the page mentions '") && all.contains("can be reached on ext."), "no article sentence asked about");
+    assert!(all.contains("Q: What does the list say for '") || all.contains("Q: What is the Count of '"), "no chart value asked about");
+    // Every answer to a text question is a static text of that document's page holding the word.
+    for d in &plain {
+        let (page, questions) = d.split_once("\n\n# Questions\n").unwrap();
+        for qa in questions.split("Q: ").skip(1) {
+            let (q, a) = qa.split_once("\nA: ").unwrap();
+            if let Some(w) = q.strip_prefix("Which text on the page mentions '").and_then(|x| x.strip_suffix("'?")) {
+                let a = a.trim_end();
+                assert!(a.contains(w) && page.contains(&format!("StaticText '{a}'")), "{q} → {a}");
+            }
+        }
+        assert_eq!(questions.matches("Q: ").count(), 6, "without fill_chars, questions_per_page questions");
+    }
+
+    // Filled: as many questions as fit within 1,500 characters (never fewer than 6).
+    let (_, filled) = docs(1500);
+    assert_eq!(filled.len(), plain.len());
+    for (f, p) in filled.iter().zip(&plain) {
+        let n = f.matches("\nQ: ").count();
+        assert!(n >= 6 && (f.len() <= 1500 || n == 6), "{} chars, {n} questions", f.len());
+        assert!(f.len() > 1250 || n == 6 || p.len() > 1500, "a document stops short of the limit: {} chars", f.len());
+    }
+
+    // Filling is for pretraining text, and kinds cannot be empty: errors at the field.
+    for (with, words) in [("{format: chat, fill_chars: 2000}", "fill_chars"), ("{kinds: []}", "kinds")] {
+        write(
+            t.path(),
+            "bad.yaml",
+            &format!("name: bad\nnodes:\n  - id: reading\n    uses: sft/reading\n    with: {with}\n    inputs: {{traces: collect.traces}}\n  - id: collect\n    uses: miniarena/collect\n    with: {{templates: [miniarena.menu.impersonate_user], seeds: {{start: 0, count: 1}}}}\n"),
+        );
+        let o = agentmerge(t.path(), &["check", "bad.yaml"]);
+        assert!(!o.status.success() && stderr(&o).contains(words), "{}", stderr(&o));
+    }
 }

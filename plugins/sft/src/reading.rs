@@ -1,12 +1,13 @@
 //! `sft/reading`: traces → page-reading exercises as pretraining text (`agentmerge_sft::reading`):
 //! one document per distinct page of the episodes, the page as the agent prompt shows it, then
 //! questions and answers that teach grounding (which element a phrase names, an action that
-//! copies a value into a field, a field's value).
+//! copies a value into a field, a field's value; optionally which text mentions a word, and a
+//! table cell or chart value by its label).
 
 use std::{collections::BTreeSet, io::Write as _};
 
 use agentmerge_sdk::prelude::*;
-use agentmerge_sft::reading::{document, exercises, goal_document, goals, page_text, parse_axtree, Kind, Rng};
+use agentmerge_sft::reading::{document, exercises_with, goal_document, goals, lookups, page_text, parse_axtree, qa_lines, Kind, Rng};
 use agentmerge_traces::{read_episodes, OnBadLine};
 use serde_json::json;
 
@@ -22,6 +23,18 @@ pub struct Reading {
     /// Questions per page (fewer when a page has fewer unambiguous elements).
     #[serde(default = "d_questions")]
     pub questions_per_page: usize,
+    /// The kinds of question drawn (each question draws a kind uniformly among those the page
+    /// offers): `find`, `describe`, `click`, `fill`, `select`, `value` (the default six), and
+    /// `text` (which static text mentions a word → the text) and `cell` (a table cell by row
+    /// and column header, or a `label: value` list item by label → the value).
+    #[serde(default = "d_kinds", skip_serializing_if = "is_default_kinds")]
+    pub kinds: Vec<Kind>,
+    /// `format: text`: after the first `questions_per_page`, keep drawing questions while the
+    /// document stays within this many characters (0, the default: off), so that every
+    /// document about fills a pretraining row whatever the size of its page (the built-in
+    /// tokenizer makes about one token of three characters: 3,000 for rows of 1,024 tokens).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fill_chars: usize,
     /// Documents made from each distinct page, each with its own draw of questions.
     #[serde(default = "d_rounds")]
     pub rounds: usize,
@@ -55,6 +68,15 @@ pub enum Format {
 fn d_questions() -> usize {
     16
 }
+fn d_kinds() -> Vec<Kind> {
+    Kind::DEFAULT.to_vec()
+}
+fn is_default_kinds(k: &[Kind]) -> bool {
+    k == Kind::DEFAULT
+}
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 fn d_rounds() -> usize {
     1
 }
@@ -74,7 +96,7 @@ struct ReadingReport {
 
 impl NodeKind for Reading {
     const NAME: &'static str = "reading";
-    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it.";
+    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it.";
 
     fn ports() -> Ports {
         Ports::new()
@@ -93,6 +115,12 @@ impl NodeKind for Reading {
         }
         if self.goals_per_document == 0 {
             return Err(ConfigError::new("goals_per_document", "must be at least 1"));
+        }
+        if self.fill_chars > 0 && self.format == Format::Chat {
+            return Err(ConfigError::new("fill_chars", "fills pretraining documents: set `format: text` or `fill_chars: 0`"));
+        }
+        if self.kinds.is_empty() {
+            return Err(ConfigError::new("kinds", "is empty; list at least one kind of question (e.g. [find, click, text, cell])"));
         }
         if self.goal_documents > 0 && self.format == Format::Chat {
             return Err(ConfigError::new("goal_documents", "goal documents are pretraining text: set `format: text` or `goal_documents: 0`"));
@@ -123,10 +151,21 @@ impl NodeKind for Reading {
                 }
                 r.pages += 1;
                 let els = parse_axtree(&s.obs.axtree_txt);
+                let looked_up = lookups(&s.obs.axtree_txt, &els);
                 for _ in 0..self.rounds {
-                    let ex = exercises(&els, self.questions_per_page, &mut rng);
+                    let mut ex = exercises_with(&els, &looked_up, self.questions_per_page, &mut rng, &self.kinds);
                     if ex.is_empty() {
                         continue;
+                    }
+                    if self.fill_chars > 0 && self.format == Format::Text {
+                        let mut len = document(&s.obs.url, &s.obs.axtree_txt, &ex).len();
+                        while let Some(x) = exercises_with(&els, &looked_up, 1, &mut rng, &self.kinds).pop() {
+                            len += qa_lines(&x).len();
+                            if len > self.fill_chars {
+                                break;
+                            }
+                            ex.push(x);
+                        }
                     }
                     for x in &ex {
                         *r.exercises.entry(kind_name(x.kind)).or_default() += 1;

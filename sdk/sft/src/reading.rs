@@ -74,7 +74,7 @@ fn quoted(s: &str) -> Option<(String, &str)> {
 }
 
 /// What an exercise trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// "Which element is the button 'Save'?" → its bid.
@@ -89,6 +89,18 @@ pub enum Kind {
     Select,
     /// "What is the value of the combobox 'Priority'?" → its value.
     Value,
+    /// "Which text on the page mentions 'Sydney'?" → the one `StaticText` that does, whole:
+    /// finding a sentence by a word and copying it (a knowledge-base answer).
+    Text,
+    /// "What is the Count of 'Network'?" → the cell of that row under that column header; and
+    /// "What does the list say for 'Berlin'?" → `45` from a list item 'Berlin: 45': reading a
+    /// table or a chart.
+    Cell,
+}
+
+impl Kind {
+    /// The kinds [`exercises`] draws from unless told otherwise.
+    pub const DEFAULT: &'static [Kind] = &[Kind::Find, Kind::Describe, Kind::Click, Kind::Fill, Kind::Select, Kind::Value];
 }
 
 /// One question and its answer.
@@ -131,22 +143,99 @@ impl Rng {
 /// fresh value each time. Only elements whose (role, name) is unique on the page are asked
 /// about, so every answer is the only right one. Questions may repeat on a small page.
 pub fn exercises(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
-    exercises_of(elements, n, rng, &[Kind::Find, Kind::Describe, Kind::Click, Kind::Fill, Kind::Select, Kind::Value])
+    exercises_of(elements, &[], n, rng, Kind::DEFAULT)
+}
+
+/// [`exercises`] drawing from `kinds`; `Text` and `Cell` questions come from `lookups` (see
+/// [`lookups`]), the others from `elements`.
+pub fn exercises_with(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, kinds: &[Kind]) -> Vec<Exercise> {
+    exercises_of(elements, lookups, n, rng, kinds)
+}
+
+/// Every `Text` and `Cell` question the page `axtree` (with its parsed `elements`) answers
+/// unambiguously:
+/// - `Text`: for each `StaticText` line, each word of four or more characters that no other
+///   `StaticText` line of the page holds;
+/// - `Cell`: for each table row under a header row of `columnheader`s, each column after the
+///   first, keyed by the row's first cell (a (key, column) pair asked only when unique on the
+///   page); and each list item named `label: value` whose label is unique on the page.
+pub fn lookups(axtree: &str, elements: &[Element]) -> Vec<Exercise> {
+    let mut out = Vec::new();
+    // Text: the page's static texts, and which of them hold each word.
+    let texts: Vec<String> = axtree
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("StaticText "))
+        .filter_map(|rest| quoted(rest).map(|(t, _)| t))
+        .filter(|t| !t.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let words = |t: &str| -> std::collections::BTreeSet<String> {
+        t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 4).map(str::to_string).collect()
+    };
+    let mut holders: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &texts {
+        for w in words(t) {
+            *holders.entry(w).or_default() += 1;
+        }
+    }
+    for t in &texts {
+        for w in words(t).into_iter().filter(|w| holders[w] == 1) {
+            out.push(Exercise { kind: Kind::Text, question: format!("Which text on the page mentions '{w}'?"), answer: t.clone() });
+        }
+    }
+    // Cell: (key, column, answer) of every table row and `label: value` list item.
+    let children = |i: usize| -> Vec<&Element> { elements.iter().filter(|c| c.parent == Some(i)).collect() };
+    let mut cells: Vec<(String, String, String)> = Vec::new();
+    for (i, e) in elements.iter().enumerate() {
+        if e.role == "table" || e.role == "grid" {
+            let rows: Vec<usize> = (0..elements.len()).filter(|&r| elements[r].parent == Some(i) && elements[r].role == "row").collect();
+            let Some(header) = rows.iter().map(|&r| children(r)).find(|c| !c.is_empty() && c.iter().all(|h| h.role == "columnheader")) else {
+                continue;
+            };
+            for &r in &rows {
+                let row = children(r);
+                if row.len() < 2 || row.iter().any(|c| c.role == "columnheader") || row[0].name.is_empty() {
+                    continue;
+                }
+                for (c, h) in row.iter().zip(&header).skip(1) {
+                    if !c.name.is_empty() && !h.name.is_empty() {
+                        cells.push((row[0].name.clone(), h.name.clone(), c.name.clone()));
+                    }
+                }
+            }
+        } else if e.role == "listitem" {
+            if let Some((label, value)) = e.name.split_once(": ").filter(|(l, v)| !l.is_empty() && !v.is_empty()) {
+                cells.push((label.to_string(), String::new(), value.to_string()));
+            }
+        }
+    }
+    let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (k, h, _) in &cells {
+        *count.entry((k, h)).or_default() += 1;
+    }
+    for (k, h, v) in &cells {
+        if count[&(k.as_str(), h.as_str())] == 1 {
+            let question = if h.is_empty() { format!("What does the list say for '{k}'?") } else { format!("What is the {h} of '{k}'?") };
+            out.push(Exercise { kind: Kind::Cell, question, answer: v.clone() });
+        }
+    }
+    out
 }
 
 /// `n` instructions to carry out on the page, for a goal document ([`goal_document`]): the
 /// kinds that copy a value from the instruction into the action (`select`, `fill`) when the
 /// page has a field for them, else `click`. None when the page has no element for either.
 pub fn goals(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
-    let copying = exercises_of(elements, n, rng, &[Kind::Fill, Kind::Select]);
+    let copying = exercises_of(elements, &[], n, rng, &[Kind::Fill, Kind::Select]);
     if !copying.is_empty() {
         return copying;
     }
-    exercises_of(elements, n, rng, &[Kind::Click])
+    exercises_of(elements, &[], n, rng, &[Kind::Click])
 }
 
-/// [`exercises`] restricted to the kinds in `allowed`.
-fn exercises_of(elements: &[Element], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
+/// [`exercises`] restricted to the kinds in `allowed`, `Text`/`Cell` drawn from `lookups`.
+fn exercises_of(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
     let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for e in elements {
         *seen.entry((&e.role, &e.name)).or_default() += 1;
@@ -182,14 +271,23 @@ fn exercises_of(elements: &[Element], n: usize, rng: &mut Rng, allowed: &[Kind])
             by_kind.entry(k).or_default().push(i);
         }
     }
-    let kinds: Vec<(Kind, Vec<usize>)> = by_kind.into_iter().collect();
+    // Lookup questions: indices into `lookups`, by kind.
+    let mut by_lookup: BTreeMap<Kind, Vec<usize>> = BTreeMap::new();
+    for (i, x) in lookups.iter().enumerate().filter(|(_, x)| allowed.contains(&x.kind)) {
+        by_lookup.entry(x.kind).or_default().push(i);
+    }
+    let kinds: Vec<(Kind, Vec<usize>, bool)> =
+        by_kind.into_iter().map(|(k, v)| (k, v, false)).chain(by_lookup.into_iter().map(|(k, v)| (k, v, true))).collect();
     if kinds.is_empty() {
         return Vec::new();
     }
     (0..n)
         .map(|_| {
-            let (kind, els) = &kinds[rng.below(kinds.len())];
+            let (kind, els, lookup) = &kinds[rng.below(kinds.len())];
             let i = els[rng.below(els.len())];
+            if *lookup {
+                return lookups[i].clone();
+            }
             let e = &elements[i];
             let (role, name, bid) = (&e.role, &e.name, &e.bid);
             let (question, answer) = match kind {
@@ -206,6 +304,7 @@ fn exercises_of(elements: &[Element], n: usize, rng: &mut Rng, allowed: &[Kind])
                     (format!("Select '{o}' in the {role} '{name}'."), action(&format!("select_option('{bid}', '{o}')")))
                 }
                 Kind::Value => (format!("What is the value of the {role} '{name}'?"), e.value.clone().unwrap_or_default()),
+                Kind::Text | Kind::Cell => unreachable!("lookup kinds are drawn from `lookups`"),
             };
             Exercise { kind: *kind, question, answer }
         })
@@ -226,9 +325,14 @@ pub fn document(url: &str, axtree: &str, exercises: &[Exercise]) -> String {
     let mut s = page_text(url, axtree);
     s.push_str("\n\n# Questions\n");
     for e in exercises {
-        s.push_str(&format!("Q: {}\nA: {}\n", e.question, e.answer));
+        s.push_str(&qa_lines(e));
     }
     s
+}
+
+/// An exercise as a [`document`] writes it: `Q: question`, `A: answer`.
+pub fn qa_lines(e: &Exercise) -> String {
+    format!("Q: {}\nA: {}\n", e.question, e.answer)
 }
 
 /// A goal document: numbered instructions before the page, as the agent prompt puts its goal,
@@ -344,5 +448,63 @@ mod tests {
         let links = parse_axtree("RootWebArea 'x'\n\t[a1] link 'Home'\n\t[a2] link 'Users'");
         assert!(goals(&links, 3, &mut Rng::new(1)).iter().all(|g| g.kind == Kind::Click));
         assert!(goals(&parse_axtree("RootWebArea 'x'\n\t[a1] heading 'Home'"), 3, &mut Rng::new(1)).is_empty());
+    }
+
+    const READING: &str = "RootWebArea 'Contacting the Facilities team | MiniArena', focused
+	[b45] heading 'Contacting the Facilities team'
+	StaticText 'KB0010002 · Support'
+	[d43] region 'Article body'
+		StaticText 'The Facilities team in Sydney can be reached on ext. 6785 (09:00-18:00).'
+		StaticText 'The Facilities team in Tokyo can be reached on ext. 5854 (09:00-18:00).'
+		StaticText 'The Facilities team in Tokyo can be reached on ext. 5854 (09:00-18:00).'
+	[d30] figure 'Change requests by Assignment group'
+		[d31] table ''
+			[d32] row ''
+				[d33] columnheader 'Assignment group'
+				[d34] columnheader 'Count'
+			[d35] row ''
+				[d36] cell 'Network'
+				[d37] cell '96'
+			[d38] row ''
+				[d39] cell 'Database'
+				[d40] cell '94'
+			[d41] row ''
+				[d42] cell 'Network'
+				[d43] cell '12'
+	[e30] figure 'SLA breaches by Location'
+		[e31] list ''
+			[e32] listitem 'Berlin: 45'
+			[e33] listitem 'Chicago: 94'
+			[e34] listitem 'Chicago: 7'
+			[e35] listitem 'not a pair'";
+
+    #[test]
+    fn lookups_find_texts_by_a_unique_word_and_cells_by_row_and_column() {
+        let els = parse_axtree(READING);
+        let all = lookups(READING, &els);
+        let has = |q: &str, a: &str| all.iter().any(|e| e.question == q && e.answer == a);
+        let sydney = "The Facilities team in Sydney can be reached on ext. 6785 (09:00-18:00).";
+        assert!(has("Which text on the page mentions 'Sydney'?", sydney));
+        assert!(has("Which text on the page mentions '6785'?", sydney));
+        assert!(has("Which text on the page mentions 'Tokyo'?", "The Facilities team in Tokyo can be reached on ext. 5854 (09:00-18:00)."));
+        assert!(has("Which text on the page mentions 'Support'?", "KB0010002 · Support"));
+        // A word in two different texts names neither; short words are not asked.
+        assert!(!all.iter().any(|e| e.question.contains("'Facilities'") || e.question.contains("'team'") || e.question.contains("'ext'")));
+        // Table cells by (row key, column); 'Network' is two rows' key: never asked.
+        assert!(has("What is the Count of 'Database'?", "94"));
+        assert!(!all.iter().any(|e| e.question.contains("'Network'")), "{all:?}");
+        // List items `label: value`; 'Chicago' is ambiguous.
+        assert!(has("What does the list say for 'Berlin'?", "45"));
+        assert!(!all.iter().any(|e| e.question.contains("'Chicago'") || e.question.contains("not a pair")));
+        assert!(all.iter().all(|e| matches!(e.kind, Kind::Text | Kind::Cell)));
+        assert_eq!(all.iter().filter(|e| e.kind == Kind::Cell).count(), 2, "{all:?}");
+
+        // Drawn only when asked for; the default kinds draw exactly as `exercises` does.
+        let with = exercises_with(&els, &all, 400, &mut Rng::new(5), &[Kind::Find, Kind::Text, Kind::Cell]);
+        assert!(with.iter().any(|e| e.kind == Kind::Text) && with.iter().any(|e| e.kind == Kind::Cell) && with.iter().any(|e| e.kind == Kind::Find));
+        assert!(with.iter().all(|e| matches!(e.kind, Kind::Find | Kind::Text | Kind::Cell)));
+        assert_eq!(exercises_with(&els, &all, 50, &mut Rng::new(5), Kind::DEFAULT), exercises(&els, 50, &mut Rng::new(5)));
+        // A page with neither tables nor lists nor a static text of a 4-letter word ('Tip'): nothing.
+        assert!(lookups(PAGE, &parse_axtree(PAGE)).is_empty());
     }
 }

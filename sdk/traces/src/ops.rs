@@ -305,6 +305,22 @@ pub struct Split {
     pub report: SplitReport,
 }
 
+/// Checks that every held-out `names` entry (of `kind`: task or category) is in `present`:
+/// an absent one is an error naming what is there, or with `allow_missing`, listed in `missing`.
+fn check_present(names: &[String], present: &BTreeSet<&str>, kind: &str, allow_missing: bool, missing: &mut Vec<String>) -> anyhow::Result<()> {
+    for n in names.iter().filter(|n| !present.contains(n.as_str())) {
+        if !allow_missing {
+            bail!(
+                "split: held-out {kind} `{n}` is not in the data (set `allow_missing: true` if that is expected); {} present: {}",
+                if kind == "category" { "categories" } else { "tasks" },
+                name_list(present.iter().copied())
+            );
+        }
+        missing.push(n.clone());
+    }
+    Ok(())
+}
+
 /// Splits episodes into train and test (each keeps the input order).
 pub fn split(episodes: Vec<Episode>, cfg: &SplitConfig) -> anyhow::Result<Split> {
     let mut missing = Vec::new();
@@ -322,30 +338,8 @@ pub fn split(episodes: Vec<Episode>, cfg: &SplitConfig) -> anyhow::Result<Split>
             }
             let tasks: BTreeSet<&str> = episodes.iter().map(|e| e.task_name.as_str()).collect();
             let cats: BTreeSet<&str> = episodes.iter().map(|e| e.category.as_str()).filter(|c| !c.is_empty()).collect();
-            for t in held_out_tasks {
-                if !tasks.contains(t.as_str()) {
-                    if *allow_missing {
-                        missing.push(t.clone());
-                        continue;
-                    }
-                    bail!(
-                        "split: held-out task `{t}` is not in the data (set `allow_missing: true` if that is expected); tasks present: {}",
-                        name_list(tasks.iter().copied())
-                    );
-                }
-            }
-            for c in held_out_categories {
-                if !cats.contains(c.as_str()) {
-                    if *allow_missing {
-                        missing.push(c.clone());
-                        continue;
-                    }
-                    bail!(
-                        "split: held-out category `{c}` is not in the data (set `allow_missing: true` if that is expected); categories present: {}",
-                        name_list(cats.iter().copied())
-                    );
-                }
-            }
+            check_present(held_out_tasks, &tasks, "task", *allow_missing, &mut missing)?;
+            check_present(held_out_categories, &cats, "category", *allow_missing, &mut missing)?;
             let tasks: HashSet<String> = held_out_tasks.iter().cloned().collect();
             let cats: HashSet<String> = held_out_categories.iter().cloned().collect();
             Box::new(move |e: &Episode| tasks.contains(&e.task_name) || cats.contains(&e.category))
