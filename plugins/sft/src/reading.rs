@@ -151,7 +151,8 @@ impl NodeKind for Reading {
                 }
                 r.pages += 1;
                 let els = parse_axtree(&s.obs.axtree_txt);
-                let looked_up = lookups(&s.obs.axtree_txt, &els);
+                // Text and cell questions, only when asked for.
+                let looked_up = if self.kinds.iter().any(|k| matches!(k, Kind::Text | Kind::Cell)) { lookups(&s.obs.axtree_txt, &els) } else { Vec::new() };
                 for _ in 0..self.rounds {
                     let mut ex = exercises_with(&els, &looked_up, self.questions_per_page, &mut rng, &self.kinds);
                     if ex.is_empty() {

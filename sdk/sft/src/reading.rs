@@ -143,13 +143,7 @@ impl Rng {
 /// fresh value each time. Only elements whose (role, name) is unique on the page are asked
 /// about, so every answer is the only right one. Questions may repeat on a small page.
 pub fn exercises(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
-    exercises_of(elements, &[], n, rng, Kind::DEFAULT)
-}
-
-/// [`exercises`] drawing from `kinds`; `Text` and `Cell` questions come from `lookups` (see
-/// [`lookups`]), the others from `elements`.
-pub fn exercises_with(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, kinds: &[Kind]) -> Vec<Exercise> {
-    exercises_of(elements, lookups, n, rng, kinds)
+    exercises_with(elements, &[], n, rng, Kind::DEFAULT)
 }
 
 /// Every `Text` and `Cell` question the page `axtree` (with its parsed `elements`) answers
@@ -170,17 +164,14 @@ pub fn lookups(axtree: &str, elements: &[Element]) -> Vec<Exercise> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let words = |t: &str| -> std::collections::BTreeSet<String> {
-        t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 4).map(str::to_string).collect()
-    };
-    let mut holders: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &texts {
-        for w in words(t) {
-            *holders.entry(w).or_default() += 1;
-        }
+    let words: Vec<std::collections::BTreeSet<&str>> =
+        texts.iter().map(|t| t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 4).collect()).collect();
+    let mut holders: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in words.iter().flatten() {
+        *holders.entry(w).or_default() += 1;
     }
-    for t in &texts {
-        for w in words(t).into_iter().filter(|w| holders[w] == 1) {
+    for (t, ws) in texts.iter().zip(&words) {
+        for w in ws.iter().filter(|w| holders[*w] == 1) {
             out.push(Exercise { kind: Kind::Text, question: format!("Which text on the page mentions '{w}'?"), answer: t.clone() });
         }
     }
@@ -227,15 +218,16 @@ pub fn lookups(axtree: &str, elements: &[Element]) -> Vec<Exercise> {
 /// kinds that copy a value from the instruction into the action (`select`, `fill`) when the
 /// page has a field for them, else `click`. None when the page has no element for either.
 pub fn goals(elements: &[Element], n: usize, rng: &mut Rng) -> Vec<Exercise> {
-    let copying = exercises_of(elements, &[], n, rng, &[Kind::Fill, Kind::Select]);
+    let copying = exercises_with(elements, &[], n, rng, &[Kind::Fill, Kind::Select]);
     if !copying.is_empty() {
         return copying;
     }
-    exercises_of(elements, &[], n, rng, &[Kind::Click])
+    exercises_with(elements, &[], n, rng, &[Kind::Click])
 }
 
-/// [`exercises`] restricted to the kinds in `allowed`, `Text`/`Cell` drawn from `lookups`.
-fn exercises_of(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
+/// [`exercises`] drawing from the kinds in `allowed`: `Text` and `Cell` questions come from
+/// `lookups` (see [`lookups`]), the others from `elements`.
+pub fn exercises_with(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
     let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for e in elements {
         *seen.entry((&e.role, &e.name)).or_default() += 1;
