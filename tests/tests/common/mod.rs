@@ -83,6 +83,9 @@ pub fn build_external_plugin(crate_dir: &Path, lib_name: &str) -> PathBuf {
         .arg("--target-dir")
         .arg(&target)
         .env_remove("RUSTFLAGS")
+        // A test build: debug info and incremental caches would only cost disk (~1 GB).
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_INCREMENTAL", "0")
         .output()
         .unwrap();
     assert!(out.status.success(), "building {} failed:\n{}", crate_dir.display(), String::from_utf8_lossy(&out.stderr));
