@@ -2,12 +2,13 @@
 //!
 //! [`generate`] runs in two phases:
 //!
-//! 1. **Prefill.** The prompts go through the ordinary [`Model::forward`] as padded rows (right
-//!    padding, one document per row, so a prompt never sees the padding; groups of rows sized
-//!    to keep the activations near [`PREFILL_BYTES`]). Each prompt's rotated keys and values,
-//!    which the forward pass saves for its backward, are copied into its cache slot
-//!    ([`Mem::Kv`], `[slots, max_len, kv_heads, head_dim]` per layer and for keys and values),
-//!    and the logits of its last token give its first new token.
+//! 1. **Prefill.** The prompts go through the forward pass as padded rows (right padding, one
+//!    document per row, so a prompt never sees the padding; groups of rows sized to keep the
+//!    activations near [`PREFILL_BYTES`]), except that the last block after attention and the
+//!    output layer run only on each prompt's last token (`Model::prefill`). Each prompt's
+//!    rotated keys and values, which the forward pass saves for its backward, are copied into
+//!    its cache slot ([`Mem::Kv`], `[slots, max_len, kv_heads, head_dim]` per layer and for
+//!    keys and values), and the logits of its last token give its first new token.
 //! 2. **Decode.** Every unfinished sequence advances by one token per step, together: its last
 //!    token goes through each block as [`Model::forward`] computes it, except that
 //!    [`Backend::kv_store`] appends the token's key and value to the cache and
@@ -94,8 +95,8 @@ pub struct Generated {
 /// floats, `max_len` the longest prompt plus `max_new_tokens`, at most the context): pass
 /// prompts in groups when there are many.
 ///
-/// Generation reallocates [`Mem::Acts`], [`Mem::Ids`] and [`Mem::Kv`]; the model's next forward
-/// pass plans its activations again.
+/// Generation uses [`Mem::Acts`], [`Mem::Ids`] and [`Mem::Kv`], growing them when they are too
+/// small (never shrinking them); the model's next forward pass plans its activations again.
 pub fn generate(
     be: &mut dyn Backend,
     model: &mut Model,
@@ -147,18 +148,20 @@ pub fn generate(
     let ds = shape(prompts.len());
     let (kvd, slot_len) = (c.kv_dim(), ds.slot_len());
     let cache_len = (prompts.len() * slot_len).div_ceil(ALIGN) * ALIGN;
-    be.alloc(Mem::Kv, 2 * c.num_hidden_layers * cache_len).context("allocating the KV cache")?;
+    // Slots are written before they are read, so a cache left by an earlier call is reused.
+    if be.mem_len(Mem::Kv) < 2 * c.num_hidden_layers * cache_len {
+        be.alloc(Mem::Kv, 2 * c.num_hidden_layers * cache_len).context("allocating the KV cache")?;
+    }
     let cache =
         |l: usize| (Span::new(Mem::Kv, 2 * l * cache_len, prompts.len() * slot_len), Span::new(Mem::Kv, (2 * l + 1) * cache_len, prompts.len() * slot_len));
 
     // Prefill, in groups of rows.
-    let per_token = acts_per_token(model);
     let mut logits = vec![0f32; c.vocab_size];
     let mut start = 0;
     while start < prompts.len() {
         let mut end = start + 1;
         let mut seq = prompts[start].len();
-        while end < prompts.len() && (end + 1 - start) * seq.max(prompts[end].len()) * per_token * 4 <= PREFILL_BYTES {
+        while end < prompts.len() && model.prefill_acts_len(end + 1 - start, seq.max(prompts[end].len())) * 4 <= PREFILL_BYTES {
             seq = seq.max(prompts[end].len());
             end += 1;
         }
@@ -176,8 +179,8 @@ pub fn generate(
             b.positions.extend(0..seq as u32);
             b.docs.extend(std::iter::repeat_n(r as u32, seq));
         }
-        model.forward(be, &b, None)?;
-        let (kv, all_logits) = model.saved_kv_and_logits().context("the prefill forward pass left no activations")?;
+        let last: Vec<usize> = prompts[start..end].iter().map(|p| p.len() - 1).collect();
+        let (last_logits, kv) = model.prefill(be, &b, &last)?;
         for (r, i) in (start..end).enumerate() {
             let len = prompts[i].len();
             for (l, &(k, v)) in kv.iter().enumerate() {
@@ -185,7 +188,7 @@ pub fn generate(
                 be.copy(kc.slice(i * slot_len, len * kvd), k.slice(r * seq * kvd, len * kvd));
                 be.copy(vc.slice(i * slot_len, len * kvd), v.slice(r * seq * kvd, len * kvd));
             }
-            be.download(all_logits.slice((r * seq + len - 1) * c.vocab_size, c.vocab_size), &mut logits)?;
+            be.download(last_logits.slice(r * c.vocab_size, c.vocab_size), &mut logits)?;
             seqs[i].advance(&logits, s, ctx, decode).with_context(|| format!("prompt {i}, after the prompt"))?;
         }
         start = end;
@@ -194,8 +197,13 @@ pub fn generate(
     // Decode: one token per unfinished sequence per step.
     model.forget_plan();
     let plan = DecodePlan::new(model, prompts.len());
-    be.alloc(Mem::Acts, plan.acts_len).context("allocating the decoding activations")?;
-    be.alloc(Mem::Ids, plan.ids_len).context("allocating the decoding ids")?;
+    // The prefill's buffers are usually larger already; they are reused as they are.
+    if be.mem_len(Mem::Acts) < plan.acts_len {
+        be.alloc(Mem::Acts, plan.acts_len).context("allocating the decoding activations")?;
+    }
+    if be.mem_len(Mem::Ids) < plan.ids_len {
+        be.alloc(Mem::Ids, plan.ids_len).context("allocating the decoding ids")?;
+    }
     let mut logits = Vec::new();
     for step in 1.. {
         let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].reason.is_none()).collect();
@@ -415,11 +423,4 @@ impl DecodePlan {
         be.matmul(logits, ln, Trans::N, w(l.lm_head), Trans::T, nb, d, vocab, false);
         logits
     }
-}
-
-/// Activation floats one prefill token takes (the forward pass's saved activations, about).
-fn acts_per_token(model: &Model) -> usize {
-    let c = &model.config;
-    let block = 5 * c.hidden_size + 2 + 2 * c.q_dim() + 2 * c.kv_dim() + c.num_attention_heads + 3 * c.intermediate_size;
-    c.num_hidden_layers * block + 3 * c.hidden_size + 2 + c.vocab_size
 }

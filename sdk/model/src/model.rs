@@ -9,7 +9,7 @@ use anyhow::{bail, ensure};
 use crate::{
     backend::{AttnShape, Backend, Mem, Span, Trans, IGNORE},
     config::LlamaConfig,
-    layout::{Layout, ALIGN},
+    layout::{self, Layout, ALIGN},
 };
 
 /// One batch of packed rows, `rows × seq` tokens, as the host prepares it.
@@ -58,11 +58,47 @@ struct BlockActs {
     act: Span,
 }
 
+/// The spans the part of a block after attention reads and writes (`n` tokens):
+/// `mid = x + o(att)`, `out = mid + down(silu(gate(ln2(mid))) ⊙ up(ln2(mid)))`.
+#[derive(Clone, Copy, Debug)]
+struct TailActs {
+    x: Span,
+    att: Span,
+    mid: Span,
+    ln2: Span,
+    rstd2: Span,
+    gate: Span,
+    up: Span,
+    act: Span,
+    /// A projection before it joins the residual stream.
+    tmp: Span,
+    out: Span,
+}
+
+/// A prefill's own spans, one token per row (see [`Model::prefill`]): the last block's tail
+/// and the output layer run on each row's last position only.
+#[derive(Clone, Copy, Debug)]
+struct LastActs {
+    tail: TailActs,
+    lnf: Span,
+    rstdf: Span,
+    logits: Span,
+}
+
+impl BlockActs {
+    /// The spans of this block's part after attention, writing `out`.
+    fn tail(&self, tmp: Span, out: Span) -> TailActs {
+        TailActs { x: self.x, att: self.att, mid: self.mid, ln2: self.ln2, rstd2: self.rstd2, gate: self.gate, up: self.up, act: self.act, tmp, out }
+    }
+}
+
 /// Every activation span for one (rows, seq) shape.
 #[derive(Clone, Debug)]
 struct Plan {
     rows: usize,
     seq: usize,
+    /// A prefill's plan ([`Model::prefill`]): no logits or losses for every token.
+    prefill: bool,
     blocks: Vec<BlockActs>,
     /// The residual stream after the last block.
     x_out: Span,
@@ -76,6 +112,7 @@ struct Plan {
     targets: Span,
     positions: Span,
     docs: Span,
+    last: LastActs,
     // Backward, in Mem::DActs.
     dx: Span,
     dln: Span,
@@ -103,8 +140,9 @@ impl Arena {
 }
 
 impl Plan {
-    fn new(c: &LlamaConfig, rows: usize, seq: usize) -> Plan {
+    fn new(c: &LlamaConfig, rows: usize, seq: usize, prefill: bool) -> Plan {
         let n = rows * seq;
+        let every = if prefill { 0 } else { n };
         let (d, i, qd, kvd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
         let mut a = Arena { mem: Mem::Acts, next: 0 };
         let blocks = (0..c.num_hidden_layers)
@@ -125,13 +163,31 @@ impl Plan {
                 act: a.take(n * i),
             })
             .collect();
-        let (x_out, lnf, rstdf, logits, losses, tmp) = (a.take(n * d), a.take(n * d), a.take(n), a.take(n * c.vocab_size), a.take(n), a.take(n * d));
+        let (x_out, lnf, rstdf, logits, losses, tmp) = (a.take(n * d), a.take(n * d), a.take(n), a.take(every * c.vocab_size), a.take(every), a.take(n * d));
+        let last = LastActs {
+            tail: TailActs {
+                x: a.take(rows * d),
+                att: a.take(rows * qd),
+                mid: a.take(rows * d),
+                ln2: a.take(rows * d),
+                rstd2: a.take(rows),
+                gate: a.take(rows * i),
+                up: a.take(rows * i),
+                act: a.take(rows * i),
+                tmp: a.take(rows * d),
+                out: a.take(rows * d),
+            },
+            lnf: a.take(rows * d),
+            rstdf: a.take(rows),
+            logits: a.take(rows * c.vocab_size),
+        };
         let mut ids = Arena { mem: Mem::Ids, next: 0 };
         let (idsp, targets, positions, docs) = (ids.take(n), ids.take(n), ids.take(n), ids.take(n));
         let mut g = Arena { mem: Mem::DActs, next: 0 };
         Plan {
             rows,
             seq,
+            prefill,
             blocks,
             x_out,
             lnf,
@@ -143,6 +199,7 @@ impl Plan {
             targets,
             positions,
             docs,
+            last,
             dx: g.take(n * d),
             dln: g.take(n * d),
             dq: g.take(n * qd),
@@ -156,7 +213,7 @@ impl Plan {
     }
 
     fn acts_len(&self) -> usize {
-        self.tmp.end()
+        self.last.logits.end()
     }
     fn ids_len(&self) -> usize {
         self.docs.end()
@@ -206,21 +263,32 @@ impl Model {
         self.layout.span(index, Mem::Grads)
     }
 
-    /// Plans (and allocates, when the shape changed) activations for `rows × seq` tokens.
-    fn plan(&mut self, be: &mut dyn Backend, rows: usize, seq: usize, training: bool) -> anyhow::Result<Plan> {
+    /// Plans activations for `rows × seq` tokens, growing the buffers when they are too small.
+    /// Buffers never shrink: prompts of every length come one group after another, and a
+    /// fresh buffer for each would be zeroed (and faulted in) every time.
+    fn plan(&mut self, be: &mut dyn Backend, rows: usize, seq: usize, training: bool, prefill: bool) -> anyhow::Result<Plan> {
         if let Some(p) = &self.plan {
-            if p.rows == rows && p.seq == seq && (!training || be.mem_len(Mem::DActs) >= p.dacts_len()) {
+            if p.rows == rows && p.seq == seq && p.prefill == prefill && (!training || be.mem_len(Mem::DActs) >= p.dacts_len()) {
                 return Ok(p.clone());
             }
         }
-        let p = Plan::new(&self.config, rows, seq);
-        be.alloc(Mem::Acts, p.acts_len())?;
-        be.alloc(Mem::Ids, p.ids_len())?;
+        let p = Plan::new(&self.config, rows, seq, prefill);
+        let mut need = vec![(Mem::Acts, p.acts_len()), (Mem::Ids, p.ids_len())];
         if training {
-            be.alloc(Mem::DActs, p.dacts_len())?;
+            need.push((Mem::DActs, p.dacts_len()));
+        }
+        for (mem, len) in need {
+            if be.mem_len(mem) < len {
+                be.alloc(mem, len)?;
+            }
         }
         self.plan = Some(p.clone());
         Ok(p)
+    }
+
+    /// How many activation elements [`Model::prefill`] takes for `rows × seq` tokens.
+    pub fn prefill_acts_len(&self, rows: usize, seq: usize) -> usize {
+        Plan::new(&self.config, rows, seq, true).acts_len()
     }
 
     fn attn_shape(&self, p: &Plan) -> AttnShape {
@@ -250,12 +318,13 @@ impl Model {
     /// replaced by `s ×` their gradient, ready for [`Model::backward`].
     pub fn forward(&mut self, be: &mut dyn Backend, b: &Batch, grad_scale: Option<f32>) -> anyhow::Result<(f64, usize)> {
         self.check_batch(b)?;
-        let p = self.plan(be, b.rows, b.seq, grad_scale.is_some())?;
+        let p = self.plan(be, b.rows, b.seq, grad_scale.is_some(), false)?;
         be.upload_ids(p.ids, &b.ids)?;
         be.upload_ids(p.targets, &b.targets)?;
         be.upload_ids(p.positions, &b.positions)?;
         be.upload_ids(p.docs, &b.docs)?;
-        self.forward_logits(be, &p);
+        self.forward_blocks(be, &p, None);
+        self.head(be, p.x_out, p.lnf, p.rstdf, p.logits, p.rows * p.seq);
         let (n, c) = (b.tokens(), &self.config);
         be.cross_entropy(p.logits, p.losses, p.targets, n, c.vocab_size, grad_scale);
         let mut losses = vec![0f32; n];
@@ -265,7 +334,7 @@ impl Model {
     }
 
     /// The logits of the last forward pass (`rows × seq × vocab`), before any loss gradient
-    /// replaced them (call after `forward(.., None)`).
+    /// replaced them (call after `forward(.., None)`; a prefill leaves none).
     pub fn logits(&self, be: &mut dyn Backend) -> anyhow::Result<Vec<f32>> {
         let p = self.plan.as_ref().ok_or_else(|| anyhow::anyhow!("no forward pass has run"))?;
         let mut out = vec![0f32; p.logits.len];
@@ -282,11 +351,24 @@ impl Model {
         Ok(out)
     }
 
-    /// For generation: the last forward pass's rotated keys and values of every layer (each
-    /// `rows × seq × kv_dim`, token-major) and its logits (`rows × seq × vocab`).
-    pub(crate) fn saved_kv_and_logits(&self) -> Option<(Vec<(Span, Span)>, Span)> {
-        let p = self.plan.as_ref()?;
-        Some((p.blocks.iter().map(|a| (a.k, a.v)).collect(), p.logits))
+    /// The forward pass of generation's prefill: every layer's keys and values for all
+    /// positions, logits only at `last[r]`, the last position of row `r` (the batch's
+    /// `targets` are not read). The last block's part after attention, the final norm and the
+    /// output layer run on those positions alone, which saves the output layer (hidden ×
+    /// vocabulary per token) and most of the last block. Returns the logits (`rows × vocab`)
+    /// and each layer's rotated keys and values (each `rows × seq × kv_dim`, token-major).
+    pub fn prefill(&mut self, be: &mut dyn Backend, b: &Batch, last: &[usize]) -> anyhow::Result<(Span, Vec<(Span, Span)>)> {
+        self.check_batch(b)?;
+        ensure!(last.len() == b.rows, "prefill: {} last positions for {} rows", last.len(), b.rows);
+        ensure!(last.iter().all(|&t| t < b.seq), "prefill: a last position is outside the row of {} tokens", b.seq);
+        let p = self.plan(be, b.rows, b.seq, false, true)?;
+        be.upload_ids(p.ids, &b.ids)?;
+        be.upload_ids(p.positions, &b.positions)?;
+        be.upload_ids(p.docs, &b.docs)?;
+        self.forward_blocks(be, &p, Some(last));
+        let l = &p.last;
+        self.head(be, l.tail.out, l.lnf, l.rstdf, l.logits, p.rows);
+        Ok((l.logits, p.blocks.iter().map(|a| (a.k, a.v)).collect()))
     }
 
     /// Forgets the activation plan, so that the next forward pass allocates its buffers again
@@ -295,15 +377,17 @@ impl Model {
         self.plan = None;
     }
 
-    fn forward_logits(&self, be: &mut dyn Backend, p: &Plan) {
+    /// Runs every block, leaving the last block's output in `p.x_out`. With `last` (a prefill),
+    /// the last block's part after attention runs only on position `last[r]` of each row `r`,
+    /// and its output is `p.last.tail.out` (`rows × hidden`) instead.
+    fn forward_blocks(&self, be: &mut dyn Backend, p: &Plan, last: Option<&[usize]>) {
         let c = &self.config;
-        let (n, d, i, qd, kvd) = (p.rows * p.seq, c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim());
+        let (n, d, qd, kvd) = (p.rows * p.seq, c.hidden_size, c.q_dim(), c.kv_dim());
         let eps = c.rms_norm_eps as f32;
         let theta = c.rope_theta as f32;
         let l = &self.layout;
         be.embedding_fwd(p.blocks.first().map_or(p.x_out, |a| a.x), self.w(l.embed), p.ids, n, d);
         for (li, (a, w)) in p.blocks.iter().zip(&l.blocks).enumerate() {
-            let out = p.blocks.get(li + 1).map_or(p.x_out, |next| next.x);
             be.rmsnorm_fwd(a.ln1, a.rstd1, a.x, self.w(w.ln1), n, d, eps);
             be.matmul(a.q, a.ln1, Trans::N, self.w(w.q), Trans::T, n, d, qd, false);
             be.matmul(a.k, a.ln1, Trans::N, self.w(w.k), Trans::T, n, d, kvd, false);
@@ -311,17 +395,42 @@ impl Model {
             be.rope_fwd(a.q, p.positions, n, c.num_attention_heads, c.head_dim, theta);
             be.rope_fwd(a.k, p.positions, n, c.num_key_value_heads, c.head_dim, theta);
             be.attention_fwd(a.att, a.lse, a.q, a.k, a.v, p.docs, self.attn_shape(p));
-            be.matmul(p.tmp, a.att, Trans::N, self.w(w.o), Trans::T, n, qd, d, false);
-            be.add(a.mid, a.x, p.tmp);
-            be.rmsnorm_fwd(a.ln2, a.rstd2, a.mid, self.w(w.ln2), n, d, eps);
-            be.matmul(a.gate, a.ln2, Trans::N, self.w(w.gate), Trans::T, n, d, i, false);
-            be.matmul(a.up, a.ln2, Trans::N, self.w(w.up), Trans::T, n, d, i, false);
-            be.swiglu_fwd(a.act, a.gate, a.up);
-            be.matmul(p.tmp, a.act, Trans::N, self.w(w.down), Trans::T, n, i, d, false);
-            be.add(out, a.mid, p.tmp);
+            match (last, p.blocks.get(li + 1)) {
+                (_, Some(next)) => self.block_tail(be, w, &a.tail(p.tmp, next.x), n),
+                (None, None) => self.block_tail(be, w, &a.tail(p.tmp, p.x_out), n),
+                (Some(last), None) => {
+                    // Gather each row's last position, then finish the block on those alone.
+                    let t = &p.last.tail;
+                    for (r, &pos) in last.iter().enumerate() {
+                        let at = r * p.seq + pos;
+                        be.copy(t.x.slice(r * d, d), a.x.slice(at * d, d));
+                        be.copy(t.att.slice(r * qd, qd), a.att.slice(at * qd, qd));
+                    }
+                    self.block_tail(be, w, t, p.rows);
+                }
+            }
         }
-        be.rmsnorm_fwd(p.lnf, p.rstdf, p.x_out, self.w(l.norm), n, d, eps);
-        be.matmul(p.logits, p.lnf, Trans::N, self.w(l.lm_head), Trans::T, n, d, c.vocab_size, false);
+    }
+
+    /// The part of block `w` after attention, on `n` tokens (see [`TailActs`]).
+    fn block_tail(&self, be: &mut dyn Backend, w: &layout::Block, t: &TailActs, n: usize) {
+        let c = &self.config;
+        let (d, i, qd) = (c.hidden_size, c.intermediate_size, c.q_dim());
+        be.matmul(t.tmp, t.att, Trans::N, self.w(w.o), Trans::T, n, qd, d, false);
+        be.add(t.mid, t.x, t.tmp);
+        be.rmsnorm_fwd(t.ln2, t.rstd2, t.mid, self.w(w.ln2), n, d, c.rms_norm_eps as f32);
+        be.matmul(t.gate, t.ln2, Trans::N, self.w(w.gate), Trans::T, n, d, i, false);
+        be.matmul(t.up, t.ln2, Trans::N, self.w(w.up), Trans::T, n, d, i, false);
+        be.swiglu_fwd(t.act, t.gate, t.up);
+        be.matmul(t.tmp, t.act, Trans::N, self.w(w.down), Trans::T, n, i, d, false);
+        be.add(t.out, t.mid, t.tmp);
+    }
+
+    /// The final norm and the output layer on `n` tokens of `x`.
+    fn head(&self, be: &mut dyn Backend, x: Span, lnf: Span, rstdf: Span, logits: Span, n: usize) {
+        let (c, l) = (&self.config, &self.layout);
+        be.rmsnorm_fwd(lnf, rstdf, x, self.w(l.norm), n, c.hidden_size, c.rms_norm_eps as f32);
+        be.matmul(logits, lnf, Trans::N, self.w(l.lm_head), Trans::T, n, c.hidden_size, c.vocab_size, false);
     }
 
     /// Adds this batch's parameter gradients into [`Mem::Grads`]; needs the forward pass that

@@ -111,18 +111,19 @@ fn cached_decoding_matches_recomputing_and_batching_changes_nothing() {
 
 #[test]
 fn prompts_prefilled_in_several_groups_match_one_at_a_time() {
-    // A vocabulary of 40000 makes a prefill token take about 160 KB of activations (its
-    // logits), so these 1300 prompt tokens need three groups of rows under PREFILL_BYTES
-    // (128 MiB): prompts 0 and 1, 2 and 3, then 4.
-    let mut c = LlamaConfig::new(40_000, 8, 8, 1, 2);
+    // An MLP of 9,000 makes a prefill token take over 108 KB of activations (its gate, up and
+    // product), so these 1,300 prompt tokens need more than one group of rows under
+    // PREFILL_BYTES (128 MiB).
+    let mut c = LlamaConfig::new(500, 8, 9_000, 1, 2);
     c.initializer_range = 1.0;
     c.max_position_embeddings = 400;
     let params = checkpoint::init(&c, 5);
     let (mut be, mut model) = loaded(c, &params);
     let ps: Vec<Vec<u32>> =
-        [300usize, 300, 300, 100, 300].iter().enumerate().map(|(i, &n)| (0..n).map(|j| ((i * 7919 + j * 104_729) % 40_000) as u32).collect()).collect();
-    let per_token_bytes = 4 * 40_000;
-    assert!(ps.iter().map(Vec::len).sum::<usize>() * per_token_bytes > agentmerge_model::generate::PREFILL_BYTES);
+        [300usize, 300, 300, 100, 300].iter().enumerate().map(|(i, &n)| (0..n).map(|j| ((i * 7919 + j * 104_729) % 500) as u32).collect()).collect();
+    let total = ps.iter().map(Vec::len).sum::<usize>();
+    assert!(total * 4 * 3 * 9_000 > agentmerge_model::generate::PREFILL_BYTES);
+    assert!(model.prefill_acts_len(ps.len(), 300) * 4 > agentmerge_model::generate::PREFILL_BYTES);
     let batched = run(&mut be, &mut model, &ps, &greedy(3), 0);
     for (i, p) in ps.iter().enumerate() {
         let alone = run(&mut be, &mut model, std::slice::from_ref(p), &greedy(3), 0);
@@ -130,6 +131,38 @@ fn prompts_prefilled_in_several_groups_match_one_at_a_time() {
     }
     assert_eq!(batched[3].tokens, greedy_recompute(&mut be, &mut model, &ps[3], 3));
     assert!(batched.windows(2).any(|w| w[0].tokens != w[1].tokens));
+}
+
+#[test]
+fn prefill_logits_are_the_forward_pass_logits_at_each_rows_last_token() {
+    // Right-padded rows of different lengths (one beyond attention's 64-query block): the lean
+    // prefill's logits against the ordinary forward pass's. (Its keys and values are checked by
+    // the cached-decoding tests.)
+    let (mut be, mut model) = random_model(128);
+    let (v, lens) = (model.config.vocab_size, [5usize, 70, 1, 33]);
+    let seq = 72;
+    let mut b = Batch { rows: lens.len(), seq, ..Batch::default() };
+    for (r, &len) in lens.iter().enumerate() {
+        b.ids.extend((0..seq).map(|j| if j < len { ((r * 13 + j * 29 + 1) % v) as u32 } else { 0 }));
+        b.targets.extend(std::iter::repeat_n(IGNORE, seq));
+        b.positions.extend(0..seq as u32);
+        b.docs.extend(std::iter::repeat_n(r as u32, seq));
+    }
+    model.forward(&mut be, &b, None).unwrap();
+    let full = model.logits(&mut be).unwrap();
+    let last: Vec<usize> = lens.iter().map(|l| l - 1).collect();
+    let (logits, kv) = model.prefill(&mut be, &b, &last).unwrap();
+    assert_eq!(kv.len(), model.config.num_hidden_layers);
+    let mut got = vec![0f32; lens.len() * v];
+    be.download(logits, &mut got).unwrap();
+    for (r, &t) in last.iter().enumerate() {
+        let want = &full[(r * seq + t) * v..(r * seq + t + 1) * v];
+        let row = &got[r * v..(r + 1) * v];
+        let worst = want.iter().zip(row).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().map(|a| a.abs()).fold(0f32, f32::max);
+        assert!(scale > 1.0, "row {r}: logits too small to compare ({scale})");
+        assert!(worst <= 1e-5 * scale, "row {r}: prefill logits differ from the forward pass's by {worst} (largest {scale})");
+    }
 }
 
 #[test]
