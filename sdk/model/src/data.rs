@@ -179,7 +179,7 @@ mod tests {
         // Same seed, same batches; the next epoch is the same rows.
         let mut again = Packed::open(&p, 50, 8, 1, true).unwrap();
         // Without the mask every next token inside an example is a target.
-        let mut lm = Packed::open(&p, 50, 8, 1, false).unwrap();
+        let lm = Packed::open(&p, 50, 8, 1, false).unwrap();
         assert_eq!(lm.skipped_no_loss, 0);
         assert_eq!(lm.loss_tokens_per_epoch(), 3 + 2 + 1);
         assert_eq!(again.batch(0, 2), b);

@@ -49,6 +49,12 @@ struct BlockActs {
     v: Span,
     att: Span,
     lse: Span,
+    mlp: MlpActs,
+}
+
+/// The activations of a block's MLP half, for `n` tokens.
+#[derive(Clone, Copy, Debug)]
+struct MlpActs {
     /// The residual stream after attention.
     mid: Span,
     ln2: Span,
@@ -58,18 +64,20 @@ struct BlockActs {
     act: Span,
 }
 
+impl MlpActs {
+    fn take(a: &mut Arena, n: usize, c: &LlamaConfig) -> MlpActs {
+        let (d, i) = (c.hidden_size, c.intermediate_size);
+        MlpActs { mid: a.take(n * d), ln2: a.take(n * d), rstd2: a.take(n), gate: a.take(n * i), up: a.take(n * i), act: a.take(n * i) }
+    }
+}
+
 /// The spans the part of a block after attention reads and writes (`n` tokens):
 /// `mid = x + o(att)`, `out = mid + down(silu(gate(ln2(mid))) ⊙ up(ln2(mid)))`.
 #[derive(Clone, Copy, Debug)]
 struct TailActs {
     x: Span,
     att: Span,
-    mid: Span,
-    ln2: Span,
-    rstd2: Span,
-    gate: Span,
-    up: Span,
-    act: Span,
+    mlp: MlpActs,
     /// A projection before it joins the residual stream.
     tmp: Span,
     out: Span,
@@ -88,7 +96,7 @@ struct LastActs {
 impl BlockActs {
     /// The spans of this block's part after attention, writing `out`.
     fn tail(&self, tmp: Span, out: Span) -> TailActs {
-        TailActs { x: self.x, att: self.att, mid: self.mid, ln2: self.ln2, rstd2: self.rstd2, gate: self.gate, up: self.up, act: self.act, tmp, out }
+        TailActs { x: self.x, att: self.att, mlp: self.mlp, tmp, out }
     }
 }
 
@@ -155,28 +163,12 @@ impl Plan {
                 v: a.take(n * kvd),
                 att: a.take(n * qd),
                 lse: a.take(n * c.num_attention_heads),
-                mid: a.take(n * d),
-                ln2: a.take(n * d),
-                rstd2: a.take(n),
-                gate: a.take(n * i),
-                up: a.take(n * i),
-                act: a.take(n * i),
+                mlp: MlpActs::take(&mut a, n, c),
             })
             .collect();
         let (x_out, lnf, rstdf, logits, losses, tmp) = (a.take(n * d), a.take(n * d), a.take(n), a.take(every * c.vocab_size), a.take(every), a.take(n * d));
         let last = LastActs {
-            tail: TailActs {
-                x: a.take(rows * d),
-                att: a.take(rows * qd),
-                mid: a.take(rows * d),
-                ln2: a.take(rows * d),
-                rstd2: a.take(rows),
-                gate: a.take(rows * i),
-                up: a.take(rows * i),
-                act: a.take(rows * i),
-                tmp: a.take(rows * d),
-                out: a.take(rows * d),
-            },
+            tail: TailActs { x: a.take(rows * d), att: a.take(rows * qd), mlp: MlpActs::take(&mut a, rows, c), tmp: a.take(rows * d), out: a.take(rows * d) },
             lnf: a.take(rows * d),
             rstdf: a.take(rows),
             logits: a.take(rows * c.vocab_size),
@@ -416,14 +408,15 @@ impl Model {
     fn block_tail(&self, be: &mut dyn Backend, w: &layout::Block, t: &TailActs, n: usize) {
         let c = &self.config;
         let (d, i, qd) = (c.hidden_size, c.intermediate_size, c.q_dim());
+        let m = &t.mlp;
         be.matmul(t.tmp, t.att, Trans::N, self.w(w.o), Trans::T, n, qd, d, false);
-        be.add(t.mid, t.x, t.tmp);
-        be.rmsnorm_fwd(t.ln2, t.rstd2, t.mid, self.w(w.ln2), n, d, c.rms_norm_eps as f32);
-        be.matmul(t.gate, t.ln2, Trans::N, self.w(w.gate), Trans::T, n, d, i, false);
-        be.matmul(t.up, t.ln2, Trans::N, self.w(w.up), Trans::T, n, d, i, false);
-        be.swiglu_fwd(t.act, t.gate, t.up);
-        be.matmul(t.tmp, t.act, Trans::N, self.w(w.down), Trans::T, n, i, d, false);
-        be.add(t.out, t.mid, t.tmp);
+        be.add(m.mid, t.x, t.tmp);
+        be.rmsnorm_fwd(m.ln2, m.rstd2, m.mid, self.w(w.ln2), n, d, c.rms_norm_eps as f32);
+        be.matmul(m.gate, m.ln2, Trans::N, self.w(w.gate), Trans::T, n, d, i, false);
+        be.matmul(m.up, m.ln2, Trans::N, self.w(w.up), Trans::T, n, d, i, false);
+        be.swiglu_fwd(m.act, m.gate, m.up);
+        be.matmul(t.tmp, m.act, Trans::N, self.w(w.down), Trans::T, n, i, d, false);
+        be.add(t.out, m.mid, t.tmp);
     }
 
     /// The final norm and the output layer on `n` tokens of `x`.
@@ -449,13 +442,13 @@ impl Model {
         for (a, w) in p.blocks.iter().zip(&l.blocks).rev() {
             // MLP: out = mid + down(silu(gate(ln2)) ⊙ up(ln2)); dx is d(out).
             be.matmul(p.dact, p.dx, Trans::N, self.w(w.down), Trans::N, n, d, i, false);
-            be.matmul(self.g(w.down), p.dx, Trans::T, a.act, Trans::N, d, n, i, true);
-            be.swiglu_bwd(p.dgate, p.dup, p.dact, a.gate, a.up);
+            be.matmul(self.g(w.down), p.dx, Trans::T, a.mlp.act, Trans::N, d, n, i, true);
+            be.swiglu_bwd(p.dgate, p.dup, p.dact, a.mlp.gate, a.mlp.up);
             be.matmul(p.dln, p.dgate, Trans::N, self.w(w.gate), Trans::N, n, i, d, false);
             be.matmul(p.dln, p.dup, Trans::N, self.w(w.up), Trans::N, n, i, d, true);
-            be.matmul(self.g(w.gate), p.dgate, Trans::T, a.ln2, Trans::N, i, n, d, true);
-            be.matmul(self.g(w.up), p.dup, Trans::T, a.ln2, Trans::N, i, n, d, true);
-            be.rmsnorm_bwd(p.dx, self.g(w.ln2), p.dln, a.mid, self.w(w.ln2), a.rstd2, n, d);
+            be.matmul(self.g(w.gate), p.dgate, Trans::T, a.mlp.ln2, Trans::N, i, n, d, true);
+            be.matmul(self.g(w.up), p.dup, Trans::T, a.mlp.ln2, Trans::N, i, n, d, true);
+            be.rmsnorm_bwd(p.dx, self.g(w.ln2), p.dln, a.mlp.mid, self.w(w.ln2), a.mlp.rstd2, n, d);
             // Attention: mid = x + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))); dx is d(mid).
             be.matmul(p.datt, p.dx, Trans::N, self.w(w.o), Trans::N, n, d, qd, false);
             be.matmul(self.g(w.o), p.dx, Trans::T, a.att, Trans::N, d, n, qd, true);
