@@ -38,6 +38,10 @@ pub struct PromptOptions {
     pub use_thinking: bool,
     /// Keep at most this many past steps (the most recent); none = all.
     pub max_history: Option<usize>,
+    /// Say the goal again at the end, right before the request for an action (not an AgentLab
+    /// flag): the goal's values (a city, a name) then sit a few dozen tokens from the answer
+    /// that copies them instead of a whole page away.
+    pub repeat_goal: bool,
 }
 
 impl Default for PromptOptions {
@@ -52,6 +56,7 @@ impl Default for PromptOptions {
             use_past_error_logs: false,
             use_thinking: true,
             max_history: None,
+            repeat_goal: false,
         }
     }
 }
@@ -121,6 +126,9 @@ fn user_text(p: &StepPrompt, o: &PromptOptions, axtree_lines: &[&str], deleted: 
     }
     s.push('\n');
     s.push_str(ACTION_SPACE);
+    if o.repeat_goal {
+        s.push_str(&format!("\n# Goal, again\n{}\n", p.goal));
+    }
     s.push_str(if o.use_thinking {
         "\nThink step by step inside <think></think>, then give exactly one action inside <action></action>.\n"
     } else {
@@ -294,5 +302,22 @@ mod tests {
         o.use_thinking = false;
         let without = fit_prompt(&step(), &o, &t, 100_000, None, &words).unwrap().messages[1].content.clone();
         assert!(!without.contains("bid a99") && !without.contains("step 0") && !without.contains("<think>"));
+        assert_eq!(without.matches("Open item 30").count(), 1);
+    }
+
+    #[test]
+    fn the_goal_can_be_repeated_after_the_page_and_still_fits() {
+        let t = ChatTemplate::default();
+        let o = PromptOptions { repeat_goal: true, use_thinking: false, ..Default::default() };
+        let text = fit_prompt(&step(), &o, &t, 100_000, None, &words).unwrap().messages[1].content.clone();
+        // Once at the top, once after the page and the action space, right before the request.
+        let again = text.find("# Goal, again\nOpen item 30\n").expect("the goal is said again");
+        assert!(text.starts_with("# Goal\nOpen item 30\n"));
+        assert!(again > text.find("[a39]").unwrap() && again > text.find("# Action space").unwrap());
+        assert!(text[again..].contains("Give exactly one action"));
+        // The budget counts the repeated goal: the cut still keeps the prompt within it.
+        let full = fit_prompt(&step(), &o, &t, 100_000, None, &words).unwrap().tokens;
+        let f = fit_prompt(&step(), &o, &t, full - 30, None, &words).unwrap();
+        assert!(f.tokens <= full - 30 && f.deleted_lines > 0 && f.messages[1].content.contains("# Goal, again"));
     }
 }
