@@ -2,6 +2,8 @@
 //! `cpu/forgetting`) into plain rows, and pooling per-task success counts and step-accuracy
 //! counts into the inter-task and cross-task splits.
 
+use std::ops::Add;
+
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::{Map, Value as Json};
 
@@ -26,19 +28,29 @@ impl Score {
         let p = self.rate();
         (p * (1.0 - p) / self.n as f64).sqrt()
     }
+}
 
+impl Add for Score {
+    type Output = Score;
     fn add(self, other: Score) -> Score {
         Score { n: self.n + other.n, successes: self.successes + other.successes }
     }
 }
 
-/// One task's episodes in an evaluate row.
+/// One task's counts in an evaluate row: its episodes ([`TaskCount`]) or its scored steps
+/// ([`TaskSteps`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct TaskCount {
+pub struct PerTask<S> {
     pub task: String,
     pub category: String,
-    pub score: Score,
+    pub score: S,
 }
+
+/// One task's episodes in an evaluate row.
+pub type TaskCount = PerTask<Score>;
+
+/// One task's scored steps in an evaluate row (`step_accuracy.per_task`).
+pub type TaskSteps = PerTask<StepScore>;
 
 /// Which split a task belongs to: cross-task when its category or its task name is listed in
 /// `cross_task`, inter-task otherwise.
@@ -46,10 +58,10 @@ pub fn is_cross(task: &str, category: &str, cross_task: &[String]) -> bool {
     cross_task.iter().any(|c| c == category || c == task)
 }
 
-/// Pools the tasks of one split (`cross = true`: the cross-task split): n = Σ n and
-/// successes = Σ successes over its tasks.
-pub fn pool(tasks: &[TaskCount], cross_task: &[String], cross: bool) -> Score {
-    tasks.iter().filter(|t| is_cross(&t.task, &t.category, cross_task) == cross).fold(Score::default(), |acc, t| acc.add(t.score))
+/// Pools the tasks of one split (`cross = true`: the cross-task split) by summing their counts
+/// (for success: n = Σ n and successes = Σ successes).
+pub fn pool<S: Copy + Default + Add<Output = S>>(tasks: &[PerTask<S>], cross_task: &[String], cross: bool) -> S {
+    tasks.iter().filter(|t| is_cross(&t.task, &t.category, cross_task) == cross).fold(S::default(), |acc, t| acc + t.score)
 }
 
 /// Teacher-forced step accuracy as counts (one task's, or tasks pooled): of `steps` expert
@@ -77,7 +89,10 @@ impl StepScore {
     pub fn element_rate(&self) -> f64 {
         ratio(self.element, self.element_steps)
     }
+}
 
+impl Add for StepScore {
+    type Output = StepScore;
     fn add(self, o: StepScore) -> StepScore {
         StepScore {
             steps: self.steps + o.steps,
@@ -97,22 +112,9 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// One task's scored steps in an evaluate row (`step_accuracy.per_task`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TaskSteps {
-    pub task: String,
-    pub category: String,
-    pub score: StepScore,
-}
-
-/// Pools the step counts of one split's tasks, by the rule of [`pool`].
-pub fn pool_steps(tasks: &[TaskSteps], cross_task: &[String], cross: bool) -> StepScore {
-    tasks.iter().filter(|t| is_cross(&t.task, &t.category, cross_task) == cross).fold(StepScore::default(), |acc, t| acc.add(t.score))
-}
-
 /// Pools every task.
 pub fn pool_all(tasks: &[TaskCount]) -> Score {
-    tasks.iter().fold(Score::default(), |acc, t| acc.add(t.score))
+    tasks.iter().fold(Score::default(), |acc, t| acc + t.score)
 }
 
 /// One evaluated model (one checkpoint of a list).
@@ -344,13 +346,13 @@ mod tests {
         let Body::Evaluate(rows) = Body::parse(m.as_object().unwrap(), "r").unwrap() else { panic!() };
         let tasks = rows[0].step_tasks.as_ref().unwrap();
         let cross = vec!["dashboard".to_string()];
-        let inter = pool_steps(tasks, &cross, false);
+        let inter = pool(tasks, &cross, false);
         assert_eq!(inter, StepScore { steps: 16, exact: 7, verb: 11, element: 4, element_steps: 8 });
         assert_eq!((inter.exact_rate(), inter.verb_rate(), inter.element_rate()), (7.0 / 16.0, 11.0 / 16.0, 0.5));
-        assert_eq!(pool_steps(tasks, &cross, true), StepScore { steps: 7, exact: 2, verb: 5, element: 1, element_steps: 3 });
+        assert_eq!(pool(tasks, &cross, true), StepScore { steps: 7, exact: 2, verb: 5, element: 1, element_steps: 3 });
         // By task name, as for success counts; a split without steps has NaN rates.
-        assert_eq!(pool_steps(tasks, &["a.menu.y".to_string()], true).steps, 6);
-        let none = pool_steps(tasks, &[], true);
+        assert_eq!(pool(tasks, &["a.menu.y".to_string()], true).steps, 6);
+        let none = pool(tasks, &[], true);
         assert!(none.steps == 0 && none.exact_rate().is_nan() && none.element_rate().is_nan());
         // Older metrics: no per_task, no split.
         let old = json!({"overall": {}, "per_task": [], "step_accuracy": {"steps": 12, "exact": 0.5}});

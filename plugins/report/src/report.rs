@@ -40,8 +40,8 @@ impl Point {
             verb: row.verb,
             element: row.element,
             scored_steps: row.scored_steps,
-            steps_inter: row.step_tasks.as_ref().map(|t| metrics::pool_steps(t, cross_task, false)),
-            steps_cross: row.step_tasks.as_ref().map(|t| metrics::pool_steps(t, cross_task, true)),
+            steps_inter: row.step_tasks.as_ref().map(|t| metrics::pool(t, cross_task, false)),
+            steps_cross: row.step_tasks.as_ref().map(|t| metrics::pool(t, cross_task, true)),
         }
     }
 

@@ -150,6 +150,14 @@ pub trait Backend: Send {
     fn alloc(&mut self, mem: Mem, len: usize) -> Result<()>;
     /// The number of elements `mem` holds (0 when never allocated).
     fn mem_len(&self, mem: Mem) -> usize;
+    /// Makes `mem` hold at least `len` elements: reallocates (zeroed) only when it holds fewer,
+    /// else keeps the buffer and its contents. For buffers whose every read follows a write.
+    fn grow(&mut self, mem: Mem, len: usize) -> Result<()> {
+        if self.mem_len(mem) < len {
+            self.alloc(mem, len)?;
+        }
+        Ok(())
+    }
     fn upload(&mut self, dst: Span, src: &[f32]) -> Result<()>;
     fn download(&mut self, src: Span, dst: &mut [f32]) -> Result<()>;
     fn upload_ids(&mut self, dst: Span, src: &[u32]) -> Result<()>;

@@ -149,9 +149,7 @@ pub fn generate(
     let (kvd, slot_len) = (c.kv_dim(), ds.slot_len());
     let cache_len = (prompts.len() * slot_len).div_ceil(ALIGN) * ALIGN;
     // Slots are written before they are read, so a cache left by an earlier call is reused.
-    if be.mem_len(Mem::Kv) < 2 * c.num_hidden_layers * cache_len {
-        be.alloc(Mem::Kv, 2 * c.num_hidden_layers * cache_len).context("allocating the KV cache")?;
-    }
+    be.grow(Mem::Kv, 2 * c.num_hidden_layers * cache_len).context("allocating the KV cache")?;
     let cache =
         |l: usize| (Span::new(Mem::Kv, 2 * l * cache_len, prompts.len() * slot_len), Span::new(Mem::Kv, (2 * l + 1) * cache_len, prompts.len() * slot_len));
 
@@ -198,12 +196,8 @@ pub fn generate(
     model.forget_plan();
     let plan = DecodePlan::new(model, prompts.len());
     // The prefill's buffers are usually larger already; they are reused as they are.
-    if be.mem_len(Mem::Acts) < plan.acts_len {
-        be.alloc(Mem::Acts, plan.acts_len).context("allocating the decoding activations")?;
-    }
-    if be.mem_len(Mem::Ids) < plan.ids_len {
-        be.alloc(Mem::Ids, plan.ids_len).context("allocating the decoding ids")?;
-    }
+    be.grow(Mem::Acts, plan.acts_len).context("allocating the decoding activations")?;
+    be.grow(Mem::Ids, plan.ids_len).context("allocating the decoding ids")?;
     let mut logits = Vec::new();
     for step in 1.. {
         let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].reason.is_none()).collect();

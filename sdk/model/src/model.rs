@@ -265,14 +265,10 @@ impl Model {
             }
         }
         let p = Plan::new(&self.config, rows, seq, prefill);
-        let mut need = vec![(Mem::Acts, p.acts_len()), (Mem::Ids, p.ids_len())];
+        be.grow(Mem::Acts, p.acts_len())?;
+        be.grow(Mem::Ids, p.ids_len())?;
         if training {
-            need.push((Mem::DActs, p.dacts_len()));
-        }
-        for (mem, len) in need {
-            if be.mem_len(mem) < len {
-                be.alloc(mem, len)?;
-            }
+            be.grow(Mem::DActs, p.dacts_len())?;
         }
         self.plan = Some(p.clone());
         Ok(p)
