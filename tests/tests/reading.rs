@@ -1,6 +1,6 @@
 //! `sft/reading` through the real host: page-reading documents from the pages of real episodes,
-//! with goal documents (numbered instructions before the page, their actions after it), with
-//! the `text`/`cell` kinds and documents filled to `fill_chars`, and the config errors when
+//! with goal documents (numbered instructions before the page, their actions after it; quoted
+//! or worded plainly), with the `text`/`cell` kinds and documents filled to `fill_chars`, and the config errors when
 //! goal documents or filling are asked of chat output.
 
 mod common;
@@ -130,4 +130,50 @@ nodes:
         let o = agentmerge(t.path(), &["check", "bad.yaml"]);
         assert!(!o.status.success() && stderr(&o).contains(words), "{}", stderr(&o));
     }
+}
+
+#[test]
+fn plain_goal_documents_word_instructions_as_a_user_does() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "p.yaml",
+        r#"name: reading
+nodes:
+  - id: collect
+    uses: miniarena/collect
+    with: {templates: [miniarena.knowledge_base.travel_policy, miniarena.dashboard.read_value], seeds: {start: 0, count: 2}, experts: [{preset: perfect, think: false}], page_size: small}
+  - id: reading
+    uses: sft/reading
+    with: {questions_per_page: 2, kinds: [click, fill, select, value, text, cell], goal_documents: 1, goals_per_document: 8, goal_wording: plain}
+    inputs: {traces: collect.traces}
+"#,
+    );
+    ok(t.path(), &["run", "p.yaml"]);
+    let report = latest_report(&t.path().join(".agentmerge"));
+    let node = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "reading").unwrap();
+    let text = std::fs::read_to_string(node["outputs"]["text"].as_str().unwrap()).unwrap();
+    let docs: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let goal_docs: Vec<&String> = docs.iter().filter(|d| d.starts_with("# Goals\n1. ")).collect();
+    assert!(!goal_docs.is_empty());
+    let (mut fills, mut messages) = (0, 0);
+    for d in goal_docs {
+        let (goals, rest) = d.split_once("\n\n# Current page\n").unwrap();
+        let actions: Vec<&str> = rest.split_once("\n\n# Actions\n").unwrap().1.lines().collect();
+        for (g, a) in goals.lines().skip(1).zip(&actions) {
+            let (g, a) = (g.split_once(". ").unwrap().1, a.split_once(". ").unwrap().1);
+            let call = a.strip_prefix("<action>").and_then(|x| x.strip_suffix("</action>")).unwrap_or_else(|| panic!("{a}"));
+            // Every action parses; what a fill types is said in the instruction, without quotes.
+            match agentmerge_traces::parse_action(call).unwrap_or_else(|e| panic!("{call}: {e}")) {
+                agentmerge_traces::Action::Fill { value, .. } => {
+                    fills += 1;
+                    assert!(g.contains(value.as_str()) && !g.contains(&format!("'{value}'")), "{g} → {a}");
+                }
+                agentmerge_traces::Action::SendMsgToUser { .. } => messages += 1,
+                _ => {}
+            }
+        }
+    }
+    // Knowledge-base search pages have a searchbox; articles and charts answer questions.
+    assert!(fills > 0 && messages > 0, "fills {fills}, messages {messages}");
 }

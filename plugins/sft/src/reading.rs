@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, io::Write as _};
 
 use agentmerge_sdk::prelude::*;
-use agentmerge_sft::reading::{document, exercises_with, goal_document, goals, lookups, page_text, parse_axtree, qa_lines, Kind, Rng};
+use agentmerge_sft::reading::{document, exercises_with, goal_document, goals, instructions, lookups, page_text, parse_axtree, qa_lines, Kind, Rng};
 use agentmerge_traces::{read_episodes, OnBadLine};
 use serde_json::json;
 
@@ -46,6 +46,12 @@ pub struct Reading {
     /// Instructions in each goal document.
     #[serde(default = "d_goals")]
     pub goals_per_document: usize,
+    /// How goal documents word their instructions: `quoted` (the default: `Fill the textbox
+    /// 'Search' with 'Oslo'.`, select and fill only) or `plain`, as a user words a goal (`Type
+    /// Oslo into Search.`, `What does the page say about Sydney?`), drawing click, fill, select
+    /// and the page questions among `kinds`, answered with `send_msg_to_user`.
+    #[serde(default, skip_serializing_if = "is_quoted")]
+    pub goal_wording: Wording,
     /// The most pages read (in episode order); 0 for all.
     #[serde(default)]
     pub max_pages: usize,
@@ -65,6 +71,18 @@ pub enum Format {
     Chat,
 }
 
+/// How goal documents word their instructions (see `goal_wording`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Wording {
+    #[default]
+    Quoted,
+    Plain,
+}
+
+fn is_quoted(w: &Wording) -> bool {
+    *w == Wording::Quoted
+}
 fn d_questions() -> usize {
     16
 }
@@ -96,7 +114,7 @@ struct ReadingReport {
 
 impl NodeKind for Reading {
     const NAME: &'static str = "reading";
-    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it.";
+    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it, worded with quotes or plainly as a user words a goal (`goal_wording`).";
 
     fn ports() -> Ports {
         Ports::new()
@@ -178,7 +196,10 @@ impl NodeKind for Reading {
                             r.documents += 1;
                             writeln!(file, "{}", json!({ "text": text }))?;
                             for _ in 0..self.goal_documents {
-                                let gs = goals(&els, self.goals_per_document, &mut rng);
+                                let gs = match self.goal_wording {
+                                    Wording::Quoted => goals(&els, self.goals_per_document, &mut rng),
+                                    Wording::Plain => instructions(&els, &looked_up, self.goals_per_document, &mut rng, &self.kinds),
+                                };
                                 if gs.is_empty() {
                                     break;
                                 }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use agentmerge_traces::action::{Action, Selection};
 use serde::Serialize;
 
 /// One element line of an AXTree: `\t[bid] role 'name', attr=..., value='...'`.
@@ -109,6 +110,11 @@ pub struct Exercise {
     pub kind: Kind,
     pub question: String,
     pub answer: String,
+    /// What the question is made of, for [`instructions`] to say it another way: `[role, name,
+    /// bid]` (find, describe, click), `[role, name, bid, value]` (fill, select: the value typed
+    /// or the option chosen), `[role, name, value]` (value), `[word, text]` (text), `[key,
+    /// column, value]` (cell; the column is empty for a `label: value` list item).
+    pub parts: Vec<String>,
 }
 
 /// Roles a user fills with text.
@@ -172,7 +178,12 @@ pub fn lookups(axtree: &str, elements: &[Element]) -> Vec<Exercise> {
     }
     for (t, ws) in texts.iter().zip(&words) {
         for w in ws.iter().filter(|w| holders[*w] == 1) {
-            out.push(Exercise { kind: Kind::Text, question: format!("Which text on the page mentions '{w}'?"), answer: t.clone() });
+            out.push(Exercise {
+                kind: Kind::Text,
+                question: format!("Which text on the page mentions '{w}'?"),
+                answer: t.clone(),
+                parts: vec![w.to_string(), t.clone()],
+            });
         }
     }
     // Cell: (key, column, answer) of every table row and `label: value` list item.
@@ -208,7 +219,7 @@ pub fn lookups(axtree: &str, elements: &[Element]) -> Vec<Exercise> {
     for (k, h, v) in &cells {
         if count[&(k.as_str(), h.as_str())] == 1 {
             let question = if h.is_empty() { format!("What does the list say for '{k}'?") } else { format!("What is the {h} of '{k}'?") };
-            out.push(Exercise { kind: Kind::Cell, question, answer: v.clone() });
+            out.push(Exercise { kind: Kind::Cell, question, answer: v.clone(), parts: vec![k.clone(), h.clone(), v.clone()] });
         }
     }
     out
@@ -282,25 +293,101 @@ pub fn exercises_with(elements: &[Element], lookups: &[Exercise], n: usize, rng:
             }
             let e = &elements[i];
             let (role, name, bid) = (&e.role, &e.name, &e.bid);
+            let mut parts = vec![role.clone(), name.clone(), bid.clone()];
             let (question, answer) = match kind {
                 Kind::Find => (format!("Which element is the {role} '{name}'?"), bid.clone()),
                 Kind::Describe => (format!("What is element {bid}?"), format!("{role} '{name}'")),
                 Kind::Click => (format!("Click the {role} '{name}'."), action(&format!("click('{bid}')"))),
                 Kind::Fill => {
                     let v = texts[rng.below(texts.len())];
+                    parts.push(v.to_string());
                     (format!("Fill the {role} '{name}' with '{v}'."), action(&format!("fill('{bid}', '{v}')")))
                 }
                 Kind::Select => {
                     let opts = options(i);
                     let o = opts[rng.below(opts.len())];
+                    parts.push(o.to_string());
                     (format!("Select '{o}' in the {role} '{name}'."), action(&format!("select_option('{bid}', '{o}')")))
                 }
-                Kind::Value => (format!("What is the value of the {role} '{name}'?"), e.value.clone().unwrap_or_default()),
+                Kind::Value => {
+                    let v = e.value.clone().unwrap_or_default();
+                    parts = vec![role.clone(), name.clone(), v.clone()];
+                    (format!("What is the value of the {role} '{name}'?"), v)
+                }
                 Kind::Text | Kind::Cell => unreachable!("lookup kinds are drawn from `lookups`"),
             };
-            Exercise { kind: *kind, question, answer }
+            Exercise { kind: *kind, question, answer, parts }
         })
         .collect()
+}
+
+/// The kinds an agent can be told to do: [`instructions`] draws from these.
+pub const INSTRUCTION_KINDS: &[Kind] = &[Kind::Click, Kind::Fill, Kind::Select, Kind::Value, Kind::Text, Kind::Cell];
+
+/// `n` instructions as a user words a goal, with the action that carries each out: no quotes
+/// around names and values, one of several wordings (`Type Oslo into Search.`, `Choose High
+/// for Priority.`, `What does the page say about Sydney?`), so the agent has to find the span
+/// to copy in a plain sentence, as in `What is the hotel limit for trips to Oslo?` → `fill(...,
+/// 'travel guidelines Oslo')`. Click, fill and select copy a name or value from the sentence into
+/// the action; questions about the page (a field's value, a text by a word, a table cell or
+/// chart value) are answered with `send_msg_to_user` and the value alone, in no task's wording.
+/// Draws from the kinds of `allowed` that [`INSTRUCTION_KINDS`] holds; empty when the page
+/// offers none of them.
+pub fn instructions(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
+    let kinds: Vec<Kind> = allowed.iter().copied().filter(|k| INSTRUCTION_KINDS.contains(k)).collect();
+    let mut out = exercises_with(elements, lookups, n, rng, &kinds);
+    for x in &mut out {
+        let (question, answer) = say_plainly(x, rng);
+        x.question = question;
+        x.answer = answer;
+    }
+    out
+}
+
+/// One exercise of [`INSTRUCTION_KINDS`] as a plain instruction and its action.
+fn say_plainly(x: &Exercise, rng: &mut Rng) -> (String, String) {
+    let pick = |rng: &mut Rng, options: &[String]| options[rng.below(options.len())].clone();
+    let p = &x.parts;
+    let tagged = |a: Action| action(&a.to_string());
+    let msg = |text: &str| tagged(Action::SendMsgToUser { text: text.to_string() });
+    match x.kind {
+        Kind::Click => {
+            let (role, name, bid) = (&p[0], &p[1], &p[2]);
+            let q = pick(rng, &[format!("Click {name}."), format!("Open {name}."), format!("Go to {name}."), format!("Press the {name} {role}.")]);
+            (q, tagged(Action::Click { bid: bid.clone() }))
+        }
+        Kind::Fill => {
+            let (role, name, bid, v) = (&p[0], &p[1], &p[2], &p[3]);
+            let mut says = vec![format!("Type {v} into {name}."), format!("Enter {v} in the {name} {role}."), format!("Set {name} to {v}.")];
+            if role == "searchbox" {
+                says.push(format!("Search for {v}."));
+            }
+            (pick(rng, &says), tagged(Action::Fill { bid: bid.clone(), value: v.clone() }))
+        }
+        Kind::Select => {
+            let (role, name, bid, o) = (&p[0], &p[1], &p[2], &p[3]);
+            let q = pick(rng, &[format!("Choose {o} for {name}."), format!("Set {name} to {o}."), format!("Select {o} in the {name} {role}.")]);
+            (q, tagged(Action::SelectOption { bid: bid.clone(), options: Selection::One(o.clone()) }))
+        }
+        Kind::Value => {
+            let (name, v) = (&p[1], &p[2]);
+            (pick(rng, &[format!("What is the {name}?"), format!("Tell me the value of {name}.")]), msg(v))
+        }
+        Kind::Text => {
+            let (word, text) = (&p[0], &p[1]);
+            (pick(rng, &[format!("What does the page say about {word}?"), format!("Find the text that mentions {word} and tell me.")]), msg(text))
+        }
+        Kind::Cell => {
+            let (key, column, v) = (&p[0], &p[1], &p[2]);
+            let says = if column.is_empty() {
+                vec![format!("How much is {key}?"), format!("What value does the page give for {key}?")]
+            } else {
+                vec![format!("What is the {column} of {key}?"), format!("Tell me the {column} for {key}.")]
+            };
+            (pick(rng, &says), msg(v))
+        }
+        Kind::Find | Kind::Describe => unreachable!("not an instruction kind"),
+    }
 }
 
 fn action(a: &str) -> String {
@@ -348,6 +435,7 @@ pub fn goal_document(url: &str, axtree: &str, goals: &[Exercise]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentmerge_traces::parse_action;
 
     const PAGE: &str = "RootWebArea 'Home | MiniArena', focused
 \t[a25] banner 'MiniArena'
@@ -498,5 +586,36 @@ mod tests {
         assert_eq!(exercises_with(&els, &all, 50, &mut Rng::new(5), Kind::DEFAULT), exercises(&els, 50, &mut Rng::new(5)));
         // A page with neither tables nor lists nor a static text of a 4-letter word ('Tip'): nothing.
         assert!(lookups(PAGE, &parse_axtree(PAGE)).is_empty());
+    }
+    #[test]
+    fn plain_instructions_name_what_the_action_copies_without_quotes() {
+        let mut els = parse_axtree(PAGE);
+        els.extend(parse_axtree(READING));
+        let all = lookups(READING, &parse_axtree(READING));
+        let xs = instructions(&els, &all, 600, &mut Rng::new(9), &[Kind::Find, Kind::Click, Kind::Fill, Kind::Select, Kind::Value, Kind::Text, Kind::Cell]);
+        assert_eq!(xs.len(), 600);
+        for k in INSTRUCTION_KINDS {
+            assert!(xs.iter().any(|x| x.kind == *k), "no {k:?} in {xs:?}");
+        }
+        for x in &xs {
+            let act = parse_action(x.answer.strip_prefix("<action>").and_then(|a| a.strip_suffix("</action>")).unwrap()).unwrap();
+            let p = &x.parts;
+            // What the action carries is said in the instruction, bare.
+            let (said, expected) = match x.kind {
+                Kind::Click => (&p[1], Action::Click { bid: p[2].clone() }),
+                Kind::Fill => (&p[3], Action::Fill { bid: p[2].clone(), value: p[3].clone() }),
+                Kind::Select => (&p[3], Action::SelectOption { bid: p[2].clone(), options: Selection::One(p[3].clone()) }),
+                Kind::Value => (&p[1], Action::SendMsgToUser { text: p[2].clone() }),
+                Kind::Text => (&p[0], Action::SendMsgToUser { text: p[1].clone() }),
+                Kind::Cell => (&p[0], Action::SendMsgToUser { text: p[2].clone() }),
+                Kind::Find | Kind::Describe => panic!("{x:?} is not an instruction"),
+            };
+            assert_eq!(act, expected, "{x:?}");
+            assert!(x.question.contains(said.as_str()) && !x.question.contains(&format!("'{said}'")), "{x:?}");
+        }
+        // Several wordings of one kind; none on a page with nothing to act on or ask about.
+        let fills: std::collections::BTreeSet<&str> = xs.iter().filter(|x| x.kind == Kind::Fill).map(|x| x.question.split(' ').next().unwrap()).collect();
+        assert!(fills.len() >= 3, "{fills:?}");
+        assert!(instructions(&parse_axtree("RootWebArea 'x'\n\t[a1] heading 'Home'"), &[], 3, &mut Rng::new(1), INSTRUCTION_KINDS).is_empty());
     }
 }
