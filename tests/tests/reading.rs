@@ -7,23 +7,18 @@ mod common;
 
 use common::*;
 
+/// A pipeline that collects two perfect-expert episodes of each of `templates` (small pages) and
+/// runs `sft/reading` on them `with` the given config.
+fn reading_pipeline(templates: &str, with: &str) -> String {
+    format!(
+        "name: reading\nnodes:\n  - id: collect\n    uses: miniarena/collect\n    with: {{templates: {templates}, seeds: {{start: 0, count: 2}}, experts: [{{preset: perfect, think: false}}], page_size: small}}\n  - id: reading\n    uses: sft/reading\n    with: {with}\n    inputs: {{traces: collect.traces}}\n"
+    )
+}
+
 #[test]
 fn reading_writes_page_and_goal_documents() {
     let t = tempfile::tempdir().unwrap();
-    write(
-        t.path(),
-        "p.yaml",
-        r#"name: reading
-nodes:
-  - id: collect
-    uses: miniarena/collect
-    with: {templates: [miniarena.menu.impersonate_user], seeds: {start: 0, count: 2}, experts: [{preset: perfect, think: false}], page_size: small}
-  - id: reading
-    uses: sft/reading
-    with: {questions_per_page: 4, goal_documents: 2, goals_per_document: 3}
-    inputs: {traces: collect.traces}
-"#,
-    );
+    write(t.path(), "p.yaml", &reading_pipeline("[miniarena.menu.impersonate_user]", "{questions_per_page: 4, goal_documents: 2, goals_per_document: 3}"));
     ok(t.path(), &["run", "p.yaml"]);
     let report = latest_report(&t.path().join(".agentmerge"));
     let node = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "reading").unwrap();
@@ -138,16 +133,10 @@ fn plain_goal_documents_word_instructions_as_a_user_does() {
     write(
         t.path(),
         "p.yaml",
-        r#"name: reading
-nodes:
-  - id: collect
-    uses: miniarena/collect
-    with: {templates: [miniarena.knowledge_base.travel_policy, miniarena.dashboard.read_value], seeds: {start: 0, count: 2}, experts: [{preset: perfect, think: false}], page_size: small}
-  - id: reading
-    uses: sft/reading
-    with: {questions_per_page: 2, kinds: [click, fill, select, value, text, cell], goal_documents: 1, goals_per_document: 8, goal_wording: plain}
-    inputs: {traces: collect.traces}
-"#,
+        &reading_pipeline(
+            "[miniarena.knowledge_base.travel_policy, miniarena.dashboard.read_value]",
+            "{questions_per_page: 2, kinds: [click, fill, select, value, text, cell], goal_documents: 1, goals_per_document: 8, goal_wording: plain}",
+        ),
     );
     ok(t.path(), &["run", "p.yaml"]);
     let report = latest_report(&t.path().join(".agentmerge"));
