@@ -15,7 +15,7 @@ Needs numpy, safetensors and tokenizers only (a plain Llama forward in numpy, f3
 is checked against the Rust model's logits on the same checkpoint:
 
     cargo run --release -p agentmerge-model --example dump_logits -- MODEL_DIR /tmp/l.safetensors 2 64
-    python3 tools/copy_probe.py --check MODEL_DIR /tmp/l.safetensors    # max |Δlogit| <= 1e-3
+    python3 tools/copy_probe.py --check MODEL_DIR /tmp/l.safetensors    # max |Δ log-probability| <= 1e-3
 """
 import json
 import re
@@ -93,14 +93,14 @@ HEADER = re.compile(r"^======== example \d+: (\S+) seed (\d+) step (\d+) \| (\d+
 
 
 def examples(preview):
-    """(task, prompt text, response text, token count) of every example in a preview file."""
+    """(task, prompt text, response text) of every example in a preview file."""
     text = Path(preview).read_text()
     heads = list(HEADER.finditer(text))
     for i, h in enumerate(heads):
         body = text[text.index("\n", h.end()) + 1 : heads[i + 1].start() if i + 1 < len(heads) else len(text)]
         prompt, rest = body.split("\n>>>>>> LOSS >>>>>>\n", 1)
         response = rest.split("\n<<<<<< END LOSS <<<<<<", 1)[0]
-        yield h.group(1), prompt, response, int(h.group(4))
+        yield h.group(1), prompt, response
 
 
 def goal_of(prompt):
@@ -153,17 +153,17 @@ def main():
     exs = list(examples(sys.argv[3]))
     found = []
     values = defaultdict(set)
-    for task, prompt, response, n in exs:
+    for task, prompt, response in exs:
         s = slots(goal_of(prompt), response)
         if s:
             (key, value, pre, post) = s
-            found.append((task, key, value, prompt, pre, post, n))
+            found.append((task, key, value, prompt, pre, post))
             values[(task, key)].add(value)
     print(f"{len(found)} copied values in {len(exs)} expert steps of {sys.argv[3]}")
     for model_dir in [sys.argv[1], *sys.argv[4:]]:
         model = Llama(model_dir)
         by_task = defaultdict(list)
-        for task, key, value, prompt, pre, post, n in found:
+        for task, key, value, prompt, pre, post in found:
             cands = sorted(values[(task, key)])
             if len(cands) < 2:
                 continue

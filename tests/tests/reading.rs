@@ -1,7 +1,7 @@
 //! `sft/reading` through the real host: page-reading documents from the pages of real episodes,
 //! with goal documents (numbered instructions before the page, their actions after it; quoted
-//! or worded plainly), with the `text`/`cell` kinds and documents filled to `fill_chars`, and the config errors when
-//! goal documents or filling are asked of chat output.
+//! or worded plainly), with the `text`/`cell` kinds and documents filled to `fill_chars`, and
+//! the config errors when goal documents or filling are asked of chat output.
 
 mod common;
 

@@ -111,9 +111,9 @@ pub struct Exercise {
     pub question: String,
     pub answer: String,
     /// What the question is made of, for [`instructions`] to say it another way: `[role, name,
-    /// bid]` (find, describe, click), `[role, name, bid, value]` (fill, select: the value typed
-    /// or the option chosen), `[role, name, value]` (value), `[word, text]` (text), `[key,
-    /// column, value]` (cell; the column is empty for a `label: value` list item).
+    /// bid]` (find, describe, click), `[role, name, bid, value]` (fill, select, value: the value
+    /// typed, the option chosen, the field's value), `[word, text]` (text), `[key, column,
+    /// value]` (cell; the column is empty for a `label: value` list item).
     pub parts: Vec<String>,
 }
 
@@ -311,7 +311,7 @@ pub fn exercises_with(elements: &[Element], lookups: &[Exercise], n: usize, rng:
                 }
                 Kind::Value => {
                     let v = e.value.clone().unwrap_or_default();
-                    parts = vec![role.clone(), name.clone(), v.clone()];
+                    parts.push(v.clone());
                     (format!("What is the value of the {role} '{name}'?"), v)
                 }
                 Kind::Text | Kind::Cell => unreachable!("lookup kinds are drawn from `lookups`"),
@@ -370,7 +370,7 @@ fn say_plainly(x: &Exercise, rng: &mut Rng) -> (String, String) {
             (q, tagged(Action::SelectOption { bid: bid.clone(), options: Selection::One(o.clone()) }))
         }
         Kind::Value => {
-            let (name, v) = (&p[1], &p[2]);
+            let (name, v) = (&p[1], &p[3]);
             (pick(rng, &[format!("What is the {name}?"), format!("Tell me the value of {name}.")]), msg(v))
         }
         Kind::Text => {
@@ -605,7 +605,7 @@ mod tests {
                 Kind::Click => (&p[1], Action::Click { bid: p[2].clone() }),
                 Kind::Fill => (&p[3], Action::Fill { bid: p[2].clone(), value: p[3].clone() }),
                 Kind::Select => (&p[3], Action::SelectOption { bid: p[2].clone(), options: Selection::One(p[3].clone()) }),
-                Kind::Value => (&p[1], Action::SendMsgToUser { text: p[2].clone() }),
+                Kind::Value => (&p[1], Action::SendMsgToUser { text: p[3].clone() }),
                 Kind::Text => (&p[0], Action::SendMsgToUser { text: p[1].clone() }),
                 Kind::Cell => (&p[0], Action::SendMsgToUser { text: p[2].clone() }),
                 Kind::Find | Kind::Describe => panic!("{x:?} is not an instruction"),
