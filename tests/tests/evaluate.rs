@@ -121,6 +121,12 @@ fn every_checkpoint_gets_a_row_and_every_kind_runs_through_the_host() {
     assert_eq!((t["task"].as_str(), t["category"].as_str()), (Some("miniarena.menu.impersonate_user"), Some("menu")));
     assert_eq!((t["steps"].as_u64(), t["exact"].as_u64(), t["verb"].as_u64(), t["parses"].as_u64()), (Some(12), Some(0), Some(0), Some(0)));
     assert_eq!(t["element_steps"], acc["element_steps"]);
+    // The recorded answers against max_new_tokens = 16: the expert's `select_option` answers
+    // take more, so a model giving them would be cut off — counted, the longest named.
+    let b = &m["answer_budget"];
+    assert_eq!((b["answers"].as_u64(), b["max_new_tokens"].as_u64()), (Some(12), Some(16)), "{b}");
+    let (over, longest) = (b["over"].as_u64().unwrap(), b["longest"].as_u64().unwrap());
+    assert!(over >= 3 && over < 12 && longest > 16, "{b}");
     let eps = episodes(u["traces"].as_str().unwrap());
     assert_eq!((eps.len(), eps[0].agent.model_name.as_str()), (3, "model"));
     assert!(eps.iter().all(|e| e.err_msg.is_none() && e.n_steps == 3 && e.steps[3].truncated && !e.steps[1].obs.last_action_error.is_empty()));

@@ -18,5 +18,5 @@ pub mod response;
 pub use eval::{play, Evaluation};
 pub use likelihood::{likelihood, ExampleLikelihood, Likelihood};
 pub use node::{EvaluateNode, ForgettingNode, LikelihoodNode};
-pub use policy::{AgentOptions, Decoder, LoadedModel, ModelPolicy, StepCounts};
+pub use policy::{AgentOptions, AnswerBudget, Decoder, LoadedModel, ModelPolicy, StepCounts};
 pub use response::{parse_response, Response};

@@ -312,7 +312,7 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
             .output(
                 "metrics",
                 PortType::Metrics,
-                "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors; actions, parse_errors, invalid_actions, truncated, prompt_too_long and their rates; with `traces`, step_accuracy (exact, verb, element, and per_task counts); for a checkpoint list, `rows` (one per checkpoint) and the last row's fields; rows_computed and rows_reused (models taken from the memo)",
+                "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors; actions, parse_errors, invalid_actions, truncated, prompt_too_long and their rates; with `traces`, step_accuracy (exact, verb, element, and per_task counts) and answer_budget (recorded answers, how many are longer than max_new_tokens, the longest); for a checkpoint list, `rows` (one per checkpoint) and the last row's fields; rows_computed and rows_reused (models taken from the memo)",
             )
             .output("traces", PortType::Dataset(Some("traces".into())), "the played episodes (agent.model_name tells checkpoints apart)")
     }
@@ -466,6 +466,19 @@ impl ModelRun<'_> {
         let agent_name = if cfg.prompt.use_thinking { "model-cot" } else { "model" };
         let agent = AgentInfo { model_name: model_name.into(), agent_name: agent_name.into() };
         let mut policy = ModelPolicy::new(loaded, tok, template, eos, cfg.agent_options(), self.seed, agent.clone())?;
+        // Recorded answers the budget cuts off: no model can play those steps right. Said once
+        // per node (before its first model), recorded in every model's metrics.
+        let budget = if self.scored_steps > 0 { Some(policy.answers_over_budget(self.recorded)?) } else { None };
+        if let Some(b) = budget.filter(|b| b.over > 0 && self.base == 0) {
+            tracing::warn!(
+                "{} of the {} recorded answers in `traces` take more than max_new_tokens = {} tokens (the longest: {}): a model giving them is cut off, so those steps and their episodes cannot succeed; set max_new_tokens to at least {} (and max_len to the prompt length plus that)",
+                b.over,
+                b.answers,
+                b.max_new_tokens,
+                b.longest,
+                b.longest
+            );
+        }
         let base = self.base;
         let eval = play(&mut policy, self.jobs, cfg.max_steps, cfg.batch, &mut |done, _| {
             ctx.progress(base + done as u64, total, &agent.model_name);
@@ -499,6 +512,9 @@ impl ModelRun<'_> {
         let mut m = eval.metrics();
         if let Some(a) = accuracy {
             m.insert("step_accuracy".into(), json!(a));
+        }
+        if let Some(b) = budget {
+            m.insert("answer_budget".into(), json!(b));
         }
         Ok((m, eval.episodes))
     }

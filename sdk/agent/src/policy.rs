@@ -23,12 +23,12 @@ use agentmerge_model::{
     Backend, Model,
 };
 use agentmerge_sft::{
-    build::history_prompt,
+    build::{history_prompt, response_text},
     prompt::{fit_prompt, DropReason, PromptOptions},
     template::ChatTemplate,
     tokenizer as tk,
 };
-use agentmerge_traces::AgentInfo;
+use agentmerge_traces::{AgentInfo, Episode};
 use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -178,6 +178,17 @@ impl Decoder for LoadedModel {
     }
 }
 
+/// Recorded answers against the answer budget (`ModelPolicy::answers_over_budget`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerBudget {
+    /// Recorded answers measured, and those longer than `max_new_tokens`.
+    pub answers: usize,
+    pub over: usize,
+    /// The longest answer, in tokens.
+    pub longest: usize,
+    pub max_new_tokens: usize,
+}
+
 /// The model-backed agent: a [`BatchPolicy`] for `agentmerge_miniarena::rollout_batch`.
 pub struct ModelPolicy<D> {
     pub decoder: D,
@@ -233,6 +244,23 @@ impl<D: Decoder> ModelPolicy<D> {
 
     pub fn set_agent(&mut self, agent: AgentInfo) {
         self.agent = agent;
+    }
+
+    /// The recorded answers of `episodes` (each action step's `<action>…</action>`, with its
+    /// `<think>` when the prompt asks for thoughts, as `sft/build` writes the target) that take
+    /// more than `max_new_tokens` tokens: a model giving them is cut off before `</action>`, so
+    /// no model can get those steps right. Their count and the longest answer's tokens.
+    pub fn answers_over_budget(&self, episodes: &[Episode]) -> anyhow::Result<AnswerBudget> {
+        let mut b = AnswerBudget { max_new_tokens: self.opts.max_new_tokens, ..Default::default() };
+        for s in episodes.iter().flat_map(|e| &e.steps) {
+            let Some(action) = s.action.as_deref() else { continue };
+            let think = s.think.as_deref().filter(|t| self.opts.prompt.use_thinking && !t.trim().is_empty());
+            let n = tk::encode(&self.tokenizer, &response_text(think, action))?.len();
+            b.answers += 1;
+            b.longest = b.longest.max(n);
+            b.over += usize::from(n > self.opts.max_new_tokens);
+        }
+        Ok(b)
     }
 
     /// The prompt for one turn, as token ids, fitted to `max_len − max_new_tokens` as `sft/build`

@@ -325,3 +325,29 @@ fn step_accuracy_is_counted_per_task_and_pools_by_summing() {
         serde_json::from_value(serde_json::json!({"steps": 4, "exact": 0.5, "verb": 0.75, "element": 0.5, "element_steps": 2, "parses": 1.0})).unwrap();
     assert!(old.per_task.is_empty());
 }
+
+/// The answer budget counts the recorded answers a model could not finish within
+/// `max_new_tokens`, measured against `sft/build`'s training targets (the loss tokens less the
+/// end-of-sequence token), with and without thoughts.
+#[test]
+fn recorded_answers_longer_than_the_budget_are_counted() {
+    for think in [false, true] {
+        let episodes = expert_episodes(think);
+        let tok = tokenizer(&episodes);
+        let template = ChatTemplate::default();
+        let prompt = PromptOptions { use_thinking: think, ..Default::default() };
+        let cfg = BuildConfig { prompt: prompt.clone(), max_len: 8192, ..Default::default() };
+        let (kept, _) = build_examples(&episodes, &tok, &template, &cfg).unwrap();
+        let mut lens: Vec<usize> = kept.iter().map(|b| b.example.mask.iter().filter(|&&m| m == 1).count() - 1).collect();
+        lens.sort_unstable();
+        let (longest, budget) = (*lens.last().unwrap(), lens[lens.len() / 2]);
+        assert!(budget < longest, "{lens:?}");
+        let over = lens.iter().filter(|&&n| n > budget).count();
+        for (max_new_tokens, want_over) in [(budget, over), (longest, 0)] {
+            let opts = AgentOptions { prompt: prompt.clone(), max_len: 8192, max_new_tokens, ..Default::default() };
+            let policy = ModelPolicy::new(Scripted(Vec::new()), tok.clone(), template.clone(), vec![1], opts, 0, AgentInfo::default()).unwrap();
+            let b = policy.answers_over_budget(&episodes).unwrap();
+            assert_eq!((b.answers, b.over, b.longest, b.max_new_tokens), (lens.len(), want_over, longest, max_new_tokens), "think: {think}");
+        }
+    }
+}
