@@ -80,7 +80,8 @@ nodes:
 fn every_checkpoint_gets_a_row_and_every_kind_runs_through_the_host() {
     let t = tempfile::tempdir().unwrap();
     let p = pipeline(t.path());
-    ok(t.path(), &["run", p.to_str().unwrap()]);
+    let o = agentmerge(t.path(), &["run", p.to_str().unwrap()]);
+    assert!(o.status.success(), "stderr:\n{}", stderr(&o));
     let report = latest_report(&t.path().join(".agentmerge"));
 
     // evaluate: the untrained model first (no trainer_state.json), then one row per checkpoint
@@ -127,6 +128,10 @@ fn every_checkpoint_gets_a_row_and_every_kind_runs_through_the_host() {
     assert_eq!((b["answers"].as_u64(), b["max_new_tokens"].as_u64()), (Some(12), Some(16)), "{b}");
     let (over, longest) = (b["over"].as_u64().unwrap(), b["longest"].as_u64().unwrap());
     assert!(over >= 3 && over < 12 && longest > 16, "{b}");
+    let log = stderr(&o);
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("recorded answers in `traces` take more than max_new_tokens")).collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("untrained") && warned[0].contains(&format!("at least {longest}")), "{}", warned[0]);
     let eps = episodes(u["traces"].as_str().unwrap());
     assert_eq!((eps.len(), eps[0].agent.model_name.as_str()), (3, "model"));
     assert!(eps.iter().all(|e| e.err_msg.is_none() && e.n_steps == 3 && e.steps[3].truncated && !e.steps[1].obs.last_action_error.is_empty()));

@@ -360,7 +360,9 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
                 }
                 None => {
                     let base = (k * (jobs.len() + scored_steps)) as u64;
-                    let run = ModelRun { cfg, ctx, jobs: &jobs, recorded: &recorded, scored_steps, seed, base, total };
+                    // The first model this run plays says what the answer budget cuts off.
+                    let warn_budget = reuse.computed == 0;
+                    let run = ModelRun { cfg, ctx, jobs: &jobs, recorded: &recorded, scored_steps, seed, base, total, warn_budget };
                     let (m, episodes) = run.play::<B>(&mut be, dir, tok_dir.as_deref(), &model_name)?;
                     reuse.computed += 1;
                     if let (Some(keys), Some(key)) = (&keys, &key) {
@@ -436,6 +438,8 @@ struct ModelRun<'a> {
     /// Progress units done before this model, of `total`.
     base: u64,
     total: u64,
+    /// Warn when recorded answers are longer than `max_new_tokens` (once per node).
+    warn_budget: bool,
 }
 
 impl ModelRun<'_> {
@@ -466,10 +470,10 @@ impl ModelRun<'_> {
         let agent_name = if cfg.prompt.use_thinking { "model-cot" } else { "model" };
         let agent = AgentInfo { model_name: model_name.into(), agent_name: agent_name.into() };
         let mut policy = ModelPolicy::new(loaded, tok, template, eos, cfg.agent_options(), self.seed, agent.clone())?;
-        // Recorded answers the budget cuts off: no model can play those steps right. Said once
-        // per node (before its first model), recorded in every model's metrics.
+        // Recorded answers the budget cuts off: no model can play those steps right. Recorded in
+        // every model's metrics, said before the first model plays.
         let budget = if self.scored_steps > 0 { Some(policy.answers_over_budget(self.recorded)?) } else { None };
-        if let Some(b) = budget.filter(|b| b.over > 0 && self.base == 0) {
+        if let Some(b) = budget.filter(|b| b.over > 0 && self.warn_budget) {
             tracing::warn!(
                 "{} of the {} recorded answers in `traces` take more than max_new_tokens = {} tokens (the longest: {}): a model giving them is cut off, so those steps and their episodes cannot succeed; set max_new_tokens to at least {} (and max_len to the prompt length plus that)",
                 b.over,
