@@ -124,6 +124,19 @@ pub struct StepAccuracy {
     /// The same by task (in name order), as counts: tasks pool by summing them.
     #[serde(default)]
     pub per_task: Vec<TaskStepAccuracy>,
+    /// Steps and exact answers by the expert's action (`click`, `fill`, `send_msg_to_user`...,
+    /// in name order), all tasks pooled: which kind of step a model misses (the final
+    /// messages, say).
+    #[serde(default)]
+    pub per_action: Vec<ActionStepAccuracy>,
+}
+
+/// Steps of one expert action name and how many the model matched exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ActionStepAccuracy {
+    pub action: String,
+    pub steps: usize,
+    pub exact: usize,
 }
 
 /// One task's steps in [`StepAccuracy`]: counts, so that a split of the tasks (inter-task,
@@ -145,6 +158,9 @@ pub struct TaskStepAccuracy {
     pub element_steps: usize,
     /// Answers that parse.
     pub parses: usize,
+    /// The same steps by the expert's action name (in name order).
+    #[serde(default)]
+    pub per_action: Vec<ActionStepAccuracy>,
     /// `exact / steps`, `verb / steps`, `element / element_steps` (0 when there are none).
     pub exact_rate: f64,
     pub verb_rate: f64,
@@ -173,6 +189,7 @@ pub fn step_accuracy<D: Decoder>(
         .collect();
     let canonical = |a: &str| parse_action(a).ok();
     let mut tasks = BTreeMap::<&str, TaskStepAccuracy>::new();
+    let mut actions = BTreeMap::<(&str, String), ActionStepAccuracy>::new();
     policy.take_counts();
     for (n, chunk) in turns.chunks(batch).enumerate() {
         let ts: Vec<Turn<'_>> = chunk.iter().map(|(t, _)| *t).collect();
@@ -182,13 +199,20 @@ pub fn step_accuracy<D: Decoder>(
             t.steps += 1;
             let want = canonical(want);
             let got = got.ok().and_then(|o| canonical(&o.action));
+            let name = want.as_ref().map_or("unparsable", |w| w.name()).to_string();
+            let a = actions
+                .entry((episodes[turn.episode].task_name.as_str(), name.clone()))
+                .or_insert_with(|| ActionStepAccuracy { action: name, ..Default::default() });
+            a.steps += 1;
             if let Some(w) = &want {
                 if let Some(b) = w.target_bid() {
                     t.element_steps += 1;
                     t.element += usize::from(got.as_ref().and_then(|g| g.target_bid()) == Some(b));
                 }
                 t.verb += usize::from(got.as_ref().is_some_and(|g| g.name() == w.name()));
-                t.exact += usize::from(got.as_ref().is_some_and(|g| g.to_string() == w.to_string()));
+                let exact = got.as_ref().is_some_and(|g| g.to_string() == w.to_string());
+                t.exact += usize::from(exact);
+                a.exact += usize::from(exact);
             }
         }
         progress(((n + 1) * batch).min(turns.len()), turns.len())?;
@@ -197,6 +221,15 @@ pub fn step_accuracy<D: Decoder>(
     for (k, c) in policy.take_counts() {
         if let Some(e) = episodes.get(k) {
             task_entry(&mut tasks, e).parses += c.actions.saturating_sub(c.parse_errors);
+        }
+    }
+    let mut pooled = BTreeMap::<String, ActionStepAccuracy>::new();
+    for ((task, name), a) in actions {
+        let p = pooled.entry(name.clone()).or_insert_with(|| ActionStepAccuracy { action: name, ..Default::default() });
+        p.steps += a.steps;
+        p.exact += a.exact;
+        if let Some(t) = tasks.get_mut(task) {
+            t.per_action.push(a);
         }
     }
     let per_task: Vec<TaskStepAccuracy> = tasks
@@ -218,6 +251,7 @@ pub fn step_accuracy<D: Decoder>(
         element_steps,
         parses: ratio(sum(|t| t.parses), steps),
         per_task,
+        per_action: pooled.into_values().collect(),
     })
 }
 

@@ -312,7 +312,7 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
             .output(
                 "metrics",
                 PortType::Metrics,
-                "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors; actions, parse_errors, invalid_actions, truncated, prompt_too_long and their rates; with `traces`, step_accuracy (exact, verb, element, and per_task counts) and answer_budget (recorded answers, how many are longer than max_new_tokens, the longest); for a checkpoint list, `rows` (one per checkpoint) and the last row's fields; rows_computed and rows_reused (models taken from the memo)",
+                "overall, per_category and per_task success_rate, std_err, mean_steps; n_errors; actions, parse_errors, invalid_actions, truncated, prompt_too_long and their rates; with `traces`, step_accuracy (exact, verb, element; per_task and per_action counts) and answer_budget (recorded answers, how many are longer than max_new_tokens, the longest); for a checkpoint list, `rows` (one per checkpoint) and the last row's fields; rows_computed and rows_reused (models taken from the memo)",
             )
             .output("traces", PortType::Dataset(Some("traces".into())), "the played episodes (agent.model_name tells checkpoints apart)")
     }
@@ -332,8 +332,8 @@ impl<B: BackendKind> NodeKind for EvaluateNode<B> {
         // Greedy decoding never draws: the seed matters only when sampling.
         let keys = MemoKeys::new(ctx, || {
             Ok(json!({
-                // Bump when the memoised metrics change shape (2: step_accuracy.per_task).
-                "v": 2,
+                // Bump when the memoised metrics change shape (2: step_accuracy.per_task, 3: per_action).
+                "v": 3,
                 "config": cfg,
                 "seed": (cfg.temperature > 0.0).then_some(seed),
                 "tokenizer": input_hash(&inputs, "tokenizer")?,

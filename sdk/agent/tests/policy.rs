@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use agentmerge_agent::{
-    eval::{instances_of, step_accuracy, TaskStepAccuracy},
+    eval::{instances_of, step_accuracy, ActionStepAccuracy, TaskStepAccuracy},
     play, AgentOptions, Decoder, LoadedModel, ModelPolicy,
 };
 use agentmerge_backend_cpu::CpuBackend;
@@ -281,7 +281,17 @@ fn step_accuracy_is_counted_per_task_and_pools_by_summing() {
             w.verb += usize::from(parses);
             w.parses += usize::from(parses);
             w.element += usize::from(exact && targeted);
+            let by = match w.per_action.iter_mut().find(|x| x.action == expert.name()) {
+                Some(x) => x,
+                None => {
+                    w.per_action.push(ActionStepAccuracy { action: expert.name().into(), ..Default::default() });
+                    w.per_action.last_mut().unwrap()
+                }
+            };
+            by.steps += 1;
+            by.exact += usize::from(exact);
         }
+        w.per_action.sort_by(|a, b| a.action.cmp(&b.action));
     }
     let opts = AgentOptions { prompt: PromptOptions { use_thinking: false, ..Default::default() }, max_len: 8192, max_new_tokens: 64, ..Default::default() };
     let mut policy = ModelPolicy::new(Scripted(script), tok, ChatTemplate::default(), vec![1], opts, 0, AgentInfo::default()).unwrap();
@@ -298,6 +308,16 @@ fn step_accuracy_is_counted_per_task_and_pools_by_summing() {
         .map(|t| TaskStepAccuracy { exact_rate: rate(t.exact, t.steps), verb_rate: rate(t.verb, t.steps), element_rate: rate(t.element, t.element_steps), ..t })
         .collect();
     assert_eq!(acc.per_task, want);
+    // By the expert's action: each task's counts in name order, pooled over tasks by summing.
+    let mut pooled: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for a in acc.per_task.iter().flat_map(|t| &t.per_action) {
+        let p = pooled.entry(a.action.as_str()).or_default();
+        p.0 += a.steps;
+        p.1 += a.exact;
+    }
+    let got: Vec<(&str, usize, usize)> = acc.per_action.iter().map(|a| (a.action.as_str(), a.steps, a.exact)).collect();
+    assert_eq!(got, pooled.iter().map(|(k, (s, e))| (*k, *s, *e)).collect::<Vec<_>>());
+    assert!(acc.per_action.len() >= 3 && acc.per_action.iter().any(|a| a.action == "click" && 0 < a.exact && a.exact < a.steps), "{:?}", acc.per_action);
     // In task-name order, with the episodes' categories; the two navigate episodes are one task.
     let names: Vec<(&str, &str)> = acc.per_task.iter().map(|t| (t.task.as_str(), t.category.as_str())).collect();
     assert_eq!(names, [(TASKS[2], "form"), (TASKS[1], "menu"), (TASKS[0], "menu")]);
@@ -323,7 +343,7 @@ fn step_accuracy_is_counted_per_task_and_pools_by_summing() {
     // Metrics written before per_task existed still read.
     let old: agentmerge_agent::eval::StepAccuracy =
         serde_json::from_value(serde_json::json!({"steps": 4, "exact": 0.5, "verb": 0.75, "element": 0.5, "element_steps": 2, "parses": 1.0})).unwrap();
-    assert!(old.per_task.is_empty());
+    assert!(old.per_task.is_empty() && old.per_action.is_empty());
 }
 
 /// The answer budget counts the recorded answers a model could not finish within
