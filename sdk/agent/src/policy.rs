@@ -23,7 +23,7 @@ use agentmerge_model::{
     Backend, Model,
 };
 use agentmerge_sft::{
-    build::{history_prompt, response_text},
+    build::{history_prompt, response_text, step_think},
     prompt::{fit_prompt, DropReason, PromptOptions},
     template::ChatTemplate,
     tokenizer as tk,
@@ -254,7 +254,7 @@ impl<D: Decoder> ModelPolicy<D> {
         let mut b = AnswerBudget { max_new_tokens: self.opts.max_new_tokens, ..Default::default() };
         for s in episodes.iter().flat_map(|e| &e.steps) {
             let Some(action) = s.action.as_deref() else { continue };
-            let think = s.think.as_deref().filter(|t| self.opts.prompt.use_thinking && !t.trim().is_empty());
+            let think = step_think(s).filter(|_| self.opts.prompt.use_thinking);
             let n = tk::encode(&self.tokenizer, &response_text(think, action))?.len();
             b.answers += 1;
             b.longest = b.longest.max(n);

@@ -179,7 +179,9 @@ pub fn history_prompt(goal: &str, obs: &Observation, history: &[Step]) -> StepPr
     }
 }
 
-fn step_think(s: &Step) -> Option<&str> {
+/// A step's thought, unless it has none or only whitespace: what the training target puts in
+/// `<think>` when the prompt asks for thoughts.
+pub fn step_think(s: &Step) -> Option<&str> {
     s.think.as_deref().filter(|t| !t.trim().is_empty())
 }
 
