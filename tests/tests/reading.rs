@@ -127,17 +127,11 @@ nodes:
     }
 }
 
-#[test]
-fn plain_goal_documents_word_instructions_as_a_user_does() {
+/// The (instruction, action call) pairs of the goal documents `sft/reading` makes with `with`
+/// from a knowledge-base and a dashboard template, through the real plugin.
+fn goal_pairs(with: &str) -> Vec<(String, String)> {
     let t = tempfile::tempdir().unwrap();
-    write(
-        t.path(),
-        "p.yaml",
-        &reading_pipeline(
-            "[miniarena.knowledge_base.travel_policy, miniarena.dashboard.read_value]",
-            "{questions_per_page: 2, kinds: [click, fill, select, value, text, cell], goal_documents: 1, goals_per_document: 8, goal_wording: plain}",
-        ),
-    );
+    write(t.path(), "p.yaml", &reading_pipeline("[miniarena.knowledge_base.travel_policy, miniarena.dashboard.read_value]", with));
     ok(t.path(), &["run", "p.yaml"]);
     let report = latest_report(&t.path().join(".agentmerge"));
     let node = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "reading").unwrap();
@@ -145,24 +139,72 @@ fn plain_goal_documents_word_instructions_as_a_user_does() {
     let docs: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
     let goal_docs: Vec<&String> = docs.iter().filter(|d| d.starts_with("# Goals\n1. ")).collect();
     assert!(!goal_docs.is_empty());
-    let (mut fills, mut messages) = (0, 0);
+    let mut pairs = Vec::new();
     for d in goal_docs {
         let (goals, rest) = d.split_once("\n\n# Current page\n").unwrap();
         let actions: Vec<&str> = rest.split_once("\n\n# Actions\n").unwrap().1.lines().collect();
         for (g, a) in goals.lines().skip(1).zip(&actions) {
             let (g, a) = (g.split_once(". ").unwrap().1, a.split_once(". ").unwrap().1);
             let call = a.strip_prefix("<action>").and_then(|x| x.strip_suffix("</action>")).unwrap_or_else(|| panic!("{a}"));
-            // Every action parses; what a fill types is said in the instruction, without quotes.
-            match agentmerge_traces::parse_action(call).unwrap_or_else(|e| panic!("{call}: {e}")) {
-                agentmerge_traces::Action::Fill { value, .. } => {
-                    fills += 1;
-                    assert!(g.contains(value.as_str()) && !g.contains(&format!("'{value}'")), "{g} → {a}");
-                }
-                agentmerge_traces::Action::SendMsgToUser { .. } => messages += 1,
-                _ => {}
+            pairs.push((g.to_string(), call.to_string()));
+        }
+    }
+    pairs
+}
+
+#[test]
+fn plain_goal_documents_word_instructions_as_a_user_does() {
+    let pairs =
+        goal_pairs("{questions_per_page: 2, kinds: [click, fill, select, value, text, cell], goal_documents: 1, goals_per_document: 8, goal_wording: plain}");
+    let (mut fills, mut messages) = (0, 0);
+    for (g, call) in &pairs {
+        // Every action parses; what a fill types is said in the instruction, without quotes.
+        match agentmerge_traces::parse_action(call).unwrap_or_else(|e| panic!("{call}: {e}")) {
+            agentmerge_traces::Action::Fill { value, .. } => {
+                fills += 1;
+                assert!(g.contains(value.as_str()) && !g.contains(&format!("'{value}'")) && !g.contains('"'), "{g} → {call}");
             }
+            agentmerge_traces::Action::SendMsgToUser { .. } => messages += 1,
+            _ => {}
         }
     }
     // Knowledge-base search pages have a searchbox; articles and charts answer questions.
     assert!(fills > 0 && messages > 0, "fills {fills}, messages {messages}");
+}
+
+#[test]
+fn styled_goal_documents_quote_names_and_answer_in_sentences() {
+    let pairs = goal_pairs(
+        "{questions_per_page: 2, kinds: [click, fill, select, value, text, cell], goal_documents: 1, goals_per_document: 8, goal_wording: plain, goal_answers: sentence, goal_quotes: true}",
+    );
+    let (mut quoted, mut fills, mut cells) = (0, 0, 0);
+    for (g, call) in &pairs {
+        quoted += g.contains('"') as usize;
+        match agentmerge_traces::parse_action(call).unwrap_or_else(|e| panic!("{call}: {e}")) {
+            // Typed without the quotes the instruction may put around the value.
+            agentmerge_traces::Action::Fill { value, .. } => {
+                fills += 1;
+                assert!(g.contains(value.as_str()) && !value.contains('"'), "{g} → {call}");
+            }
+            // "What is the Count of Network?" → a sentence naming the key before the value.
+            agentmerge_traces::Action::SendMsgToUser { text } => {
+                if let Some(key) = g.strip_prefix("What is the ").and_then(|r| r.split_once(" of ")).map(|(_, k)| k.trim_end_matches('?').trim_matches('"')) {
+                    cells += 1;
+                    assert!(text.contains(key) && text.ends_with('.') && text.len() > key.len() + 6, "{g} → {text}");
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(quoted > 0 && quoted < pairs.len() && fills > 0 && cells > 0, "quoted {quoted} of {}, fills {fills}, cells {cells}", pairs.len());
+
+    // The styles are of the plain wording: asked of the quoted one, an error at the field.
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "bad.yaml",
+        "name: bad\nnodes:\n  - id: reading\n    uses: sft/reading\n    with: {goal_documents: 1, goal_answers: sentence}\n    inputs: {traces: collect.traces}\n  - id: collect\n    uses: miniarena/collect\n    with: {templates: [miniarena.menu.impersonate_user], seeds: {start: 0, count: 1}}\n",
+    );
+    let o = agentmerge(t.path(), &["check", "bad.yaml"]);
+    assert!(!o.status.success() && stderr(&o).contains("goal_answers") && stderr(&o).contains("goal_wording: plain"), "{}", stderr(&o));
 }

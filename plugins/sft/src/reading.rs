@@ -7,7 +7,9 @@
 use std::{collections::BTreeSet, io::Write as _};
 
 use agentmerge_sdk::prelude::*;
-use agentmerge_sft::reading::{document, exercises_with, goal_document, goals, instructions, lookups, page_text, parse_axtree, qa_lines, Kind, Rng};
+use agentmerge_sft::reading::{
+    document, exercises_with, goal_document, goals, instructions, lookups, page_text, parse_axtree, qa_lines, Kind, PlainStyle, Rng,
+};
 use agentmerge_traces::{read_episodes, OnBadLine};
 use serde_json::json;
 
@@ -52,6 +54,17 @@ pub struct Reading {
     /// and the page questions among `kinds`, answered with `send_msg_to_user`.
     #[serde(default, skip_serializing_if = "is_quoted")]
     pub goal_wording: Wording,
+    /// `goal_wording: plain` only: how a question about the page is answered — `value` (the
+    /// default: the value alone, `33`) or `sentence` (`The Count of Network is 33.`: the key
+    /// asked about, copied from the instruction, then the value looked up beside it, as the
+    /// tasks' final messages are).
+    #[serde(default, skip_serializing_if = "is_value")]
+    pub goal_answers: Answers,
+    /// `goal_wording: plain` only: put the names and values of half of the instructions in
+    /// double quotes (`Type "Oslo" into Search.`), as task goals quote them; the actions copy
+    /// them without the quotes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub goal_quotes: bool,
     /// The most pages read (in episode order); 0 for all.
     #[serde(default)]
     pub max_pages: usize,
@@ -80,6 +93,18 @@ pub enum Wording {
     Plain,
 }
 
+/// How goal documents answer questions about the page (see `goal_answers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Answers {
+    #[default]
+    Value,
+    Sentence,
+}
+
+fn is_value(a: &Answers) -> bool {
+    *a == Answers::Value
+}
 fn is_quoted(w: &Wording) -> bool {
     *w == Wording::Quoted
 }
@@ -114,7 +139,7 @@ struct ReadingReport {
 
 impl NodeKind for Reading {
     const NAME: &'static str = "reading";
-    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it, worded with quotes or plainly as a user words a goal (`goal_wording`).";
+    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it, worded with quotes or plainly as a user words a goal (`goal_wording`), answered with the value or a sentence (`goal_answers`).";
 
     fn ports() -> Ports {
         Ports::new()
@@ -143,6 +168,10 @@ impl NodeKind for Reading {
         if self.goal_documents > 0 && self.format == Format::Chat {
             return Err(ConfigError::new("goal_documents", "goal documents are pretraining text: set `format: text` or `goal_documents: 0`"));
         }
+        if self.goal_wording == Wording::Quoted && (self.goal_answers != Answers::Value || self.goal_quotes) {
+            let field = if self.goal_quotes { "goal_quotes" } else { "goal_answers" };
+            return Err(ConfigError::new(field, "styles the plain wording only: set `goal_wording: plain`, or remove it"));
+        }
         if self.rounds == 0 {
             return Err(ConfigError::new("rounds", "must be at least 1"));
         }
@@ -157,6 +186,7 @@ impl NodeKind for Reading {
         let mut rng = Rng::new(ctx.seed());
         let mut seen = BTreeSet::new();
         let mut r = ReadingReport { episodes: episodes.len(), ..Default::default() };
+        let style = PlainStyle { sentences: self.goal_answers == Answers::Sentence, quotes: self.goal_quotes };
         'pages: for e in &episodes {
             ctx.check()?;
             for s in &e.steps {
@@ -198,7 +228,7 @@ impl NodeKind for Reading {
                             for _ in 0..self.goal_documents {
                                 let gs = match self.goal_wording {
                                     Wording::Quoted => goals(&els, self.goals_per_document, &mut rng),
-                                    Wording::Plain => instructions(&els, &looked_up, self.goals_per_document, &mut rng, &self.kinds),
+                                    Wording::Plain => instructions(&els, &looked_up, self.goals_per_document, &mut rng, &self.kinds, style),
                                 };
                                 if gs.is_empty() {
                                     break;

@@ -297,17 +297,17 @@ pub fn exercises_with(elements: &[Element], lookups: &[Exercise], n: usize, rng:
             let (question, answer) = match kind {
                 Kind::Find => (format!("Which element is the {role} '{name}'?"), bid.clone()),
                 Kind::Describe => (format!("What is element {bid}?"), format!("{role} '{name}'")),
-                Kind::Click => (format!("Click the {role} '{name}'."), action(&format!("click('{bid}')"))),
+                Kind::Click => (format!("Click the {role} '{name}'."), tagged(Action::Click { bid: bid.clone() })),
                 Kind::Fill => {
                     let v = texts[rng.below(texts.len())];
                     parts.push(v.to_string());
-                    (format!("Fill the {role} '{name}' with '{v}'."), action(&format!("fill('{bid}', '{v}')")))
+                    (format!("Fill the {role} '{name}' with '{v}'."), tagged(Action::Fill { bid: bid.clone(), value: v.to_string() }))
                 }
                 Kind::Select => {
                     let opts = options(i);
                     let o = opts[rng.below(opts.len())];
                     parts.push(o.to_string());
-                    (format!("Select '{o}' in the {role} '{name}'."), action(&format!("select_option('{bid}', '{o}')")))
+                    (format!("Select '{o}' in the {role} '{name}'."), tagged(Action::SelectOption { bid: bid.clone(), options: Selection::One(o.to_string()) }))
                 }
                 Kind::Value => {
                     let v = e.value.clone().unwrap_or_default();
@@ -332,65 +332,95 @@ pub const INSTRUCTION_KINDS: &[Kind] = &[Kind::Click, Kind::Fill, Kind::Select, 
 /// the action; questions about the page (a field's value, a text by a word, a table cell or
 /// chart value) are answered with `send_msg_to_user` and the value alone, in no task's wording.
 /// Draws from the kinds of `allowed` that [`INSTRUCTION_KINDS`] holds; empty when the page
-/// offers none of them.
-pub fn instructions(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind]) -> Vec<Exercise> {
+/// offers none of them. `style` can make the answers sentences and quote the names, as tasks do.
+pub fn instructions(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind], style: PlainStyle) -> Vec<Exercise> {
     let kinds: Vec<Kind> = allowed.iter().copied().filter(|k| INSTRUCTION_KINDS.contains(k)).collect();
     let mut out = exercises_with(elements, lookups, n, rng, &kinds);
     for x in &mut out {
-        let (question, answer) = say_plainly(x, rng);
+        let (question, answer) = say_plainly(x, rng, style);
         x.question = question;
         x.answer = answer;
     }
     out
 }
 
+/// How [`instructions`] words an instruction and its answer, beyond plain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlainStyle {
+    /// Answer a question about the page with a sentence that first names what was asked, then
+    /// gives the value (`The Count of Network is 33.`), as the tasks' final messages do (`The
+    /// value of Network is 33.`), instead of the value alone: the key is copied from the
+    /// instruction into the answer, then looked up on the page. Text questions are answered
+    /// with the text either way.
+    pub sentences: bool,
+    /// Put the names and values of half of the instructions in double quotes (`Type "Oslo"
+    /// into Search.`), as task goals quote them (`Impersonate the user "Ahmed Ferreira".`);
+    /// the action copies them without the quotes.
+    pub quotes: bool,
+}
+
 /// One exercise of [`INSTRUCTION_KINDS`] as a plain instruction and its action.
-fn say_plainly(x: &Exercise, rng: &mut Rng) -> (String, String) {
+fn say_plainly(x: &Exercise, rng: &mut Rng, style: PlainStyle) -> (String, String) {
     let pick = |rng: &mut Rng, options: &[String]| options[rng.below(options.len())].clone();
+    let quoted = style.quotes && rng.below(2) == 0;
+    let q = |s: &String| if quoted { format!("\"{s}\"") } else { s.clone() };
     let p = &x.parts;
-    let tagged = |a: Action| action(&a.to_string());
+    let sentences = style.sentences;
     let msg = |text: &str| tagged(Action::SendMsgToUser { text: text.to_string() });
     match x.kind {
         Kind::Click => {
-            let (role, name, bid) = (&p[0], &p[1], &p[2]);
-            let q = pick(rng, &[format!("Click {name}."), format!("Open {name}."), format!("Go to {name}."), format!("Press the {name} {role}.")]);
-            (q, tagged(Action::Click { bid: bid.clone() }))
+            let (role, name, bid) = (&p[0], &q(&p[1]), &p[2]);
+            let says = pick(rng, &[format!("Click {name}."), format!("Open {name}."), format!("Go to {name}."), format!("Press the {name} {role}.")]);
+            (says, tagged(Action::Click { bid: bid.clone() }))
         }
         Kind::Fill => {
-            let (role, name, bid, v) = (&p[0], &p[1], &p[2], &p[3]);
+            let (role, name, bid, v) = (&p[0], &q(&p[1]), &p[2], &q(&p[3]));
             let mut says = vec![format!("Type {v} into {name}."), format!("Enter {v} in the {name} {role}."), format!("Set {name} to {v}.")];
             if role == "searchbox" {
                 says.push(format!("Search for {v}."));
             }
-            (pick(rng, &says), tagged(Action::Fill { bid: bid.clone(), value: v.clone() }))
+            (pick(rng, &says), tagged(Action::Fill { bid: bid.clone(), value: p[3].clone() }))
         }
         Kind::Select => {
-            let (role, name, bid, o) = (&p[0], &p[1], &p[2], &p[3]);
-            let q = pick(rng, &[format!("Choose {o} for {name}."), format!("Set {name} to {o}."), format!("Select {o} in the {name} {role}.")]);
-            (q, tagged(Action::SelectOption { bid: bid.clone(), options: Selection::One(o.clone()) }))
+            let (role, name, bid, o) = (&p[0], &q(&p[1]), &p[2], &q(&p[3]));
+            let says = pick(rng, &[format!("Choose {o} for {name}."), format!("Set {name} to {o}."), format!("Select {o} in the {name} {role}.")]);
+            (says, tagged(Action::SelectOption { bid: bid.clone(), options: Selection::One(p[3].clone()) }))
         }
         Kind::Value => {
             let (name, v) = (&p[1], &p[3]);
-            (pick(rng, &[format!("What is the {name}?"), format!("Tell me the value of {name}.")]), msg(v))
+            let says = pick(rng, &[format!("What is the {}?", q(name)), format!("Tell me the value of {}.", q(name))]);
+            let answer = if sentences { pick(rng, &[format!("The {name} is {v}."), format!("{name} is set to {v}.")]) } else { v.clone() };
+            (says, msg(&answer))
         }
         Kind::Text => {
-            let (word, text) = (&p[0], &p[1]);
+            let (word, text) = (&q(&p[0]), &p[1]);
             (pick(rng, &[format!("What does the page say about {word}?"), format!("Find the text that mentions {word} and tell me.")]), msg(text))
         }
         Kind::Cell => {
             let (key, column, v) = (&p[0], &p[1], &p[2]);
-            let says = if column.is_empty() {
-                vec![format!("How much is {key}?"), format!("What value does the page give for {key}?")]
+            let k = q(key);
+            let (says, answers) = if column.is_empty() {
+                (
+                    vec![format!("How much is {k}?"), format!("What value does the page give for {k}?")],
+                    vec![format!("The value of {key} is {v}."), format!("For {key}, the page gives {v}.")],
+                )
             } else {
-                vec![format!("What is the {column} of {key}?"), format!("Tell me the {column} for {key}.")]
+                (
+                    vec![format!("What is the {column} of {k}?"), format!("Tell me the {column} for {k}.")],
+                    vec![format!("The {column} of {key} is {v}."), format!("For {key}, the {column} is {v}.")],
+                )
             };
-            (pick(rng, &says), msg(v))
+            let says = pick(rng, &says);
+            let answer = if sentences { pick(rng, &answers) } else { v.clone() };
+            (says, msg(&answer))
         }
         Kind::Find | Kind::Describe => unreachable!("not an instruction kind"),
     }
 }
 
-fn action(a: &str) -> String {
+/// An action as the agent writes it, `<action>click('a3')</action>`: the call written by
+/// [`Action`]'s `Display`, so a value holding a quote is still one valid string literal.
+fn tagged(a: Action) -> String {
     format!("<action>{a}</action>")
 }
 
@@ -484,7 +514,13 @@ mod tests {
         let select = all.iter().find(|e| e.kind == Kind::Select).unwrap();
         assert!(select.answer.starts_with("<action>select_option('g26', '"), "{select:?}");
         let fill = all.iter().find(|e| e.kind == Kind::Fill).unwrap();
-        assert!(fill.answer.starts_with("<action>fill('g30', '"), "{fill:?}");
+        assert!(fill.answer.starts_with("<action>fill('g30', "), "{fill:?}");
+        // Every action is one valid call, even typing the field value "it's late" (a quote).
+        for e in all.iter().filter(|e| matches!(e.kind, Kind::Click | Kind::Fill | Kind::Select)) {
+            let call = e.answer.strip_prefix("<action>").and_then(|a| a.strip_suffix("</action>")).unwrap();
+            parse_action(call).unwrap_or_else(|err| panic!("{call}: {err}"));
+        }
+        assert!(has("Fill the textbox 'Reason' with 'it's late'.", "<action>fill('g30', \"it's late\")</action>"), "{all:?}");
         assert_eq!(exercises(&els, 5, &mut Rng::new(9)), exercises(&els, 5, &mut Rng::new(9)));
         assert_eq!(exercises(&els, 5, &mut Rng::new(9)).len(), 5);
         // Kinds are drawn evenly: the one combobox is asked to select about as often as any
@@ -518,7 +554,12 @@ mod tests {
                 Kind::Select => &g.question["Select '".len()..g.question.find("' in the ").unwrap()],
                 _ => &g.question[g.question.find(" with '").unwrap() + 7..g.question.len() - 2],
             };
-            assert!(g.answer.ends_with(&format!(", '{value}')</action>")), "{g:?}");
+            let call = parse_action(g.answer.strip_prefix("<action>").and_then(|a| a.strip_suffix("</action>")).unwrap()).unwrap();
+            let typed = match call {
+                Action::Fill { value, .. } | Action::SelectOption { options: Selection::One(value), .. } => value,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(typed, value, "{g:?}");
         }
         let doc = goal_document("http://x/", PAGE, &gs[..2]);
         let page = doc.find("# Current page").unwrap();
@@ -592,7 +633,14 @@ mod tests {
         let mut els = parse_axtree(PAGE);
         els.extend(parse_axtree(READING));
         let all = lookups(READING, &parse_axtree(READING));
-        let xs = instructions(&els, &all, 600, &mut Rng::new(9), &[Kind::Find, Kind::Click, Kind::Fill, Kind::Select, Kind::Value, Kind::Text, Kind::Cell]);
+        let xs = instructions(
+            &els,
+            &all,
+            600,
+            &mut Rng::new(9),
+            &[Kind::Find, Kind::Click, Kind::Fill, Kind::Select, Kind::Value, Kind::Text, Kind::Cell],
+            PlainStyle::default(),
+        );
         assert_eq!(xs.len(), 600);
         for k in INSTRUCTION_KINDS {
             assert!(xs.iter().any(|x| x.kind == *k), "no {k:?} in {xs:?}");
@@ -616,6 +664,54 @@ mod tests {
         // Several wordings of one kind; none on a page with nothing to act on or ask about.
         let fills: std::collections::BTreeSet<&str> = xs.iter().filter(|x| x.kind == Kind::Fill).map(|x| x.question.split(' ').next().unwrap()).collect();
         assert!(fills.len() >= 3, "{fills:?}");
-        assert!(instructions(&parse_axtree("RootWebArea 'x'\n\t[a1] heading 'Home'"), &[], 3, &mut Rng::new(1), INSTRUCTION_KINDS).is_empty());
+        assert!(instructions(&parse_axtree("RootWebArea 'x'\n\t[a1] heading 'Home'"), &[], 3, &mut Rng::new(1), INSTRUCTION_KINDS, PlainStyle::default())
+            .is_empty());
+    }
+
+    #[test]
+    fn styled_instructions_quote_half_the_names_and_answer_with_the_key_then_the_value() {
+        let mut els = parse_axtree(PAGE);
+        els.extend(parse_axtree(READING));
+        let all = lookups(READING, &parse_axtree(READING));
+        let style = PlainStyle { sentences: true, quotes: true };
+        let xs = instructions(&els, &all, 600, &mut Rng::new(9), INSTRUCTION_KINDS, style);
+        let mut quoted = 0;
+        for x in &xs {
+            let act = parse_action(x.answer.strip_prefix("<action>").and_then(|a| a.strip_suffix("</action>")).unwrap()).unwrap();
+            let p = &x.parts;
+            // The copied name or value is in the instruction, bare or in double quotes; the action never quotes it.
+            let said = match x.kind {
+                Kind::Click | Kind::Value => &p[1],
+                Kind::Fill | Kind::Select => &p[3],
+                Kind::Text | Kind::Cell => &p[0],
+                Kind::Find | Kind::Describe => panic!("{x:?} is not an instruction"),
+            };
+            assert!(x.question.contains(said.as_str()) && !x.question.contains(&format!("'{said}'")), "{x:?}");
+            quoted += x.question.contains(&format!("\"{said}\"")) as usize;
+            match (x.kind, act) {
+                (Kind::Fill, Action::Fill { value, .. }) => assert_eq!(&value, said),
+                (Kind::Select, Action::SelectOption { options: Selection::One(o), .. }) => assert_eq!(&o, said),
+                (Kind::Click, Action::Click { bid }) => assert_eq!(bid, p[2]),
+                (Kind::Text, Action::SendMsgToUser { text }) => assert_eq!(text, p[1]),
+                // A sentence: the key asked about, then the value, unquoted.
+                (Kind::Value, Action::SendMsgToUser { text }) => {
+                    assert!(text.contains(&p[1]) && text.ends_with(&format!("{}.", p[3])) && !text.contains('"'), "{x:?}")
+                }
+                (Kind::Cell, Action::SendMsgToUser { text }) => {
+                    let (key, v) = (&p[0], &p[2]);
+                    assert!(
+                        text.contains(key.as_str()) && text.contains(v.as_str()) && text.find(key.as_str()) != text.find(v.as_str()) && !text.contains('"'),
+                        "{x:?}"
+                    );
+                    assert!(text.len() > key.len() + v.len(), "{x:?}");
+                }
+                (k, a) => panic!("{k:?} answered with {a:?}"),
+            }
+        }
+        // About half quoted (300 of 600 expected).
+        assert!((240..=360).contains(&quoted), "{quoted} of 600 quoted");
+        // The default style is the plain one: bare names, bare values.
+        let plain = instructions(&els, &all, 50, &mut Rng::new(9), INSTRUCTION_KINDS, PlainStyle::default());
+        assert!(plain.iter().all(|x| !x.question.contains('"')));
     }
 }
