@@ -330,7 +330,8 @@ pub const INSTRUCTION_KINDS: &[Kind] = &[Kind::Click, Kind::Fill, Kind::Select, 
 /// to copy in a plain sentence, as in `What is the hotel limit for trips to Oslo?` → `fill(...,
 /// 'travel guidelines Oslo')`. Click, fill and select copy a name or value from the sentence into
 /// the action; questions about the page (a field's value, a text by a word, a table cell or
-/// chart value) are answered with `send_msg_to_user` and the value alone, in no task's wording.
+/// chart value) are answered with `send_msg_to_user`: the value alone, in no task's wording, or
+/// with `style.sentences` a sentence naming the key first.
 /// Draws from the kinds of `allowed` that [`INSTRUCTION_KINDS`] holds; empty when the page
 /// offers none of them. `style` can make the answers sentences and quote the names, as tasks do.
 pub fn instructions(elements: &[Element], lookups: &[Exercise], n: usize, rng: &mut Rng, allowed: &[Kind], style: PlainStyle) -> Vec<Exercise> {
