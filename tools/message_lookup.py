@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from final_step import episodes  # noqa: E402
+from final_step import episodes, node_file  # noqa: E402
 
 # The message, and where the goal names the key, per template.
 MESSAGE = {
@@ -71,10 +71,9 @@ def main(argv):
     for node in run["nodes"]:
         if (node["id"] not in wanted) if wanted else not node["uses"].endswith("/evaluate"):
             continue
-        out = node["outputs"].get("traces")
-        if not out:
+        if "traces" not in node["outputs"]:
             continue
-        for e in episodes(Path(out if isinstance(out, str) else out["path"])):
+        for e in episodes(node_file(store, run, node["id"], "traces")):
             task = e["task_name"].rsplit(".", 1)[-1]
             if task not in MESSAGE:
                 continue
