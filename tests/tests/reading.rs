@@ -1,7 +1,8 @@
 //! `sft/reading` through the real host: page-reading documents from the pages of real episodes,
 //! with goal documents (numbered instructions before the page, their actions after it; quoted
 //! or worded plainly), with the `text`/`cell` kinds and documents filled to `fill_chars`, and
-//! the config errors when goal documents or filling are asked of chat output.
+//! the config errors when goal documents or filling are asked of chat output; and on scrambled
+//! pages, whose names, values and bids are random but whose answers still stand on the page.
 
 mod common;
 
@@ -207,4 +208,44 @@ fn styled_goal_documents_quote_names_and_answer_in_sentences() {
     );
     let o = agentmerge(t.path(), &["check", "bad.yaml"]);
     assert!(!o.status.success() && stderr(&o).contains("goal_answers") && stderr(&o).contains("goal_wording: plain"), "{}", stderr(&o));
+}
+
+#[test]
+fn scrambled_pages_hide_every_name_and_still_answer_from_the_page() {
+    let t = tempfile::tempdir().unwrap();
+    let with = "{questions_per_page: 8, kinds: [find, click, cell], rounds: 2, scramble: true}";
+    write(t.path(), "p.yaml", &reading_pipeline("[miniarena.knowledge_base.travel_policy, miniarena.dashboard.read_value]", with));
+    ok(t.path(), &["run", "p.yaml"]);
+    let report = latest_report(&t.path().join(".agentmerge"));
+    let node = report["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "reading").unwrap();
+    let r = &node["outputs"]["report"];
+    assert_eq!(r["documents"].as_u64().unwrap(), 2 * r["pages"].as_u64().unwrap(), "{r}");
+    let text = std::fs::read_to_string(node["outputs"]["text"].as_str().unwrap()).unwrap();
+    let docs: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let (mut finds, mut cells) = (0, 0);
+    for pair in docs.chunks(2) {
+        // The two rounds of a page are two different scrambles of it.
+        assert_ne!(pair[0].split("\n# Questions").next(), pair[1].split("\n# Questions").next());
+        for d in pair {
+            let (page, qa) = d.split_once("\n\n# Questions\n").expect("questions after the page");
+            // MiniArena's own name, on every page's banner, is gone.
+            assert!(!page.contains("banner 'MiniArena'"), "{page}");
+            let lines: Vec<&str> = qa.lines().collect();
+            for q in lines.chunks(2) {
+                let (q, a) = (q[0].strip_prefix("Q: ").unwrap(), q[1].strip_prefix("A: ").unwrap());
+                // "Which element is the cell 'Oslo'?" → the bid on the page's line for it.
+                if let Some(what) = q.strip_prefix("Which element is the ").and_then(|x| x.strip_suffix('?')) {
+                    finds += 1;
+                    assert!(page.contains(&format!("[{a}] {what}")), "{q} → {a} not on the page:\n{page}");
+                }
+                // "What is the Count of 'Oslo'?" → a cell of the row that holds 'Oslo' (a cell, a link).
+                if let Some(key) = q.strip_prefix("What is the ").and_then(|x| x.split_once(" of '")).map(|x| x.1.trim_end_matches("'?")) {
+                    cells += 1;
+                    let row = page.split("row ''").find(|row| row.contains(&format!(" '{key}'\n"))).unwrap_or_else(|| panic!("{q}: no row holds {key}"));
+                    assert!(row.contains(&format!(" '{a}'")), "{q} → {a}, row: {row}");
+                }
+            }
+        }
+    }
+    assert!(finds > 10 && cells > 0, "finds {finds}, cells {cells}");
 }

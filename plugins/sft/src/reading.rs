@@ -10,6 +10,7 @@ use agentmerge_sdk::prelude::*;
 use agentmerge_sft::reading::{
     document, exercises_with, goal_document, goals, instructions, lookups, page_text, parse_axtree, qa_lines, Kind, PlainStyle, Rng,
 };
+use agentmerge_sft::scramble::Scrambler;
 use agentmerge_traces::{read_episodes, OnBadLine};
 use serde_json::json;
 
@@ -65,6 +66,12 @@ pub struct Reading {
     /// them without the quotes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub goal_quotes: bool,
+    /// Rewrite each page before asking about it, every bid and every word and number of its
+    /// names and values replaced by a random one (the same everywhere on the page; words drawn
+    /// from the input's pages, so the tokenizer knows them): answers can then only be read off
+    /// the page, never remembered (`agentmerge_sft::scramble`). Each round draws a new page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scramble: bool,
     /// The most pages read (in episode order); 0 for all.
     #[serde(default)]
     pub max_pages: usize,
@@ -187,6 +194,12 @@ impl NodeKind for Reading {
         let mut seen = BTreeSet::new();
         let mut r = ReadingReport { episodes: episodes.len(), ..Default::default() };
         let style = PlainStyle { sentences: self.goal_answers == Answers::Sentence, quotes: self.goal_quotes };
+        let scrambler = if self.scramble {
+            let pages = episodes.iter().flat_map(|e| e.steps.iter().map(|s| s.obs.axtree_txt.as_str()));
+            Some(Scrambler::new(pages).with_context(|| format!("{}: `scramble` needs pages with words in their names; these have none", traces.display()))?)
+        } else {
+            None
+        };
         'pages: for e in &episodes {
             ctx.check()?;
             for s in &e.steps {
@@ -198,17 +211,25 @@ impl NodeKind for Reading {
                     continue;
                 }
                 r.pages += 1;
-                let els = parse_axtree(&s.obs.axtree_txt);
-                // Text and cell questions, only when asked for.
-                let looked_up = if self.kinds.iter().any(|k| matches!(k, Kind::Text | Kind::Cell)) { lookups(&s.obs.axtree_txt, &els) } else { Vec::new() };
+                let mut read = |axtree: &str| {
+                    let els = parse_axtree(axtree);
+                    // Text and cell questions, only when asked for.
+                    let looked_up = if self.kinds.iter().any(|k| matches!(k, Kind::Text | Kind::Cell)) { lookups(axtree, &els) } else { Vec::new() };
+                    (els, looked_up)
+                };
+                let original = read(&s.obs.axtree_txt);
                 for _ in 0..self.rounds {
-                    let mut ex = exercises_with(&els, &looked_up, self.questions_per_page, &mut rng, &self.kinds);
+                    let scrambled = scrambler.as_ref().map(|sc| sc.scramble(&s.obs.axtree_txt, &mut rng));
+                    let axtree = scrambled.as_deref().unwrap_or(&s.obs.axtree_txt);
+                    let fresh = scrambled.as_deref().map(&mut read);
+                    let (els, looked_up) = fresh.as_ref().unwrap_or(&original);
+                    let mut ex = exercises_with(els, looked_up, self.questions_per_page, &mut rng, &self.kinds);
                     if ex.is_empty() {
                         continue;
                     }
                     if self.fill_chars > 0 && self.format == Format::Text {
-                        let mut len = document(&s.obs.url, &s.obs.axtree_txt, &ex).len();
-                        while let Some(x) = exercises_with(&els, &looked_up, 1, &mut rng, &self.kinds).pop() {
+                        let mut len = document(&s.obs.url, axtree, &ex).len();
+                        while let Some(x) = exercises_with(els, looked_up, 1, &mut rng, &self.kinds).pop() {
                             len += qa_lines(&x).len();
                             if len > self.fill_chars {
                                 break;
@@ -221,19 +242,19 @@ impl NodeKind for Reading {
                     }
                     match self.format {
                         Format::Text => {
-                            let text = document(&s.obs.url, &s.obs.axtree_txt, &ex);
+                            let text = document(&s.obs.url, axtree, &ex);
                             r.characters += text.len();
                             r.documents += 1;
                             writeln!(file, "{}", json!({ "text": text }))?;
                             for _ in 0..self.goal_documents {
                                 let gs = match self.goal_wording {
-                                    Wording::Quoted => goals(&els, self.goals_per_document, &mut rng),
-                                    Wording::Plain => instructions(&els, &looked_up, self.goals_per_document, &mut rng, &self.kinds, style),
+                                    Wording::Quoted => goals(els, self.goals_per_document, &mut rng),
+                                    Wording::Plain => instructions(els, looked_up, self.goals_per_document, &mut rng, &self.kinds, style),
                                 };
                                 if gs.is_empty() {
                                     break;
                                 }
-                                let text = goal_document(&s.obs.url, &s.obs.axtree_txt, &gs);
+                                let text = goal_document(&s.obs.url, axtree, &gs);
                                 *r.exercises.entry("goal".into()).or_default() += gs.len();
                                 r.characters += text.len();
                                 r.documents += 1;
@@ -241,7 +262,7 @@ impl NodeKind for Reading {
                             }
                         }
                         Format::Chat => {
-                            let page = page_text(&s.obs.url, &s.obs.axtree_txt);
+                            let page = page_text(&s.obs.url, axtree);
                             for x in &ex {
                                 let user = format!("{page}\n\n# Question\n{}", x.question);
                                 r.characters += user.len() + x.answer.len();

@@ -9,6 +9,8 @@
 //! - [`chat`]: instruction data (JSON Lines `messages`) to that file, the last answer in the loss;
 //! - [`reading`]: page-reading exercises (which element is the button 'Save'? → its bid) from
 //!   AXTree text, to teach small models grounding;
+//! - [`scramble`]: the same pages with their names, values and bids replaced by random ones, so
+//!   an answer must be read off the page, not remembered;
 //! - [`text`]: plain text (`.txt`, JSON Lines) to that file for next-token pretraining: one
 //!   example per document (or window of a long one), every token in the loss.
 
@@ -17,6 +19,7 @@ pub mod chat;
 pub mod dataset;
 pub mod prompt;
 pub mod reading;
+pub mod scramble;
 pub mod template;
 pub mod text;
 pub mod tokenizer;

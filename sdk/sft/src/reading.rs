@@ -64,7 +64,7 @@ fn parse_line(s: &str, depth: usize) -> Option<Element> {
 /// `'text'`, or `"text"` when the text holds a `'`. The closing quote is the first one followed
 /// by the line's end, `, ` (attributes) or ` value=`, so a name may itself hold quotes. Returns
 /// the text and what follows it.
-fn quoted(s: &str) -> Option<(String, &str)> {
+pub(crate) fn quoted(s: &str) -> Option<(String, &str)> {
     let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
     let body = &s[1..];
     let end = body.match_indices(q).map(|(i, _)| i).find(|&i| {
