@@ -2,7 +2,7 @@
 //! one document per distinct page of the episodes, the page as the agent prompt shows it, then
 //! questions and answers that teach grounding (which element a phrase names, an action that
 //! copies a value into a field, a field's value; optionally which text mentions a word, and a
-//! table cell or chart value by its label).
+//! table cell or chart value by its label); optionally on scrambled pages (`scramble`).
 
 use std::{collections::BTreeSet, io::Write as _};
 
@@ -146,7 +146,7 @@ struct ReadingReport {
 
 impl NodeKind for Reading {
     const NAME: &'static str = "reading";
-    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it, worded with quotes or plainly as a user words a goal (`goal_wording`), answered with the value or a sentence (`goal_answers`).";
+    const DOC: &'static str = "Page-reading exercises from the pages of traces, as pretraining text (JSON Lines `text`) or instruction data (`format: chat`, JSON Lines `messages`): each distinct page as the agent prompt shows it, then Q/A lines — which element is the button 'Save' (its bid), what is element b12, click/fill/select actions that copy a value, a field's value; with `kinds`, also which text mentions a word and a table cell or chart value by its label; optionally goal documents (`goal_documents`): numbered instructions before the page, their actions after it, worded with quotes or plainly as a user words a goal (`goal_wording`), answered with the value or a sentence (`goal_answers`); with `scramble`, each page's bids, words and numbers replaced by random ones first, so answers must be read, not remembered.";
 
     fn ports() -> Ports {
         Ports::new()
