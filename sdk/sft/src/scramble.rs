@@ -3,11 +3,11 @@
 //! page can only be answered by reading it, never from memory.
 //!
 //! MiniArena's pages repeat a few hundred names (cities, teams, chart labels), and a tiny model
-//! pretrained on them learns those names' usual values and the bids' usual order instead of
-//! looking them up: measured, the default base has no in-context copying at all (a random token
-//! sequence said twice is no easier the second time; docs/paper.md). On a scrambled page the
-//! only way to the answer is to find the key in the page and copy what stands beside it, the
-//! lookup an agent's final step needs.
+//! pretrained on them can answer from those names' usual values and the bids' usual order
+//! instead of looking them up. On a scrambled page the only way to the answer is to find the key
+//! in the page and copy what stands beside it, the lookup an agent's final step needs. Measured
+//! as extra pretraining text for the pipeline's small base it made reading worse (docs/paper.md,
+//! *Can the base learn to look up at all?*), so no built-in pipeline uses it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
