@@ -59,6 +59,13 @@ nodes:
       lr: 0.01
       checkpoint_every: 5
     inputs: {{data: tokens.dataset, tokenizer: tokenizer.tokenizer}}
+  - id: init
+    uses: models/random_llama
+    with: {{hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 400}}
+  - id: from_init
+    uses: "${{backend}}/pretrain"
+    with: {{seq_len: 64, batch_size: 2, max_steps: 2, warmup_steps: 1}}
+    inputs: {{model: init.model, data: tokens.dataset, tokenizer: tokenizer.tokenizer}}
   - id: sft_data
     uses: sft/build
     with: {{max_len: 1024, prompt: {{use_history: false, use_thinking: false}}}}
@@ -84,6 +91,20 @@ fn pretrain_then_sft_through_the_host() {
     // Real checkpoints: config, weights, tokenizer files.
     for f in ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"] {
         assert!(base.join(f).exists(), "base has no {f}");
+    }
+    // The special tokens are the tokenizer's, also for a `models/random_llama` start (whose
+    // config says 1 and 2 whatever the tokenizer).
+    let json = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let tok = json(&base.join("tokenizer.json"));
+    let id_of = |name: &str| tok["added_tokens"].as_array().unwrap().iter().find(|t| t["content"] == name).unwrap()["id"].clone();
+    let special = json(&base.join("tokenizer_config.json"));
+    let (bos, eos) = (id_of(special["bos_token"].as_str().unwrap()), id_of(special["eos_token"].as_str().unwrap()));
+    assert_ne!((&bos, &eos), (&serde_json::json!(1), &serde_json::json!(2)), "the test needs a tokenizer whose ids differ from the init's");
+    for m in [&base, &model_of(&report, "from_init")] {
+        for f in ["config.json", "generation_config.json"] {
+            let c = json(&m.join(f));
+            assert_eq!((&c["bos_token_id"], &c["eos_token_id"]), (&bos, &eos), "{}/{f}", m.display());
+        }
     }
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(agent.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["torch_dtype"], "bfloat16");

@@ -464,11 +464,16 @@ fn run_training(
 fn set_special_tokens(config: &mut LlamaConfig, dir: &Path) -> anyhow::Result<()> {
     let tok = agentmerge_sft::tokenizer::load(dir)?;
     let template = agentmerge_sft::template::ChatTemplate::from_dir(dir)?;
-    if config.eos_token_id.is_none() && !template.eos_token.is_empty() {
-        config.eos_token_id = tok.token_to_id(&template.eos_token);
-    }
-    if config.bos_token_id.is_none() && !template.bos_token.is_empty() {
-        config.bos_token_id = tok.token_to_id(&template.bos_token);
+    // The model is trained on this tokenizer's ids, so its bos/eos ids are the model's: a fresh
+    // `models/random_llama` config says 1 and 2 whatever the tokenizer.
+    for (name, token, slot) in [("bos", &template.bos_token, &mut config.bos_token_id), ("eos", &template.eos_token, &mut config.eos_token_id)] {
+        let Some(id) = (!token.is_empty()).then(|| tok.token_to_id(token)).flatten() else { continue };
+        if *slot != Some(id) {
+            if let Some(old) = *slot {
+                tracing::info!("{name}_token_id {old} → {id}: the tokenizer's {name} token {token:?}");
+            }
+            *slot = Some(id);
+        }
     }
     if tok.get_vocab_size(true) > config.vocab_size {
         bail!("{}: the tokenizer has {} tokens, more than the model's vocab_size {}", dir.display(), tok.get_vocab_size(true), config.vocab_size);
