@@ -11,7 +11,10 @@ start from the same point); TRAIN and TEST are `tools/lookup_drills.py` files. I
 of 20 steps to 3e-3 then cosine to a tenth, global-norm clipping at 1.0, every token of a
 document in the loss, one document per row (as `cpu/pretrain` packs ~200-token documents in
 256-token rows) — then answers TEST's first 100 documents' questions greedily, each given the
-document up to its `A:`, and prints how many answers are right. Needs torch (not in CI).
+document up to its `A:`, and prints how many answers are right. Documents are framed by the
+tokenizer's bos and eos ids, as `sft/tokenize` frames them (the runs in docs/paper.md, made
+before that was so, framed them by ids 1 and 2: the same role, other tokens). Needs torch (not
+in CI). To train PyTorch on exactly the rows a `cpu/pretrain` run drew, see torch_replay.py.
 """
 import json, math, sys, time
 import numpy as np, torch, torch.nn.functional as F
@@ -42,7 +45,9 @@ def forward(ids):
         x = x + (F.silu(h @ P[p + 'mlp.gate_proj.weight'].T) * (h @ P[p + 'mlp.up_proj.weight'].T)) @ P[p + 'mlp.down_proj.weight'].T
     return norm(x, P['model.norm.weight']) @ P['lm_head.weight'].T
 tk = Tokenizer.from_file(tok_dir + '/tokenizer.json')
-def enc(t): return [1] + tk.encode(t).ids + [2]
+special = json.load(open(tok_dir + '/tokenizer_config.json'))
+BOS, EOS = tk.token_to_id(special['bos_token']), tk.token_to_id(special['eos_token'])
+def enc(t): return [BOS] + tk.encode(t).ids + [EOS]
 docs = [enc(json.loads(l)['text']) for l in open(train)]
 Tm = max(map(len, docs))
 decay = [p for k, p in P.items() if p.dim() == 2]; nodecay = [p for k, p in P.items() if p.dim() < 2]
@@ -66,7 +71,7 @@ with torch.no_grad():
         lines = qa.strip('\n').split('\n')
         for j in range(0, len(lines), 2):
             prefix = head + '# Questions\n' + '\n'.join(lines[:j + 1]) + '\nA:'
-            ids = [1] + tk.encode(prefix).ids; want = lines[j + 1][3:]
+            ids = [BOS] + tk.encode(prefix).ids; want = lines[j + 1][3:]
             out = []
             for _ in range(6):
                 nxt = forward(torch.tensor([ids + out]))[0, -1].argmax().item()
