@@ -23,7 +23,7 @@ use anyhow::Context as _;
 struct Quiet;
 impl Hooks for Quiet {
     fn progress(&self, step: u64, total: u64, line: &str) {
-        if step % 100 == 0 || step == total {
+        if step.is_multiple_of(100) || step == total {
             eprintln!("step {step}/{total}: {line}");
         }
     }
