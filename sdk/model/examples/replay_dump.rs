@@ -14,8 +14,8 @@ use agentmerge_backend_cpu::CpuBackend;
 use agentmerge_model::{
     checkpoint::{self, SaveOptions},
     data::Packed,
-    optim::{AdamW, Decay, Schedule},
-    train::{self, Hooks, TrainSpec},
+    node::TrainConfig,
+    train::{self, Hooks},
     Backend, Mem, Model, IGNORE,
 };
 use anyhow::Context as _;
@@ -73,14 +73,10 @@ fn main() -> anyhow::Result<()> {
     be.download(model.all(Mem::Grads), &mut grads)?;
     checkpoint::save(&config, &grads, agentmerge_checkpoint::DType::F32, &out.join("grads0"), &SaveOptions::default())?;
 
-    let spec = TrainSpec {
-        schedule: Schedule { lr, warmup, total: steps, decay: Decay::Cosine, min_lr_ratio: 0.1 },
-        adamw: AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: Some(1.0) },
-        micro_batch: rows,
-        grad_accum: 1,
-        checkpoint_every: None,
-        save_dtype: agentmerge_checkpoint::DType::F32,
-    };
+    // A trainer node's defaults (what `cpu/pretrain` runs with) but for the rate, warm-up and rows.
+    let cfg: TrainConfig = serde_json::from_value(serde_json::json!({"lr": lr, "warmup_steps": warmup, "batch_size": rows, "seq_len": seq}))?;
+    cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = cfg.spec(steps);
     let done = train::train(&mut be, &mut model, &mut data, &spec, &out.join("work"), &SaveOptions::default(), &Quiet)?;
     let save = SaveOptions { base_config: Some(raw), tokenizer_from: vec![init.to_path_buf()], ..SaveOptions::default() };
     checkpoint::save(&config, &done.params, agentmerge_checkpoint::DType::F32, &out.join("model"), &save)?;

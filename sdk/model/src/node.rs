@@ -286,6 +286,18 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The training loop's numbers for a run of `total` optimizer steps (a checked config).
+    pub fn spec(&self, total: u64) -> TrainSpec {
+        TrainSpec {
+            schedule: Schedule { lr: self.lr, warmup: self.warmup_steps, total, decay: self.schedule, min_lr_ratio: self.min_lr_ratio },
+            adamw: AdamW { beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay, grad_clip: self.grad_clip },
+            micro_batch: self.batch_size,
+            grad_accum: self.grad_accum,
+            checkpoint_every: self.checkpoint_every,
+            save_dtype: parse_dtype(&self.save_dtype).expect("checked"),
+        }
+    }
+
     /// The architecture of a fresh model, the vocabulary defaulting to the data's.
     fn init_config(&self, i: &InitConfig, data_vocab: usize) -> LlamaConfig {
         let mut c = LlamaConfig::new(i.vocab_size.unwrap_or(data_vocab), i.hidden_size, i.intermediate_size, i.num_hidden_layers, i.num_attention_heads);
@@ -389,14 +401,7 @@ fn run_training(
     let mut data = Packed::open(&data_path, config.vocab_size, cfg.seq_len, seed, use_mask)?;
     let rows_per_step = cfg.batch_size * cfg.grad_accum;
     let total = cfg.max_steps.unwrap_or_else(|| ((cfg.epochs.unwrap_or(1.0) * data.rows_per_epoch() as f64) / rows_per_step as f64).ceil().max(1.0) as u64);
-    let spec = TrainSpec {
-        schedule: Schedule { lr: cfg.lr, warmup: cfg.warmup_steps, total, decay: cfg.schedule, min_lr_ratio: cfg.min_lr_ratio },
-        adamw: AdamW { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay, grad_clip: cfg.grad_clip },
-        micro_batch: cfg.batch_size,
-        grad_accum: cfg.grad_accum,
-        checkpoint_every: cfg.checkpoint_every,
-        save_dtype: parse_dtype(&cfg.save_dtype).expect("checked"),
-    };
+    let spec = cfg.spec(total);
     let mut be = create(&ctx.devices())?;
     let mut model = Model::new(config.clone())?;
     model.alloc_params(be.as_mut(), true)?;
