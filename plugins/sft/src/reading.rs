@@ -211,18 +211,19 @@ impl NodeKind for Reading {
                     continue;
                 }
                 r.pages += 1;
-                let mut read = |axtree: &str| {
+                let read = |axtree: &str| {
                     let els = parse_axtree(axtree);
                     // Text and cell questions, only when asked for.
                     let looked_up = if self.kinds.iter().any(|k| matches!(k, Kind::Text | Kind::Cell)) { lookups(axtree, &els) } else { Vec::new() };
                     (els, looked_up)
                 };
-                let original = read(&s.obs.axtree_txt);
+                // The page as it is, read once for every round; a scrambled page, read each round.
+                let original = scrambler.is_none().then(|| read(&s.obs.axtree_txt));
                 for _ in 0..self.rounds {
                     let scrambled = scrambler.as_ref().map(|sc| sc.scramble(&s.obs.axtree_txt, &mut rng));
                     let axtree = scrambled.as_deref().unwrap_or(&s.obs.axtree_txt);
-                    let fresh = scrambled.as_deref().map(&mut read);
-                    let (els, looked_up) = fresh.as_ref().unwrap_or(&original);
+                    let fresh = scrambled.as_deref().map(read);
+                    let Some((els, looked_up)) = fresh.as_ref().or(original.as_ref()) else { unreachable!("either the page or its scramble is read") };
                     let mut ex = exercises_with(els, looked_up, self.questions_per_page, &mut rng, &self.kinds);
                     if ex.is_empty() {
                         continue;

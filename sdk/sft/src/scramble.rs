@@ -218,17 +218,17 @@ fn quoted_texts(line: &str) -> Vec<(usize, String)> {
 fn runs(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let b = s.as_bytes();
+    let class = |c: u8| {
+        if c.is_ascii_alphabetic() {
+            1
+        } else if c.is_ascii_digit() {
+            2
+        } else {
+            0
+        }
+    };
     let mut i = 0;
     while i < b.len() {
-        let class = |c: u8| {
-            if c.is_ascii_alphabetic() {
-                1
-            } else if c.is_ascii_digit() {
-                2
-            } else {
-                0
-            }
-        };
         let c = class(b[i]);
         if c == 0 {
             i += 1;
