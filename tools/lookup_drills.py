@@ -7,6 +7,7 @@ base learn to look up at all?*).
 
     python3 tools/lookup_drills.py OUT.jsonl N [--seed S] [--rows R] [--vocab V] [--key-words K]
     python3 tools/lookup_drills.py OUT.jsonl N --pages READING.jsonl [--seed S]
+    python3 tools/lookup_drills.py OUT.jsonl N --complete READING.jsonl [--seed S]
 
 The first form: tables of R rows (default 3) whose keys are K words (default 1) drawn from the
 first V (default 20) of 40 fixed words, values 10–99, four questions `What is the Count of
@@ -14,7 +15,12 @@ first V (default 20) of 40 fixed words, values 10–99, four questions `What is 
 3,000 documents of READING.jsonl (the `reading` node's text), 3–9 rows, keys of 1–3 words,
 values numbers, extensions, prices or words, six questions each (a cell by its key, which
 element a cell is, a click), half of the documents as goal documents (questions before the
-page, answers after it). The same seed gives the same file.
+page, answers after it). The third: lookups on the real pages of READING.jsonl — for up to N
+of its documents, the page again with up to eight questions whose answer is a value that stands
+beside a key on the page and nowhere in the question: `Complete from the page: 'The Facilities
+team in Sydney can be reached on ext.'` → `6785` (a text line cut before its first number,
+kept only where no other line starts the same way) and `In the row of 'Ubuntu 22.04', what is
+the next cell?` → `17.0.9`. The same seed gives the same file.
 """
 import argparse
 import json
@@ -94,6 +100,37 @@ def mixed(rng, words):
     return "# Goals\n" + goals + "\n" + text + "\n\n# Actions\n" + acts
 
 
+NUMBER = re.compile(r"\$?\d")
+TEXT = re.compile(r"^\s*StaticText '(.*)'$")
+CELL = re.compile(r"^\s*\[\w+\] (?:cell|gridcell) '(.*)'$")
+
+
+def complete(rng, doc):
+    """The page of a reading document and questions only a lookup answers, or None."""
+    page = doc.split("\n\n# Questions\n")[0].split("\n\n# Actions\n")[0]
+    if "# Current page" not in page:
+        return None
+    page = page[page.index("# Current page"):]
+    lines = page.splitlines()
+    qa, prefixes = [], {}
+    for line in lines:
+        m = TEXT.match(line)
+        n = NUMBER.search(m.group(1)) if m else None
+        if n and n.start() > 10:
+            head = m.group(1)[: n.start()].rstrip()
+            value = m.group(1)[n.start():].split(" ")[0].rstrip(".,;)")
+            prefixes.setdefault(head, []).append(value)
+    qa += [(f"Complete from the page: '{h}'", v[0]) for h, v in prefixes.items() if len(v) == 1]
+    for i, line in enumerate(lines[:-1]):
+        a, b = CELL.match(line), CELL.match(lines[i + 1])
+        if a and b and line.startswith(lines[i + 1][: len(line) - len(line.lstrip())]) and "row ''" in lines[i - 1]:
+            qa.append((f"In the row of '{a.group(1)}', what is the next cell?", b.group(1)))
+    if not qa:
+        return None
+    rng.shuffle(qa)
+    return page + "\n\n# Questions\n" + "".join(f"Q: {q}\nA: {a}\n" for q, a in qa[:8])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
@@ -103,8 +140,19 @@ def main():
     ap.add_argument("--vocab", type=int, default=20)
     ap.add_argument("--key-words", type=int, default=1)
     ap.add_argument("--pages", help="the reading corpus (JSON Lines `text`) to draw words from: the mixed drills")
+    ap.add_argument("--complete", help="the reading corpus (JSON Lines `text`) whose pages to ask lookups about")
     a = ap.parse_args()
     rng = random.Random(a.seed)
+    if a.complete:
+        written = 0
+        with open(a.complete) as f, open(a.out, "w") as out:
+            for line in f:
+                text = complete(rng, json.loads(line)["text"])
+                if text and written < a.n:
+                    out.write(json.dumps({"text": text}) + "\n")
+                    written += 1
+        print(f"{written} documents")
+        return
     words = None
     if a.pages:
         found = set()
