@@ -53,6 +53,8 @@ def lookups(preview, n):
             continue
         text = line.split("StaticText '", 1)[1]
         key = next((w for w in re.findall(r"[A-Z][a-z]+", before)[::-1] if w in text), None)
+        if key is None:
+            continue
         on_page = text[: text.index(value)].rstrip(" ")
         reading = "<|bos|># Current page\n" + page + "\n\n# Questions\n"
         out.append((value, {
