@@ -147,8 +147,10 @@ def main():
         written = 0
         with open(a.complete) as f, open(a.out, "w") as out:
             for line in f:
+                if written == a.n:
+                    break
                 text = complete(rng, json.loads(line)["text"])
-                if text and written < a.n:
+                if text:
                     out.write(json.dumps({"text": text}) + "\n")
                     written += 1
         print(f"{written} documents")

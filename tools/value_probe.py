@@ -19,7 +19,8 @@ the layouts a model may know best, so a failure can be told from a format the mo
 
 TOKENIZER is a `tokenizer` node's directory, PREVIEW an `sft/build` preview of the test
 instances' steps (`preview_examples: 100000`; docs/paper.md shows the node), N how many final
-messages to ask, MODEL a model directory (several: one line each). Needs numpy and tokenizers.
+messages to ask at most, MODEL a model directory (several: one line each). Needs numpy and
+tokenizers.
 """
 import re
 import sys
@@ -30,6 +31,7 @@ from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from copy_probe import Llama, examples  # noqa: E402
+from reading_probe import decode  # noqa: E402
 
 VALUE = re.compile(r"(\$?\d[\d.,:]*)")
 
@@ -69,15 +71,6 @@ def lookups(preview, n):
     return out
 
 
-def greedy(model, ids, k):
-    logp, past = model.run(ids)
-    out = []
-    for _ in range(k):
-        out.append(int(logp[-1].argmax()))
-        logp, past = model.run([out[-1]], past)
-    return out
-
-
 def main(argv):
     if len(argv) < 4:
         sys.exit(__doc__)
@@ -89,7 +82,7 @@ def main(argv):
         right = defaultdict(int)
         for value, layouts in items:
             for name, prompt in layouts.items():
-                got = tok.decode(greedy(model, tok.encode(prompt, add_special_tokens=False).ids, 4))
+                got = decode(model, tok, tok.encode(prompt, add_special_tokens=False).ids, limit=4)
                 right[name] += got.strip().startswith(value)
         print(model_dir, " | ".join(f"{name}: {right[name]}/{len(items)}" for name in items[0][1]) if items else "", flush=True)
 
