@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use crate::config::{Method, Paper, Role, Split};
 use crate::labels::{Label, NodeId};
-use crate::metrics::{self, Body, EvalRow, Forgetting, LogpRow, Score, StepScore};
+use crate::metrics::{self, Body, EvalRow, Forgetting, LogpRow, Score, StepScore, TaskCount};
 use crate::select::{self, Candidate};
 
 /// One evaluated model or checkpoint: its success pooled per split and its step accuracy.
@@ -26,6 +26,8 @@ pub struct Point {
     /// evaluation has no per-task step counts (older metrics).
     pub steps_inter: Option<StepScore>,
     pub steps_cross: Option<StepScore>,
+    /// Success per task, as the evaluation counted it (Table 3).
+    pub tasks: Vec<TaskCount>,
 }
 
 impl Point {
@@ -42,6 +44,7 @@ impl Point {
             scored_steps: row.scored_steps,
             steps_inter: row.step_tasks.as_ref().map(|t| metrics::pool(t, cross_task, false)),
             steps_cross: row.step_tasks.as_ref().map(|t| metrics::pool(t, cross_task, true)),
+            tasks: row.tasks.clone(),
         }
     }
 

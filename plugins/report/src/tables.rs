@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::config::{Method, Split};
 use crate::labels::{show, Label};
-use crate::metrics::{Score, StepScore};
+use crate::metrics::{self, Score, StepScore};
 use crate::report::{Key, Point, Report, Series};
 
 /// Table 1's method columns, in the paper's order.
@@ -55,6 +55,7 @@ pub fn markdown(r: &Report) -> String {
     table1(r, &mut md);
     lambda_table(r, &mut md);
     step_accuracy_table(r, &mut md);
+    per_task_table(r, &mut md);
     likelihood_table(r, &mut md);
     forgetting_table(r, &mut md);
     md.push_str("## Figures\n\n");
@@ -202,6 +203,49 @@ fn step_accuracy_table(r: &Report, md: &mut String) {
         );
     }
     md.push('\n');
+}
+
+/// Table 3: each task's test success for every shown model (final checkpoint), seen tasks
+/// first, so a pooled rate can be traced to the tasks it comes from.
+fn per_task_table(r: &Report, md: &mut String) {
+    let models = r.shown();
+    let mut tasks: Vec<(&str, bool)> = Vec::new();
+    for t in models.iter().flat_map(|s| &s.last().tasks) {
+        if !tasks.iter().any(|(name, _)| *name == t.task) {
+            tasks.push((&t.task, metrics::is_cross(&t.task, &t.category, &r.cross_task)));
+        }
+    }
+    if tasks.is_empty() {
+        return;
+    }
+    tasks.sort_by_key(|(_, cross)| *cross);
+    md.push_str("## Table 3: test success per task (final checkpoint)\n\n");
+    md.push_str("Successes / episodes of each task, for the models of Tables 1 and 2; Table 1 pools these counts per split.\n\n");
+    let header: Vec<String> = models.iter().map(|s| model_label(&s.key)).collect();
+    let _ = writeln!(md, "| Task | split | {} |", header.join(" | "));
+    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(models.len()));
+    for (task, cross) in tasks {
+        let cells: Vec<String> = models
+            .iter()
+            .map(|s| match s.last().tasks.iter().find(|t| t.task == task) {
+                Some(t) => format!("{}/{}", t.score.successes, t.score.n),
+                None => "—".into(),
+            })
+            .collect();
+        let split = if cross { Split::Cross } else { Split::Inter };
+        let _ = writeln!(md, "| {task} | {} | {} |", split.title(), cells.join(" | "));
+    }
+    md.push('\n');
+}
+
+/// A model's column title: its method, with its learning rate and λ when it has them.
+fn model_label(k: &Key) -> String {
+    let labels: Vec<String> = [k.lr.as_ref().map(|l| l.text.clone()), k.lambda.as_ref().map(|l| format!("λ = {}", l.text))].into_iter().flatten().collect();
+    if labels.is_empty() {
+        k.method.title().to_string()
+    } else {
+        format!("{} ({})", k.method.title(), labels.join(", "))
+    }
 }
 
 /// `exact / verb / element` of one split, `—` when it has no steps or no counts.
@@ -360,6 +404,12 @@ fn point_json(p: &Point) -> Json {
         "element": opt_num(p.element),
         "scored_steps": p.scored_steps,
         "split_accuracy": {"inter": p.steps_inter.map(step_score_json), "cross": p.steps_cross.map(step_score_json)},
+        "per_task": p.tasks.iter().map(|t| {
+            let mut o = score_fields(t.score);
+            o.insert("task".into(), json!(t.task));
+            o.insert("category".into(), json!(t.category));
+            Json::Object(o)
+        }).collect::<Vec<_>>(),
     })
 }
 

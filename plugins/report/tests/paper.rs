@@ -90,6 +90,39 @@ fn report_md_holds_table1_with_final_checkpoints() {
 }
 
 #[test]
+fn table3_traces_each_pooled_rate_to_its_tasks() {
+    let r = Report::build(&full_config(), &results()).unwrap();
+    let md = agentmerge_plugin_report::tables::markdown(&r);
+    let t3 = &md[md.find("## Table 3: test success per task").expect("Table 3 is missing")..];
+    let header = t3.lines().find(|l| l.starts_with("| Task | split |")).unwrap();
+    // One column per shown model; AgentMerge only at its chosen λ (0.5 at lr 1e-05).
+    assert!(header.contains("| AgentMerge (1e-05, λ = 0.5) |") && !header.contains("AgentMerge (1e-05, λ = 1.0)"), "{header}");
+    let cells_of = |line: &str| -> Vec<String> { line.trim().trim_matches('|').split('|').map(|c| c.trim().to_string()).collect() };
+    let col = cells_of(header).iter().position(|c| c == "AgentMerge (1e-05, λ = 0.5)").unwrap();
+    let row = |task: &str| t3.lines().find(|l| l.starts_with(&format!("| {task} |"))).unwrap_or_else(|| panic!("no row for {task}\n{t3}")).to_string();
+    // The fixture's final AgentMerge row at lr 1e-05, λ = 0.5: 9/40 menu, 13/40 form (inter), 4/20 dashboard (cross),
+    // the 22/80 and 4/20 of Table 1.
+    for (task, split, cell) in [
+        ("miniarena.menu.impersonate_user", "inter-task", "9/40"),
+        ("miniarena.form.create_user", "inter-task", "13/40"),
+        ("miniarena.dashboard.read_value", "cross-task", "4/20"),
+    ] {
+        let r = row(task);
+        let cells = cells_of(&r);
+        assert_eq!(cells[1], split, "{r}");
+        assert_eq!(cells[col], cell, "{r}");
+    }
+    // Seen tasks come before held-out ones.
+    assert!(t3.find("| miniarena.form.create_user |").unwrap() < t3.find("| miniarena.dashboard.read_value |").unwrap());
+    // report.json keeps the same counts per point.
+    let json = agentmerge_plugin_report::tables::json(&r);
+    let am = json["series"].as_array().unwrap().iter().find(|s| s["node"] == "ev_am[lambda=0.5,lr=1e-05]").unwrap();
+    let last = am["points"].as_array().unwrap().last().unwrap();
+    let dash = last["per_task"].as_array().unwrap().iter().find(|t| t["category"] == "dashboard").unwrap();
+    assert_eq!((dash["n"].as_u64(), dash["successes"].as_u64()), (Some(20), Some(4)));
+}
+
+#[test]
 fn writes_every_file_and_the_figures_decode() {
     let r = Report::build(&full_config(), &results()).unwrap();
     let dir = tempfile::tempdir().unwrap();
