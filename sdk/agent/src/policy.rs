@@ -154,7 +154,7 @@ impl LoadedModel {
         if tokenizer.get_vocab_size(true) > config.vocab_size {
             bail!("{}: the tokenizer has {} tokens, more than the model's vocab_size {}", tok_dir.display(), tokenizer.get_vocab_size(true), config.vocab_size);
         }
-        let mut eos: Vec<u32> = config.eos_token_id.into_iter().collect();
+        let mut eos: Vec<u32> = config.eos_token_id.clone();
         if let Some(id) = (!template.eos_token.is_empty()).then(|| tokenizer.token_to_id(&template.eos_token)).flatten() {
             if !eos.contains(&id) {
                 eos.push(id);

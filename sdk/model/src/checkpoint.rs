@@ -128,8 +128,8 @@ pub fn save(config: &LlamaConfig, params: &[f32], dtype: DType, out: &Path, opts
         if let Some(b) = config.bos_token_id {
             g.insert("bos_token_id".into(), json!(b));
         }
-        if let Some(e) = config.eos_token_id {
-            g.insert("eos_token_id".into(), json!(e));
+        if let Some(e) = config.eos_json() {
+            g.insert("eos_token_id".into(), e);
         }
         w.write_extra_file("generation_config.json", serde_json::to_string_pretty(&Json::Object(g))?.as_bytes())?;
     }

@@ -26,7 +26,9 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<u32>,
+    /// Every end-of-sequence id, as config.json lists them (Llama 3 Instruct has three); empty
+    /// when it names none. Written back as a number when there is one, a list otherwise.
+    pub eos_token_id: Vec<u32>,
     /// The standard deviation of a fresh initialisation (`initializer_range`).
     pub initializer_range: f64,
 }
@@ -47,7 +49,7 @@ impl LlamaConfig {
             tie_word_embeddings: false,
             max_position_embeddings: 2048,
             bos_token_id: None,
-            eos_token_id: None,
+            eos_token_id: Vec::new(),
             initializer_range: 0.02,
         }
     }
@@ -115,11 +117,12 @@ impl LlamaConfig {
                 rope_theta = Some(t.as_f64().ok_or_else(|| anyhow!("`rope_parameters.rope_theta` must be a number, got {t}"))?);
             }
         }
-        let token = |k: &str| -> anyhow::Result<Option<u32>> {
+        let tokens = |k: &str| -> anyhow::Result<Vec<u32>> {
+            let id = |v: &Json| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| anyhow!("`{k}` must be a token id or a list of them, got {v}"));
             match o.get(k) {
-                None | Some(Json::Null) => Ok(None),
-                Some(Json::Array(a)) => Ok(a.first().and_then(Json::as_u64).map(|x| x as u32)),
-                Some(v) => v.as_u64().map(|x| Some(x as u32)).ok_or_else(|| anyhow!("`{k}` must be a token id, got {v}")),
+                None | Some(Json::Null) => Ok(Vec::new()),
+                Some(Json::Array(a)) => a.iter().map(id).collect(),
+                Some(v) => Ok(vec![id(v)?]),
             }
         };
         let hidden_size = need("hidden_size")?;
@@ -136,12 +139,22 @@ impl LlamaConfig {
             rms_norm_eps: float("rms_norm_eps")?.unwrap_or(1e-6),
             tie_word_embeddings: flag("tie_word_embeddings")?,
             max_position_embeddings: uint("max_position_embeddings")?.unwrap_or(2048),
-            bos_token_id: token("bos_token_id")?,
-            eos_token_id: token("eos_token_id")?,
+            bos_token_id: tokens("bos_token_id")?.first().copied(),
+            eos_token_id: tokens("eos_token_id")?,
             initializer_range: float("initializer_range")?.unwrap_or(0.02),
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// `eos_token_id` as config.json spells it: a number for one id, a list for several,
+    /// `None` for none.
+    pub fn eos_json(&self) -> Option<Json> {
+        match self.eos_token_id.as_slice() {
+            [] => None,
+            [one] => Some(json!(one)),
+            many => Some(json!(many)),
+        }
     }
 
     /// Checks the sizes fit together; errors name the field.
@@ -233,8 +246,8 @@ impl LlamaConfig {
         if let Some(b) = self.bos_token_id {
             set("bos_token_id", json!(b));
         }
-        if let Some(e) = self.eos_token_id {
-            set("eos_token_id", json!(e));
+        if let Some(e) = self.eos_json() {
+            set("eos_token_id", e);
         }
         // transformers 5.x's spelling; 4.x ignores it. Both name the same theta.
         o.remove("rope_parameters");
@@ -266,6 +279,26 @@ mod tests {
         let written = c.to_json(Some(&v5), "float32");
         assert_eq!(LlamaConfig::from_json(&written).unwrap(), c);
         assert!(written.get("rope_parameters").is_none());
+    }
+
+    #[test]
+    fn every_eos_id_of_a_list_survives_the_round_trip() {
+        // Llama 3 Instruct's config lists three: end of text, end of message, end of turn.
+        let mut j = base();
+        j["eos_token_id"] = json!([91, 94, 96]);
+        let c = LlamaConfig::from_json(&j).unwrap();
+        assert_eq!(c.eos_token_id, vec![91, 94, 96]);
+        assert_eq!(c.to_json(Some(&j), "float32")["eos_token_id"], json!([91, 94, 96]));
+        // One id is written as a number, none as no field, as transformers writes them.
+        j["eos_token_id"] = json!(95);
+        let one = LlamaConfig::from_json(&j).unwrap();
+        assert_eq!((one.eos_token_id.clone(), one.to_json(None, "float32")["eos_token_id"].clone()), (vec![95], json!(95)));
+        let none = LlamaConfig::from_json(&base()).unwrap();
+        assert!(none.eos_token_id.is_empty() && none.to_json(None, "float32").get("eos_token_id").is_none());
+        // A bad entry names the field.
+        j["eos_token_id"] = json!([91, "end"]);
+        let e = LlamaConfig::from_json(&j).unwrap_err().to_string();
+        assert!(e.contains("`eos_token_id`") && e.contains("list"), "{e}");
     }
 
     #[test]

@@ -471,13 +471,30 @@ fn set_special_tokens(config: &mut LlamaConfig, dir: &Path) -> anyhow::Result<()
     let template = agentmerge_sft::template::ChatTemplate::from_dir(dir)?;
     // The model is trained on this tokenizer's ids, so its bos/eos ids are the model's: a fresh
     // `models/random_llama` config says 1 and 2 whatever the tokenizer.
-    for (name, token, slot) in [("bos", &template.bos_token, &mut config.bos_token_id), ("eos", &template.eos_token, &mut config.eos_token_id)] {
-        let Some(id) = (!token.is_empty()).then(|| tok.token_to_id(token)).flatten() else { continue };
-        if *slot != Some(id) {
-            if let Some(old) = *slot {
-                tracing::info!("{name}_token_id {old} → {id}: the tokenizer's {name} token {token:?}");
+    let id_of = |token: &str| (!token.is_empty()).then(|| tok.token_to_id(token)).flatten();
+    if let Some(id) = id_of(&template.bos_token) {
+        if config.bos_token_id != Some(id) {
+            if let Some(old) = config.bos_token_id {
+                tracing::info!("bos_token_id {old} → {id}: the tokenizer's bos token {:?}", template.bos_token);
             }
-            *slot = Some(id);
+            config.bos_token_id = Some(id);
+        }
+    }
+    // eos may be a list (Llama 3 Instruct: end of text, end of message, end of turn): a list
+    // that holds the tokenizer's eos stays whole; one other id is replaced; several get it added.
+    if let Some(id) = id_of(&template.eos_token) {
+        let eos = &mut config.eos_token_id;
+        match eos.as_slice() {
+            ids if ids.contains(&id) => {}
+            [] => *eos = vec![id],
+            [old] => {
+                tracing::info!("eos_token_id {old} → {id}: the tokenizer's eos token {:?}", template.eos_token);
+                *eos = vec![id];
+            }
+            ids => {
+                tracing::info!("eos_token_id {ids:?} + {id}: the tokenizer's eos token {:?}", template.eos_token);
+                eos.push(id);
+            }
         }
     }
     if tok.get_vocab_size(true) > config.vocab_size {
@@ -499,4 +516,28 @@ fn move_dir(src: &Path, dst: &Path) -> anyhow::Result<()> {
         std::fs::copy(e.path(), dst.join(e.file_name())).with_context(|| format!("copying {}", e.path().display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transformers-made tokenizer whose eos token `<|eos|>` is id 1 (tests/fixtures/own).
+    fn fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/own/instruct")
+    }
+
+    #[test]
+    fn special_tokens_keep_an_eos_list_that_holds_the_tokenizers_eos() {
+        let eos_after = |eos: Vec<u32>| {
+            let mut c = LlamaConfig::new(400, 24, 48, 2, 4);
+            c.eos_token_id = eos;
+            set_special_tokens(&mut c, &fixture()).unwrap();
+            (c.bos_token_id, c.eos_token_id)
+        };
+        assert_eq!(eos_after(vec![7, 1, 9]), (Some(0), vec![7, 1, 9]), "a list holding it stays whole");
+        assert_eq!(eos_after(vec![2]), (Some(0), vec![1]), "one other id (a fresh random config's) is replaced");
+        assert_eq!(eos_after(vec![]), (Some(0), vec![1]));
+        assert_eq!(eos_after(vec![7, 9]), (Some(0), vec![7, 9, 1]), "several others get it added");
+    }
 }
