@@ -178,10 +178,11 @@ impl LlamaConfig {
         if !self.head_dim.is_multiple_of(2) {
             bail!("`head_dim` ({}) must be even for rotary embeddings", self.head_dim);
         }
-        if !(self.rope_theta > 0.0) {
+        // NaN fails these too.
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             bail!("`rope_theta` must be positive");
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             bail!("`rms_norm_eps` must be positive");
         }
         if self.vocab_size >= u32::MAX as usize {
@@ -310,6 +311,8 @@ mod tests {
             ("hidden_act", json!("gelu"), "`hidden_act`"),
             ("num_key_value_heads", json!(3), "`num_key_value_heads`"),
             ("hidden_size", json!("wide"), "`hidden_size`"),
+            ("rope_theta", json!(0.0), "`rope_theta`"),
+            ("rms_norm_eps", json!(-1e-5), "`rms_norm_eps`"),
         ] {
             let mut j = base();
             j[k] = v;

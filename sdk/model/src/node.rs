@@ -246,7 +246,7 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return Err(ConfigError::new("min_lr_ratio", "must be in [0, 1]"));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(ConfigError::new("weight_decay", "must be 0 or more"));
         }
         if let Some(c) = self.grad_clip {
